@@ -1,0 +1,24 @@
+"""ast_hf: the Audio Spectrogram Transformer (Gong, Chung, Glass, Interspeech 2021) as a Hugging Face model.
+
+Importing the package registers it with transformers' Auto classes under model_type "ast_hf".
+"""
+
+from .configuration_ast import ASTConfig
+from .feature_extraction_ast import ASTFeatureExtractor
+from .modeling_ast import ASTForAudioClassification, ASTModel, ASTPreTrainedModel
+from .registration import register_auto_classes
+from .stats import compute_normalization_stats
+
+__version__ = "0.1.0"
+
+register_auto_classes()
+
+__all__ = [
+    "ASTConfig",
+    "ASTFeatureExtractor",
+    "ASTForAudioClassification",
+    "ASTModel",
+    "ASTPreTrainedModel",
+    "compute_normalization_stats",
+    "register_auto_classes",
+]

@@ -1,0 +1,118 @@
+"""Configuration of the Audio Spectrogram Transformer (Gong, Chung, Glass, Interspeech 2021, arXiv 2104.01778).
+
+The fields and defaults are those of transformers' built-in AST config, so a ``config.json`` written by either
+loads into the other. The config is the single source of truth for every module of ``modeling_ast.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PreTrainedConfig
+
+# model_type written by transformers' own port; its config.json files are accepted by ASTConfig.from_dict.
+BUILTIN_AST_MODEL_TYPE = "audio-spectrogram-transformer"
+
+
+class ASTConfig(PreTrainedConfig):
+    r"""
+    Configuration of an [`ASTModel`] / [`ASTForAudioClassification`]. The defaults give the AudioSet model of the
+    paper (`MIT/ast-finetuned-audioset-10-10-0.4593`): ViT-Base, 16x16 patches with overlap 6, 1024 frames.
+
+    hidden_size (int, defaults to 768): width of every token; ViT/DeiT-Base.
+    num_hidden_layers (int, defaults to 12): number of pre-LN Transformer encoder layers.
+    num_attention_heads (int, defaults to 12): heads per self-attention; must divide `hidden_size`.
+    intermediate_size (int, defaults to 3072): width of the MLP inside each layer (4 x hidden_size).
+    hidden_act (str, defaults to "gelu"): activation of the MLP (exact erf GELU, as in DeiT).
+    hidden_dropout_prob (float, defaults to 0.0): dropout after embeddings, attention output and MLP.
+    attention_probs_dropout_prob (float, defaults to 0.0): dropout on the attention probabilities.
+    initializer_range (float, defaults to 0.02): std of the truncated normal used for fresh weights.
+    layer_norm_eps (float, defaults to 1e-12): LayerNorm epsilon; 1e-12 as in every MIT/ast-* Hub config (their
+        reference logits were made with it); models converted from timm/DeiT use 1e-6.
+    patch_size (int, defaults to 16): square patch side in (mel bins, frames); 16 so DeiT weights transfer.
+    qkv_bias (bool, defaults to True): bias on the query/key/value projections.
+    frequency_stride (int, defaults to 10): stride of the patch split along frequency; 16 means no overlap.
+    time_stride (int, defaults to 10): stride of the patch split along time; 16 means no overlap.
+    max_length (int, defaults to 1024): frames of the stored positional grid (10.24 s at 100 frames/s). Inputs
+        of any other length still run: see `ASTEmbeddings`.
+    num_mel_bins (int, defaults to 128): mel bins of the stored positional grid.
+    """
+
+    model_type = "ast_hf"
+
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    patch_size: int = 16
+    qkv_bias: bool = True
+    frequency_stride: int = 10
+    time_stride: int = 10
+    # Declared so that transformers 5 does not mistake it for a generation parameter on save_pretrained.
+    max_length: int = 1024
+    num_mel_bins: int = 128
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        self._check_architecture()
+
+    def _check_architecture(self) -> None:
+        # Plain ValueErrors (not huggingface_hub's strict-dataclass errors) so that callers can catch them.
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not a multiple of num_attention_heads="
+                f"{self.num_attention_heads}; pick a head count that divides it (hidden_size / 64 is usual)."
+            )
+        for name in ("patch_size", "frequency_stride", "time_stride"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be a positive integer.")
+        for name in ("num_mel_bins", "max_length"):
+            if int(getattr(self, name)) < self.patch_size:
+                raise ValueError(
+                    f"{name}={getattr(self, name)} is smaller than patch_size={self.patch_size}: the stored grid "
+                    f"would hold no patch. Use at least {self.patch_size}."
+                )
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        """(frequency, time) patches of the stored positional grid, e.g. (12, 101) for the defaults."""
+        return patch_grid_size(self.num_mel_bins, self.max_length, self.patch_size, self.frequency_stride,
+                               self.time_stride)
+
+    @classmethod
+    def get_config_dict(cls, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        config_dict, kwargs = super().get_config_dict(*args, **kwargs)
+        return _from_builtin_ast(config_dict), kwargs
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any):
+        return super().from_dict(_from_builtin_ast(config_dict), **kwargs)
+
+
+def _from_builtin_ast(config_dict: dict[str, Any]) -> dict[str, Any]:
+    """transformers' built-in AST config.json has the same fields under model_type "audio-spectrogram-transformer"."""
+    if config_dict.get("model_type") != BUILTIN_AST_MODEL_TYPE:
+        return config_dict
+    config_dict = dict(config_dict, model_type=ASTConfig.model_type)
+    config_dict.pop("architectures", None)  # names of the built-in classes, not ours
+    return config_dict
+
+
+def patch_grid_size(num_mel_bins: int, num_frames: int, patch_size: int, frequency_stride: int,
+                    time_stride: int) -> tuple[int, int]:
+    """Number of (frequency, time) patches of a Conv2d(kernel=patch_size, stride=(fs, ts)) over (F, T)."""
+    if num_mel_bins < patch_size or num_frames < patch_size:
+        raise ValueError(
+            f"The spectrogram has {num_frames} frames x {num_mel_bins} mel bins but one patch needs "
+            f"{patch_size} x {patch_size}. Pad the audio to at least {patch_size} frames "
+            f"(feature extractor padding='max_length', or about {(patch_size - 1) * 160 + 400} samples at 16 kHz)."
+        )
+    return (num_mel_bins - patch_size) // frequency_stride + 1, (num_frames - patch_size) // time_stride + 1
+
+
+__all__ = ["ASTConfig", "patch_grid_size"]

@@ -1,0 +1,509 @@
+"""Audio Spectrogram Transformer (Gong, Chung, Glass, "AST: Audio Spectrogram Transformer", Interspeech 2021,
+arXiv 2104.01778): a ViT/DeiT encoder over overlapping 16x16 patches of a log-mel spectrogram.
+
+Parameter names follow the Hub format of transformers' built-in AST, so checkpoints move between the two
+unchanged. Unlike the built-in port this model takes spectrograms of any length (and any number of mel bins):
+the positional embedding is resampled to the input's patch grid by `resample_patch_grid`, the one rule also used
+by the DeiT -> AST conversion, and an `attention_mask` over frames masks the patches of padding.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from .configuration_ast import ASTConfig, patch_grid_size
+
+NUM_PREFIX_TOKENS = 2  # [CLS] and DeiT's distillation token
+
+# Saved next to the weights so that a checkpoint loads with trust_remote_code=True where ast_hf is not installed.
+# Remote code is copied flat, which is why these files import each other only as `from .sibling import X`.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_CODE_FILES = ("configuration_ast.py", "modeling_ast.py", "feature_extraction_ast.py")
+_AUTO_MAP = {
+    "AutoConfig": "configuration_ast.ASTConfig",
+    "AutoModel": "modeling_ast.ASTModel",
+    "AutoModelForAudioClassification": "modeling_ast.ASTForAudioClassification",
+    "AutoFeatureExtractor": "feature_extraction_ast.ASTFeatureExtractor",
+}
+
+
+def resample_patch_grid(grid: torch.Tensor, size: tuple[int, int], crop: str = "leading") -> torch.Tensor:
+    """Resize a (1, D, f, t) grid of positional embeddings to (1, D, size[0], size[1]).
+
+    Time first, then frequency (the authors' order). Along each axis, a smaller size keeps a slice of the stored
+    rows/columns (`crop="leading"`: the first ones, used at run time so that a shorter clip sees exactly the
+    embeddings it would see when padded; `crop="center"`: the centre ones, the authors' DeiT -> AST rule) and a
+    larger size is bilinearly interpolated (align_corners=False), computed in float32. The same size returns the
+    input unchanged.
+    """
+    if crop not in ("leading", "center"):
+        raise ValueError(f"crop={crop!r} must be 'leading' or 'center'.")
+    if grid.ndim != 4 or grid.shape[0] != 1:
+        raise ValueError(f"Expected a (1, D, f, t) grid of embeddings, got shape {tuple(grid.shape)}.")
+    new_f, new_t = size
+    if new_f < 1 or new_t < 1:
+        raise ValueError(f"Target grid {size} must have at least one patch along each axis.")
+    dtype = grid.dtype
+    for axis, new in ((3, new_t), (2, new_f)):
+        old = grid.shape[axis]
+        if new < old:
+            start = 0 if crop == "leading" else old // 2 - new // 2
+            grid = grid.narrow(axis, start, new)
+        elif new > old:
+            target = (grid.shape[2], new) if axis == 3 else (new, grid.shape[3])
+            grid = F.interpolate(grid.float(), size=target, mode="bilinear", align_corners=False).to(dtype)
+    return grid
+
+
+def resample_position_embeddings(position_embeddings: torch.Tensor, old_grid: tuple[int, int],
+                                 new_grid: tuple[int, int], crop: str = "leading",
+                                 num_prefix_tokens: int = NUM_PREFIX_TOKENS) -> torch.Tensor:
+    """(1, P + f*t, D) embeddings of an old (f, t) patch grid -> (1, P + f'*t', D) for a new grid.
+
+    The P prefix rows (CLS, distillation) are kept as they are; the patch rows, flattened frequency-major, are
+    resampled with `resample_patch_grid`.
+    """
+    old_f, old_t = old_grid
+    expected = num_prefix_tokens + old_f * old_t
+    if position_embeddings.ndim != 3 or position_embeddings.shape[1] != expected:
+        raise ValueError(
+            f"Position embeddings of shape {tuple(position_embeddings.shape)} do not fit a {old_f} x {old_t} grid "
+            f"with {num_prefix_tokens} prefix tokens (expected (1, {expected}, D))."
+        )
+    if tuple(new_grid) == tuple(old_grid):
+        return position_embeddings
+    prefix, patches = position_embeddings[:, :num_prefix_tokens], position_embeddings[:, num_prefix_tokens:]
+    dim = patches.shape[-1]
+    grid = patches.reshape(1, old_f, old_t, dim).permute(0, 3, 1, 2)  # (1, D, f, t)
+    grid = resample_patch_grid(grid, new_grid, crop=crop)  # (1, D, f', t')
+    patches = grid.permute(0, 2, 3, 1).reshape(1, -1, dim)  # (1, f' * t', D)
+    return torch.cat([prefix, patches], dim=1)
+
+
+class ASTPatchEmbeddings(nn.Module):
+    """(B, T, F) spectrogram -> (B, f * t, D) patch embeddings, patches in frequency-major order."""
+
+    def __init__(self, config: ASTConfig) -> None:
+        super().__init__()
+        self.patch_size = config.patch_size
+        self.stride = (config.frequency_stride, config.time_stride)
+        self.projection = nn.Conv2d(1, config.hidden_size, kernel_size=config.patch_size, stride=self.stride)
+
+    def forward(self, input_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        spectrogram = input_values.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
+        patches = self.projection(spectrogram)  # (B, D, f, t)
+        grid = (patches.shape[2], patches.shape[3])
+        return patches.flatten(2).transpose(1, 2), grid  # (B, f * t, D)
+
+
+class ASTEmbeddings(nn.Module):
+    """[CLS, DIST, patches] + positional embeddings resampled to the input's patch grid."""
+
+    def __init__(self, config: ASTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.distillation_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.patch_embeddings = ASTPatchEmbeddings(config)
+        self.grid = config.patch_grid  # stored (f, t) grid
+        num_positions = self.grid[0] * self.grid[1] + NUM_PREFIX_TOKENS
+        self.position_embeddings = nn.Parameter(torch.zeros(1, num_positions, config.hidden_size))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_values: torch.Tensor,
+                time_patches: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+        batch_size = input_values.shape[0]
+        patches, grid = self.patch_embeddings(input_values)  # (B, N, D), (f, t)
+        cls_tokens = self.cls_token.expand(batch_size, -1, -1)
+        distillation_tokens = self.distillation_token.expand(batch_size, -1, -1)
+        embeddings = torch.cat((cls_tokens, distillation_tokens, patches), dim=1)  # (B, N + 2, D)
+        embeddings = embeddings + self.position_embeddings_for(grid, time_patches)
+        return self.dropout(embeddings), grid
+
+    def position_embeddings_for(self, grid: tuple[int, int], time_patches: torch.Tensor | None = None) -> torch.Tensor:
+        """(1 or B, N + 2, D) positional embeddings for an (f, t) grid; `time_patches` (B,) holds each clip's real
+        time patches when the batch is padded."""
+        stored = self.position_embeddings
+        if time_patches is None or grid[1] <= self.grid[1]:
+            # Leading crop: every clip's real columns get what they get alone.
+            return resample_position_embeddings(stored, self.grid, grid)
+        # Longer than the stored grid: interpolation depends on each clip's own length, so resample per length.
+        per_clip = stored.new_zeros(time_patches.shape[0], stored.shape[1] - self.grid[0] * self.grid[1]
+                                    + grid[0] * grid[1], stored.shape[2])
+        for length in time_patches.unique().tolist():
+            own = resample_position_embeddings(stored, self.grid, (grid[0], length))  # (1, 2 + f * length, D)
+            own_patches = own[:, NUM_PREFIX_TOKENS:].reshape(1, grid[0], length, -1)
+            full = F.pad(own_patches, (0, 0, 0, grid[1] - length)).reshape(1, grid[0] * grid[1], -1)
+            rows = time_patches == length
+            per_clip[rows] = torch.cat([own[:, :NUM_PREFIX_TOKENS], full], dim=1).to(per_clip.dtype)
+        return per_clip
+
+
+def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                            attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0,
+                            **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain softmax attention over (B, H, N, d) tensors; returns (B, N, H, d) outputs and (B, H, N, N) weights."""
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, N, N)
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()  # (B, N, H, d)
+    return output, weights
+
+
+class ASTSelfAttention(nn.Module):
+    def __init__(self, config: ASTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.num_attention_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.dropout = config.attention_probs_dropout_prob
+        self.is_causal = False
+        self.query = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch_size, length, _ = hidden_states.shape
+        shape = (batch_size, length, self.num_attention_heads, self.head_dim)
+        query = self.query(hidden_states).view(shape).transpose(1, 2)  # (B, H, N, d)
+        key = self.key(hidden_states).view(shape).transpose(1, 2)
+        value = self.value(hidden_states).view(shape).transpose(1, 2)
+
+        attention: Callable = eager_attention_forward
+        implementation = self.config._attn_implementation
+        if implementation not in (None, "eager") and not output_attentions:
+            attention = ALL_ATTENTION_FUNCTIONS[implementation]
+        elif implementation not in (None, "eager") and attention_mask is not None and attention_mask.dtype == torch.bool:
+            # The mask was built for sdpa; eager wants an additive one.
+            attention_mask = torch.zeros_like(attention_mask, dtype=query.dtype).masked_fill(
+                ~attention_mask, torch.finfo(query.dtype).min)
+        output, weights = attention(self, query, key, value, attention_mask, scaling=self.scaling,
+                                    dropout=self.dropout if self.training else 0.0, is_causal=False)
+        output = output.reshape(batch_size, length, -1)  # (B, N, D)
+        return output, (weights if output_attentions else None)
+
+
+class ASTSelfOutput(nn.Module):
+    def __init__(self, config: ASTConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.dense(hidden_states))
+
+
+class ASTAttention(nn.Module):
+    def __init__(self, config: ASTConfig) -> None:
+        super().__init__()
+        self.attention = ASTSelfAttention(config)
+        self.output = ASTSelfOutput(config)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        context, weights = self.attention(hidden_states, attention_mask, output_attentions)
+        return self.output(context), weights
+
+
+class ASTIntermediate(nn.Module):
+    def __init__(self, config: ASTConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.activation = ACT2FN[config.hidden_act]
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(hidden_states))
+
+
+class ASTOutput(nn.Module):
+    def __init__(self, config: ASTConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.dense(hidden_states))
+
+
+class ASTLayer(GradientCheckpointingLayer):
+    """Pre-LN Transformer block: x + MHSA(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, config: ASTConfig) -> None:
+        super().__init__()
+        self.attention = ASTAttention(config)
+        self.intermediate = ASTIntermediate(config)
+        self.output = ASTOutput(config)
+        self.layernorm_before = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # Self-attention
+        residual = hidden_states
+        hidden_states, weights = self.attention(self.layernorm_before(hidden_states), attention_mask,
+                                                output_attentions)
+        hidden_states = hidden_states + residual
+
+        # MLP
+        residual = hidden_states
+        hidden_states = self.output(self.intermediate(self.layernorm_after(hidden_states)))
+        return hidden_states + residual, weights
+
+
+class ASTEncoder(nn.Module):
+    def __init__(self, config: ASTConfig) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList([ASTLayer(config) for _ in range(config.num_hidden_layers)])
+        self.gradient_checkpointing = False
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                output_attentions: bool = False, output_hidden_states: bool = False
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+        all_hidden: tuple[torch.Tensor, ...] = ()
+        all_attentions: tuple[torch.Tensor, ...] = ()
+        for layer in self.layer:
+            if output_hidden_states:
+                all_hidden += (hidden_states,)
+            hidden_states, weights = layer(hidden_states, attention_mask, output_attentions)
+            if output_attentions:
+                all_attentions += (weights,)
+        if output_hidden_states:
+            all_hidden += (hidden_states,)
+        return (hidden_states, all_hidden if output_hidden_states else None,
+                all_attentions if output_attentions else None)
+
+
+class ASTPreTrainedModel(PreTrainedModel):
+    config_class = ASTConfig
+    config: ASTConfig
+    base_model_prefix = "audio_spectrogram_transformer"
+    main_input_name = "input_values"
+    input_modalities = ("audio",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["ASTEmbeddings", "ASTLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, ASTEmbeddings):
+            # timm's ViT initialisation: small random tokens and positions, so training from scratch works.
+            for parameter in (module.cls_token, module.distillation_token, module.position_embeddings):
+                nn.init.trunc_normal_(parameter, std=self.config.initializer_range)
+
+    def save_pretrained(self, save_directory: str, *args: Any, **kwargs: Any) -> None:
+        """`PreTrainedModel.save_pretrained`, plus the model's code and `auto_map` so that the directory loads with
+        `trust_remote_code=True` where ast_hf is not installed."""
+        code_files = [name for name in _CODE_FILES if os.path.isfile(os.path.join(_HERE, name))]
+        self.config.auto_map = {auto: ref for auto, ref in _AUTO_MAP.items() if f"{ref.split('.')[0]}.py" in code_files}
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            for name in code_files:
+                shutil.copyfile(os.path.join(_HERE, name), os.path.join(save_directory, name))
+
+
+class ASTModel(ASTPreTrainedModel):
+    """The AST encoder: (B, T, F) spectrogram -> (B, 2 + f*t, D) hidden states and the (B, D) pooled output, the
+    mean of the CLS and distillation tokens."""
+
+    def __init__(self, config: ASTConfig) -> None:
+        super().__init__(config)
+        self.embeddings = ASTEmbeddings(config)
+        self.encoder = ASTEncoder(config)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> ASTPatchEmbeddings:
+        return self.embeddings.patch_embeddings
+
+    def forward(
+        self,
+        input_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPooling | tuple:
+        r"""
+        input_values (`torch.FloatTensor` of shape `(batch_size, frames, num_mel_bins)`): normalised log-mel
+            spectrograms from [`ASTFeatureExtractor`]; any frames >= patch_size and mel bins >= patch_size.
+        attention_mask (`torch.Tensor` of shape `(batch_size, frames)`, *optional*): 1 for real frames, 0 for
+            padding (from the feature extractor with `padding="longest", return_attention_mask=True`). Patches of
+            padding are masked so that a clip's output in a padded batch equals its output alone.
+        """
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (self.config.output_hidden_states if output_hidden_states is None
+                                else output_hidden_states)
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        kwargs.pop("interpolate_pos_encoding", None)  # accepted for transformers compatibility; always on here
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}.forward() got unexpected argument(s) {sorted(kwargs)}.")
+        input_values = self._check_input(input_values)
+
+        time_patches = None
+        if attention_mask is not None:
+            time_patches = self._time_patches(attention_mask, input_values.shape)
+        embeddings, (grid_f, grid_t) = self.embeddings(input_values, time_patches)  # (B, 2 + f*t, D)
+        mask = None
+        if time_patches is not None:
+            real_columns = torch.arange(grid_t, device=embeddings.device)[None, :] < time_patches[:, None]  # (B, t)
+            real_patches = real_columns[:, None, :].expand(-1, grid_f, -1).reshape(len(time_patches), -1)
+            prefix = real_patches.new_ones(len(time_patches), NUM_PREFIX_TOKENS)
+            token_mask = torch.cat([prefix, real_patches], dim=1)  # (B, 2 + f*t)
+            mask = create_bidirectional_mask(config=self.config, inputs_embeds=embeddings, attention_mask=token_mask)
+
+        hidden_states, all_hidden, all_attentions = self.encoder(embeddings, mask, output_attentions,
+                                                                 output_hidden_states)
+        sequence_output = self.layernorm(hidden_states)  # (B, 2 + f*t, D)
+        pooled_output = (sequence_output[:, 0] + sequence_output[:, 1]) / 2  # (B, D)
+
+        if not return_dict:
+            return tuple(v for v in (sequence_output, pooled_output, all_hidden, all_attentions) if v is not None)
+        return BaseModelOutputWithPooling(last_hidden_state=sequence_output, pooler_output=pooled_output,
+                                          hidden_states=all_hidden, attentions=all_attentions)
+
+    def _check_input(self, input_values: torch.Tensor | None) -> torch.Tensor:
+        if input_values is None:
+            raise ValueError("input_values is required: the (batch, frames, mel bins) output of ASTFeatureExtractor.")
+        if not isinstance(input_values, torch.Tensor):
+            raise TypeError(
+                f"input_values must be a torch.Tensor, got {type(input_values).__name__}; call the feature "
+                "extractor with return_tensors='pt'."
+            )
+        if input_values.ndim == 2:
+            raise ValueError(
+                f"input_values has shape {tuple(input_values.shape)}; the model expects (batch, frames, mel bins). "
+                "Add a batch dimension with input_values.unsqueeze(0), or pass raw audio through the feature "
+                "extractor first."
+            )
+        if input_values.ndim != 3:
+            raise ValueError(
+                f"input_values has shape {tuple(input_values.shape)}; the model expects (batch, frames, mel bins)."
+            )
+        if not input_values.is_floating_point():
+            raise TypeError(f"input_values must be a float tensor, got {input_values.dtype}.")
+        patch = self.config.patch_size
+        frames, mel_bins = input_values.shape[1:]
+        patch_grid_size(mel_bins, frames, patch, self.config.frequency_stride, self.config.time_stride)  # raises
+        return input_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
+
+    def _time_patches(self, attention_mask: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """Real time patches of each clip, (B,): those whose 16 frames all lie within the clip's real frames."""
+        if attention_mask.shape != shape[:2]:
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but input_values has {tuple(shape[:2])} "
+                "(batch, frames); pass the mask the feature extractor returned with these input_values."
+            )
+        frames = attention_mask.to(torch.long).sum(dim=1)  # (B,)
+        stride, patch = self.config.time_stride, self.config.patch_size
+        grid_t = (shape[1] - patch) // stride + 1
+        # A clip shorter than one patch keeps its first (partly padded) patch rather than attending to nothing.
+        return ((frames - patch).clamp(min=0) // stride + 1).clamp(max=grid_t)
+
+
+class ASTMLPHead(nn.Module):
+    def __init__(self, config: ASTConfig) -> None:
+        super().__init__()
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dense = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.dense(self.layernorm(pooled))  # (B, num_labels)
+
+
+class ASTForAudioClassification(ASTPreTrainedModel):
+    """AST with a LayerNorm + Linear head on the pooled output (AudioSet, ESC-50, Speech Commands, ...)."""
+
+    def __init__(self, config: ASTConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.audio_spectrogram_transformer = ASTModel(config)
+        self.classifier = ASTMLPHead(config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> SequenceClassifierOutput | tuple:
+        r"""
+        labels (`torch.Tensor`, *optional*): class indices `(batch,)` for single-label classification, multi-hot
+            `(batch, num_labels)` floats for multi-label, or `(batch,)` / `(batch, num_labels)` targets for
+            regression; the loss follows `config.problem_type` (inferred from the labels when unset).
+        """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.audio_spectrogram_transformer(
+            input_values, attention_mask=attention_mask, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=True, **kwargs)
+        logits = self.classifier(outputs.pooler_output)  # (B, num_labels)
+
+        loss = None
+        if labels is not None:
+            loss = self._loss(logits, labels.to(logits.device))
+
+        if not return_dict:
+            rest = tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
+            return ((loss, logits) if loss is not None else (logits,)) + rest
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                        attentions=outputs.attentions)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        problem_type = self.config.problem_type
+        if problem_type is None:
+            if self.num_labels == 1:
+                problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                problem_type = "single_label_classification"
+            else:
+                problem_type = "multi_label_classification"
+        if problem_type == "regression":
+            return F.mse_loss(logits.squeeze(-1) if self.num_labels == 1 else logits,
+                              labels.squeeze(-1).to(logits.dtype) if self.num_labels == 1 else labels.to(logits.dtype))
+        if problem_type == "single_label_classification":
+            if labels.is_floating_point() or labels.ndim != 1:
+                raise ValueError(
+                    f"problem_type='single_label_classification' needs integer class indices of shape (batch,), "
+                    f"got {labels.dtype} {tuple(labels.shape)}. For multi-hot targets set "
+                    "config.problem_type='multi_label_classification'."
+                )
+            return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        if labels.shape != logits.shape:
+            raise ValueError(
+                f"problem_type='multi_label_classification' needs multi-hot labels of shape {tuple(logits.shape)}, "
+                f"got {tuple(labels.shape)}."
+            )
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+__all__ = [
+    "ASTForAudioClassification",
+    "ASTModel",
+    "ASTPreTrainedModel",
+    "resample_patch_grid",
+    "resample_position_embeddings",
+]

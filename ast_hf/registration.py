@@ -1,0 +1,27 @@
+"""Registration of ast_hf with transformers' Auto classes.
+
+transformers looks config classes up by class *name* in several places, and its own AST classes are also called
+`ASTConfig` / `ASTFeatureExtractor`. What keeps the two apart:
+- AutoConfig maps the model_type "ast_hf" (not a name) to our config.
+- The model mappings are registered with `exist_ok=True`; they key on the config *class object*, so transformers'
+  own ASTConfig (model_type "audio-spectrogram-transformer") still maps to transformers' own models.
+- Our feature extractor does not write `feature_extractor_type` (that name would resolve to transformers'
+  extractor); AutoFeatureExtractor then finds it through the model config's type.
+"""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
+
+from .configuration_ast import ASTConfig
+from .feature_extraction_ast import ASTFeatureExtractor
+from .modeling_ast import ASTForAudioClassification, ASTModel
+
+
+def register_auto_classes() -> None:
+    """Register ast_hf with AutoConfig, AutoModel, AutoModelForAudioClassification and AutoFeatureExtractor.
+    Called on import; calling it again is harmless."""
+    AutoConfig.register(ASTConfig.model_type, ASTConfig, exist_ok=True)
+    AutoModel.register(ASTConfig, ASTModel, exist_ok=True)
+    AutoModelForAudioClassification.register(ASTConfig, ASTForAudioClassification, exist_ok=True)
+    AutoFeatureExtractor.register(ASTConfig, ASTFeatureExtractor, exist_ok=True)

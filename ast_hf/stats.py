@@ -1,0 +1,99 @@
+"""Normalisation statistics of a data set's log-mel fbank: the `mean` and `std` of `ASTFeatureExtractor`.
+
+The paper normalises inputs to mean 0 and std 0.5 with statistics of the training set (AudioSet -4.2677393 /
+4.5689974, ESC-50 -6.6268077 / 5.358466, Speech Commands -6.845978 / 5.5654526). This computes them for a new
+data set in one streaming pass with float64 accumulators.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from .feature_extraction_ast import ASTFeatureExtractor
+
+
+def compute_normalization_stats(
+    data: Iterable[Any],
+    feature_extractor: ASTFeatureExtractor | None = None,
+    audio_column: str = "audio",
+    batch_size: int = 32,
+    max_clips: int | None = None,
+    include_padding: bool = False,
+) -> tuple[float, float]:
+    """Mean and standard deviation of the unnormalised fbank over a data set; returns (mean, std).
+
+    data: a `datasets.Dataset` (or any iterable of rows) with an audio column, or an iterable of clips (1-D arrays
+        or tensors at the extractor's sampling rate). An audio cell may be a dict with "array" and
+        "sampling_rate" (datasets' classic format) or a torchcodec AudioDecoder (datasets 4+).
+    feature_extractor: gives the fbank settings and `max_length`; a default ASTFeatureExtractor if None.
+    include_padding: False (default) uses only real frames, the exact statistics of the audio. True counts the
+        frames of padding up to `max_length` as the authors' script does (it averages padded batches), which is
+        what to use to reproduce their numbers.
+
+    Example: `mean, std = compute_normalization_stats(train_dataset)`, then
+    `ASTFeatureExtractor(mean=mean, std=std)`.
+    """
+    extractor = feature_extractor if feature_extractor is not None else ASTFeatureExtractor()
+    raw = ASTFeatureExtractor(**{**extractor.to_dict(), "do_normalize": False})
+    total = total_sq = 0.0
+    count = 0
+    batch: list[torch.Tensor] = []
+
+    def consume(clips: list[torch.Tensor]) -> None:
+        nonlocal total, total_sq, count
+        features = raw(clips, sampling_rate=raw.sampling_rate, return_tensors="pt", padding="max_length",
+                       return_attention_mask=True)
+        fbank = features["input_values"].double()  # (B, T, M)
+        if not include_padding:
+            fbank = fbank[features["attention_mask"].bool()]  # (real frames, M)
+        total += float(fbank.sum())
+        total_sq += float(fbank.square().sum())
+        count += fbank.numel()
+
+    for index, clip in enumerate(_clips(data, audio_column, raw.sampling_rate)):
+        if max_clips is not None and index >= max_clips:
+            break
+        batch.append(clip)
+        if len(batch) == batch_size:
+            consume(batch)
+            batch = []
+    if batch:
+        consume(batch)
+    if count == 0:
+        raise ValueError("The data set holds no audio; pass a non-empty data set or iterable of clips.")
+    mean = total / count
+    variance = max(total_sq / count - mean * mean, 0.0)
+    return mean, math.sqrt(variance)
+
+
+def _clips(data: Iterable[Any], audio_column: str, sampling_rate: int) -> Iterator[torch.Tensor]:
+    for row in data:
+        cell = row[audio_column] if isinstance(row, dict) and audio_column in row else row
+        if hasattr(cell, "get_all_samples"):  # torchcodec AudioDecoder
+            samples = cell.get_all_samples()
+            cell = {"array": samples.data.mean(dim=0), "sampling_rate": samples.sample_rate}
+        if isinstance(cell, dict):
+            if "array" not in cell:
+                raise ValueError(
+                    f"Audio cell has keys {sorted(cell)}; expected 'array' and 'sampling_rate'. Cast the column "
+                    f"with datasets.Audio(sampling_rate={sampling_rate})."
+                )
+            if cell.get("sampling_rate", sampling_rate) != sampling_rate:
+                raise ValueError(
+                    f"Audio at {cell['sampling_rate']} Hz; the feature extractor needs {sampling_rate} Hz. Cast the "
+                    f"column with datasets.Audio(sampling_rate={sampling_rate}) first."
+                )
+            cell = cell["array"]
+        if isinstance(cell, np.ndarray):
+            cell = torch.from_numpy(np.asarray(cell, dtype=np.float32))
+        if not isinstance(cell, torch.Tensor):
+            raise TypeError(
+                f"Cannot read audio from a {type(cell).__name__}; pass a datasets.Dataset with an audio column "
+                "or an iterable of 1-D arrays."
+            )
+        yield cell
