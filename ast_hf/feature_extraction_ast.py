@@ -275,9 +275,9 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         needed = FRAME_LENGTH + (out.shape[1] - 1) * FRAME_SHIFT  # samples that the kept frames touch
         batch = torch.zeros(len(clips), needed, dtype=torch.float32, device=device)
         for i, clip in enumerate(clips):
-            clip = clip[:needed].to(device=device, dtype=torch.float32)
             if self.subtract_waveform_mean:
-                clip = clip - clip.mean()
+                clip = clip - clip.mean()  # over the whole clip, as the authors' code does
+            clip = clip[:needed].to(device=device, dtype=torch.float32)
             batch[i, : clip.shape[0]] = clip
         mel, window = self._mel_and_window(device)
         batched_kaldi_fbank(batch, mel, window, out=out)
@@ -341,7 +341,8 @@ def _as_clip(item: Any, index: int) -> torch.Tensor:
             raise TypeError(
                 f"Clip {index} has dtype {item.dtype}; pass float audio in [-1, 1] or int8/int16/int32 PCM."
             )
-        item = torch.from_numpy(np.ascontiguousarray(item, dtype=np.float32))
+        item = np.ascontiguousarray(item, dtype=np.float32)
+        item = torch.from_numpy(item if item.flags.writeable else item.copy())
     elif isinstance(item, torch.Tensor):
         if item.dtype in (torch.int16, torch.int32, torch.int8):
             scale = {torch.int16: 2.0**15, torch.int32: 2.0**31, torch.int8: 2.0**7}[item.dtype]

@@ -89,6 +89,8 @@ def _clips(data: Iterable[Any], audio_column: str, sampling_rate: int) -> Iterat
                     f"column with datasets.Audio(sampling_rate={sampling_rate}) first."
                 )
             cell = cell["array"]
+        if isinstance(cell, (list, tuple)):
+            cell = np.asarray(cell, dtype=np.float32)
         if isinstance(cell, np.ndarray):
             cell = torch.from_numpy(np.asarray(cell, dtype=np.float32))
         if not isinstance(cell, torch.Tensor):

@@ -1,0 +1,178 @@
+"""ASTFeatureExtractor against independent references: torchaudio's Kaldi fbank and transformers' extractor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchaudio
+import transformers
+
+from ast_hf import ASTFeatureExtractor, compute_normalization_stats
+from ast_hf.feature_extraction_ast import batched_kaldi_fbank, hann_window, kaldi_mel_banks
+
+KALDI = dict(htk_compat=True, sample_frequency=16000, use_energy=False, window_type="hanning", num_mel_bins=128,
+             dither=0.0, frame_shift=10)
+
+
+def torchaudio_fbank(clip: np.ndarray) -> torch.Tensor:
+    return torchaudio.compliance.kaldi.fbank(torch.as_tensor(clip, dtype=torch.float32)[None], **KALDI)
+
+
+def noise_clips() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [(rng.standard_normal(n) * scale).astype(np.float32) for n, scale in ((16000 * 3, 0.1), (401, 0.5),
+                                                                                  (12345, 0.01))]
+
+
+def test_fbank_equals_torchaudio_kaldi(speech):
+    mel, window = kaldi_mel_banks(128, 16000), hann_window()
+    clips = speech + noise_clips() + [np.full(4000, 0.3, np.float32) + noise_clips()[2][:4000]]  # DC offset
+    for clip in clips:
+        reference = torchaudio_fbank(clip)
+        ours = batched_kaldi_fbank(torch.from_numpy(clip)[None], mel, window)[0]
+        assert ours.shape == reference.shape
+        torch.testing.assert_close(ours, reference, rtol=0, atol=1e-4)
+
+
+def test_batch_of_different_lengths_equals_each_clip_alone(speech):
+    extractor = ASTFeatureExtractor()
+    batch = extractor(speech, sampling_rate=16000, padding="longest", return_tensors="pt", return_attention_mask=True)
+    for i, clip in enumerate(speech):
+        frames = torchaudio_fbank(clip).shape[0]
+        assert int(batch["attention_mask"][i].sum()) == frames
+        alone = extractor(clip, sampling_rate=16000, padding="longest", return_tensors="pt")["input_values"][0]
+        torch.testing.assert_close(batch["input_values"][i, :frames], alone, rtol=0, atol=1e-5)
+        expected = (torchaudio_fbank(clip) - extractor.mean) / (2 * extractor.std)
+        torch.testing.assert_close(alone, expected, rtol=0, atol=1e-4)
+
+
+def test_default_output_equals_transformers_extractor(speech):
+    clips = speech + noise_clips() + [np.random.default_rng(1).standard_normal(16000 * 11).astype(np.float32) * 0.05]
+    ours = ASTFeatureExtractor()(clips, sampling_rate=16000, return_tensors="np")["input_values"]
+    theirs = transformers.ASTFeatureExtractor()(clips, sampling_rate=16000, return_tensors="np")["input_values"]
+    assert ours.shape == theirs.shape == (len(clips), 1024, 128)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4)
+    # Speech Commands settings (max_length 128, other stats), constructor shared with transformers.
+    settings = dict(max_length=128, mean=-6.845978, std=5.5654526)
+    ours = ASTFeatureExtractor(**settings)(clips, sampling_rate=16000, return_tensors="np")["input_values"]
+    theirs = transformers.ASTFeatureExtractor(**settings)(clips, sampling_rate=16000,
+                                                          return_tensors="np")["input_values"]
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4)
+
+
+def test_padding_values_by_hand():
+    extractor = ASTFeatureExtractor()
+    values = extractor(np.zeros(16000, np.float32) + 0.0, sampling_rate=16000, return_tensors="pt")["input_values"]
+    # Frames of padding are 0 in the log-mel domain, so (0 - mean) / (2 std) = 0.46703 for AudioSet stats.
+    assert values.shape == (1, 1024, 128)
+    torch.testing.assert_close(values[0, 98:], torch.full((926, 128), 0.46703), rtol=0, atol=1e-5)
+    # Digital silence: every mel energy is floored at float32 eps, log(eps) = -15.9424.
+    silent = (np.log(np.finfo(np.float32).eps) - extractor.mean) / (2 * extractor.std)
+    torch.testing.assert_close(values[0, :98], torch.full((98, 128), float(silent)), rtol=0, atol=1e-4)
+
+
+def test_call_time_length_padding_and_truncation(speech):
+    extractor = ASTFeatureExtractor()
+    longest = max(torchaudio_fbank(c).shape[0] for c in speech)
+    out = extractor(speech, sampling_rate=16000, padding="longest", return_tensors="np")
+    assert out["input_values"].shape == (4, longest, 128)
+    out = extractor(speech, sampling_rate=16000, max_length=50, return_tensors="pt", return_attention_mask=True)
+    assert out["input_values"].shape == (4, 50, 128)
+    assert out["attention_mask"].shape == (4, 50)
+    out = extractor(speech, sampling_rate=16000, max_length=50, truncation=False, padding="longest",
+                    return_tensors="pt")
+    assert out["input_values"].shape == (4, longest, 128)
+    unpadded = extractor(speech, sampling_rate=16000, padding=False)["input_values"]
+    assert [u.shape[0] for u in unpadded] == [torchaudio_fbank(c).shape[0] for c in speech]
+
+
+def test_short_clip_is_one_frame_not_a_crash():
+    extractor = ASTFeatureExtractor()
+    out = extractor(np.full(100, 0.1, np.float32), sampling_rate=16000, padding="longest", return_tensors="pt",
+                    return_attention_mask=True)
+    assert out["input_values"].shape == (1, 1, 128)
+    padded = np.zeros(400, np.float32)
+    padded[:100] = 0.1
+    expected = (torchaudio_fbank(padded) - extractor.mean) / (2 * extractor.std)
+    torch.testing.assert_close(out["input_values"][0], expected, rtol=0, atol=1e-4)
+
+
+def test_input_forms_agree(speech):
+    extractor = ASTFeatureExtractor(max_length=64)
+    clip = speech[0]
+    reference = extractor(clip, sampling_rate=16000, return_tensors="np")["input_values"]
+    for form in (torch.from_numpy(clip), torch.from_numpy(clip)[None], clip[:, None], clip.tolist(),
+                 clip.astype(np.float64)):
+        np.testing.assert_allclose(extractor(form, sampling_rate=16000, return_tensors="np")["input_values"],
+                                   reference, atol=1e-6)
+    pcm = (clip * 32767).astype(np.int16)
+    np.testing.assert_allclose(extractor(pcm, sampling_rate=16000, return_tensors="np")["input_values"],
+                               extractor(pcm.astype(np.float32) / 32768, sampling_rate=16000,
+                                         return_tensors="np")["input_values"], atol=1e-6)
+    batch = extractor(np.stack([clip[:8000], clip[:8000]]), sampling_rate=16000, return_tensors="np")
+    assert batch["input_values"].shape == (2, 64, 128)
+
+
+def test_subtract_waveform_mean_matches_reference_recipe(speech):
+    clip = speech[1] + 0.05
+    extractor = ASTFeatureExtractor(subtract_waveform_mean=True, do_normalize=False)
+    ours = extractor(clip, sampling_rate=16000, padding="longest", return_tensors="pt")["input_values"][0]
+    waveform = torch.from_numpy(clip)
+    torch.testing.assert_close(ours, torchaudio_fbank(waveform - waveform.mean()), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "audio, error, words",
+    [
+        (np.zeros(0, np.float32), ValueError, "empty"),
+        (np.array([0.1, np.nan] * 300, np.float32), ValueError, "NaN"),
+        (np.array([0.1, np.inf] * 300, np.float32), ValueError, "NaN or Inf"),
+        (np.zeros((2, 3, 800), np.float32), ValueError, "3-D"),
+        (np.zeros((16000, 2), np.float32), ValueError, "mix it down"),
+        ([], ValueError, "empty list"),
+        ("audio.wav", TypeError, "not supported"),
+        (np.zeros(800, bool), TypeError, "dtype bool"),
+        ([np.zeros(800, np.float32), np.zeros((2, 800), np.float32)], ValueError, "Clip 1"),
+    ],
+)
+def test_bad_input_raises_clear_errors(audio, error, words):
+    with pytest.raises(error, match=words):
+        ASTFeatureExtractor()(audio, sampling_rate=16000)
+
+
+def test_wrong_sampling_rate_says_how_to_resample():
+    with pytest.raises(ValueError, match="torchaudio.functional.resample"):
+        ASTFeatureExtractor()(np.zeros(800, np.float32), sampling_rate=44100)
+
+
+def test_save_and_load_both_ways(tmp_path):
+    ours = ASTFeatureExtractor(max_length=128, mean=-6.845978, std=5.5654526, subtract_waveform_mean=True)
+    ours.save_pretrained(tmp_path / "ours")
+    loaded = ASTFeatureExtractor.from_pretrained(tmp_path / "ours")
+    assert (loaded.max_length, loaded.mean, loaded.std, loaded.subtract_waveform_mean) == (128, -6.845978,
+                                                                                              5.5654526, True)
+    transformers.ASTFeatureExtractor(max_length=512, mean=-6.6268077, std=5.358466).save_pretrained(tmp_path / "hf")
+    loaded = ASTFeatureExtractor.from_pretrained(tmp_path / "hf")
+    assert (loaded.max_length, loaded.mean, loaded.std) == (512, -6.6268077, 5.358466)
+    theirs = transformers.ASTFeatureExtractor.from_pretrained(tmp_path / "ours")
+    assert (theirs.max_length, theirs.mean) == (128, -6.845978)
+
+
+def test_normalization_stats_by_hand(speech):
+    mean, std = compute_normalization_stats(speech, batch_size=3)
+    frames = torch.cat([torchaudio_fbank(c) for c in speech]).double()
+    assert mean == pytest.approx(float(frames.mean()), abs=1e-4)
+    assert std == pytest.approx(float(frames.std(unbiased=False)), abs=1e-4)
+    # The authors' way counts the padding up to max_length (zeros in the log-mel domain).
+    extractor = ASTFeatureExtractor(max_length=400)
+    mean_padded, _ = compute_normalization_stats(speech, extractor, include_padding=True)
+    assert mean_padded == pytest.approx(float(frames.sum() / (len(speech) * 400 * 128)), abs=1e-4)
+
+
+def test_normalization_stats_on_a_datasets_dataset(speech):
+    datasets = pytest.importorskip("datasets")
+    rows = {"audio": [{"array": c, "sampling_rate": 16000} for c in speech]}
+    dataset = datasets.Dataset.from_dict(rows)
+    mean, std = compute_normalization_stats(dataset)
+    assert (mean, std) == pytest.approx(compute_normalization_stats(speech), abs=1e-6)

@@ -1,0 +1,172 @@
+"""ASTModel / ASTForAudioClassification against transformers' built-in AST and hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import transformers
+from conftest import randomize, tiny_config
+
+import ast_hf
+from ast_hf.modeling_ast import resample_patch_grid, resample_position_embeddings
+
+
+def builtin_model(**overrides) -> transformers.ASTForAudioClassification:
+    fields = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=5)
+    fields.update(overrides)
+    return randomize(transformers.ASTForAudioClassification(transformers.ASTConfig(**fields)))
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("stride, max_length", [(10, 1024), (12, 1024), (10, 128), (12, 128)])
+def test_loads_builtin_checkpoint_with_same_logits(tmp_path, implementation, stride, max_length):
+    theirs = builtin_model(frequency_stride=stride, time_stride=stride, max_length=max_length)
+    theirs.save_pretrained(tmp_path)
+    ours = ast_hf.ASTForAudioClassification.from_pretrained(tmp_path, attn_implementation=implementation).eval()
+    assert ours.config.model_type == "ast_hf" and ours.config.max_length == max_length
+    inputs = torch.randn(2, max_length, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(inputs).logits, theirs(inputs).logits, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_builtin_class_loads_our_checkpoint_with_same_logits(tmp_path, implementation):
+    ours = randomize(ast_hf.ASTForAudioClassification(tiny_config(frequency_stride=12, time_stride=12)))
+    ours.save_pretrained(tmp_path)
+    theirs = transformers.ASTForAudioClassification.from_pretrained(tmp_path, attn_implementation=implementation)
+    assert type(theirs).__module__.startswith("transformers.")
+    inputs = torch.randn(3, 128, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs.eval()(inputs).logits, ours(inputs).logits, rtol=0, atol=1e-4)
+
+
+def test_hub_key_names_on_disk(tmp_path):
+    from safetensors import safe_open
+
+    ast_hf.ASTForAudioClassification(tiny_config()).save_pretrained(tmp_path)
+    with safe_open(tmp_path / "model.safetensors", "pt") as handle:
+        keys = set(handle.keys())
+    prefix = "audio_spectrogram_transformer."
+    for key in ("embeddings.cls_token", "embeddings.distillation_token", "embeddings.position_embeddings",
+                "embeddings.patch_embeddings.projection.weight", "encoder.layer.1.attention.attention.query.weight",
+                "encoder.layer.0.attention.output.dense.bias", "encoder.layer.0.intermediate.dense.weight",
+                "encoder.layer.0.output.dense.weight", "encoder.layer.0.layernorm_before.weight",
+                "encoder.layer.0.layernorm_after.bias", "layernorm.weight"):
+        assert prefix + key in keys
+    assert {"classifier.layernorm.weight", "classifier.dense.weight"} <= keys
+
+
+def test_positional_rule_by_hand():
+    grid = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(1, 2, 3, 4)  # (1, D=2, f=3, t=4)
+    assert resample_patch_grid(grid, (3, 4)) is grid
+    torch.testing.assert_close(resample_patch_grid(grid, (2, 3)), grid[:, :, :2, :3])
+    torch.testing.assert_close(resample_patch_grid(grid, (1, 2), crop="center"), grid[:, :, 1:2, 1:3])
+    # Bilinear, align_corners=False, along time only: output column j samples x = (j + 0.5) * 4 / 8 - 0.5.
+    wide = resample_patch_grid(grid, (3, 8))
+    row = grid[0, 0, 0].numpy()
+    x = np.clip((np.arange(8) + 0.5) * 4 / 8 - 0.5, 0, 3)
+    np.testing.assert_allclose(wide[0, 0, 0].numpy(), np.interp(x, np.arange(4), row), atol=1e-6)
+    # Prefix tokens are kept, patch rows are frequency-major.
+    embeddings = torch.randn(1, 2 + 3 * 4, 5)
+    out = resample_position_embeddings(embeddings, (3, 4), (2, 2))
+    torch.testing.assert_close(out[:, :2], embeddings[:, :2])
+    torch.testing.assert_close(out[0, 2:].reshape(2, 2, 5), embeddings[0, 2:].reshape(3, 4, 5)[:2, :2])
+
+
+def test_any_length_and_mel_size_runs_and_stored_grid_is_unchanged():
+    model = randomize(ast_hf.ASTForAudioClassification(tiny_config()))
+    stored = model.audio_spectrogram_transformer.embeddings.position_embeddings
+    with torch.no_grad():
+        for frames, mels in ((16, 128), (100, 128), (128, 128), (513, 128), (128, 64), (300, 160)):
+            outputs = model(torch.randn(2, frames, mels), output_hidden_states=True)
+            f, t = (mels - 16) // 10 + 1, (frames - 16) // 10 + 1
+            assert outputs.logits.shape == (2, 5)
+            assert outputs.hidden_states[-1].shape == (2, 2 + f * t, 32)
+        used = model.audio_spectrogram_transformer.embeddings.position_embeddings_for((12, 12))
+        assert used is stored
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_padded_batch_equals_each_clip_alone(speech, implementation):
+    extractor = ast_hf.ASTFeatureExtractor(max_length=128)
+    for max_length in (128, 64):  # stored grid longer than the batch, and shorter (interpolated)
+        model = ast_hf.ASTForAudioClassification._from_config(tiny_config(max_length=max_length),
+                                                              attn_implementation=implementation)
+        assert model.config._attn_implementation == implementation
+        randomize(model)
+        batch = extractor(speech, sampling_rate=16000, padding="longest", max_length=400, return_tensors="pt",
+                          return_attention_mask=True)
+        assert len(set(batch["attention_mask"].sum(1).tolist())) == len(speech)
+        with torch.no_grad():
+            together = model(**batch).logits
+            for i, clip in enumerate(speech):
+                alone = extractor(clip, sampling_rate=16000, padding="longest", max_length=400, return_tensors="pt")
+                torch.testing.assert_close(together[i], model(**alone).logits[0], rtol=0, atol=1e-4)
+            # Without the mask the padding changes the answer: the mask is doing the work.
+            assert (model(batch["input_values"]).logits - together).abs().max() > 1e-3
+
+
+def test_losses_match_torch_functions():
+    torch.manual_seed(0)
+    inputs = torch.randn(3, 64, 128)
+    labels = {"single_label_classification": torch.tensor([0, 4, 2]),
+              "multi_label_classification": (torch.rand(3, 5) > 0.5).float(),
+              "regression": torch.randn(3, 5)}
+    expected = {"single_label_classification": F.cross_entropy,
+                "multi_label_classification": F.binary_cross_entropy_with_logits, "regression": F.mse_loss}
+    for problem_type, target in labels.items():
+        model = randomize(ast_hf.ASTForAudioClassification(tiny_config(problem_type=problem_type)))
+        out = model(inputs, labels=target)
+        torch.testing.assert_close(out.loss, expected[problem_type](out.logits, target))
+    with pytest.raises(ValueError, match="multi-hot labels"):
+        model = ast_hf.ASTForAudioClassification(tiny_config(problem_type="multi_label_classification"))
+        model(inputs, labels=torch.tensor([0, 1, 2]))
+
+
+def test_outputs_tuple_attentions_and_gradient_checkpointing():
+    model = randomize(ast_hf.ASTForAudioClassification(tiny_config()))
+    inputs = torch.randn(2, 128, 128)
+    out = model(inputs, output_attentions=True, output_hidden_states=True)
+    assert len(out.attentions) == 2 and out.attentions[0].shape == (2, 4, 146, 146)
+    torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(2, 4, 146))
+    assert len(out.hidden_states) == 3
+    as_tuple = model(inputs, return_dict=False)
+    torch.testing.assert_close(as_tuple[0], out.logits)
+    base = ast_hf.ASTModel(tiny_config())
+    sequence, pooled = base(inputs, return_dict=False)[:2]
+    torch.testing.assert_close(pooled, (sequence[:, 0] + sequence[:, 1]) / 2)
+
+    model.train()
+    labels = torch.tensor([1, 3])
+    model(inputs, labels=labels).loss.backward()
+    plain = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.gradient_checkpointing_enable()
+    assert all(layer.gradient_checkpointing for layer in model.audio_spectrogram_transformer.encoder.layer)
+    model(inputs, labels=labels).loss.backward()
+    for a, p in zip(plain, model.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, a, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "inputs, error, words",
+    [
+        (torch.randn(128, 128), ValueError, "unsqueeze"),
+        (torch.randn(1, 1, 128, 128), ValueError, "batch, frames, mel bins"),
+        (np.zeros((1, 128, 128), np.float32), TypeError, "return_tensors='pt'"),
+        (torch.zeros(1, 128, 128, dtype=torch.long), TypeError, "float"),
+        (torch.randn(1, 10, 128), ValueError, "at least 16 frames"),
+    ],
+)
+def test_bad_model_input(inputs, error, words):
+    with pytest.raises(error, match=words):
+        ast_hf.ASTModel(tiny_config())(inputs)
+
+
+def test_bad_attention_mask_and_config():
+    with pytest.raises(ValueError, match="attention_mask has shape"):
+        ast_hf.ASTModel(tiny_config())(torch.randn(2, 64, 128), attention_mask=torch.ones(2, 50))
+    with pytest.raises(ValueError, match="not a multiple of num_attention_heads"):
+        ast_hf.ASTConfig(hidden_size=100)
