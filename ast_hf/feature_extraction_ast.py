@@ -42,7 +42,9 @@ def kaldi_mel_banks(num_mel_bins: int, sampling_rate: int, fft_size: int = FFT_S
     """
     nyquist = sampling_rate / 2.0
     if not 0.0 <= low_frequency < nyquist:
-        raise ValueError(f"low_frequency={low_frequency} Hz must lie in [0, {nyquist}) at sampling_rate={sampling_rate}.")
+        raise ValueError(
+            f"low_frequency={low_frequency} Hz must lie in [0, {nyquist}) at sampling_rate={sampling_rate}."
+        )
 
     def mel(frequency: float) -> float:
         return 1127.0 * math.log(1.0 + frequency / 700.0)
@@ -53,7 +55,8 @@ def kaldi_mel_banks(num_mel_bins: int, sampling_rate: int, fft_size: int = FFT_S
     left = mel_low + index * delta
     centre = mel_low + (index + 1.0) * delta
     right = mel_low + (index + 2.0) * delta
-    bin_mel = 1127.0 * (1.0 + (sampling_rate / fft_size) * torch.arange(fft_size // 2, dtype=torch.float32) / 700.0).log()
+    bin_hz = (sampling_rate / fft_size) * torch.arange(fft_size // 2, dtype=torch.float32)
+    bin_mel = 1127.0 * (1.0 + bin_hz / 700.0).log()
     bin_mel = bin_mel.unsqueeze(0)  # (1, K)
     up = (bin_mel - left) / (centre - left)  # (M, K)
     down = (right - bin_mel) / (right - centre)
@@ -187,7 +190,7 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
 
     def __call__(
         self,
-        raw_speech: np.ndarray | torch.Tensor | Sequence[float] | Sequence[np.ndarray | torch.Tensor | Sequence[float]],
+        raw_speech: np.ndarray | torch.Tensor | Sequence[float] | Sequence[np.ndarray | torch.Tensor],
         sampling_rate: int | None = None,
         return_tensors: str | None = None,
         padding: bool | str = "max_length",

@@ -188,9 +188,10 @@ class ASTSelfAttention(nn.Module):
 
         attention: Callable = eager_attention_forward
         implementation = self.config._attn_implementation
-        if implementation not in (None, "eager") and not output_attentions:
+        fused = implementation not in (None, "eager")
+        if fused and not output_attentions:
             attention = ALL_ATTENTION_FUNCTIONS[implementation]
-        elif implementation not in (None, "eager") and attention_mask is not None and attention_mask.dtype == torch.bool:
+        elif fused and attention_mask is not None and attention_mask.dtype == torch.bool:
             # The mask was built for sdpa; eager wants an additive one.
             attention_mask = torch.zeros_like(attention_mask, dtype=query.dtype).masked_fill(
                 ~attention_mask, torch.finfo(query.dtype).min)
@@ -314,7 +315,8 @@ class ASTPreTrainedModel(PreTrainedModel):
         """`PreTrainedModel.save_pretrained`, plus the model's code and `auto_map` so that the directory loads with
         `trust_remote_code=True` where ast_hf is not installed."""
         code_files = [name for name in _CODE_FILES if os.path.isfile(os.path.join(_HERE, name))]
-        self.config.auto_map = {auto: ref for auto, ref in _AUTO_MAP.items() if f"{ref.split('.')[0]}.py" in code_files}
+        self.config.auto_map = {auto: ref for auto, ref in _AUTO_MAP.items()
+                                if f"{ref.split('.')[0]}.py" in code_files}
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
             for name in code_files:

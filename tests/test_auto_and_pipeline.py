@@ -145,7 +145,8 @@ def test_remote_code_loads_without_ast_hf(tmp_path, speech):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["config"] == "ASTConfig" and result["base"] == "ASTModel"
-    assert result["model"].startswith("transformers_modules") and result["extractor"].startswith("transformers_modules")
+    assert result["model"].startswith("transformers_modules")
+    assert result["extractor"].startswith("transformers_modules")
     torch.testing.assert_close(torch.tensor(result["logits"]), expected, rtol=0, atol=1e-4)
     for i, label in enumerate(LABELS):
         assert result["scores"][label] == pytest.approx(float(torch.sigmoid(expected[i])), abs=1e-5)

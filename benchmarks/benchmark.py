@@ -1,0 +1,115 @@
+"""ast_hf vs transformers' built-in AST, side by side in one process; prints times and ratios.
+
+(a) feature extraction of 32 ten-second clips (default settings, padded to 1024 frames);
+(b) forward of the base config (86.6 M parameters), batch 4, 1024 frames, sdpa, the same weights;
+(c) 1-second clips (batch 8): ours with padding="longest" + attention mask vs the built-in padded to 1024 frames,
+    feature extraction and forward together.
+Also prints the GFLOP/s that (b) achieves next to a large float32 matmul's in the same run.
+Ratios are built-in time / ast_hf time (above 1 means ast_hf is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+import transformers
+
+import ast_hf
+
+
+def best_time(function, repeats: int) -> float:
+    function()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times) if repeats < 3 else statistics.median(times)
+
+
+def forward_flops(config: ast_hf.ASTConfig, batch: int, frames: int) -> float:
+    f = (config.num_mel_bins - 16) // config.frequency_stride + 1
+    t = (frames - 16) // config.time_stride + 1
+    n, d, m = f * t + 2, config.hidden_size, config.intermediate_size
+    per_layer = 2 * n * (4 * d * d + 2 * d * m) + 4 * n * n * d  # projections + MLP, then QK^T and AV
+    patch = 2 * f * t * d * 256
+    return batch * (config.num_hidden_layers * per_layer + patch)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--forward_repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+          f"torch {torch.__version__}, transformers {transformers.__version__}")
+    rows = []
+
+    # (a) feature extraction
+    clips = [(rng.standard_normal(160_000) * 0.1).astype(np.float32) for _ in range(32)]
+    ours_fe, theirs_fe = ast_hf.ASTFeatureExtractor(), transformers.ASTFeatureExtractor()
+    theirs = best_time(lambda: theirs_fe(clips, sampling_rate=16000, return_tensors="pt"), args.repeats)
+    ours = best_time(lambda: ours_fe(clips, sampling_rate=16000, return_tensors="pt"), args.repeats)
+    rows.append(("(a) features, 32 x 10 s clips", theirs, ours))
+
+    # (b) base forward, same weights
+    config = ast_hf.ASTConfig(num_labels=527)
+    ours_model = ast_hf.ASTForAudioClassification._from_config(config, attn_implementation="sdpa").eval()
+    builtin_config = transformers.ASTConfig(num_labels=527)
+    theirs_model = transformers.ASTForAudioClassification._from_config(builtin_config,
+                                                                       attn_implementation="sdpa").eval()
+    missing = theirs_model.load_state_dict(_as_builtin(ours_model, theirs_model), strict=True)
+    assert not missing.missing_keys
+    inputs = torch.randn(4, 1024, 128)
+    with torch.inference_mode():
+        difference = (ours_model(inputs).logits - theirs_model(inputs).logits).abs().max().item()
+        theirs = best_time(lambda: theirs_model(inputs), args.forward_repeats)
+        ours = best_time(lambda: ours_model(inputs), args.forward_repeats)
+    rows.append(("(b) base forward, 4 x 1024 frames", theirs, ours))
+    flops = forward_flops(config, 4, 1024)
+    a = torch.randn(4096, 4096)
+    matmul = best_time(lambda: a @ a, 3)
+
+    # (c) 1-second clips
+    short = [(rng.standard_normal(16_000) * 0.1).astype(np.float32) for _ in range(8)]
+
+    def ours_short():
+        features = ours_fe(short, sampling_rate=16000, padding="longest", return_attention_mask=True,
+                           return_tensors="pt")
+        return ours_model(**features)
+
+    def theirs_short():
+        return theirs_model(**theirs_fe(short, sampling_rate=16000, return_tensors="pt"))
+
+    with torch.inference_mode():
+        theirs = best_time(theirs_short, args.forward_repeats)
+        ours = best_time(ours_short, args.forward_repeats)
+    rows.append(("(c) 8 x 1 s clips, features + forward", theirs, ours))
+
+    print("\n| case | transformers (s) | ast_hf (s) | speed-up |\n|---|---|---|---|")
+    for name, theirs, ours in rows:
+        print(f"| {name} | {theirs:.3f} | {ours:.3f} | {theirs / ours:.2f}x |")
+    print(f"\n(b) max |logit difference| {difference:.2e}; ast_hf forward {flops / rows[1][2] / 1e9:.1f} GFLOP/s, "
+          f"built-in {flops / rows[1][1] / 1e9:.1f} GFLOP/s, 4096^2 float32 matmul {2 * 4096**3 / matmul / 1e9:.1f} "
+          f"GFLOP/s ({flops / 1e12:.2f} TFLOP per forward)")
+
+
+def _as_builtin(ours: torch.nn.Module, theirs: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Our state dict under the built-in's in-memory names (transformers 5 renames on load), via a save/load."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        ours.save_pretrained(folder)
+        loaded = type(theirs).from_pretrained(folder)
+    return loaded.state_dict()
+
+
+if __name__ == "__main__":
+    main()
