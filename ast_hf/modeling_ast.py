@@ -141,8 +141,7 @@ class ASTEmbeddings(nn.Module):
             # Leading crop: every clip's real columns get what they get alone.
             return resample_position_embeddings(stored, self.grid, grid)
         # Longer than the stored grid: interpolation depends on each clip's own length, so resample per length.
-        per_clip = stored.new_zeros(time_patches.shape[0], stored.shape[1] - self.grid[0] * self.grid[1]
-                                    + grid[0] * grid[1], stored.shape[2])
+        per_clip = stored.new_zeros(time_patches.shape[0], NUM_PREFIX_TOKENS + grid[0] * grid[1], stored.shape[2])
         for length in time_patches.unique().tolist():
             own = resample_position_embeddings(stored, self.grid, (grid[0], length))  # (1, 2 + f * length, D)
             own_patches = own[:, NUM_PREFIX_TOKENS:].reshape(1, grid[0], length, -1)
