@@ -335,6 +335,8 @@ def _as_clip_list(raw_speech: Any) -> list[torch.Tensor]:
 def _as_clip(item: Any, index: int) -> torch.Tensor:
     if isinstance(item, (list, tuple)):
         item = np.asarray(item)
+    if isinstance(item, torch.Tensor) and not item.is_floating_point():
+        item = item.detach().cpu().numpy()  # integer PCM: scaled by the numpy branch below
     if isinstance(item, np.ndarray):
         if item.dtype in _PCM_FULL_SCALE:
             item = item.astype(np.float32) / np.float32(_PCM_FULL_SCALE[item.dtype])
@@ -347,15 +349,6 @@ def _as_clip(item: Any, index: int) -> torch.Tensor:
         item = np.ascontiguousarray(item, dtype=np.float32)
         item = torch.from_numpy(item if item.flags.writeable else item.copy())
     elif isinstance(item, torch.Tensor):
-        if item.dtype in (torch.int16, torch.int32, torch.int8):
-            scale = {torch.int16: 2.0**15, torch.int32: 2.0**31, torch.int8: 2.0**7}[item.dtype]
-            item = item.to(torch.float32) / scale
-        elif item.dtype == torch.uint8:
-            item = (item.to(torch.float32) - 128.0) / 128.0
-        elif not item.is_floating_point():
-            raise TypeError(
-                f"Clip {index} has dtype {item.dtype}; pass float audio in [-1, 1] or int8/int16/int32 PCM."
-            )
         item = item.detach().to(torch.float32)
     else:
         raise TypeError(f"Clip {index} is a {type(item).__name__}; pass numpy arrays, torch tensors or lists.")

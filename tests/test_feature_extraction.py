@@ -110,6 +110,9 @@ def test_input_forms_agree(speech):
     np.testing.assert_allclose(extractor(pcm, sampling_rate=16000, return_tensors="np")["input_values"],
                                extractor(pcm.astype(np.float32) / 32768, sampling_rate=16000,
                                          return_tensors="np")["input_values"], atol=1e-6)
+    np.testing.assert_allclose(extractor(torch.from_numpy(pcm), sampling_rate=16000,
+                                         return_tensors="np")["input_values"],
+                               extractor(pcm, sampling_rate=16000, return_tensors="np")["input_values"], atol=1e-6)
     batch = extractor(np.stack([clip[:8000], clip[:8000]]), sampling_rate=16000, return_tensors="np")
     assert batch["input_values"].shape == (2, 64, 128)
 
