@@ -11,9 +11,6 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import numpy as np
-import torch
-
 from .feature_extraction_ast import ASTFeatureExtractor
 
 
@@ -42,9 +39,9 @@ def compute_normalization_stats(
     raw = ASTFeatureExtractor(**{**extractor.to_dict(), "do_normalize": False})
     total = total_sq = 0.0
     count = 0
-    batch: list[torch.Tensor] = []
+    batch: list[Any] = []
 
-    def consume(clips: list[torch.Tensor]) -> None:
+    def consume(clips: list[Any]) -> None:
         nonlocal total, total_sq, count
         features = raw(clips, sampling_rate=raw.sampling_rate, return_tensors="pt", padding="max_length",
                        return_attention_mask=True)
@@ -71,7 +68,7 @@ def compute_normalization_stats(
     return mean, math.sqrt(variance)
 
 
-def _clips(data: Iterable[Any], audio_column: str, sampling_rate: int) -> Iterator[torch.Tensor]:
+def _clips(data: Iterable[Any], audio_column: str, sampling_rate: int) -> Iterator[Any]:
     for row in data:
         cell = row[audio_column] if isinstance(row, dict) and audio_column in row else row
         if hasattr(cell, "get_all_samples"):  # torchcodec AudioDecoder
@@ -89,13 +86,4 @@ def _clips(data: Iterable[Any], audio_column: str, sampling_rate: int) -> Iterat
                     f"column with datasets.Audio(sampling_rate={sampling_rate}) first."
                 )
             cell = cell["array"]
-        if isinstance(cell, (list, tuple)):
-            cell = np.asarray(cell, dtype=np.float32)
-        if isinstance(cell, np.ndarray):
-            cell = torch.from_numpy(np.asarray(cell, dtype=np.float32))
-        if not isinstance(cell, torch.Tensor):
-            raise TypeError(
-                f"Cannot read audio from a {type(cell).__name__}; pass a datasets.Dataset with an audio column "
-                "or an iterable of 1-D arrays."
-            )
-        yield cell
+        yield cell  # arrays, lists or tensors: the feature extractor converts and checks them
