@@ -27,6 +27,9 @@ LOW_FREQUENCY = 20.0
 # Kaldi floors the mel energies at float32 epsilon before the log.
 LOG_FLOOR = float(torch.finfo(torch.float32).eps)
 
+# One banded block of the mel projection: (first mel, last mel + 1, first row, last row + 1, weights).
+MelBlock = tuple[int, int, int, int, torch.Tensor]
+
 # Integer PCM is scaled to [-1, 1) by these full-scale values.
 _PCM_FULL_SCALE = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31, np.dtype(np.int8): 2.0**7}
 
@@ -75,47 +78,106 @@ def num_frames(num_samples: int) -> int:
     return 1 + max(num_samples - FRAME_LENGTH, 0) // FRAME_SHIFT
 
 
-def batched_kaldi_fbank(waveforms: torch.Tensor, mel_banks: torch.Tensor, window: torch.Tensor,
-                        block_frames: int = 2048, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Log-mel filterbank of a padded batch of waveforms, (B, N) -> (B, num_frames(N), M).
+def mel_band_groups(mel_banks: torch.Tensor, num_groups: int = 8) -> list[MelBlock]:
+    """Split a (K, M) filterbank into `num_groups` blocks of mel columns, each with the FFT bins its filters touch.
+
+    Every triangle is non-zero on a handful of neighbouring bins, so a block of neighbouring filters needs only a
+    slice of the spectrum: with 128 filters over 257 bins, 8 blocks multiply 8x fewer weights than the dense matrix
+    and skip only exact zeros. Each block is (m0, m1, r0, r1, weights) with mel columns [m0, m1), rows [r0, r1) of
+    the interleaved (re^2, im^2) spectrum (bin k at rows 2k and 2k + 1) and weights of shape (r1 - r0, m1 - m0):
+    filter row k repeated twice, so that (re^2, im^2) @ weights = |X|^2 @ mel_banks without a separate sum.
+    """
+    nonzero = mel_banks != 0  # (K, M)
+    bounds = torch.linspace(0, mel_banks.shape[1], num_groups + 1).round().long().tolist()
+    groups = []
+    for m0, m1 in zip(bounds[:-1], bounds[1:], strict=True):
+        if m1 == m0:
+            continue
+        bins = nonzero[:, m0:m1].any(dim=1).nonzero().flatten()
+        k0, k1 = (int(bins.min()), int(bins.max()) + 1) if len(bins) else (0, 1)
+        weights = mel_banks[k0:k1, m0:m1].repeat_interleave(2, dim=0).contiguous()  # (2 (k1 - k0), m1 - m0)
+        groups.append((m0, m1, 2 * k0, 2 * k1, weights))
+    return groups
+
+
+def batched_kaldi_fbank(
+    waveforms: torch.Tensor | Sequence[torch.Tensor],
+    mel_banks: torch.Tensor | list[MelBlock],
+    window: torch.Tensor,
+    block_frames: int = 1024,
+    out: torch.Tensor | None = None,
+    normalize: tuple[float, float] | None = None,
+) -> torch.Tensor:
+    """Log-mel filterbank of a batch of waveforms, (B, N) or B clips of any lengths -> (B, frames, M).
 
     Same maths and float32 operation order as `torchaudio.compliance.kaldi.fbank` with dither 0, no energy and a
     power spectrum: per frame remove the DC offset, pre-emphasise (x[i] - 0.97 x[i-1], x[-1] := x[0]), window,
-    zero-pad to 512, |rfft|^2, mel projection, log with a floor of float32 eps. The frames of the whole batch
-    are processed in blocks of about `block_frames` rows so that the temporaries stay in cache. `out`, if given,
-    is a (B, T', M) tensor with T' >= frames whose first frames receive the result.
+    zero-pad to 512, |rfft|^2, mel projection, log with a floor of float32 eps. The frames of all clips are
+    processed together in blocks of `block_frames` rows (one block on a GPU) so that the temporaries stay in
+    cache; the mel projection uses the banded blocks of `mel_band_groups` (`mel_banks` may be those blocks).
+
+    out: a (B, T, M) tensor; clip b fills out[b, :min(T, frames_b)] and the rest is left untouched. Without it,
+        the result has max(frames_b) frames and rows past a shorter clip's end are zero.
+    normalize: (mean, std) to apply `(log_mel - mean) / (2 std)` while the block is in cache.
     """
-    if waveforms.shape[-1] < FRAME_LENGTH:
-        waveforms = torch.nn.functional.pad(waveforms, (0, FRAME_LENGTH - waveforms.shape[-1]))
-    frames = waveforms.unfold(-1, FRAME_LENGTH, FRAME_SHIFT)  # (B, T, 400), a strided view
-    batch, time = frames.shape[:2]
+    clips = list(waveforms.unbind(0)) if isinstance(waveforms, torch.Tensor) and waveforms.ndim == 2 else waveforms
+    groups = mel_banks if isinstance(mel_banks, list) else mel_band_groups(mel_banks)
+    num_mel = groups[-1][1]
+    device = window.device
+    frames = []  # (t_b, 400) strided views, one per clip
+    for clip in clips:
+        if clip.shape[-1] < FRAME_LENGTH:
+            clip = torch.nn.functional.pad(clip, (0, FRAME_LENGTH - clip.shape[-1]))
+        frames.append(clip.unfold(-1, FRAME_LENGTH, FRAME_SHIFT))
     if out is None:
-        out = torch.empty(batch, time, mel_banks.shape[1], dtype=torch.float32, device=waveforms.device)
-    if waveforms.device.type != "cpu":
-        block_frames = max(block_frames, batch * time)  # one block: a GPU wants big kernels
-    clips_per_block = max(1, block_frames // time)
-    frames_per_block = min(time, block_frames)
-    padded = torch.zeros(clips_per_block * frames_per_block, FFT_SIZE, device=waveforms.device)  # tail stays 0
-    copied = torch.empty(clips_per_block * frames_per_block, FRAME_LENGTH, device=waveforms.device)
-    for b0 in range(0, batch, clips_per_block):
-        b1 = min(batch, b0 + clips_per_block)
-        for t0 in range(0, time, frames_per_block):
-            t1 = min(time, t0 + frames_per_block)
-            block = frames[b0:b1, t0:t1]
-            # Copy into a private buffer: the frames overlap in memory, so they cannot be changed in place.
-            block = copied[: block.shape[0] * block.shape[1]].view(block.shape).copy_(block).view(-1, FRAME_LENGTH)
-            block -= block.mean(dim=-1, keepdim=True)  # (R, 400)
-            rows = padded[: block.shape[0]]
-            emphasised = rows[:, :FRAME_LENGTH]
-            torch.mul(block[:, :-1], -PREEMPHASIS, out=emphasised[:, 1:])
-            emphasised[:, 1:] += block[:, 1:]
-            emphasised[:, :1] = block[:, :1] - PREEMPHASIS * block[:, :1]
-            emphasised *= window
-            spectrum = torch.view_as_real(torch.fft.rfft(rows))  # (R, 257, 2)
-            power = torch.addcmul(spectrum[..., 0].square(), spectrum[..., 1], spectrum[..., 1])  # |X|^2
-            mel_energies = torch.mm(power, mel_banks).view(b1 - b0, t1 - t0, -1)  # (b, t, M)
-            torch.log(mel_energies.clamp_(min=LOG_FLOOR), out=out[b0:b1, t0:t1])
-    return out[:, :time]
+        out = torch.zeros(len(clips), max(f.shape[0] for f in frames), num_mel, device=device)
+    frames = [f[: out.shape[1]] for f in frames]
+    total = sum(f.shape[0] for f in frames)
+    if device.type != "cpu":
+        block_frames = total  # one block: a GPU wants big kernels
+    block_frames = max(1, min(block_frames, total))
+    # The frames overlap in memory, so each block is copied to a private buffer before it is changed in place.
+    # Column 0 of `centred` repeats the frame's first sample: Kaldi's pre-emphasis takes x[-1] := x[0].
+    centred = torch.empty(block_frames, FRAME_LENGTH + 1, device=device)
+    padded = torch.zeros(block_frames, FFT_SIZE, device=device)  # columns 400..511 stay 0
+    energies = torch.empty(block_frames, num_mel, device=device)
+    scale, shift = (1.0, 0.0) if normalize is None else (1 / (2 * normalize[1]), -normalize[0] / (2 * normalize[1]))
+    pending: list[tuple[int, int, int, int]] = []  # (clip, first frame, last frame + 1, first row in the block)
+    filled = 0
+
+    def flush() -> None:
+        rows, block = padded[:filled], centred[:filled]
+        block[:, 0] = block[:, 1]
+        emphasised = rows[:, :FRAME_LENGTH]  # (R, 400): x[i] - 0.97 x[i-1], then the window
+        torch.mul(block[:, :-1], -PREEMPHASIS, out=emphasised)
+        emphasised += block[:, 1:]
+        emphasised *= window
+        squares = torch.view_as_real(torch.fft.rfft(rows)).square_().view(filled, -1)  # (R, 257 * 2): re^2, im^2
+        log_mel = energies[:filled]
+        for m0, m1, r0, r1, weights in groups:
+            torch.mm(squares[:, r0:r1], weights, out=log_mel[:, m0:m1])  # (R, m1 - m0)
+        torch.log(log_mel.clamp_(min=LOG_FLOOR), out=log_mel)
+        for b, t0, t1, row in pending:
+            if normalize is None:
+                out[b, t0:t1] = log_mel[row : row + t1 - t0]
+            else:
+                torch.add(shift, log_mel[row : row + t1 - t0], alpha=scale, out=out[b, t0:t1])
+
+    for b, clip_frames in enumerate(frames):
+        t0 = 0
+        while t0 < clip_frames.shape[0]:
+            t1 = min(clip_frames.shape[0], t0 + block_frames - filled)
+            source = clip_frames[t0:t1]  # (t, 400)
+            torch.sub(source, source.mean(dim=-1, keepdim=True), out=centred[filled : filled + t1 - t0, 1:])
+            pending.append((b, t0, t1, filled))
+            filled += t1 - t0
+            t0 = t1
+            if filled == block_frames:
+                flush()
+                pending, filled = [], 0
+    if filled:
+        flush()
+    return out
 
 
 class ASTFeatureExtractor(SequenceFeatureExtractor):
@@ -172,7 +234,7 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         self.std = std
         self.return_attention_mask = return_attention_mask
         self.subtract_waveform_mean = subtract_waveform_mean
-        self._constants: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._constants: dict[torch.device, tuple[list[MelBlock], torch.Tensor]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
@@ -182,10 +244,10 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         output.pop("feature_extractor_type", None)
         return output
 
-    def _mel_and_window(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _mel_and_window(self, device: torch.device) -> tuple[list[MelBlock], torch.Tensor]:
         if device not in self._constants:
             mel = kaldi_mel_banks(self.num_mel_bins, self.sampling_rate).to(device)
-            self._constants[device] = (mel, hann_window().to(device))
+            self._constants[device] = (mel_band_groups(mel), hann_window().to(device))
         return self._constants[device]
 
     def __call__(
@@ -248,13 +310,15 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
                     f"{sorted(set(kept))} frames. Use padding='longest' (with return_attention_mask=True) instead."
                 )
 
-        frames = max(kept)
-        fbank = torch.empty(len(clips), max(width or 0, frames), self.num_mel_bins, device=device)  # (B, T, M)
-        self._fbank(clips, fbank[:, :frames])
+        fbank = torch.empty(len(clips), max(width or 0, max(kept)), self.num_mel_bins, device=device)  # (B, T, M)
+        normalize = (self.mean, self.std) if self.do_normalize else None
+        self._fbank(clips, fbank, normalize)
+        # Padding is padding_value in the log-mel domain, normalised like the frames (same float32 operations).
+        padding_value = torch.tensor(self.padding_value, dtype=torch.float32)
+        if normalize is not None:
+            padding_value = padding_value.sub_(self.mean).div_(2 * self.std)
         for i, n in enumerate(kept):
-            fbank[i, n:] = self.padding_value  # padding in the log-mel domain, before normalisation
-        if self.do_normalize:
-            fbank.sub_(self.mean).div_(2 * self.std)
+            fbank[i, n:] = padding_value
         real = torch.arange(fbank.shape[1], device=device)[None, :] < torch.tensor(kept, device=device)[:, None]
         if width is None:
             values: Any = [fbank[i, : kept[i]] for i in range(len(clips))]
@@ -271,19 +335,18 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
             data["attention_mask"] = mask
         return BatchFeature(data, tensor_type=None)
 
-    def _fbank(self, clips: list[torch.Tensor], out: torch.Tensor) -> None:
-        """Unnormalised log-mel of the first out.shape[1] frames of every clip into `out` (B, frames, M); frames
-        past a clip's end hold values for the caller to replace."""
+    def _fbank(self, clips: list[torch.Tensor], out: torch.Tensor, normalize: tuple[float, float] | None) -> None:
+        """(Normalised) log-mel of the first out.shape[1] frames of every clip into `out` (B, T, M); frames past a
+        clip's end are left for the caller to fill."""
         device = out.device
         needed = FRAME_LENGTH + (out.shape[1] - 1) * FRAME_SHIFT  # samples that the kept frames touch
-        batch = torch.zeros(len(clips), needed, dtype=torch.float32, device=device)
-        for i, clip in enumerate(clips):
+        prepared = []
+        for clip in clips:
             if self.subtract_waveform_mean:
                 clip = clip - clip.mean()  # over the whole clip, as the authors' code does
-            clip = clip[:needed].to(device=device, dtype=torch.float32)
-            batch[i, : clip.shape[0]] = clip
-        mel, window = self._mel_and_window(device)
-        batched_kaldi_fbank(batch, mel, window, out=out)
+            prepared.append(clip[:needed].to(device=device, dtype=torch.float32))
+        mel_groups, window = self._mel_and_window(device)
+        batched_kaldi_fbank(prepared, mel_groups, window, out=out, normalize=normalize)
 
 
 def _padding_strategy(padding: bool | str) -> str:
@@ -369,4 +432,11 @@ def _as_clip(item: Any, index: int) -> torch.Tensor:
     return item
 
 
-__all__ = ["ASTFeatureExtractor", "batched_kaldi_fbank", "kaldi_mel_banks", "hann_window", "num_frames"]
+__all__ = [
+    "ASTFeatureExtractor",
+    "batched_kaldi_fbank",
+    "hann_window",
+    "kaldi_mel_banks",
+    "mel_band_groups",
+    "num_frames",
+]

@@ -9,7 +9,7 @@ import torchaudio
 import transformers
 
 from ast_hf import ASTFeatureExtractor, compute_normalization_stats
-from ast_hf.feature_extraction_ast import batched_kaldi_fbank, hann_window, kaldi_mel_banks
+from ast_hf.feature_extraction_ast import batched_kaldi_fbank, hann_window, kaldi_mel_banks, mel_band_groups
 
 KALDI = dict(htk_compat=True, sample_frequency=16000, use_energy=False, window_type="hanning", num_mel_bins=128,
              dither=0.0, frame_shift=10)
@@ -33,6 +33,31 @@ def test_fbank_equals_torchaudio_kaldi(speech):
         ours = batched_kaldi_fbank(torch.from_numpy(clip)[None], mel, window)[0]
         assert ours.shape == reference.shape
         torch.testing.assert_close(ours, reference, rtol=0, atol=1e-4)
+
+
+def test_banded_mel_blocks_equal_the_dense_projection():
+    mel = kaldi_mel_banks(128, 16000)
+    power = torch.rand(64, 257, dtype=torch.float64)
+    dense = power @ mel.double()
+    for num_groups in (1, 3, 8, 16):
+        banded = torch.zeros_like(dense)
+        squares = torch.stack([power / 2, power / 2], dim=-1).reshape(64, -1)  # re^2 + im^2 = power
+        covered = torch.zeros(128, dtype=torch.bool)
+        for m0, m1, r0, r1, weights in mel_band_groups(mel, num_groups):
+            banded[:, m0:m1] = squares[:, r0:r1] @ weights.double()
+            covered[m0:m1] = True
+        assert bool(covered.all())
+        torch.testing.assert_close(banded, dense, rtol=1e-12, atol=1e-12)
+
+
+def test_list_of_clips_with_a_block_boundary_inside_clips(speech):
+    mel, window = kaldi_mel_banks(128, 16000), hann_window()
+    clips = [torch.from_numpy(c) for c in speech] + [torch.from_numpy(noise_clips()[1])]
+    ours = batched_kaldi_fbank(clips, mel, window, block_frames=37, normalize=(-4.0, 5.0))
+    for i, clip in enumerate(clips):
+        reference = (torchaudio_fbank(clip.numpy()) + 4.0) / 10.0
+        torch.testing.assert_close(ours[i, : reference.shape[0]], reference, rtol=0, atol=1e-4)
+        assert bool((ours[i, reference.shape[0]:] == 0).all())
 
 
 def test_batch_of_different_lengths_equals_each_clip_alone(speech):
