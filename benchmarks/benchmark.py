@@ -22,6 +22,19 @@ import transformers
 import ast_hf
 
 
+def paired_times(theirs, ours, repeats: int) -> tuple[float, float]:
+    """Median times of two functions, run alternately so that drift in machine load hits both alike."""
+    theirs()  # warm-up
+    ours()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for function, bucket in ((theirs, times[0]), (ours, times[1])):
+            start = time.perf_counter()
+            function()
+            bucket.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 def best_time(function, repeats: int) -> float:
     function()  # warm-up
     times = []
@@ -55,8 +68,8 @@ def main() -> None:
     # (a) feature extraction
     clips = [(rng.standard_normal(160_000) * 0.1).astype(np.float32) for _ in range(32)]
     ours_fe, theirs_fe = ast_hf.ASTFeatureExtractor(), transformers.ASTFeatureExtractor()
-    theirs = best_time(lambda: theirs_fe(clips, sampling_rate=16000, return_tensors="pt"), args.repeats)
-    ours = best_time(lambda: ours_fe(clips, sampling_rate=16000, return_tensors="pt"), args.repeats)
+    theirs, ours = paired_times(lambda: theirs_fe(clips, sampling_rate=16000, return_tensors="pt"),
+                                lambda: ours_fe(clips, sampling_rate=16000, return_tensors="pt"), args.repeats)
     rows.append(("(a) features, 32 x 10 s clips", theirs, ours))
 
     # (b) base forward, same weights
@@ -70,8 +83,7 @@ def main() -> None:
     inputs = torch.randn(4, 1024, 128)
     with torch.inference_mode():
         difference = (ours_model(inputs).logits - theirs_model(inputs).logits).abs().max().item()
-        theirs = best_time(lambda: theirs_model(inputs), args.forward_repeats)
-        ours = best_time(lambda: ours_model(inputs), args.forward_repeats)
+        theirs, ours = paired_times(lambda: theirs_model(inputs), lambda: ours_model(inputs), args.forward_repeats)
     rows.append(("(b) base forward, 4 x 1024 frames", theirs, ours))
     flops = forward_flops(config, 4, 1024)
     a = torch.randn(4096, 4096)
@@ -89,8 +101,7 @@ def main() -> None:
         return theirs_model(**theirs_fe(short, sampling_rate=16000, return_tensors="pt"))
 
     with torch.inference_mode():
-        theirs = best_time(theirs_short, args.forward_repeats)
-        ours = best_time(ours_short, args.forward_repeats)
+        theirs, ours = paired_times(theirs_short, ours_short, args.forward_repeats)
     rows.append(("(c) 8 x 1 s clips, features + forward", theirs, ours))
 
     print("\n| case | transformers (s) | ast_hf (s) | speed-up |\n|---|---|---|---|")

@@ -1,0 +1,527 @@
+"""Checkpoint surgery for the Audio Spectrogram Transformer (Gong, Chung, Glass, Interspeech 2021), as pure
+functions: state dicts and configs in, state dicts out.
+
+- ImageNet ViT/DeiT -> AST (the paper's transfer, REFERENCE section 3): channel sum of the patch projection,
+  centre cut or bilinear interpolation of the positional grid (time first, then frequency), prefix tokens kept,
+  a fresh LayerNorm + Linear head.
+- The authors' AST checkpoints (`module.v.*`, `module.mlp_head.*`) -> ast_hf key names.
+- Re-targeting a trained AST to another clip length, stride, mel size or label set (the authors' AudioSet ->
+  downstream path, without its crash when num_mel_bins != 128).
+
+Every function returns tensors under the Hub key names of transformers' built-in AST (`audio_spectrogram_transformer.
+embeddings.cls_token`, ...), which are also the names of `ast_hf.ASTForAudioClassification`. The positional grid is
+resampled by `resample_position_embeddings`, the same rule the model applies at run time (with `crop="center"`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .configuration_ast import ASTConfig
+from .modeling_ast import NUM_PREFIX_TOKENS, ASTForAudioClassification, resample_position_embeddings
+
+PREFIX = "audio_spectrogram_transformer."
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+# What the paper's three data sets fix (REFERENCE sections 1 and 4): labels file, normalisation, clip length, loss.
+DATASETS: dict[str, dict[str, Any]] = {
+    "audioset": dict(labels="audioset_class_labels_indices.csv", mean=-4.2677393, std=4.5689974, max_length=1024,
+                     problem_type="multi_label_classification"),
+    "esc50": dict(labels="esc50_class_labels_indices.csv", mean=-6.6268077, std=5.358466, max_length=512,
+                  problem_type="single_label_classification"),
+    "speechcommands": dict(labels="speechcommands_class_labels_indices.csv", mean=-6.845978, std=5.5654526,
+                           max_length=128, problem_type="single_label_classification"),
+}
+
+# timm / original DeiT block names -> Hub names of one encoder layer (the fused qkv is split separately).
+_TIMM_LAYER = {
+    "norm1": "layernorm_before",
+    "attn.proj": "attention.output.dense",
+    "norm2": "layernorm_after",
+    "mlp.fc1": "intermediate.dense",
+    "mlp.fc2": "output.dense",
+}
+_TIMM_TOP = {
+    "cls_token": "embeddings.cls_token",
+    "dist_token": "embeddings.distillation_token",
+    "pos_embed": "embeddings.position_embeddings",
+    "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
+    "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
+    "norm.weight": "layernorm.weight",
+    "norm.bias": "layernorm.bias",
+}
+# Classification heads of the image models: dropped, AST gets a new head for its labels.
+_IMAGE_HEADS = ("head.", "head_dist.", "fc_norm.", "cls_classifier.", "distillation_classifier.", "classifier.",
+                "pooler.")
+
+
+class ConversionError(ValueError):
+    """A checkpoint that cannot be converted; the message says what was found and what is expected."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading weights safely
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a `.safetensors`, `.pth`, `.pt` or `.bin` file, unwrapped from `{"model": ...}` or
+    `{"state_dict": ...}`. Pickled files are read with `torch.load(weights_only=True)`: no code is executed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"Checkpoint file {str(path)!r} does not exist.")
+    if path.stat().st_size == 0:
+        raise ConversionError(f"Checkpoint file {str(path)!r} is empty (0 bytes); download it again.")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return dict(load_file(str(path)))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise ConversionError(f"{str(path)!r} is not a readable safetensors file ({error}); it may be truncated "
+                                  "or not a safetensors file at all.") from error
+    try:
+        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+        raise ConversionError(
+            f"Could not read {str(path)!r} as a PyTorch checkpoint ({type(error).__name__}: {str(error)[:200]}). A "
+            "truncated download or a file that is not a state dict gives this; torch.load(weights_only=True) also "
+            "refuses pickles that hold code, which this converter never runs."
+        ) from error
+    return unwrap_state_dict(loaded, str(path))
+
+
+def unwrap_state_dict(loaded: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The tensor dict inside a loaded checkpoint: itself, or its "model" / "state_dict" / "module" entry."""
+    for _ in range(3):
+        if isinstance(loaded, Mapping) and loaded and all(isinstance(v, torch.Tensor) for v in loaded.values()):
+            return dict(loaded)
+        if isinstance(loaded, Mapping):
+            inner = next((loaded[k] for k in ("model", "state_dict", "module", "model_state_dict") if k in loaded),
+                         None)
+            if inner is not None:
+                loaded = inner
+                continue
+        break
+    found = sorted(loaded)[:8] if isinstance(loaded, Mapping) else type(loaded).__name__
+    raise ConversionError(f"{source} holds no state dict of tensors (found {found}); expected a dict of tensors, "
+                          "optionally wrapped as {'model': ...} or {'state_dict': ...}.")
+
+
+def load_pretrained_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """All tensors of a `save_pretrained` directory, single file or sharded, safetensors preferred."""
+    directory = Path(directory)
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = directory / index_name
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            merged: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                merged.update(load_state_dict_file(directory / shard))
+            return merged
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (directory / name).is_file():
+            return load_state_dict_file(directory / name)
+    raise ConversionError(f"No model.safetensors or pytorch_model.bin in {str(directory)!r} (found "
+                          f"{sorted(p.name for p in directory.iterdir())[:10]}).")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Source formats -> one canonical ViT state dict (Hub names without a model prefix)
+
+
+def detect_format(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """"timm" (timm / original DeiT files), "original_ast" (the authors' AST), "hf_vit" (transformers
+    DeiT/ViT), "hf_ast" (transformers' or ast_hf's AST). Raises a ConversionError that lists the keys found."""
+    keys = set(state_dict)
+    if any(k.startswith("module.v.") for k in keys):
+        return "original_ast"
+    if any(k.startswith(PREFIX) for k in keys):
+        return "hf_ast"
+    if "pos_embed" in keys and "patch_embed.proj.weight" in keys:
+        return "timm"
+    if any(re.match(r"^((deit|vit)\.)?embeddings\.patch_embeddings\.projection\.weight$", k) for k in keys):
+        return "hf_vit"
+    raise ConversionError(
+        f"Unrecognised checkpoint: {len(keys)} tensors, e.g. {sorted(keys)[:6]}. Expected a timm/DeiT state dict "
+        "(pos_embed, patch_embed.proj.weight, blocks.N.attn.qkv.weight), a transformers DeiT/ViT model "
+        "(embeddings.patch_embeddings.projection.weight), the authors' AST (module.v.*) or a transformers AST."
+    )
+
+
+def timm_to_canonical(state_dict: Mapping[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """timm / original-DeiT keys (fused qkv) -> Hub ViT names; classification heads are dropped."""
+    canonical: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if not key.startswith(prefix):
+            continue
+        key = key[len(prefix):]
+        if key in _TIMM_TOP:
+            canonical[_TIMM_TOP[key]] = value
+            continue
+        match = re.match(r"^blocks\.(\d+)\.(.+)\.(weight|bias)$", key)
+        if match is None:
+            if not key.startswith(_IMAGE_HEADS):
+                raise ConversionError(f"Unexpected tensor {prefix + key!r} {tuple(value.shape)} in a timm/DeiT "
+                                      "checkpoint; it has no place in an AST.")
+            continue
+        layer, name, kind = match.groups()
+        base = f"encoder.layer.{layer}."
+        if name == "attn.qkv":
+            query, key_, value_ = value.chunk(3, dim=0)  # rows: (3 * D, D) = [q; k; v]
+            for part, tensor in (("query", query), ("key", key_), ("value", value_)):
+                canonical[f"{base}attention.attention.{part}.{kind}"] = tensor.clone()
+        elif name in _TIMM_LAYER:
+            canonical[f"{base}{_TIMM_LAYER[name]}.{kind}"] = value
+        else:
+            raise ConversionError(f"Unexpected tensor {prefix + key!r} in block {layer} of a timm/DeiT checkpoint.")
+    return canonical
+
+
+def hf_vit_to_canonical(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers DeiT/ViT Hub keys (with or without the `deit.` / `vit.` prefix) -> Hub ViT names."""
+    canonical = {}
+    for key, value in state_dict.items():
+        key = re.sub(r"^(deit|vit)\.", "", key)
+        if key.startswith(_IMAGE_HEADS) or key.startswith("embeddings.mask_token"):
+            continue
+        canonical[key] = value
+    return canonical
+
+
+def canonical_architecture(canonical: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """hidden_size, num_hidden_layers, intermediate_size, qkv_bias, prefix tokens and (f, t) grid of the source."""
+    for required in ("embeddings.cls_token", "embeddings.position_embeddings",
+                     "embeddings.patch_embeddings.projection.weight", "layernorm.weight"):
+        if required not in canonical:
+            raise ConversionError(f"The checkpoint has no {required!r}; it is not a complete ViT/DeiT encoder.")
+    hidden = canonical["embeddings.cls_token"].shape[-1]
+    layers = sorted({int(m.group(1)) for k in canonical if (m := re.match(r"^encoder\.layer\.(\d+)\.", k))})
+    if not layers or layers != list(range(len(layers))):
+        raise ConversionError(f"Encoder layers {layers[:5]}... are not numbered 0..N-1; the checkpoint is damaged.")
+    prefix_tokens = 2 if "embeddings.distillation_token" in canonical else 1
+    positions = canonical["embeddings.position_embeddings"].shape[1] - prefix_tokens
+    side = math.isqrt(positions)
+    if side * side != positions:
+        raise ConversionError(f"The source has {positions} patch positions, not a square grid; pass a square "
+                              "ImageNet model (224/16 = 14 or 384/16 = 24 patches a side).")
+    return dict(hidden_size=hidden, num_hidden_layers=len(layers),
+                intermediate_size=canonical["encoder.layer.0.intermediate.dense.weight"].shape[0],
+                qkv_bias="encoder.layer.0.attention.attention.query.bias" in canonical,
+                patch_size=canonical["embeddings.patch_embeddings.projection.weight"].shape[-1],
+                prefix_tokens=prefix_tokens, grid=(side, side))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The DeiT -> AST adaptation
+
+
+def adapt_image_encoder(canonical: Mapping[str, torch.Tensor], source_grid: tuple[int, int], config: ASTConfig,
+                        channel_reduction: str = "sum") -> dict[str, torch.Tensor]:
+    """ViT/DeiT encoder (Hub names, no prefix) -> AST encoder tensors with the `audio_spectrogram_transformer.`
+    prefix, following REFERENCE section 3:
+
+    1. patch projection (D, 3, p, p) -> (D, 1, p, p) by summing (the released checkpoints) or averaging (the
+       paper's text) the RGB channels; the bias is copied; the stride is a config matter.
+    2. positional grid (source f x t, rows = frequency) -> config.patch_grid: centre cut or bilinear
+       interpolation, time first, then frequency (`resample_position_embeddings(crop="center")`).
+    3. cls and distillation tokens copied with their position rows. A one-token source (ViT, plain DeiT) has no
+       distillation token: the cls token and its position row are duplicated, so the model's average of the two
+       equals the cls output at the start of fine-tuning.
+    """
+    if channel_reduction not in ("sum", "mean"):
+        raise ConversionError(f"channel_reduction={channel_reduction!r} must be 'sum' or 'mean'.")
+    adapted = dict(canonical)
+    weight = adapted["embeddings.patch_embeddings.projection.weight"]  # (D, C, p, p)
+    if weight.shape[-1] != config.patch_size or weight.shape[-2] != config.patch_size:
+        raise ConversionError(f"The source patches are {tuple(weight.shape[-2:])}, the config's patch_size is "
+                              f"{config.patch_size}; AST keeps the source patch size.")
+    reduce = torch.sum if channel_reduction == "sum" else torch.mean
+    adapted["embeddings.patch_embeddings.projection.weight"] = reduce(weight.float(), dim=1, keepdim=True).to(
+        weight.dtype)  # (D, 1, p, p)
+
+    positions = adapted["embeddings.position_embeddings"]  # (1, P + f*t, D)
+    if "embeddings.distillation_token" not in adapted:
+        adapted["embeddings.distillation_token"] = adapted["embeddings.cls_token"].clone()
+        positions = torch.cat([positions[:, :1], positions[:, :1], positions[:, 1:]], dim=1)
+    adapted["embeddings.position_embeddings"] = resample_position_embeddings(
+        positions, source_grid, config.patch_grid, crop="center", num_prefix_tokens=NUM_PREFIX_TOKENS).contiguous()
+    return {PREFIX + key: value for key, value in adapted.items()}
+
+
+def new_head(config: ASTConfig, seed: int | None = None) -> dict[str, torch.Tensor]:
+    """A freshly initialised LayerNorm + Linear head (truncated normal, std = initializer_range; zero bias)."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    weight = torch.empty(config.num_labels, config.hidden_size)
+    torch.nn.init.trunc_normal_(weight, std=config.initializer_range, generator=generator)
+    return {"classifier.layernorm.weight": torch.ones(config.hidden_size),
+            "classifier.layernorm.bias": torch.zeros(config.hidden_size),
+            "classifier.dense.weight": weight, "classifier.dense.bias": torch.zeros(config.num_labels)}
+
+
+def original_ast_to_hf(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The authors' AST (`module.v.*` DeiT keys, `module.mlp_head.{0,1}`) -> ast_hf / Hub key names; the unused
+    DeiT heads (`module.v.head*`) are dropped."""
+    encoder = timm_to_canonical(state_dict, prefix="module.v.")
+    converted = {PREFIX + key: value for key, value in encoder.items()}
+    heads = {"module.mlp_head.0.": "classifier.layernorm.", "module.mlp_head.1.": "classifier.dense."}
+    for key, value in state_dict.items():
+        for old, new in heads.items():
+            if key.startswith(old):
+                converted[new + key[len(old):]] = value
+    unknown = [k for k in state_dict if not k.startswith(("module.v.", "module.mlp_head.0.", "module.mlp_head.1."))]
+    if unknown:
+        raise ConversionError(f"Unexpected tensors in the authors' checkpoint: {unknown[:5]}.")
+    if "classifier.dense.weight" not in converted:
+        raise ConversionError("The authors' checkpoint has no module.mlp_head.1.weight (the classification head).")
+    return converted
+
+
+def original_ast_grid(state_dict: Mapping[str, torch.Tensor], num_mel_bins: int, frequency_stride: int,
+                      time_stride: int, patch_size: int = 16) -> tuple[int, int]:
+    """(f, t) grid of an authors' checkpoint, read from its positional embedding and the frequency settings."""
+    positions = state_dict["module.v.pos_embed"].shape[1] - NUM_PREFIX_TOKENS
+    f = (num_mel_bins - patch_size) // frequency_stride + 1
+    if positions % f:
+        raise ConversionError(
+            f"The checkpoint's {positions} patch positions do not split into {f} frequency rows "
+            f"(num_mel_bins={num_mel_bins}, frequency_stride={frequency_stride}); pass the strides it was trained "
+            "with."
+        )
+    return f, positions // f
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Re-targeting a trained AST
+
+
+def retarget_state_dict(state_dict: Mapping[str, torch.Tensor], old_config: ASTConfig,
+                        new_config: ASTConfig, seed: int | None = None) -> dict[str, torch.Tensor]:
+    """Adapt a trained AST to `new_config` (max_length, strides, num_mel_bins, labels), as the authors move their
+    AudioSet model to ESC-50 or Speech Commands: the positional grid is centre-cut or bilinearly interpolated
+    from the old grid to the new one (time first), the patch projection is kept (its stride is a config matter),
+    and the head is kept when the labels are the same and replaced by a fresh one otherwise."""
+    for field in ("hidden_size", "num_hidden_layers", "intermediate_size", "patch_size"):
+        if getattr(old_config, field) != getattr(new_config, field):
+            raise ConversionError(f"{field} differs ({getattr(old_config, field)} vs {getattr(new_config, field)}): "
+                                  "re-targeting keeps the encoder; only lengths, strides, mel bins and labels change.")
+    adapted = dict(state_dict)
+    key = PREFIX + "embeddings.position_embeddings"
+    adapted[key] = resample_position_embeddings(state_dict[key], old_config.patch_grid, new_config.patch_grid,
+                                                crop="center").contiguous()
+    if not same_labels(old_config, new_config):
+        adapted = {k: v for k, v in adapted.items() if not k.startswith("classifier.")}
+        adapted.update(new_head(new_config, seed))
+    return adapted
+
+
+def same_labels(a: ASTConfig, b: ASTConfig) -> bool:
+    return a.num_labels == b.num_labels and dict(a.id2label) == dict(b.id2label)
+
+
+def retarget_model(model: ASTForAudioClassification, seed: int | None = None,
+                   **changes: Any) -> ASTForAudioClassification:
+    """A new ASTForAudioClassification with `changes` applied to the config (max_length, frequency_stride,
+    time_stride, num_mel_bins, id2label/label2id or num_labels, problem_type, ...) and the weights re-targeted."""
+    config_dict = model.config.to_dict()
+    if "id2label" in changes and "label2id" not in changes:
+        changes["label2id"] = {label: int(i) for i, label in dict(changes["id2label"]).items()}
+    if "num_labels" in changes and "id2label" not in changes:
+        config_dict.pop("id2label", None)
+        config_dict.pop("label2id", None)
+    config_dict.update(changes)
+    new_config = ASTConfig.from_dict(config_dict)
+    weights = retarget_state_dict(model.state_dict(), model.config, new_config, seed=seed)
+    return build_model(new_config, weights, attn_implementation=model.config._attn_implementation)
+
+
+def build_model(config: ASTConfig, weights: Mapping[str, torch.Tensor],
+                attn_implementation: str | None = None) -> ASTForAudioClassification:
+    """An ASTForAudioClassification holding exactly `weights`; raises when any key is missing or unexpected."""
+    model = ASTForAudioClassification._from_config(config, attn_implementation=attn_implementation)
+    result = model.load_state_dict(dict(weights), strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ConversionError(f"Converted weights do not fit the AST: missing {result.missing_keys[:6]}, "
+                              f"unexpected {result.unexpected_keys[:6]}.")
+    return model.eval()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Labels and atomic output
+
+
+def read_labels(path: str | os.PathLike) -> list[str]:
+    """Labels from a CSV with a `display_name` (or `label`/`name`) column ordered by `index`, like the files in
+    ast_hf/data, or from a text file with one label a line."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"Labels file {str(path)!r} does not exist.")
+    text = path.read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ConversionError(f"Labels file {str(path)!r} is empty.")
+    if path.suffix == ".csv":
+        rows = list(csv.DictReader(lines))
+        column = next((c for c in ("display_name", "label", "name") if c in rows[0]), None)
+        if column is None:
+            raise ConversionError(f"{str(path)!r} has columns {list(rows[0])}; expected display_name, label or name.")
+        if "index" in rows[0]:
+            rows.sort(key=lambda row: int(row["index"]))
+        return [row[column] for row in rows]
+    return [line.strip() for line in lines]
+
+
+def dataset_labels(dataset: str) -> list[str]:
+    return read_labels(DATA_DIR / dataset_settings(dataset)["labels"])
+
+
+def dataset_settings(dataset: str) -> dict[str, Any]:
+    if dataset not in DATASETS:
+        raise ConversionError(f"dataset={dataset!r} is not one of {sorted(DATASETS)}.")
+    return DATASETS[dataset]
+
+
+def label_fields(labels: list[str]) -> dict[str, Any]:
+    if len(set(labels)) != len(labels):
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})[:5]
+        raise ConversionError(f"Labels must be unique; repeated: {duplicates}.")
+    return {"id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}
+
+
+@contextmanager
+def atomic_directory(output_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory beside `output_dir`; on success it replaces `output_dir` in one rename, on any
+    failure it is deleted, so no half-written output is ever left behind."""
+    output_dir = Path(output_dir).resolve()
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise ConversionError(f"{str(output_dir)!r} exists and is not empty; pass --overwrite or another directory.")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    try:
+        yield staging
+        if output_dir.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
+            os.replace(output_dir, retired / "old")
+            os.replace(staging, output_dir)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def summarize(model: ASTForAudioClassification, describe: Callable[[str], None] = print) -> None:
+    config = model.config
+    f, t = config.patch_grid
+    describe(f"parameters: {count_parameters(model):,}; grid {f} x {t} = {f * t} patches "
+             f"(num_mel_bins {config.num_mel_bins}, max_length {config.max_length}, strides "
+             f"{config.frequency_stride}/{config.time_stride}); {config.num_labels} labels, "
+             f"problem_type {config.problem_type}")
+
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Shared by the command-line converters
+
+
+def write_checkpoint(model: ASTForAudioClassification, extractor: Any, output_dir: str | os.PathLike,
+                     overwrite: bool = False) -> Path:
+    """save_pretrained (safetensors weights, config, code, auto_map) + the feature extractor, atomically."""
+    with atomic_directory(output_dir, overwrite=overwrite) as staging:
+        model.save_pretrained(staging)
+        extractor.save_pretrained(staging)
+        reloaded = ASTForAudioClassification.from_pretrained(staging)  # what a user will load, checked before rename
+        mismatched = [k for k, v in model.state_dict().items() if not torch.equal(v, reloaded.state_dict()[k])]
+        if mismatched:
+            raise ConversionError(f"The saved weights do not read back identically: {mismatched[:5]}.")
+    return Path(output_dir)
+
+
+def verification_clip(audio: str | None = None) -> tuple[torch.Tensor, str]:
+    """A real 16 kHz clip for the final forward pass: a WAV file if given, else espeak-ng speech, else (no
+    espeak-ng) a synthetic chirp, named as such."""
+    import subprocess
+    import wave
+
+    import numpy as np
+    import torchaudio
+
+    if audio is None and shutil.which("espeak-ng"):
+        with tempfile.TemporaryDirectory() as folder:
+            audio_path = os.path.join(folder, "speech.wav")
+            subprocess.run(["espeak-ng", "-w", audio_path, "audio spectrogram transformer"], check=True,
+                           capture_output=True)
+            clip, _ = verification_clip(audio_path)
+        return clip, "espeak-ng speech 'audio spectrogram transformer'"
+    if audio is None:
+        seconds = torch.arange(16000) / 16000
+        return torch.sin(2 * math.pi * (200 + 1800 * seconds) * seconds) * 0.3, "synthetic 1 s chirp (no espeak-ng)"
+    with wave.open(str(audio)) as handle:
+        if handle.getsampwidth() != 2:
+            raise ConversionError(f"{audio!r}: only 16-bit PCM WAV files are read here; convert with "
+                                  "`sox in.wav -b 16 out.wav`.")
+        pcm = np.frombuffer(handle.readframes(handle.getnframes()), dtype=np.int16).reshape(-1, handle.getnchannels())
+        rate = handle.getframerate()
+    clip = torch.from_numpy(pcm.astype(np.float32).mean(axis=1) / 32768.0)
+    return torchaudio.functional.resample(clip, rate, 16000) if rate != 16000 else clip, str(audio)
+
+
+def verify(model: ASTForAudioClassification, extractor: Any, audio: str | None = None,
+           describe: Callable[[str], None] = print) -> torch.Tensor:
+    """Print the architecture summary and run one clip through extractor + model; returns the logits."""
+    summarize(model, describe)
+    clip, name = verification_clip(audio)
+    features = extractor(clip, sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**features).logits  # (1, num_labels)
+    if not torch.isfinite(logits).all():
+        raise ConversionError("The converted model gives non-finite logits on a real clip.")
+    top = logits[0].topk(min(3, logits.shape[-1]))
+    labels = ", ".join(f"{model.config.id2label[int(i)]} {float(v):.2f}" for v, i in zip(*top, strict=True))
+    describe(f"forward on {name} ({clip.shape[0] / 16000:.2f} s): input {tuple(features['input_values'].shape)}, "
+             f"top logits {labels}")
+    return logits
+
+__all__ = [
+    "ConversionError",
+    "DATASETS",
+    "adapt_image_encoder",
+    "atomic_directory",
+    "build_model",
+    "canonical_architecture",
+    "dataset_labels",
+    "dataset_settings",
+    "detect_format",
+    "hf_vit_to_canonical",
+    "load_pretrained_weights",
+    "load_state_dict_file",
+    "new_head",
+    "original_ast_grid",
+    "original_ast_to_hf",
+    "read_labels",
+    "retarget_model",
+    "retarget_state_dict",
+    "timm_to_canonical",
+    "unwrap_state_dict",
+    "verify",
+    "write_checkpoint",
+]
