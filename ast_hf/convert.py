@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import re
 import shutil
 import tempfile
@@ -94,7 +95,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                                   "or not a safetensors file at all.") from error
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, pickle.UnpicklingError) as error:
         raise ConversionError(
             f"Could not read {str(path)!r} as a PyTorch checkpoint ({type(error).__name__}: {str(error)[:200]}). A "
             "truncated download or a file that is not a state dict gives this; torch.load(weights_only=True) also "
@@ -411,6 +412,9 @@ def atomic_directory(output_dir: str | os.PathLike, overwrite: bool = False) -> 
         raise ConversionError(f"{str(output_dir)!r} exists and is not empty; pass --overwrite or another directory.")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; the result should look like a normal directory
     try:
         yield staging
         if output_dir.exists():
@@ -501,6 +505,28 @@ def verify(model: ASTForAudioClassification, extractor: Any, audio: str | None =
              f"top logits {labels}")
     return logits
 
+def run_conversion(build: Callable[[], tuple[ASTForAudioClassification, Any]], output_dir: str | os.PathLike,
+                   overwrite: bool = False, audio: str | None = None, push_to_hub: str | None = None) -> int:
+    """The common tail of the command-line converters: build the model and extractor, verify them on a real
+    clip, write them atomically, optionally push; returns the exit status (2 with a one-line error)."""
+    import sys
+
+    try:
+        model, extractor = build()
+        print("weights: no missing or unexpected keys")
+        verify(model, extractor, audio)
+        write_checkpoint(model, extractor, output_dir, overwrite=overwrite)
+    except (ConversionError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"saved to {output_dir}")
+    if push_to_hub:
+        model.push_to_hub(push_to_hub)
+        extractor.push_to_hub(push_to_hub)
+        print(f"pushed to {push_to_hub}")
+    return 0
+
+
 __all__ = [
     "ConversionError",
     "DATASETS",
@@ -520,6 +546,7 @@ __all__ = [
     "read_labels",
     "retarget_model",
     "retarget_state_dict",
+    "run_conversion",
     "timm_to_canonical",
     "unwrap_state_dict",
     "verify",

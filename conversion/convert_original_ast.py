@@ -1,0 +1,117 @@
+"""The authors' AST checkpoints (github.com/YuanGongND/ast, `.pth`) or transformers' built-in AST models
+(MIT/ast-*) -> an ast_hf directory.
+
+    python conversion/convert_original_ast.py --checkpoint audioset_10_10_0.4593.pth --dataset audioset \
+        --output_dir ast-audioset
+    python conversion/convert_original_ast.py --checkpoint path/to/MIT-ast-dir --output_dir ast-audioset-hf
+
+The authors' files hold `module.v.*` (a DeiT with fused qkv and two unused image heads) and `module.mlp_head.*`;
+they are read with torch.load(weights_only=True). --dataset picks the label names (ast_hf/data), the
+normalisation statistics, max_length and problem_type (multi-label for AudioSet). Their LayerNorm eps is timm's
+1e-6. A transformers AST directory or Hub id is loaded as it is and re-saved as ast_hf (labels and stats from its
+own files unless --dataset is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import ast_hf
+from ast_hf import convert
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="authors' .pth file, or a transformers AST directory / "
+                        "Hub id")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--dataset", choices=sorted(convert.DATASETS),
+                        help="labels, stats, max_length and problem_type (required for the authors' .pth files)")
+    parser.add_argument("--frequency_stride", type=int, default=10, help="the authors' fstride")
+    parser.add_argument("--time_stride", type=int, default=10, help="the authors' tstride")
+    parser.add_argument("--num_mel_bins", type=int, default=128)
+    parser.add_argument("--max_length", type=int, help="frames (default: the data set's)")
+    parser.add_argument("--num_attention_heads", type=int, help="default hidden_size / 64")
+    parser.add_argument("--layer_norm_eps", type=float, default=1e-6, help="the authors' code uses timm's 1e-6")
+    parser.add_argument("--audio", help="16-bit WAV for the verification forward (default: espeak-ng speech)")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--push_to_hub", metavar="REPO_ID")
+    parser.add_argument("--cache_dir")
+    return parser.parse_args(argv)
+
+
+def from_authors_file(args: argparse.Namespace) -> tuple[ast_hf.ASTForAudioClassification, ast_hf.ASTFeatureExtractor]:
+    if args.dataset is None:
+        raise convert.ConversionError("--dataset audioset|esc50|speechcommands is required for the authors' files: "
+                                      "it gives the label names, statistics and clip length the model was trained "
+                                      "with.")
+    state_dict = convert.load_state_dict_file(args.checkpoint)
+    kind = convert.detect_format(state_dict)
+    if kind != "original_ast":
+        raise convert.ConversionError(f"{args.checkpoint!r} is a {kind} checkpoint, not the authors' AST "
+                                      "(module.v.*); for DeiT/ViT use conversion/convert_deit_to_ast.py.")
+    weights = convert.original_ast_to_hf(state_dict)
+    settings = convert.dataset_settings(args.dataset)
+    labels = convert.dataset_labels(args.dataset)
+    head_size = weights["classifier.dense.weight"].shape[0]
+    if head_size != len(labels):
+        raise convert.ConversionError(f"The checkpoint's head has {head_size} outputs but --dataset {args.dataset} "
+                                      f"has {len(labels)} labels; pick the data set the model was trained on.")
+    grid = convert.original_ast_grid(state_dict, args.num_mel_bins, args.frequency_stride, args.time_stride)
+    max_length = args.max_length or settings["max_length"]
+    hidden = weights[convert.PREFIX + "embeddings.cls_token"].shape[-1]
+    config = ast_hf.ASTConfig(
+        hidden_size=hidden, num_attention_heads=args.num_attention_heads or max(1, hidden // 64),
+        num_hidden_layers=len({k.split(".")[3] for k in weights if ".encoder.layer." in k}),
+        intermediate_size=weights[convert.PREFIX + "encoder.layer.0.intermediate.dense.weight"].shape[0],
+        layer_norm_eps=args.layer_norm_eps, num_mel_bins=args.num_mel_bins, max_length=max_length,
+        frequency_stride=args.frequency_stride, time_stride=args.time_stride,
+        problem_type=settings["problem_type"], **convert.label_fields(labels))
+    if config.patch_grid != grid:
+        raise convert.ConversionError(
+            f"The checkpoint's positional grid is {grid[0]} x {grid[1]} but max_length={max_length} with "
+            f"time_stride={args.time_stride} gives {config.patch_grid[0]} x {config.patch_grid[1]}; pass the "
+            "--max_length and strides it was trained with."
+        )
+    extractor = ast_hf.ASTFeatureExtractor(max_length=max_length, num_mel_bins=args.num_mel_bins,
+                                           mean=settings["mean"], std=settings["std"])
+    return convert.build_model(config, weights), extractor
+
+
+def from_transformers(args: argparse.Namespace) -> tuple[ast_hf.ASTForAudioClassification, ast_hf.ASTFeatureExtractor]:
+    source = args.checkpoint
+    if not Path(source).is_dir():
+        from huggingface_hub import snapshot_download
+
+        try:
+            source = snapshot_download(source, cache_dir=args.cache_dir)
+        except Exception as error:  # offline, 404, auth: the Hub client raises many types
+            raise convert.ConversionError(f"{args.checkpoint!r} is not a local file or directory and could not be "
+                                          f"fetched from the Hub ({type(error).__name__}).") from error
+    model = ast_hf.ASTForAudioClassification.from_pretrained(source).eval()
+    if args.dataset:
+        settings = convert.dataset_settings(args.dataset)
+        model.config.problem_type = settings["problem_type"]
+        extractor = ast_hf.ASTFeatureExtractor(max_length=model.config.max_length,
+                                               num_mel_bins=model.config.num_mel_bins, mean=settings["mean"],
+                                               std=settings["std"])
+    elif (Path(source) / "preprocessor_config.json").is_file():
+        extractor = ast_hf.ASTFeatureExtractor.from_pretrained(source)
+    else:
+        extractor = ast_hf.ASTFeatureExtractor(max_length=model.config.max_length)
+    return model, extractor
+
+
+def build(args: argparse.Namespace) -> tuple[ast_hf.ASTForAudioClassification, ast_hf.ASTFeatureExtractor]:
+    return from_authors_file(args) if Path(args.checkpoint).is_file() else from_transformers(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return convert.run_conversion(lambda: build(args), args.output_dir, args.overwrite, args.audio, args.push_to_hub)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

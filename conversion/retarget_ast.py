@@ -1,0 +1,86 @@
+"""Move a trained AST to a new task, clip length, stride or mel size (the authors' AudioSet -> ESC-50 / Speech
+Commands path, REFERENCE section 3, without its crash when num_mel_bins != 128).
+
+    python conversion/retarget_ast.py --model ast-audioset --output_dir ast-esc50-init --dataset esc50
+    python conversion/retarget_ast.py --model ast-audioset --output_dir ast-1s --max_length 128 --labels_file words.txt
+
+The positional grid is centre-cut or bilinearly interpolated to the new grid (time first, then frequency); the
+encoder is kept; the head is kept when the labels do not change and re-initialised otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import ast_hf
+from ast_hf import convert
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="an ast_hf or transformers AST directory / Hub id")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--max_length", type=int)
+    parser.add_argument("--num_mel_bins", type=int)
+    parser.add_argument("--frequency_stride", type=int)
+    parser.add_argument("--time_stride", type=int)
+    labels = parser.add_mutually_exclusive_group()
+    labels.add_argument("--num_labels", type=int)
+    labels.add_argument("--labels_file")
+    parser.add_argument("--dataset", choices=sorted(convert.DATASETS),
+                        help="labels (unless given otherwise), stats, max_length and problem_type of this data set")
+    parser.add_argument("--problem_type", choices=["single_label_classification", "multi_label_classification",
+                                                   "regression"])
+    parser.add_argument("--mean", type=float)
+    parser.add_argument("--std", type=float)
+    parser.add_argument("--seed", type=int, default=0, help="seed of a new head")
+    parser.add_argument("--audio", help="16-bit WAV for the verification forward (default: espeak-ng speech)")
+    parser.add_argument("--overwrite", action="store_true")
+    return parser.parse_args(argv)
+
+
+def changes_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    settings = convert.dataset_settings(args.dataset) if args.dataset else {}
+    changes: dict[str, Any] = {name: getattr(args, name) for name in
+                               ("max_length", "num_mel_bins", "frequency_stride", "time_stride", "problem_type")
+                               if getattr(args, name) is not None}
+    if "max_length" not in changes and "max_length" in settings:
+        changes["max_length"] = settings["max_length"]
+    if "problem_type" not in changes and "problem_type" in settings:
+        changes["problem_type"] = settings["problem_type"]
+    if args.labels_file:
+        changes.update(convert.label_fields(convert.read_labels(args.labels_file)))
+    elif args.num_labels:
+        changes["num_labels"] = args.num_labels
+    elif args.dataset:
+        changes.update(convert.label_fields(convert.dataset_labels(args.dataset)))
+    return changes
+
+
+def build(args: argparse.Namespace) -> tuple[ast_hf.ASTForAudioClassification, ast_hf.ASTFeatureExtractor]:
+    source = ast_hf.ASTForAudioClassification.from_pretrained(args.model)
+    try:
+        extractor = ast_hf.ASTFeatureExtractor.from_pretrained(args.model)
+    except OSError:
+        extractor = ast_hf.ASTFeatureExtractor()
+    model = convert.retarget_model(source, seed=args.seed, **changes_from_args(args))
+    settings = convert.dataset_settings(args.dataset) if args.dataset else {}
+    extractor = ast_hf.ASTFeatureExtractor(
+        **{**extractor.to_dict(), "max_length": model.config.max_length, "num_mel_bins": model.config.num_mel_bins,
+           "mean": args.mean if args.mean is not None else settings.get("mean", extractor.mean),
+           "std": args.std if args.std is not None else settings.get("std", extractor.std)})
+    old, new = source.config.patch_grid, model.config.patch_grid
+    print(f"grid {old[0]} x {old[1]} -> {new[0]} x {new[1]}; head "
+          f"{'kept' if convert.same_labels(source.config, model.config) else 'new'}")
+    return model, extractor
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return convert.run_conversion(lambda: build(args), args.output_dir, args.overwrite, args.audio)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
