@@ -36,6 +36,9 @@ class ASTConfig(PreTrainedConfig):
     max_length (int, defaults to 1024): frames of the stored positional grid (10.24 s at 100 frames/s). Inputs
         of any other length still run: see `ASTEmbeddings`.
     num_mel_bins (int, defaults to 128): mel bins of the stored positional grid.
+    patchout_time (int, defaults to 0): time columns of patches dropped at random in each training forward
+        (structured Patchout, Koutini et al. 2021); 0 keeps all. Never applied in eval mode.
+    patchout_frequency (int, defaults to 0): frequency rows of patches dropped likewise.
     """
 
     model_type = "ast_hf"
@@ -56,6 +59,9 @@ class ASTConfig(PreTrainedConfig):
     # Declared so that transformers 5 does not mistake it for a generation parameter on save_pretrained.
     max_length: int = 1024
     num_mel_bins: int = 128
+    # Training-only token dropping (PaSST): fewer tokens make each step cheaper and regularise.
+    patchout_time: int = 0
+    patchout_frequency: int = 0
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
@@ -71,6 +77,10 @@ class ASTConfig(PreTrainedConfig):
         for name in ("patch_size", "frequency_stride", "time_stride"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be a positive integer.")
+        for name in ("patchout_time", "patchout_frequency"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (the number of patch columns/rows "
+                                 "dropped in training).")
         for name in ("num_mel_bins", "max_length"):
             if int(getattr(self, name)) < self.patch_size:
                 raise ValueError(

@@ -225,6 +225,97 @@ def canonical_architecture(canonical: Mapping[str, torch.Tensor]) -> dict[str, A
                 prefix_tokens=prefix_tokens, grid=(side, side))
 
 
+def read_image_source(source: str, cache_dir: str | None = None) -> tuple[dict[str, torch.Tensor],
+                                                                         dict[str, Any] | None, str]:
+    """(state dict, transformers config dict or None, description) of a weights file, a `save_pretrained`
+    directory or a Hub id."""
+    path = Path(source)
+    if path.is_file():
+        return load_state_dict_file(path), None, f"state dict file {source}"
+    if path.is_dir():
+        config_file = path / "config.json"
+        config = json.loads(config_file.read_text()) if config_file.is_file() else None
+        return load_pretrained_weights(path), config, f"directory {source}"
+    if source.endswith((".pth", ".pt", ".bin", ".safetensors")) or "/" not in source or source.count("/") > 1:
+        raise ConversionError(f"{source!r} is neither an existing file nor directory, nor a Hub id (owner/name).")
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(source, cache_dir=cache_dir,
+                                   allow_patterns=["config.json", "*.safetensors", "*.bin", "*.json"])
+    except Exception as error:  # the Hub client raises many types (offline, 404, auth)
+        raise ConversionError(
+            f"Could not fetch {source!r} from the Hub ({type(error).__name__}: {str(error)[:200]}). Download it "
+            "elsewhere and pass the local path."
+        ) from error
+    return read_image_source(folder)
+
+
+def load_image_encoder(source: str, num_attention_heads: int | None = None, layer_norm_eps: float | None = None,
+                       cache_dir: str | None = None, describe: Callable[[str], None] = print
+                       ) -> tuple[dict[str, torch.Tensor], dict[str, Any], tuple[int, int]]:
+    """A DeiT/ViT source -> (canonical encoder weights, the ASTConfig architecture fields, source (f, t) grid).
+
+    Heads come from the source config, else `num_attention_heads`, else hidden_size / 64; the layer-norm eps from
+    the source config, else timm's 1e-6 (`layer_norm_eps` overrides)."""
+    state_dict, source_config, description = read_image_source(source, cache_dir)
+    describe(f"read {len(state_dict)} tensors from {description}")
+    kind = detect_format(state_dict)
+    if kind == "timm":
+        canonical = timm_to_canonical(state_dict)
+    elif kind == "hf_vit":
+        canonical = hf_vit_to_canonical(state_dict)
+    else:
+        raise ConversionError(
+            f"{source!r} is already an AST checkpoint ({kind}); use conversion/convert_original_ast.py (authors' "
+            "checkpoints, transformers' MIT/ast-*) or conversion/retarget_ast.py (new length, strides or labels)."
+        )
+    arch = canonical_architecture(canonical)
+    hidden = arch["hidden_size"]
+    fields: dict[str, Any] = dict(hidden_size=hidden, num_hidden_layers=arch["num_hidden_layers"],
+                                  intermediate_size=arch["intermediate_size"], qkv_bias=arch["qkv_bias"],
+                                  patch_size=arch["patch_size"], hidden_act="gelu", layer_norm_eps=1e-6,
+                                  num_attention_heads=num_attention_heads or max(1, hidden // 64))
+    if source_config is not None:
+        heads = source_config.get("num_attention_heads", fields["num_attention_heads"])
+        if num_attention_heads and num_attention_heads != heads:
+            raise ConversionError(
+                f"--num_attention_heads {num_attention_heads} contradicts the source config's "
+                f"num_attention_heads={heads}; drop the option (the config is read) or fix it."
+            )
+        fields.update(num_attention_heads=heads, layer_norm_eps=source_config.get("layer_norm_eps", 1e-12),
+                      hidden_act=source_config.get("hidden_act", "gelu"))
+        if source_config.get("hidden_size", hidden) != hidden:
+            raise ConversionError(f"config.json says hidden_size={source_config['hidden_size']} but the weights "
+                                  f"have {hidden}; the directory mixes two models.")
+    if layer_norm_eps is not None:
+        fields["layer_norm_eps"] = layer_norm_eps
+    if hidden % fields["num_attention_heads"]:
+        raise ConversionError(
+            f"num_attention_heads={fields['num_attention_heads']} does not divide hidden_size={hidden}; pass "
+            "--num_attention_heads with the source model's head count (DeiT-tiny 3, small 6, base 12)."
+        )
+    describe(f"source: {kind} layout, {arch['num_hidden_layers']} layers, hidden {hidden}, "
+             f"{fields['num_attention_heads']} heads, grid {arch['grid'][0]} x {arch['grid'][1]}, "
+             f"{arch['prefix_tokens']} prefix token(s)"
+             + ("" if arch["prefix_tokens"] == 2 else " (cls token duplicated as the distillation token)"))
+    return canonical, fields, arch["grid"]
+
+
+def deit_to_ast(source: str, seed: int | None = 0, channel_reduction: str = "sum",
+                num_attention_heads: int | None = None, layer_norm_eps: float | None = None,
+                cache_dir: str | None = None, describe: Callable[[str], None] = print,
+                **config_fields: Any) -> ASTForAudioClassification:
+    """Convert a DeiT/ViT source into an ASTForAudioClassification; `config_fields` are the AST's own
+    (max_length, num_mel_bins, strides, labels, problem_type, ...)."""
+    canonical, fields, source_grid = load_image_encoder(source, num_attention_heads, layer_norm_eps, cache_dir,
+                                                        describe)
+    config = ASTConfig(**{**fields, **config_fields})
+    weights = adapt_image_encoder(canonical, source_grid, config, channel_reduction)
+    weights.update(new_head(config, seed=seed))
+    return build_model(config, weights)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The DeiT -> AST adaptation
 
@@ -536,13 +627,16 @@ __all__ = [
     "canonical_architecture",
     "dataset_labels",
     "dataset_settings",
+    "deit_to_ast",
     "detect_format",
     "hf_vit_to_canonical",
+    "load_image_encoder",
     "load_pretrained_weights",
     "load_state_dict_file",
     "new_head",
     "original_ast_grid",
     "original_ast_to_hf",
+    "read_image_source",
     "read_labels",
     "retarget_model",
     "retarget_state_dict",

@@ -365,11 +365,16 @@ class ASTModel(ASTPreTrainedModel):
         if attention_mask is not None:
             time_patches = self._time_patches(attention_mask, input_values.shape)
         embeddings, (grid_f, grid_t) = self.embeddings(input_values, time_patches)  # (B, 2 + f*t, D)
-        mask = None
+        real_columns = None
         if time_patches is not None:
             real_columns = torch.arange(grid_t, device=embeddings.device)[None, :] < time_patches[:, None]  # (B, t)
-            real_patches = real_columns[:, None, :].expand(-1, grid_f, -1).reshape(len(time_patches), -1)
-            prefix = real_patches.new_ones(len(time_patches), NUM_PREFIX_TOKENS)
+        if self.training and (self.config.patchout_time or self.config.patchout_frequency):
+            embeddings, (grid_f, grid_t), real_columns = self._patchout(embeddings, (grid_f, grid_t), real_columns)
+        mask = None
+        if real_columns is not None:
+            batch_size = embeddings.shape[0]
+            real_patches = real_columns[:, None, :].expand(-1, grid_f, -1).reshape(batch_size, -1)  # (B, f*t)
+            prefix = real_patches.new_ones(batch_size, NUM_PREFIX_TOKENS)
             token_mask = torch.cat([prefix, real_patches], dim=1)  # (B, 2 + f*t)
             mask = create_bidirectional_mask(config=self.config, inputs_embeds=embeddings, attention_mask=token_mask)
 
@@ -407,6 +412,23 @@ class ASTModel(ASTPreTrainedModel):
         frames, mel_bins = input_values.shape[1:]
         patch_grid_size(mel_bins, frames, patch, self.config.frequency_stride, self.config.time_stride)  # raises
         return input_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
+
+    def _patchout(self, embeddings: torch.Tensor, grid: tuple[int, int], real_columns: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
+        """Structured Patchout: drop `patchout_time` random time columns and `patchout_frequency` random frequency
+        rows of patches (the same ones for the whole batch, at least one of each kept), after the positional
+        embeddings were added so that the kept patches keep their positions."""
+        grid_f, grid_t = grid
+        device = embeddings.device
+        keep_t = torch.randperm(grid_t, device=device)[: max(1, grid_t - self.config.patchout_time)].sort().values
+        keep_f = torch.randperm(grid_f, device=device)[: max(1, grid_f - self.config.patchout_frequency)].sort().values
+        batch_size, _, dim = embeddings.shape
+        patches = embeddings[:, NUM_PREFIX_TOKENS:].reshape(batch_size, grid_f, grid_t, dim)  # (B, f, t, D)
+        patches = patches[:, keep_f][:, :, keep_t]  # (B, f', t', D)
+        embeddings = torch.cat([embeddings[:, :NUM_PREFIX_TOKENS], patches.flatten(1, 2)], dim=1)
+        if real_columns is not None:
+            real_columns = real_columns[:, keep_t]
+        return embeddings, (len(keep_f), len(keep_t)), real_columns
 
     def _time_patches(self, attention_mask: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         """Real time patches of each clip, (B,): those whose 16 frames all lie within the clip's real frames."""
@@ -458,6 +480,7 @@ class ASTForAudioClassification(ASTPreTrainedModel):
             regression; the loss follows `config.problem_type` (inferred from the labels when unset).
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
+        kwargs.pop("num_items_in_batch", None)  # Trainer's token count for LM losses; the loss here is a batch mean
         outputs = self.audio_spectrogram_transformer(
             input_values, attention_mask=attention_mask, output_attentions=output_attentions,
             output_hidden_states=output_hidden_states, return_dict=True, **kwargs)
@@ -486,10 +509,14 @@ class ASTForAudioClassification(ASTPreTrainedModel):
             return F.mse_loss(logits.squeeze(-1) if self.num_labels == 1 else logits,
                               labels.squeeze(-1).to(logits.dtype) if self.num_labels == 1 else labels.to(logits.dtype))
         if problem_type == "single_label_classification":
+            if labels.is_floating_point() and labels.shape == logits.shape:
+                # Class probabilities (mixup, label smoothing): cross-entropy against a soft target.
+                return F.cross_entropy(logits, labels.to(logits.dtype))
             if labels.is_floating_point() or labels.ndim != 1:
                 raise ValueError(
-                    f"problem_type='single_label_classification' needs integer class indices of shape (batch,), "
-                    f"got {labels.dtype} {tuple(labels.shape)}. For multi-hot targets set "
+                    f"problem_type='single_label_classification' needs integer class indices of shape (batch,) or "
+                    f"class probabilities of shape {tuple(logits.shape)}, got {labels.dtype} {tuple(labels.shape)}. "
+                    "For multi-hot targets set "
                     "config.problem_type='multi_label_classification'."
                 )
             return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))

@@ -13,9 +13,7 @@ atomically and loads with the Auto classes, the pipeline, or transformers with t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import ast_hf
@@ -52,76 +50,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def read_source(source: str, cache_dir: str | None = None) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
-    """(state dict, transformers config dict or None, description) of a file, a directory or a Hub id."""
-    path = Path(source)
-    if path.is_file():
-        return convert.load_state_dict_file(path), None, f"state dict file {source}"
-    if path.is_dir():
-        config_file = path / "config.json"
-        config = json.loads(config_file.read_text()) if config_file.is_file() else None
-        return convert.load_pretrained_weights(path), config, f"directory {source}"
-    if source.endswith((".pth", ".pt", ".bin", ".safetensors")) or "/" not in source or source.count("/") > 1:
-        raise convert.ConversionError(f"{source!r} is neither an existing file nor directory, nor a Hub id "
-                                      "(owner/name).")
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = snapshot_download(source, cache_dir=cache_dir,
-                                   allow_patterns=["config.json", "*.safetensors", "*.bin", "*.json"])
-    except Exception as error:  # the Hub client raises many types (offline, 404, auth)
-        raise convert.ConversionError(
-            f"Could not fetch {source!r} from the Hub ({type(error).__name__}: {str(error)[:200]}). Download it "
-            "elsewhere and pass the local path."
-        ) from error
-    return read_source(folder)
-
-
-def encoder_from_source(state_dict: dict[str, Any], source_config: dict[str, Any] | None,
-                        args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Canonical encoder weights and the architecture fields of the AST config."""
-    kind = convert.detect_format(state_dict)
-    if kind == "timm":
-        canonical = convert.timm_to_canonical(state_dict)
-    elif kind == "hf_vit":
-        canonical = convert.hf_vit_to_canonical(state_dict)
-    else:
-        raise convert.ConversionError(
-            f"{args.deit!r} is already an AST checkpoint ({kind}); use conversion/convert_original_ast.py (authors' "
-            "checkpoints, transformers' MIT/ast-*) or conversion/retarget_ast.py (new length, strides or labels)."
-        )
-    arch = convert.canonical_architecture(canonical)
-    hidden = arch["hidden_size"]
-    fields: dict[str, Any] = dict(hidden_size=hidden, num_hidden_layers=arch["num_hidden_layers"],
-                                  intermediate_size=arch["intermediate_size"], qkv_bias=arch["qkv_bias"],
-                                  patch_size=arch["patch_size"], hidden_act="gelu", layer_norm_eps=1e-6,
-                                  num_attention_heads=args.num_attention_heads or max(1, hidden // 64))
-    if source_config is not None:
-        heads = source_config.get("num_attention_heads", fields["num_attention_heads"])
-        if args.num_attention_heads and args.num_attention_heads != heads:
-            raise convert.ConversionError(
-                f"--num_attention_heads {args.num_attention_heads} contradicts the source config's "
-                f"num_attention_heads={heads}; drop the option (the config is read) or fix it."
-            )
-        fields.update(num_attention_heads=heads, layer_norm_eps=source_config.get("layer_norm_eps", 1e-12),
-                      hidden_act=source_config.get("hidden_act", "gelu"))
-        if source_config.get("hidden_size", hidden) != hidden:
-            raise convert.ConversionError(f"config.json says hidden_size={source_config['hidden_size']} but the "
-                                          f"weights have {hidden}; the directory mixes two models.")
-    if args.layer_norm_eps is not None:
-        fields["layer_norm_eps"] = args.layer_norm_eps
-    if hidden % fields["num_attention_heads"]:
-        raise convert.ConversionError(
-            f"num_attention_heads={fields['num_attention_heads']} does not divide hidden_size={hidden}; pass "
-            "--num_attention_heads with the source model's head count (DeiT-tiny 3, small 6, base 12)."
-        )
-    print(f"source: {kind} layout, {arch['num_hidden_layers']} layers, hidden {hidden}, "
-          f"{fields['num_attention_heads']} heads, grid {arch['grid'][0]} x {arch['grid'][1]}, "
-          f"{arch['prefix_tokens']} prefix token(s)"
-          + ("" if arch["prefix_tokens"] == 2 else " (cls token duplicated as the distillation token)"))
-    return canonical, dict(fields, source_grid=arch["grid"])
-
-
 def target_labels(args: argparse.Namespace) -> dict[str, Any]:
     if args.labels_file:
         return convert.label_fields(convert.read_labels(args.labels_file))
@@ -142,18 +70,14 @@ def extractor_for(config: ast_hf.ASTConfig, args: argparse.Namespace) -> ast_hf.
 
 
 def build(args: argparse.Namespace) -> tuple[ast_hf.ASTForAudioClassification, ast_hf.ASTFeatureExtractor]:
-    state_dict, source_config, description = read_source(args.deit, args.cache_dir)
-    print(f"read {len(state_dict)} tensors from {description}")
-    canonical, fields = encoder_from_source(state_dict, source_config, args)
-    source_grid = fields.pop("source_grid")
     settings = convert.dataset_settings(args.dataset) if args.dataset else {}
-    config = ast_hf.ASTConfig(
-        **fields, **target_labels(args), num_mel_bins=args.num_mel_bins,
+    model = convert.deit_to_ast(
+        args.deit, seed=args.seed, channel_reduction=args.channel_reduction,
+        num_attention_heads=args.num_attention_heads, layer_norm_eps=args.layer_norm_eps, cache_dir=args.cache_dir,
+        **target_labels(args), num_mel_bins=args.num_mel_bins,
         max_length=args.max_length or settings.get("max_length", 1024), frequency_stride=args.frequency_stride,
         time_stride=args.time_stride, problem_type=args.problem_type or settings.get("problem_type"))
-    weights = convert.adapt_image_encoder(canonical, source_grid, config, args.channel_reduction)
-    weights.update(convert.new_head(config, seed=args.seed))
-    return convert.build_model(config, weights), extractor_for(config, args)
+    return model, extractor_for(model.config, args)
 
 
 def main(argv: list[str] | None = None) -> int:

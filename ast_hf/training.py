@@ -1,0 +1,632 @@
+"""Fine-tuning pieces shared by examples/run_audio_classification.py (Trainer) and
+examples/run_audio_classification_no_trainer.py (accelerate): data loading, label handling, the batch collator
+with the recipes' augmentations (REFERENCE section 4: waveform mixup with Beta(10, 10), SpecAugment, noise and
+time roll), balanced sampling, the warm-up + MultiStepLR schedule, weight averaging of epoch checkpoints,
+metrics (accuracy; mAP, mAUC, d-prime) and the PNG reports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .feature_extraction_ast import ASTFeatureExtractor
+
+# ---------------------------------------------------------------------------------------------------------------
+# Arguments shared by both examples (HfArgumentParser dataclasses; a recipe is a JSON file of these fields)
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub data set name (load_dataset)"})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "its configuration"})
+    train_split_name: str = field(default="train", metadata={"help": "split to train on"})
+    eval_split_name: str = field(default="validation", metadata={"help": "split to evaluate on"})
+    train_dir: str | None = field(default=None, metadata={"help": "audiofolder of training audio"})
+    validation_dir: str | None = field(default=None, metadata={"help": "audiofolder of evaluation audio"})
+    train_file: str | None = field(default=None, metadata={"help": "CSV/JSON with a path and a label column"})
+    validation_file: str | None = field(default=None, metadata={"help": "CSV/JSON with a path and a label column"})
+    audio_column_name: str = field(default="audio", metadata={"help": "audio column (a path column is cast)"})
+    label_column_name: str = field(default="label", metadata={"help": "a label, or a list of labels (multi-label)"})
+    fold_column_name: str | None = field(default=None, metadata={"help": "cross-validation: fold of each clip"})
+    cross_validation_folds: int = field(default=0, metadata={"help": "k > 0: k runs, each holding out one fold"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "truncate the training set"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "truncate the evaluation set"})
+    max_length: int | None = field(default=None, metadata={"help": "frames per clip (default: the model's)"})
+    dataset_mean: float | None = field(default=None, metadata={"help": "fbank mean (default: the extractor's)"})
+    dataset_std: float | None = field(default=None, metadata={"help": "fbank std (default: the extractor's)"})
+    compute_stats: bool = field(default=False, metadata={"help": "compute mean/std on the training set first"})
+    commands_clips_per_word: int = field(default=300, metadata={"help": "embedded espeak-ng data: train clips/word"})
+    commands_eval_clips_per_word: int = field(default=50, metadata={"help": "embedded data: eval clips per word"})
+
+
+@dataclass
+class RecipeArguments:
+    freqm: int = field(default=0, metadata={"help": "SpecAugment: max width of one frequency mask (0 = off)"})
+    timem: int = field(default=0, metadata={"help": "SpecAugment: max width of one time mask (0 = off)"})
+    mixup: float = field(default=0.0, metadata={"help": "probability of waveform mixup, lambda ~ Beta(10, 10)"})
+    noise: bool = field(default=False, metadata={"help": "add U(0,1)/10-scaled noise to the fbank, roll time"})
+    balanced_sampling: bool = field(default=False, metadata={"help": "weighted sampler (multi-label data)"})
+    warmup_steps_recipe: int = field(default=0, metadata={"help": "linear warm-up over this many steps"})
+    lr_scheduler_start: int = field(default=0, metadata={"help": "MultiStepLR first milestone epoch (0 = off)"})
+    lr_scheduler_step: int = field(default=1, metadata={"help": "MultiStepLR epochs between milestones"})
+    lr_scheduler_decay: float = field(default=1.0, metadata={"help": "MultiStepLR gamma"})
+    adam_weight_decay: float = field(default=5e-7, metadata={"help": "Adam weight decay (the recipes' 5e-7)"})
+    average_start_epoch: int = field(default=0, metadata={"help": "weight averaging of epochs start..end (1-based)"})
+    average_end_epoch: int = field(default=0, metadata={"help": "last epoch averaged (0 = off)"})
+    patchout_time: int = field(default=0, metadata={"help": "Patchout: time columns dropped in training"})
+    patchout_frequency: int = field(default=0, metadata={"help": "Patchout: frequency rows dropped in training"})
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(default=None, metadata={"help": "ast_hf or transformers AST checkpoint"})
+    deit_name_or_path: str | None = field(default=None, metadata={"help": "DeiT/ViT to convert on the fly"})
+    model_size: str | None = field(default=None, metadata={"help": "from scratch: tiny | small | base"})
+    frequency_stride: int | None = field(default=None, metadata={"help": "patch stride along frequency"})
+    time_stride: int | None = field(default=None, metadata={"help": "patch stride along time"})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "eager | sdpa | flash_attention_2"})
+    cache_dir: str | None = field(default=None, metadata={"help": "Hub cache"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "for remote-code checkpoints"})
+
+
+# Sizes for training from scratch (ViT naming); "small" is what the embedded demo trains.
+MODEL_SIZES = {
+    "tiny": dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768),
+    "small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def decode_audio(cell: Any, sampling_rate: int) -> Any:
+    """The samples of one audio cell: a dict with "array" (+ "sampling_rate"), a torchcodec AudioDecoder (datasets
+    4+), or an array/tensor/list as it is. Multi-channel decoded audio is averaged to mono."""
+    if hasattr(cell, "get_all_samples"):  # torchcodec AudioDecoder
+        samples = cell.get_all_samples()
+        cell = {"array": samples.data.mean(dim=0), "sampling_rate": samples.sample_rate}
+    if isinstance(cell, Mapping):
+        if "array" not in cell:
+            raise ValueError(f"Audio cell has keys {sorted(cell)}; expected 'array' and 'sampling_rate'. Cast the "
+                             f"column with datasets.Audio(sampling_rate={sampling_rate}).")
+        if cell.get("sampling_rate", sampling_rate) != sampling_rate:
+            raise ValueError(f"Audio at {cell['sampling_rate']} Hz; the feature extractor needs {sampling_rate} Hz. "
+                             f"Cast the column with datasets.Audio(sampling_rate={sampling_rate}) first.")
+        cell = cell["array"]
+    return cell
+
+
+def load_audio_datasets(args: DataArguments, sampling_rate: int = 16000, cache_dir: str | None = None):
+    """A DatasetDict with "train" and "validation" from a Hub name, audiofolders or CSV/JSON files, the audio
+    column cast to `datasets.Audio(sampling_rate)` (resampled on decode)."""
+    import datasets
+
+    if args.dataset_name:
+        raw = datasets.DatasetDict({
+            "train": datasets.load_dataset(args.dataset_name, args.dataset_config_name, split=args.train_split_name,
+                                           cache_dir=cache_dir),
+            "validation": datasets.load_dataset(args.dataset_name, args.dataset_config_name,
+                                                split=args.eval_split_name, cache_dir=cache_dir)})
+    elif args.train_dir:
+        splits = {"train": args.train_dir, "validation": args.validation_dir}
+        raw = datasets.DatasetDict({name: datasets.load_dataset("audiofolder", data_dir=folder, split="train")
+                                    for name, folder in splits.items() if folder})
+    elif args.train_file:
+        files = {"train": args.train_file, "validation": args.validation_file}
+        raw = datasets.DatasetDict()
+        for name, path in files.items():
+            if not path:
+                continue
+            kind = "json" if path.endswith((".json", ".jsonl")) else "csv"
+            split = datasets.load_dataset(kind, data_files=path, split="train")
+            base = os.path.dirname(os.path.abspath(path))
+            split = split.map(_resolve_row, fn_kwargs={"column": args.audio_column_name, "base": base})
+            raw[name] = split
+    else:
+        raise ValueError("Give a data set: --dataset_name, --train_dir (audiofolder) or --train_file (CSV/JSON).")
+    if "train" not in raw:
+        raise ValueError("No training split was found; check --train_split_name / --train_dir / --train_file.")
+    for name in list(raw):
+        if args.audio_column_name not in raw[name].column_names:
+            raise ValueError(f"Split {name!r} has no column {args.audio_column_name!r} (columns: "
+                             f"{raw[name].column_names}); set --audio_column_name.")
+        if args.label_column_name not in raw[name].column_names:
+            raise ValueError(f"Split {name!r} has no column {args.label_column_name!r} (columns: "
+                             f"{raw[name].column_names}); set --label_column_name.")
+        raw[name] = raw[name].cast_column(args.audio_column_name, datasets.Audio(sampling_rate=sampling_rate))
+    return raw
+
+
+def _resolve_row(row: Mapping[str, Any], column: str, base: str) -> dict[str, Any]:
+    """Paths in a CSV/JSON file are relative to the file's folder."""
+    path = row[column]
+    return {column: os.path.join(base, path) if isinstance(path, str) and not os.path.isabs(path) else path}
+
+
+def label_names(dataset: Any, label_column: str) -> tuple[list[str], bool]:
+    """(label names in id order, multi_label) of a training split: ClassLabel names, sorted string labels, or the
+    union of list-of-labels cells (multi-label, AudioSet style)."""
+    feature = dataset.features[label_column]
+    names = getattr(feature, "names", None)
+    if names is not None:
+        return list(names), False
+    inner = getattr(feature, "feature", None)
+    if inner is not None and getattr(inner, "names", None) is not None:
+        return list(inner.names), True
+    values = dataset[label_column]
+    multi = any(isinstance(v, (list, tuple)) for v in values)
+    if multi:
+        return sorted({str(x) for v in values for x in v}), True
+    if values and all(isinstance(v, (int, np.integer)) for v in values):
+        return [str(i) for i in range(max(values) + 1)], False
+    return sorted({str(v) for v in values}), False
+
+
+def encode_label(value: Any, label2id: Mapping[str, int], multi_label: bool) -> Any:
+    """A cell of the label column -> class index (single-label) or list of indices (multi-label)."""
+    def one(x: Any) -> int:
+        if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
+            return int(x)
+        if str(x) not in label2id:
+            raise ValueError(f"Label {x!r} is not among the training labels {sorted(label2id)[:10]}...")
+        return label2id[str(x)]
+    if multi_label:
+        return [one(x) for x in (value if isinstance(value, (list, tuple)) else [value])]
+    return one(value)
+
+
+def encode_label_column(dataset: Any, column: str, label2id: Mapping[str, int], multi_label: bool) -> Any:
+    """The label column of every split as class indices (int64) or lists of indices (multi-label)."""
+    import datasets
+
+    def encode(row: Mapping[str, Any]) -> dict[str, Any]:
+        return {column: encode_label(row[column], label2id, multi_label)}
+
+    def encoded(split: Any) -> Any:
+        features = split.features.copy()
+        features[column] = datasets.Sequence(datasets.Value("int64")) if multi_label else datasets.Value("int64")
+        return split.map(encode, features=features)
+
+    if isinstance(dataset, datasets.DatasetDict):
+        return datasets.DatasetDict({name: encoded(split) for name, split in dataset.items()})
+    return encoded(dataset)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Augmentations (each a small pure function; the collator draws their random parameters)
+
+
+def mix_waveforms(first: torch.Tensor, second: torch.Tensor, lam: float) -> torch.Tensor:
+    """The reference's waveform mixup: both clips mean-centred, the second cut or zero-padded to the first's
+    length, lam * first + (1 - lam) * second, centred again."""
+    first = first - first.mean()
+    second = second - second.mean()
+    if second.shape[0] >= first.shape[0]:
+        second = second[: first.shape[0]]
+    else:
+        second = torch.nn.functional.pad(second, (0, first.shape[0] - second.shape[0]))
+    mixed = lam * first + (1 - lam) * second
+    return mixed - mixed.mean()
+
+
+def mask_band(features: torch.Tensor, axis: int, start: int, width: int, fill: float) -> torch.Tensor:
+    """Set `width` rows (axis 0 = time frames) or columns (axis 1 = mel bins) from `start` of a (T, F) fbank to
+    `fill`, in place; SpecAugment's mask."""
+    if width > 0:
+        features.narrow(axis, start, width).fill_(fill)
+    return features
+
+
+def draw_mask(size: int, max_width: int, generator: torch.Generator | None = None) -> tuple[int, int]:
+    """(start, width) as torchaudio's masking draws them: width ~ U[0, max_width), start ~ U[0, size - width)."""
+    width = int(torch.rand((), generator=generator) * max_width)
+    width = min(width, size)
+    start = int(torch.rand((), generator=generator) * (size - width))
+    return start, width
+
+
+def noise_and_roll(features: torch.Tensor, scale: float, shift: int,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """The Speech Commands recipe: + U(0,1)(T, F) * scale / 10 on the normalised fbank, then a roll of `shift`
+    frames along time."""
+    noise = torch.rand(features.shape, generator=generator) * scale / 10
+    return torch.roll(features + noise, shifts=shift, dims=0)
+
+
+def balanced_sample_weights(label_lists: Sequence[Sequence[int]], num_labels: int) -> torch.Tensor:
+    """The reference's sampler weights: for each clip, sum over its labels of 1000 / (count(label) + 0.01)."""
+    counts = np.zeros(num_labels)
+    for labels in label_lists:
+        for label in labels:
+            counts[label] += 1
+    per_label = 1000.0 / (counts + 0.01)
+    return torch.tensor([float(sum(per_label[label] for label in labels)) for labels in label_lists],
+                        dtype=torch.float64)
+
+
+@dataclass
+class AudioCollator:
+    """Rows of (decoded) audio + labels -> a model batch. In training it applies the recipe: waveform mixup with a
+    random other clip of the batch, SpecAugment, noise and time roll. Features are padded to `max_length`
+    frames (the recipes' fixed lengths)."""
+
+    feature_extractor: ASTFeatureExtractor
+    num_labels: int
+    multi_label: bool
+    audio_column: str = "audio"
+    label_column: str = "label"
+    train: bool = False
+    mixup: float = 0.0
+    freqm: int = 0
+    timem: int = 0
+    noise: bool = False
+    examples_seen: int = 0
+
+    def __call__(self, rows: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        rate = self.feature_extractor.sampling_rate
+        waves = [torch.as_tensor(np.asarray(decode_audio(row[self.audio_column], rate)), dtype=torch.float32)
+                 for row in rows]
+        targets = torch.zeros(len(rows), self.num_labels)
+        for i, row in enumerate(rows):
+            label = row[self.label_column]
+            targets[i, label if self.multi_label else [label]] = 1.0
+        soft = self.multi_label
+        if self.train and self.mixup > 0 and len(rows) > 1:
+            for i in range(len(rows)):
+                if float(torch.rand(())) < self.mixup:
+                    j = (i + 1 + int(torch.randint(len(rows) - 1, ()))) % len(rows)  # another clip
+                    lam = float(torch.distributions.Beta(10.0, 10.0).sample())
+                    waves[i] = mix_waveforms(waves[i], waves[j], lam)
+                    targets[i] = lam * targets[i] + (1 - lam) * targets[j]
+                    soft = True
+        features = self.feature_extractor(waves, sampling_rate=rate, return_tensors="pt")["input_values"]  # (B,T,F)
+        if self.train and (self.freqm or self.timem or self.noise):
+            extractor = self.feature_extractor
+            fill = (0.0 - extractor.mean) / (2 * extractor.std) if extractor.do_normalize else 0.0
+            for clip in features:
+                if self.freqm:
+                    mask_band(clip, 1, *draw_mask(clip.shape[1], self.freqm), fill)
+                if self.timem:
+                    mask_band(clip, 0, *draw_mask(clip.shape[0], self.timem), fill)
+            if self.noise:
+                features = torch.stack([noise_and_roll(clip, float(torch.rand(())), int(torch.randint(-10, 10, ())))
+                                        for clip in features])
+        self.examples_seen += len(rows)
+        labels = targets if soft else targets.argmax(dim=1)
+        return {"input_values": features, "labels": labels}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Optimisation
+
+
+def recipe_lr_lambda(steps_per_epoch: int, warmup_steps: int = 0, start_epoch: int = 0, step_epochs: int = 1,
+                     gamma: float = 1.0) -> Callable[[int], float]:
+    """LR multiplier per optimisation step: linear warm-up over `warmup_steps`, then the reference's
+    MultiStepLR(milestones=range(start_epoch, 1000, step_epochs), gamma) stepped once per epoch (epochs counted
+    from 0, so the lr first drops after `start_epoch` full epochs). start_epoch 0 means no decay."""
+    milestones = list(range(start_epoch, 1000, max(1, step_epochs))) if start_epoch > 0 else []
+
+    def factor(step: int) -> float:
+        epochs_done = step // max(1, steps_per_epoch)
+        decay = gamma ** sum(1 for m in milestones if m <= epochs_done)
+        warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+        return warm * decay
+
+    return factor
+
+
+def recipe_optimizer(model: torch.nn.Module, learning_rate: float, betas: tuple[float, float] = (0.95, 0.999),
+                     weight_decay: float = 5e-7) -> torch.optim.Optimizer:
+    """The reference's optimiser: Adam (not AdamW) with weight decay 5e-7 and betas (0.95, 0.999)."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.Adam(parameters, lr=learning_rate, betas=betas, weight_decay=weight_decay)
+
+
+class WeightAverager:
+    """Running mean of a model's floating-point weights over chosen epochs (the reference averages the epoch
+    checkpoints 1-5 of full AudioSet and 6-25 of balanced AudioSet)."""
+
+    def __init__(self, start_epoch: int, end_epoch: int) -> None:
+        self.start_epoch, self.end_epoch = start_epoch, end_epoch
+        self.average: dict[str, torch.Tensor] | None = None
+        self.count = 0
+
+    def wants(self, epoch: int) -> bool:
+        return self.end_epoch > 0 and self.start_epoch <= epoch <= self.end_epoch
+
+    def update(self, model: torch.nn.Module, epoch: int) -> None:
+        if not self.wants(epoch):
+            return
+        state = {k: v.detach().to("cpu", torch.float64) for k, v in model.state_dict().items()
+                 if v.is_floating_point()}
+        self.count += 1
+        if self.average is None:
+            self.average = state
+        else:
+            for key, value in state.items():
+                self.average[key] += (value - self.average[key]) / self.count
+
+    def apply(self, model: torch.nn.Module) -> bool:
+        """Load the average into `model`; False when nothing was averaged."""
+        if self.average is None:
+            return False
+        current = model.state_dict()
+        model.load_state_dict({k: self.average[k].to(current[k].dtype) if k in self.average else current[k]
+                               for k in current})
+        return True
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Metrics (evaluate Metric classes: usable offline, where evaluate.load would fetch scripts from the Hub)
+
+
+def _metric_base():
+    import datasets
+    import evaluate
+
+    class AccuracyMetric(evaluate.Metric):
+        """Top-1 accuracy: argmax of the logits equals the class index."""
+
+        def _info(self):
+            return evaluate.MetricInfo(
+                description="Top-1 accuracy of audio classification logits.", citation="", inputs_description=
+                "predictions: logits (N, C); references: class indices (N,)",
+                features=datasets.Features({"predictions": datasets.Sequence(datasets.Value("float32")),
+                                            "references": datasets.Value("int64")}))
+
+        def _compute(self, predictions, references):
+            predicted = np.asarray(predictions).argmax(axis=1)
+            return {"accuracy": float((predicted == np.asarray(references)).mean())}
+
+    class MultiLabelMetric(evaluate.Metric):
+        """AudioSet metrics: mean average precision, mean ROC AUC over classes with positives, d-prime."""
+
+        def _info(self):
+            return evaluate.MetricInfo(
+                description="mAP, mAUC and d-prime of multi-label audio tagging.", citation="", inputs_description=
+                "predictions: scores (N, C); references: multi-hot (N, C)",
+                features=datasets.Features({"predictions": datasets.Sequence(datasets.Value("float32")),
+                                            "references": datasets.Sequence(datasets.Value("float32"))}))
+
+        def _compute(self, predictions, references):
+            return multi_label_scores(np.asarray(predictions), np.asarray(references))
+
+    return AccuracyMetric, MultiLabelMetric
+
+
+def multi_label_scores(scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """Per-class average precision and ROC AUC (scikit-learn), averaged over the classes that have positives and
+    negatives; d-prime = sqrt(2) * Phi^-1(mAUC)."""
+    from scipy.stats import norm
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    targets = (targets >= 0.5).astype(int)
+    aps, aucs = [], []
+    for c in range(targets.shape[1]):
+        positives = targets[:, c].sum()
+        if 0 < positives < targets.shape[0]:
+            aps.append(average_precision_score(targets[:, c], scores[:, c]))
+            aucs.append(roc_auc_score(targets[:, c], scores[:, c]))
+    if not aps:
+        return {"mAP": float("nan"), "mAUC": float("nan"), "d_prime": float("nan")}
+    m_auc = float(np.mean(aucs))
+    return {"mAP": float(np.mean(aps)), "mAUC": m_auc, "d_prime": float(math.sqrt(2) * norm.ppf(m_auc))}
+
+
+def classification_metric(multi_label: bool):
+    accuracy, multi = _metric_base()
+    return multi() if multi_label else accuracy()
+
+
+def compute_metrics_fn(multi_label: bool) -> Callable[[Any], dict[str, float]]:
+    """A Trainer `compute_metrics`: accuracy (single-label) or mAP/mAUC/d-prime (multi-label)."""
+    metric = classification_metric(multi_label)
+
+    def compute(prediction: Any) -> dict[str, float]:
+        logits, labels = prediction.predictions, prediction.label_ids
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        if multi_label:
+            return metric.compute(predictions=1 / (1 + np.exp(-logits)), references=labels)
+        if labels.ndim == 2:  # soft targets of mixup in evaluation: take the dominant class
+            labels = labels.argmax(axis=1)
+        return metric.compute(predictions=logits, references=labels)
+
+    return compute
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reports
+
+
+def plot_training_curves(log_history: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> None:
+    """Training loss (per logging step) and evaluation metrics (per evaluation) against the epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = list(log_history)
+    train = [(h["epoch"], h["loss"]) for h in history if "loss" in h and "epoch" in h]
+    evals = [h for h in history if any(k.startswith("eval_") for k in h)]
+    keys = sorted({k for h in evals for k in h if k.startswith("eval_") and k not in
+                   ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "eval_loss")})
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    if train:
+        axes[0].plot(*zip(*train, strict=True), label="training loss")
+    loss = [(h["epoch"], h["eval_loss"]) for h in evals if "eval_loss" in h]
+    if loss:
+        axes[0].plot(*zip(*loss, strict=True), "o-", label="evaluation loss")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_title("loss")
+    axes[0].legend()
+    for key in keys:
+        points = [(h["epoch"], h[key]) for h in evals if key in h and "epoch" in h]
+        if points:
+            axes[1].plot(*zip(*points, strict=True), "o-", label=key[5:])
+    axes[1].set_xlabel("epoch")
+    axes[1].set_title("evaluation")
+    if keys:
+        axes[1].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def confusion_matrix(logits: np.ndarray, labels: np.ndarray, num_labels: int) -> np.ndarray:
+    """(true, predicted) counts."""
+    matrix = np.zeros((num_labels, num_labels), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(logits).argmax(axis=1)), 1)
+    return matrix
+
+
+def plot_confusion_matrix(matrix: np.ndarray, names: Sequence[str], path: str | os.PathLike) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = max(4.0, 0.45 * len(names) + 2)
+    figure, axis = plt.subplots(figsize=(size, size))
+    axis.imshow(matrix, cmap="Blues")
+    axis.set_xticks(range(len(names)), names, rotation=90)
+    axis.set_yticks(range(len(names)), names)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    if len(names) <= 20:
+        for (i, j), count in np.ndenumerate(matrix):
+            axis.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                      color="white" if count > matrix.max() / 2 else "black")
+    accuracy = np.trace(matrix) / max(1, matrix.sum())
+    axis.set_title(f"confusion matrix (accuracy {accuracy:.3f})")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
+    Path(path).write_text(json.dumps(dict(data), indent=2, sort_keys=True) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model and feature extractor for a run
+
+
+def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArguments, recipe: RecipeArguments,
+                                labels: Sequence[str], multi_label: bool, describe: Callable[[str], None] = print):
+    """(ASTForAudioClassification, ASTFeatureExtractor) for the run: a trained AST re-targeted to these labels,
+    length and strides when they differ; a DeiT/ViT converted on the fly; or a named size from scratch."""
+    from . import convert
+    from .configuration_ast import ASTConfig
+    from .modeling_ast import ASTForAudioClassification
+
+    label_fields = {"id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}
+    problem_type = "multi_label_classification" if multi_label else "single_label_classification"
+    geometry = {name: value for name, value in (("max_length", data_args.max_length),
+                                                ("frequency_stride", model_args.frequency_stride),
+                                                ("time_stride", model_args.time_stride)) if value is not None}
+    extras = dict(problem_type=problem_type, patchout_time=recipe.patchout_time,
+                  patchout_frequency=recipe.patchout_frequency)
+    sources = [x for x in (model_args.model_name_or_path, model_args.deit_name_or_path, model_args.model_size) if x]
+    if len(sources) != 1:
+        raise ValueError("Give exactly one of --model_name_or_path (an AST), --deit_name_or_path (a DeiT/ViT to "
+                         f"convert) or --model_size ({' | '.join(MODEL_SIZES)}), got {sources or 'none'}.")
+    extractor = None
+    if model_args.model_name_or_path:
+        path = model_args.model_name_or_path
+        model = ASTForAudioClassification.from_pretrained(
+            path, attn_implementation=model_args.attn_implementation, cache_dir=model_args.cache_dir,
+            trust_remote_code=model_args.trust_remote_code)
+        try:
+            extractor = ASTFeatureExtractor.from_pretrained(path, cache_dir=model_args.cache_dir)
+        except OSError:
+            describe(f"{path} has no preprocessor_config.json: default AudioSet feature-extractor settings")
+        changes = {k: v for k, v in geometry.items() if getattr(model.config, k) != v}
+        if list(labels) != [model.config.id2label[i] for i in range(model.config.num_labels)]:
+            changes.update(label_fields)
+        if changes:
+            old = model.config.patch_grid
+            model = convert.retarget_model(model, **changes, **extras)
+            describe(f"re-targeted {path}: {sorted(k for k in changes if k != 'label2id')}, grid {old} -> "
+                     f"{model.config.patch_grid}")
+        else:
+            for key, value in extras.items():
+                setattr(model.config, key, value)
+    elif model_args.deit_name_or_path:
+        model = convert.deit_to_ast(model_args.deit_name_or_path, cache_dir=model_args.cache_dir, describe=describe,
+                                    **{"max_length": 1024, **geometry}, **label_fields, **extras)
+    else:
+        if model_args.model_size not in MODEL_SIZES:
+            raise ValueError(f"model_size={model_args.model_size!r} is not one of {sorted(MODEL_SIZES)}.")
+        config = ASTConfig(**MODEL_SIZES[model_args.model_size], **{"max_length": 1024, **geometry}, **label_fields,
+                           **extras, layer_norm_eps=1e-6)
+        model = ASTForAudioClassification._from_config(config, attn_implementation=model_args.attn_implementation)
+    settings = extractor.to_dict() if extractor is not None else {}
+    if data_args.dataset_mean is not None:
+        settings["mean"] = data_args.dataset_mean
+    if data_args.dataset_std is not None:
+        settings["std"] = data_args.dataset_std
+    settings.update(max_length=model.config.max_length, num_mel_bins=model.config.num_mel_bins)
+    return model, ASTFeatureExtractor(**settings)
+
+
+def write_model_card(output_dir: str | os.PathLike, model_name: str, metrics: Mapping[str, Any], dataset: str,
+                     recipe: Mapping[str, Any], base_model: str | None) -> None:
+    """README.md with the Hub metadata header, the metrics, the data set and the recipe that produced them."""
+    lines = ["---", "library_name: transformers", "pipeline_tag: audio-classification", "tags:", "- ast_hf",
+             "- audio-spectrogram-transformer", "- audio-classification"]
+    if base_model:
+        lines.append(f"base_model: {base_model}")
+    lines += ["---", "", f"# {model_name}", "",
+              "An Audio Spectrogram Transformer (Gong, Chung, Glass, Interspeech 2021) fine-tuned with "
+              f"ast_hf on {dataset}.", "", "## Evaluation", "", "| metric | value |",
+              "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items())]
+    lines += ["", "## Recipe", "", "```json", json.dumps(dict(recipe), indent=2, sort_keys=True, default=str), "```",
+              "", "## Use", "", "```python", "import ast_hf  # or trust_remote_code=True without it",
+              "from transformers import pipeline",
+              f'classifier = pipeline("audio-classification", model="{model_name}")', "```", ""]
+    Path(output_dir, "README.md").write_text("\n".join(lines))
+
+
+__all__ = [
+    "AudioCollator",
+    "DataArguments",
+    "MODEL_SIZES",
+    "ModelArguments",
+    "RecipeArguments",
+    "WeightAverager",
+    "balanced_sample_weights",
+    "classification_metric",
+    "compute_metrics_fn",
+    "confusion_matrix",
+    "decode_audio",
+    "draw_mask",
+    "encode_label",
+    "encode_label_column",
+    "label_names",
+    "load_audio_datasets",
+    "mask_band",
+    "mix_waveforms",
+    "multi_label_scores",
+    "noise_and_roll",
+    "plot_confusion_matrix",
+    "plot_training_curves",
+    "prepare_model_and_extractor",
+    "recipe_lr_lambda",
+    "recipe_optimizer",
+    "write_json",
+    "write_model_card",
+]

@@ -1,0 +1,267 @@
+"""Fine-tune an Audio Spectrogram Transformer with the Hugging Face Trainer, with the paper's recipes.
+
+    python examples/run_audio_classification.py examples/recipes/espeak_commands.json        # embedded data
+    python examples/run_audio_classification.py examples/recipes/esc50.json --train_dir ... --validation_dir ...
+    torchrun --nproc_per_node 2 examples/run_audio_classification.py RECIPE.json [--overrides]
+
+Arguments are those of ast_hf.training (ModelArguments, DataArguments, RecipeArguments) plus TrainingArguments;
+a JSON file given first provides defaults that later command-line flags override. With no data set given, the
+embedded spoken-command data (espeak-ng, ast_hf.espeak_commands) is built and used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments, set_seed
+
+import ast_hf
+from ast_hf import training
+
+logger = logging.getLogger("run_audio_classification")
+ARGUMENT_CLASSES = (training.ModelArguments, training.DataArguments, training.RecipeArguments, TrainingArguments)
+
+
+def parse_arguments(argv: list[str]) -> tuple[Any, ...]:
+    """A leading JSON file of arguments, then command-line flags that override it."""
+    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    defaults: list[str] = []
+    if argv and argv[0].endswith(".json"):
+        with open(argv[0]) as handle:
+            recipe = json.load(handle)
+        recipe.pop("_comment", None)
+        for key, value in recipe.items():
+            defaults += [f"--{key}", *([str(v) for v in value] if isinstance(value, list) else [str(value)])]
+        argv = argv[1:]
+    if "--output_dir" not in defaults + argv:
+        defaults += ["--output_dir", "outputs/run_audio_classification"]
+    return parser.parse_args_into_dataclasses(defaults + argv)
+
+
+class ASTTrainer(Trainer):
+    """Trainer with the reference's optimiser (Adam, betas from the arguments), its warm-up + MultiStepLR schedule,
+    balanced sampling, and separate collators for training (augmented) and evaluation (plain)."""
+
+    def __init__(self, *args: Any, recipe: training.RecipeArguments, eval_collator: Any,
+                 sample_weights: torch.Tensor | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.recipe = recipe
+        self.eval_collator = eval_collator
+        self.sample_weights = sample_weights
+
+    def create_optimizer(self, *args: Any, **kwargs: Any):
+        if self.optimizer is None:
+            self.optimizer = training.recipe_optimizer(self.model, self.args.learning_rate,
+                                                       (self.args.adam_beta1, self.args.adam_beta2),
+                                                       self.recipe.adam_weight_decay)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        if self.lr_scheduler is None:
+            steps_per_epoch = max(1, math.ceil(num_training_steps / max(1.0, self.args.num_train_epochs)))
+            schedule = training.recipe_lr_lambda(steps_per_epoch, self.recipe.warmup_steps_recipe,
+                                                 self.recipe.lr_scheduler_start, self.recipe.lr_scheduler_step,
+                                                 self.recipe.lr_scheduler_decay)
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, schedule)
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.sample_weights is None or self.args.world_size > 1:
+            return super()._get_train_sampler(train_dataset)
+        generator = torch.Generator().manual_seed(self.args.seed)
+        return torch.utils.data.WeightedRandomSampler(self.sample_weights, len(self.sample_weights), replacement=True,
+                                                      generator=generator)
+
+    def _with_eval_collator(self, make):
+        train_collator, self.data_collator = self.data_collator, self.eval_collator
+        try:
+            return make()
+        finally:
+            self.data_collator = train_collator
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        return self._with_eval_collator(lambda: super(ASTTrainer, self).get_eval_dataloader(eval_dataset))
+
+    def get_test_dataloader(self, test_dataset):
+        return self._with_eval_collator(lambda: super(ASTTrainer, self).get_test_dataloader(test_dataset))
+
+
+class AveragingCallback(TrainerCallback):
+    """Feeds the model's weights at the end of each epoch to a WeightAverager."""
+
+    def __init__(self, averager: training.WeightAverager) -> None:
+        self.averager = averager
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        self.averager.update(model, int(round(state.epoch)))
+
+
+def embedded_data(data_args: training.DataArguments) -> str:
+    """Build (once) the espeak-ng spoken-command data and point the arguments at it."""
+    from ast_hf.espeak_commands import CommandsSpec, build_commands_dataset
+
+    spec = CommandsSpec(clips_per_word=data_args.commands_clips_per_word,
+                        eval_clips_per_word=data_args.commands_eval_clips_per_word)
+    root = build_commands_dataset(spec)
+    data_args.train_dir, data_args.validation_dir = str(root / "train"), str(root / "validation")
+    return (f"espeak-ng spoken commands ({spec.clips_per_word} training clips per word in "
+            f"{len(spec.train_accents)} accents; evaluation on held-out accents {', '.join(spec.eval_accents)})")
+
+
+def prepare_data(data_args: training.DataArguments, training_args: TrainingArguments, cache_dir: str | None):
+    with training_args.main_process_first(desc="dataset preparation"):
+        description = data_args.dataset_name or data_args.train_dir or data_args.train_file
+        if not description:
+            description = embedded_data(data_args)
+        raw = training.load_audio_datasets(data_args, cache_dir=cache_dir)
+        labels, multi_label = training.label_names(raw["train"], data_args.label_column_name)
+        label2id = {label: i for i, label in enumerate(labels)}
+        column = data_args.label_column_name
+
+        raw = training.encode_label_column(raw, column, label2id, multi_label)
+        if data_args.max_train_samples:
+            raw["train"] = raw["train"].shuffle(seed=training_args.seed).select(
+                range(min(data_args.max_train_samples, len(raw["train"]))))
+        if "validation" in raw and data_args.max_eval_samples:
+            raw["validation"] = raw["validation"].select(range(min(data_args.max_eval_samples,
+                                                                   len(raw["validation"]))))
+    return raw, labels, multi_label, description
+
+
+def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_label, description) -> dict[str, Any]:
+    """Train and/or evaluate one model on raw["train"] / raw["validation"]; returns the metrics."""
+    set_seed(training_args.seed)
+    model, extractor = training.prepare_model_and_extractor(model_args, data_args, recipe, labels, multi_label,
+                                                            describe=logger.info)
+    if data_args.compute_stats:
+        mean, std = ast_hf.compute_normalization_stats(raw["train"], extractor,
+                                                       audio_column=data_args.audio_column_name)
+        extractor = ast_hf.ASTFeatureExtractor(**{**extractor.to_dict(), "mean": mean, "std": std})
+        logger.info("training-set fbank mean %.4f std %.4f", mean, std)
+    common = dict(feature_extractor=extractor, num_labels=len(labels), multi_label=multi_label,
+                  audio_column=data_args.audio_column_name, label_column=data_args.label_column_name)
+    train_collator = training.AudioCollator(**common, train=True, mixup=recipe.mixup, freqm=recipe.freqm,
+                                            timem=recipe.timem, noise=recipe.noise)
+    eval_collator = training.AudioCollator(**common)
+    weights = None
+    if recipe.balanced_sampling:
+        column = raw["train"][data_args.label_column_name]
+        weights = training.balanced_sample_weights([c if multi_label else [c] for c in column], len(labels))
+    averager = training.WeightAverager(recipe.average_start_epoch, recipe.average_end_epoch)
+    trainer = ASTTrainer(model=model, args=training_args, train_dataset=raw["train"] if training_args.do_train
+                         else None, eval_dataset=raw.get("validation"), data_collator=train_collator,
+                         eval_collator=eval_collator, recipe=recipe, sample_weights=weights,
+                         processing_class=extractor, compute_metrics=training.compute_metrics_fn(multi_label),
+                         callbacks=[AveragingCallback(averager)])
+    metrics: dict[str, Any] = {}
+    output_dir = Path(training_args.output_dir)
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        metrics.update(result.metrics)
+        if averager.apply(trainer.model):
+            logger.info("weights averaged over epochs %d-%d (%d checkpoints)", averager.start_epoch,
+                        averager.end_epoch, averager.count)
+            metrics["averaged_epochs"] = averager.count
+        trainer.save_model()
+        extractor.save_pretrained(training_args.output_dir)
+        trainer.save_state()
+    if training_args.do_eval and "validation" in raw:
+        prediction = trainer.predict(raw["validation"], metric_key_prefix="eval")
+        metrics.update(prediction.metrics)
+        if trainer.is_world_process_zero() and not multi_label:
+            label_ids = prediction.label_ids
+            label_ids = label_ids.argmax(axis=1) if label_ids.ndim == 2 else label_ids
+            matrix = training.confusion_matrix(prediction.predictions, label_ids, len(labels))
+            training.plot_confusion_matrix(matrix, labels, output_dir / "confusion_matrix.png")
+    if trainer.is_world_process_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        trainer.save_metrics("all", metrics)
+        if trainer.state.log_history:
+            training.plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
+        recipe_record = {**vars(recipe), "learning_rate": training_args.learning_rate,
+                         "num_train_epochs": training_args.num_train_epochs,
+                         "per_device_train_batch_size": training_args.per_device_train_batch_size}
+        training.write_model_card(output_dir, output_dir.name, {k: v for k, v in metrics.items()
+                                                                if k.startswith("eval_")},
+                                  description, recipe_record, model_args.model_name_or_path or
+                                  model_args.deit_name_or_path)
+    training.write_json(output_dir / f"process_{training_args.process_index}.json",
+                        {"rank": training_args.process_index, "world_size": training_args.world_size,
+                         "examples_collated_for_training": train_collator.examples_seen})
+    if training_args.push_to_hub and training_args.do_train:
+        trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, dataset=description,
+                            tasks="audio-classification")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    model_args, data_args, recipe, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    training_args.remove_unused_columns = False  # the collator reads the raw audio column
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
+                        if training_args.process_index == 0 else logging.WARNING)
+    transformers.utils.logging.set_verbosity_warning()
+    raw, labels, multi_label, description = prepare_data(data_args, training_args, model_args.cache_dir)
+    logger.info("data: %s; %d training clips, %d labels (%s)", description, len(raw["train"]), len(labels),
+                "multi-label" if multi_label else "single-label")
+    if data_args.cross_validation_folds <= 0:
+        metrics = run_one(model_args, data_args, recipe, training_args, raw, labels, multi_label, description)
+    else:
+        metrics = cross_validate(model_args, data_args, recipe, training_args, raw, labels, multi_label,
+                                 description)
+    if training_args.process_index == 0 and not data_args.dataset_name and not data_args.train_file \
+            and "espeak" in description and training_args.do_train:
+        classify_examples(training_args.output_dir, raw["validation"], data_args)
+    return metrics
+
+
+def cross_validate(model_args, data_args, recipe, training_args, raw, labels, multi_label, description):
+    """k-fold cross-validation (ESC-50): fold k is the evaluation set of run k; reports the mean and per fold."""
+    import datasets
+
+    if not data_args.fold_column_name:
+        raise ValueError("--cross_validation_folds needs --fold_column_name (ESC-50's metadata has 'fold').")
+    everything = datasets.concatenate_datasets([raw[name] for name in raw])
+    folds = sorted(set(everything[data_args.fold_column_name]))[: data_args.cross_validation_folds]
+    base_dir = training_args.output_dir
+    per_fold = {}
+    for fold in folds:
+        training_args.output_dir = os.path.join(base_dir, f"fold_{fold}")
+        split = datasets.DatasetDict({
+            "train": everything.filter(lambda row, f=fold: row[data_args.fold_column_name] != f),
+            "validation": everything.filter(lambda row, f=fold: row[data_args.fold_column_name] == f)})
+        per_fold[str(fold)] = run_one(model_args, data_args, recipe, training_args, split, labels, multi_label,
+                                      f"{description}, fold {fold} held out")
+    training_args.output_dir = base_dir
+    key = "eval_mAP" if multi_label else "eval_accuracy"
+    summary = {f"cv_mean_{key}": float(np.mean([m[key] for m in per_fold.values()])), "folds": per_fold}
+    if training_args.process_index == 0:
+        training.write_json(Path(base_dir) / "cv_results.json", summary)
+    return summary
+
+
+def classify_examples(model_dir: str, dataset, data_args: training.DataArguments, count: int = 5) -> None:
+    """The saved model through pipeline("audio-classification") on a few held-out clips."""
+    from transformers import pipeline
+
+    classifier = pipeline("audio-classification", model=model_dir)
+    names = classifier.model.config.id2label
+    for index in np.linspace(0, len(dataset) - 1, count).astype(int):
+        row = dataset[int(index)]
+        audio = training.decode_audio(row[data_args.audio_column_name], 16000)
+        top = classifier({"raw": np.asarray(audio, dtype=np.float32), "sampling_rate": 16000}, top_k=2)
+        truth = names[int(row[data_args.label_column_name])]
+        print(f"pipeline: clip {int(index)} ({truth}) -> " + ", ".join(f"{r['label']} {r['score']:.2f}" for r in top))
+
+
+if __name__ == "__main__":
+    main()
