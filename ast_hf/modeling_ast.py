@@ -302,6 +302,8 @@ class ASTPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # The loss is a batch mean; Trainer must not rescale it by token counts across devices.
+    accepts_loss_kwargs = False
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .feature_extraction_ast import ASTFeatureExtractor
+from .training import decode_audio
 
 
 def compute_normalization_stats(
@@ -71,19 +72,4 @@ def compute_normalization_stats(
 def _clips(data: Iterable[Any], audio_column: str, sampling_rate: int) -> Iterator[Any]:
     for row in data:
         cell = row[audio_column] if isinstance(row, dict) and audio_column in row else row
-        if hasattr(cell, "get_all_samples"):  # torchcodec AudioDecoder
-            samples = cell.get_all_samples()
-            cell = {"array": samples.data.mean(dim=0), "sampling_rate": samples.sample_rate}
-        if isinstance(cell, dict):
-            if "array" not in cell:
-                raise ValueError(
-                    f"Audio cell has keys {sorted(cell)}; expected 'array' and 'sampling_rate'. Cast the column "
-                    f"with datasets.Audio(sampling_rate={sampling_rate})."
-                )
-            if cell.get("sampling_rate", sampling_rate) != sampling_rate:
-                raise ValueError(
-                    f"Audio at {cell['sampling_rate']} Hz; the feature extractor needs {sampling_rate} Hz. Cast the "
-                    f"column with datasets.Audio(sampling_rate={sampling_rate}) first."
-                )
-            cell = cell["array"]
-        yield cell  # arrays, lists or tensors: the feature extractor converts and checks them
+        yield decode_audio(cell, sampling_rate)  # arrays, lists or tensors: the extractor converts and checks them

@@ -203,6 +203,63 @@ def encode_label_column(dataset: Any, column: str, label2id: Mapping[str, int], 
     return encoded(dataset)
 
 
+def parse_arguments(classes: Sequence[type], argv: Sequence[str], default_output_dir: str) -> tuple[Any, ...]:
+    """HfArgumentParser over `classes`, with a leading JSON file of defaults that later flags override. Keys of the
+    JSON file that none of the classes knows (a Trainer setting given to the accelerate loop) are skipped with a
+    warning, so one recipe file serves both examples."""
+    import warnings
+
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(tuple(classes))
+    known = {f for c in classes for f in c.__dataclass_fields__}
+    defaults: list[str] = []
+    argv = list(argv)
+    if argv and argv[0].endswith(".json"):
+        with open(argv[0]) as handle:
+            recipe = json.load(handle)
+        skipped = sorted(k for k in recipe if k not in known and not k.startswith("_"))
+        if skipped:
+            warnings.warn(f"{argv[0]}: ignoring settings this script does not have: {skipped}", stacklevel=2)
+        for key, value in recipe.items():
+            if key in known:
+                defaults += [f"--{key}", *([str(v) for v in value] if isinstance(value, list) else [str(value)])]
+        argv = argv[1:]
+    if "--output_dir" not in defaults + argv:
+        defaults += ["--output_dir", default_output_dir]
+    return parser.parse_args_into_dataclasses(defaults + argv)
+
+
+def embedded_data(data_args: DataArguments) -> str:
+    """Build (once) the espeak-ng spoken-command data and point the arguments at it; returns its description."""
+    from .espeak_commands import CommandsSpec, build_commands_dataset
+
+    spec = CommandsSpec(clips_per_word=data_args.commands_clips_per_word,
+                        eval_clips_per_word=data_args.commands_eval_clips_per_word)
+    root = build_commands_dataset(spec)
+    data_args.train_dir, data_args.validation_dir = str(root / "train"), str(root / "validation")
+    return (f"espeak-ng spoken commands ({spec.clips_per_word} training clips per word in "
+            f"{len(spec.train_accents)} accents; evaluation on held-out accents {', '.join(spec.eval_accents)})")
+
+
+def prepare_data(data_args: DataArguments, seed: int, cache_dir: str | None = None):
+    """(DatasetDict with encoded labels, label names, multi_label, description of the data). Without a data set
+    in the arguments, the embedded espeak-ng commands. Call it inside `main_process_first()`."""
+    description = data_args.dataset_name or data_args.train_dir or data_args.train_file
+    if not description:
+        description = embedded_data(data_args)
+    raw = load_audio_datasets(data_args, cache_dir=cache_dir)
+    labels, multi_label = label_names(raw["train"], data_args.label_column_name)
+    label2id = {label: i for i, label in enumerate(labels)}
+    raw = encode_label_column(raw, data_args.label_column_name, label2id, multi_label)
+    if data_args.max_train_samples:
+        raw["train"] = raw["train"].shuffle(seed=seed).select(range(min(data_args.max_train_samples,
+                                                                        len(raw["train"]))))
+    if "validation" in raw and data_args.max_eval_samples:
+        raw["validation"] = raw["validation"].select(range(min(data_args.max_eval_samples, len(raw["validation"]))))
+    return raw, labels, multi_label, description
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Augmentations (each a small pure function; the collator draws their random parameters)
 
@@ -283,12 +340,13 @@ class AudioCollator:
             targets[i, label if self.multi_label else [label]] = 1.0
         soft = self.multi_label
         if self.train and self.mixup > 0 and len(rows) > 1:
+            originals, original_targets = list(waves), targets.clone()  # partners are always unmixed clips
             for i in range(len(rows)):
                 if float(torch.rand(())) < self.mixup:
                     j = (i + 1 + int(torch.randint(len(rows) - 1, ()))) % len(rows)  # another clip
                     lam = float(torch.distributions.Beta(10.0, 10.0).sample())
-                    waves[i] = mix_waveforms(waves[i], waves[j], lam)
-                    targets[i] = lam * targets[i] + (1 - lam) * targets[j]
+                    waves[i] = mix_waveforms(originals[i], originals[j], lam)
+                    targets[i] = lam * original_targets[i] + (1 - lam) * original_targets[j]
                     soft = True
         features = self.feature_extractor(waves, sampling_rate=rate, return_tensors="pt")["input_values"]  # (B,T,F)
         if self.train and (self.freqm or self.timem or self.noise):
@@ -615,6 +673,7 @@ __all__ = [
     "decode_audio",
     "draw_mask",
     "encode_label",
+    "embedded_data",
     "encode_label_column",
     "label_names",
     "load_audio_datasets",
@@ -622,8 +681,10 @@ __all__ = [
     "mix_waveforms",
     "multi_label_scores",
     "noise_and_roll",
+    "parse_arguments",
     "plot_confusion_matrix",
     "plot_training_curves",
+    "prepare_data",
     "prepare_model_and_extractor",
     "recipe_lr_lambda",
     "recipe_optimizer",

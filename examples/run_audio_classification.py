@@ -11,7 +11,6 @@ embedded spoken-command data (espeak-ng, ast_hf.espeak_commands) is built and us
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -22,29 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 import transformers
-from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 import ast_hf
 from ast_hf import training
 
 logger = logging.getLogger("run_audio_classification")
 ARGUMENT_CLASSES = (training.ModelArguments, training.DataArguments, training.RecipeArguments, TrainingArguments)
-
-
-def parse_arguments(argv: list[str]) -> tuple[Any, ...]:
-    """A leading JSON file of arguments, then command-line flags that override it."""
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
-    defaults: list[str] = []
-    if argv and argv[0].endswith(".json"):
-        with open(argv[0]) as handle:
-            recipe = json.load(handle)
-        recipe.pop("_comment", None)
-        for key, value in recipe.items():
-            defaults += [f"--{key}", *([str(v) for v in value] if isinstance(value, list) else [str(value)])]
-        argv = argv[1:]
-    if "--output_dir" not in defaults + argv:
-        defaults += ["--output_dir", "outputs/run_audio_classification"]
-    return parser.parse_args_into_dataclasses(defaults + argv)
 
 
 class ASTTrainer(Trainer):
@@ -104,38 +87,6 @@ class AveragingCallback(TrainerCallback):
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         self.averager.update(model, int(round(state.epoch)))
-
-
-def embedded_data(data_args: training.DataArguments) -> str:
-    """Build (once) the espeak-ng spoken-command data and point the arguments at it."""
-    from ast_hf.espeak_commands import CommandsSpec, build_commands_dataset
-
-    spec = CommandsSpec(clips_per_word=data_args.commands_clips_per_word,
-                        eval_clips_per_word=data_args.commands_eval_clips_per_word)
-    root = build_commands_dataset(spec)
-    data_args.train_dir, data_args.validation_dir = str(root / "train"), str(root / "validation")
-    return (f"espeak-ng spoken commands ({spec.clips_per_word} training clips per word in "
-            f"{len(spec.train_accents)} accents; evaluation on held-out accents {', '.join(spec.eval_accents)})")
-
-
-def prepare_data(data_args: training.DataArguments, training_args: TrainingArguments, cache_dir: str | None):
-    with training_args.main_process_first(desc="dataset preparation"):
-        description = data_args.dataset_name or data_args.train_dir or data_args.train_file
-        if not description:
-            description = embedded_data(data_args)
-        raw = training.load_audio_datasets(data_args, cache_dir=cache_dir)
-        labels, multi_label = training.label_names(raw["train"], data_args.label_column_name)
-        label2id = {label: i for i, label in enumerate(labels)}
-        column = data_args.label_column_name
-
-        raw = training.encode_label_column(raw, column, label2id, multi_label)
-        if data_args.max_train_samples:
-            raw["train"] = raw["train"].shuffle(seed=training_args.seed).select(
-                range(min(data_args.max_train_samples, len(raw["train"]))))
-        if "validation" in raw and data_args.max_eval_samples:
-            raw["validation"] = raw["validation"].select(range(min(data_args.max_eval_samples,
-                                                                   len(raw["validation"]))))
-    return raw, labels, multi_label, description
 
 
 def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_label, description) -> dict[str, Any]:
@@ -205,12 +156,15 @@ def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_lab
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    model_args, data_args, recipe, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    model_args, data_args, recipe, training_args = training.parse_arguments(
+        ARGUMENT_CLASSES, sys.argv[1:] if argv is None else argv, "outputs/run_audio_classification")
     training_args.remove_unused_columns = False  # the collator reads the raw audio column
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
                         if training_args.process_index == 0 else logging.WARNING)
     transformers.utils.logging.set_verbosity_warning()
-    raw, labels, multi_label, description = prepare_data(data_args, training_args, model_args.cache_dir)
+    with training_args.main_process_first(desc="dataset preparation"):
+        raw, labels, multi_label, description = training.prepare_data(data_args, training_args.seed,
+                                                                      model_args.cache_dir)
     logger.info("data: %s; %d training clips, %d labels (%s)", description, len(raw["train"]), len(labels),
                 "multi-label" if multi_label else "single-label")
     if data_args.cross_validation_folds <= 0:

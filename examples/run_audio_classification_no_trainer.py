@@ -1,0 +1,220 @@
+"""Fine-tune an Audio Spectrogram Transformer with a plain accelerate loop (same data, augmentations, schedule and
+metrics as run_audio_classification.py, from ast_hf.training).
+
+    python examples/run_audio_classification_no_trainer.py examples/recipes/espeak_commands.json
+    accelerate launch --multi_gpu --num_processes 2 examples/run_audio_classification_no_trainer.py RECIPE.json
+    torchrun --nproc_per_node 2 examples/run_audio_classification_no_trainer.py RECIPE.json
+
+A recipe JSON file given first provides defaults (Trainer-only keys in it are skipped with a warning); flags after
+it override. `--checkpointing_steps N` saves the loop state every N updates; `--resume_from_checkpoint DIR`
+continues from one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ast_hf import training
+
+logger = logging.getLogger("run_audio_classification_no_trainer")
+
+
+@dataclass
+class LoopArguments:
+    output_dir: str = field(default="outputs/run_audio_classification_no_trainer")
+    learning_rate: float = field(default=5e-5)
+    num_train_epochs: int = field(default=3)
+    per_device_train_batch_size: int = field(default=8)
+    per_device_eval_batch_size: int = field(default=8)
+    gradient_accumulation_steps: int = field(default=1)
+    adam_beta1: float = field(default=0.95)
+    adam_beta2: float = field(default=0.999)
+    seed: int = field(default=42)
+    logging_steps: int = field(default=20)
+    checkpointing_steps: int = field(default=0, metadata={"help": "save the loop state every N updates (0 = never)"})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "a step_N folder of this script"})
+    report_to: str = field(default="tensorboard", metadata={"help": "tensorboard | none"})
+    do_train: bool = field(default=True)
+    do_eval: bool = field(default=True)
+    push_to_hub: bool = field(default=False)
+    hub_model_id: str | None = field(default=None)
+
+
+ARGUMENT_CLASSES = (training.ModelArguments, training.DataArguments, training.RecipeArguments, LoopArguments)
+
+
+def evaluate(model, dataloader, accelerator: Accelerator, multi_label: bool) -> tuple[dict[str, float], Any, Any]:
+    """Metrics over the whole evaluation set, gathered from every process (duplicates of the last batch dropped)."""
+    model.eval()
+    metric = training.classification_metric(multi_label)
+    all_logits, all_labels, losses = [], [], []
+    for batch in dataloader:
+        with torch.no_grad():
+            outputs = model(**batch)
+        logits, labels, loss = accelerator.gather_for_metrics((outputs.logits, batch["labels"],
+                                                                outputs.loss.detach().repeat(len(batch["labels"]))))
+        scores = torch.sigmoid(logits) if multi_label else logits
+        metric.add_batch(predictions=scores.float().cpu().numpy(), references=labels.cpu().numpy())
+        all_logits.append(logits.cpu())
+        all_labels.append(labels.cpu())
+        losses.append(loss.cpu())
+    metrics = {f"eval_{k}": v for k, v in metric.compute().items()}
+    metrics["eval_loss"] = float(torch.cat(losses).mean())
+    return metrics, torch.cat(all_logits).numpy(), torch.cat(all_labels).numpy()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    model_args, data_args, recipe, args = training.parse_arguments(
+        ARGUMENT_CLASSES, sys.argv[1:] if argv is None else argv, LoopArguments.output_dir)
+    tracking = args.report_to not in ("none", "")
+    accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
+                              log_with=args.report_to if tracking else None, project_dir=args.output_dir)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        level=logging.INFO if accelerator.is_main_process else logging.WARNING)
+    set_seed(args.seed)
+    with accelerator.main_process_first():
+        raw, labels, multi_label, description = training.prepare_data(data_args, args.seed, model_args.cache_dir)
+    logger.info("data: %s; %d training clips, %d labels; %d process(es)", description, len(raw["train"]),
+                len(labels), accelerator.num_processes)
+
+    model, extractor = training.prepare_model_and_extractor(model_args, data_args, recipe, labels, multi_label,
+                                                            describe=logger.info)
+    common = dict(feature_extractor=extractor, num_labels=len(labels), multi_label=multi_label,
+                  audio_column=data_args.audio_column_name, label_column=data_args.label_column_name)
+    train_collator = training.AudioCollator(**common, train=True, mixup=recipe.mixup, freqm=recipe.freqm,
+                                            timem=recipe.timem, noise=recipe.noise)
+    generator = torch.Generator().manual_seed(args.seed)
+    sampler = None
+    if recipe.balanced_sampling:
+        column = raw["train"][data_args.label_column_name]
+        weights = training.balanced_sample_weights([c if multi_label else [c] for c in column], len(labels))
+        sampler = torch.utils.data.WeightedRandomSampler(weights, len(weights), generator=generator)
+    train_loader = DataLoader(raw["train"], batch_size=args.per_device_train_batch_size, shuffle=sampler is None,
+                              sampler=sampler, collate_fn=train_collator, generator=generator)
+    eval_loader = DataLoader(raw["validation"], batch_size=args.per_device_eval_batch_size,
+                             collate_fn=training.AudioCollator(**common)) if "validation" in raw else None
+    optimizer = training.recipe_optimizer(model, args.learning_rate, (args.adam_beta1, args.adam_beta2),
+                                          recipe.adam_weight_decay)
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    if eval_loader is not None:
+        eval_loader = accelerator.prepare(eval_loader)
+    # Stepped once per optimiser update, outside accelerate's wrapper (which steps it once per process).
+    updates_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, training.recipe_lr_lambda(
+        updates_per_epoch, recipe.warmup_steps_recipe, recipe.lr_scheduler_start, recipe.lr_scheduler_step,
+        recipe.lr_scheduler_decay))
+    accelerator.register_for_checkpointing(scheduler)
+    if tracking:
+        accelerator.init_trackers("ast_hf", config={k: v for k, v in {**vars(recipe), **vars(args)}.items()
+                                                    if isinstance(v, (int, float, str, bool))})
+
+    update, start_epoch, skip_batches = 0, 0, 0
+    if args.resume_from_checkpoint:
+        accelerator.load_state(args.resume_from_checkpoint)
+        match = re.search(r"step_(\d+)", os.path.basename(os.path.normpath(args.resume_from_checkpoint)))
+        if match is None:
+            raise ValueError(f"--resume_from_checkpoint {args.resume_from_checkpoint!r} is not a step_N folder "
+                             "written by this script.")
+        update = int(match.group(1))
+        start_epoch, skip_batches = divmod(update * args.gradient_accumulation_steps, len(train_loader))
+        logger.info("resumed at update %d (epoch %d, batch %d)", update, start_epoch, skip_batches)
+
+    averager = training.WeightAverager(recipe.average_start_epoch, recipe.average_end_epoch)
+    history: list[dict[str, Any]] = []
+    total = updates_per_epoch * args.num_train_epochs
+    progress = tqdm(total=total, initial=update, disable=not accelerator.is_local_main_process)
+    metrics: dict[str, Any] = {}
+    for epoch in range(start_epoch, args.num_train_epochs if args.do_train else 0):
+        model.train()
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)
+        loader = train_loader
+        if epoch == start_epoch and skip_batches:
+            loader = accelerator.skip_first_batches(train_loader, skip_batches)
+        running = []
+        for batch in loader:
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad()
+            running.append(loss.detach())
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            update += 1
+            progress.update(1)
+            if update % args.logging_steps == 0:
+                mean_loss = float(accelerator.gather(torch.stack(running).mean()[None]).mean())
+                record = {"loss": mean_loss, "learning_rate": scheduler.get_last_lr()[0],
+                          "epoch": epoch + (update - epoch * updates_per_epoch) / updates_per_epoch}
+                history.append(record)
+                if tracking:
+                    accelerator.log({"train/loss": mean_loss, "train/learning_rate": record["learning_rate"]},
+                                    step=update)
+                running = []
+            if args.checkpointing_steps and update % args.checkpointing_steps == 0:
+                accelerator.save_state(os.path.join(args.output_dir, f"step_{update}"))
+        averager.update(accelerator.unwrap_model(model), epoch + 1)
+        if eval_loader is not None and args.do_eval:
+            metrics, _, _ = evaluate(model, eval_loader, accelerator, multi_label)
+            history.append({**metrics, "epoch": epoch + 1})
+            logger.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in metrics.items()})
+            if tracking:
+                accelerator.log({k.replace("eval_", "eval/"): v for k, v in metrics.items()}, step=update)
+    progress.close()
+
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    if averager.apply(unwrapped):
+        metrics["averaged_epochs"] = averager.count
+    output_dir = Path(args.output_dir)
+    if eval_loader is not None and args.do_eval:
+        final, logits, label_ids = evaluate(model, eval_loader, accelerator, multi_label)
+        metrics.update(final)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        unwrapped.save_pretrained(output_dir, save_function=accelerator.save)
+        extractor.save_pretrained(output_dir)
+        metrics["train_updates"] = update
+        training.write_json(output_dir / "all_results.json", metrics)
+        if history:
+            training.plot_training_curves(history, output_dir / "training_curves.png")
+        if eval_loader is not None and args.do_eval and not multi_label:
+            label_ids = label_ids.argmax(axis=1) if label_ids.ndim == 2 else label_ids
+            matrix = training.confusion_matrix(logits, label_ids.astype(np.int64), len(labels))
+            training.plot_confusion_matrix(matrix, labels, output_dir / "confusion_matrix.png")
+        training.write_model_card(output_dir, output_dir.name, {k: v for k, v in metrics.items()
+                                                                if k.startswith("eval_")}, description,
+                                  {**vars(recipe), "learning_rate": args.learning_rate,
+                                   "num_train_epochs": args.num_train_epochs}, model_args.model_name_or_path)
+        if args.push_to_hub:
+            repo = args.hub_model_id or output_dir.name
+            unwrapped.push_to_hub(repo)
+            extractor.push_to_hub(repo)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    training.write_json(output_dir / f"process_{accelerator.process_index}.json",
+                        {"rank": accelerator.process_index, "world_size": accelerator.num_processes,
+                         "examples_collated_for_training": train_collator.examples_seen})
+    if tracking:
+        accelerator.end_training()
+    logger.info("final: %s", {k: v for k, v in metrics.items() if k.startswith("eval_")})
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""Fine-tuning: augmentations, schedule, averaging and metrics against hand-computed values; Patchout; and real
+end-to-end runs of both example scripts (single process, torchrun with 2 processes, resume) on espeak-ng clips."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import randomize, tiny_config
+from safetensors.torch import load_file
+
+import ast_hf
+from ast_hf import training
+from ast_hf.espeak_commands import CommandsSpec, build_commands_dataset, plan
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINER = ROOT / "examples" / "run_audio_classification.py"
+LOOP = ROOT / "examples" / "run_audio_classification_no_trainer.py"
+
+
+# ---- augmentations -------------------------------------------------------------------------------------------
+
+
+def test_mixup_by_hand():
+    first, second = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([4.0, 5.0])
+    # centred: [-1, 0, 1] and [-0.5, 0.5] padded to [-0.5, 0.5, 0]; 0.25 * a + 0.75 * b; centred again (mean 0)
+    torch.testing.assert_close(training.mix_waveforms(first, second, 0.25), torch.tensor([-0.625, 0.375, 0.25]))
+    longer = torch.tensor([4.0, 6.0, 8.0, 100.0])  # cut to the first clip's length before centring
+    mixed = training.mix_waveforms(first, longer, 0.5)
+    assert mixed.shape == (3,) and abs(float(mixed.mean())) < 1e-6
+
+
+def test_spec_augment_masks_by_hand():
+    features = torch.zeros(6, 4)
+    training.mask_band(features, 0, start=1, width=2, fill=9.0)  # frames 1-2
+    training.mask_band(features, 1, start=3, width=1, fill=7.0)  # mel bin 3
+    expected = torch.zeros(6, 4)
+    expected[1:3] = 9.0
+    expected[:, 3] = 7.0
+    torch.testing.assert_close(features, expected)
+    generator = torch.Generator().manual_seed(0)
+    draws = [training.draw_mask(128, 48, generator) for _ in range(2000)]
+    assert all(0 <= w < 48 and 0 <= s and s + w <= 128 for s, w in draws)
+    assert max(w for _, w in draws) >= 45 and min(w for _, w in draws) == 0  # spans [0, 48)
+
+
+def test_noise_and_roll_by_hand():
+    features = torch.arange(12.0).reshape(4, 3)
+    rolled = training.noise_and_roll(features, scale=0.0, shift=1)
+    torch.testing.assert_close(rolled, torch.cat([features[3:], features[:3]]))
+    noisy = training.noise_and_roll(torch.zeros(50, 8), scale=1.0, shift=0)
+    assert 0.0 <= float(noisy.min()) and float(noisy.max()) <= 0.1 and float(noisy.std()) > 0.01
+
+
+def test_balanced_sampler_weights_by_hand():
+    weights = training.balanced_sample_weights([[0], [0], [1], [0, 1], [0]], num_labels=3)
+    a, b = 1000 / 4.01, 1000 / 2.01
+    torch.testing.assert_close(weights, torch.tensor([a, a, b, a + b, a], dtype=torch.float64))
+
+
+def test_collator_mixes_labels_and_masks_only_in_training(speech):
+    extractor = ast_hf.ASTFeatureExtractor(max_length=128)
+    rows = [{"audio": clip, "label": i} for i, clip in enumerate(speech)]
+    torch.manual_seed(0)
+    mixed = training.AudioCollator(extractor, 4, False, train=True, mixup=1.0, freqm=20, timem=20)(rows)
+    assert mixed["labels"].shape == (4, 4) and mixed["labels"].dtype == torch.float32
+    torch.testing.assert_close(mixed["labels"].sum(1), torch.ones(4))
+    assert (mixed["labels"] > 0).sum(1).eq(2).all()  # each clip mixed with one other
+    fill = (0.0 - extractor.mean) / (2 * extractor.std)
+    assert ((mixed["input_values"] - fill).abs() < 1e-6).any()
+    plain = training.AudioCollator(extractor, 4, False, train=False, mixup=1.0, freqm=20)(rows)
+    torch.testing.assert_close(plain["labels"], torch.arange(4))
+    torch.testing.assert_close(plain["input_values"], extractor(speech, sampling_rate=16000,
+                                                               return_tensors="pt")["input_values"])
+
+
+# ---- optimisation and metrics -----------------------------------------------------------------------------------
+
+
+def test_warmup_and_multistep_schedule_by_hand():
+    factor = training.recipe_lr_lambda(steps_per_epoch=10, warmup_steps=5, start_epoch=2, step_epochs=1, gamma=0.5)
+    assert [factor(s) for s in (0, 4, 19, 20, 29, 30, 45)] == pytest.approx([0.2, 1.0, 1.0, 0.5, 0.5, 0.25, 0.125])
+    assert training.recipe_lr_lambda(10)(500) == 1.0
+
+
+def test_weight_average_by_hand():
+    model = torch.nn.Linear(2, 1)
+    averager = training.WeightAverager(2, 3)
+    for epoch, value in ((1, 100.0), (2, 1.0), (3, 3.0), (4, 50.0)):
+        torch.nn.init.constant_(model.weight, value)
+        averager.update(model, epoch)
+    assert averager.count == 2 and averager.apply(model)
+    torch.testing.assert_close(model.weight, torch.full((1, 2), 2.0))
+
+
+def test_metrics_by_hand():
+    accuracy = training.classification_metric(multi_label=False)
+    logits = [[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 5.0], [4.0, 0.0, 0.0]]
+    assert accuracy.compute(predictions=logits, references=[0, 1, 1, 0])["accuracy"] == 0.75
+    # One class: positives scored 0.9 and 0.3, negatives 0.8 and 0.1. AUC = 3 of 4 pairs ordered = 0.75;
+    # AP = mean precision at the positives = (1/1 + 2/3) / 2; d' = sqrt(2) * Phi^-1(0.75) = 0.953873.
+    scores = np.array([[0.9, 0.2], [0.8, 0.9], [0.3, 0.1], [0.1, 0.7]])
+    targets = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], dtype=np.float32)
+    result = training.classification_metric(multi_label=True).compute(predictions=scores, references=targets)
+    ap_second, auc_second = 1.0, 1.0  # class 1: positives 0.9, 0.7 above negatives 0.2, 0.1
+    assert result["mAP"] == pytest.approx(((1 + 2 / 3) / 2 + ap_second) / 2)
+    assert result["mAUC"] == pytest.approx((0.75 + auc_second) / 2)
+    assert result["d_prime"] == pytest.approx(math.sqrt(2) * 1.1503494, rel=1e-5)  # Phi^-1(0.875)
+
+
+def test_soft_target_loss_is_cross_entropy_with_probabilities():
+    model = randomize(ast_hf.ASTForAudioClassification(tiny_config(problem_type="single_label_classification")))
+    targets = torch.tensor([[0.7, 0.3, 0, 0, 0], [0, 0, 0, 0.5, 0.5]])
+    out = model(torch.randn(2, 128, 128), labels=targets)
+    expected = -(targets * F.log_softmax(out.logits, dim=-1)).sum(-1).mean()
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_patchout_drops_columns_and_rows_only_in_training():
+    model = randomize(ast_hf.ASTModel(tiny_config(patchout_time=3, patchout_frequency=2)))  # grid 12 x 12
+    inputs = torch.randn(2, 128, 128)
+    model.train()
+    hidden = model(inputs).last_hidden_state
+    assert hidden.shape == (2, 2 + 10 * 9, 32)
+    mask = torch.ones(2, 128, dtype=torch.long)
+    mask[1, 60:] = 0
+    assert model(inputs, attention_mask=mask).last_hidden_state.shape == (2, 92, 32)
+    model.eval()
+    assert model(inputs).last_hidden_state.shape == (2, 2 + 144, 32)
+    with pytest.raises(ValueError, match="patchout_time"):
+        tiny_config(patchout_time=-1)
+
+
+# ---- the embedded data --------------------------------------------------------------------------------------
+
+
+def test_commands_plan_is_deterministic_and_holds_out_accents():
+    spec = CommandsSpec(clips_per_word=20, eval_clips_per_word=5, seed=3)
+    rows = plan(spec)
+    assert rows == plan(spec) and rows != plan(CommandsSpec(clips_per_word=20, eval_clips_per_word=5, seed=4))
+    train_accents = {r["voice"].split("+")[0] for r in rows if r["split"] == "train"}
+    eval_accents = {r["voice"].split("+")[0] for r in rows if r["split"] == "validation"}
+    assert train_accents.isdisjoint(eval_accents) and eval_accents <= set(spec.eval_accents)
+    assert len(rows) == 10 * 25
+
+
+@pytest.fixture(scope="module")
+def commands_root(tmp_path_factory) -> Path:
+    cache = tmp_path_factory.mktemp("cache")
+    root = build_commands_dataset(CommandsSpec(clips_per_word=4, eval_clips_per_word=2), cache_dir=cache,
+                                  verbose=False)
+    assert build_commands_dataset(CommandsSpec(clips_per_word=4, eval_clips_per_word=2), cache_dir=cache) == root
+    return root
+
+
+def run(command: list[str], env_extra: dict[str, str] | None = None, timeout: int = 600) -> str:
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env_extra or {})}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done.stdout + done.stderr
+
+
+TINY = ["--model_size", "tiny", "--frequency_stride", "16", "--time_stride", "16", "--max_length", "64",
+        "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8", "--learning_rate", "1e-3",
+        "--report_to", "none", "--seed", "1"]
+
+
+def test_trainer_script_end_to_end(commands_root, tmp_path):
+    out = tmp_path / "trainer"
+    log = run([sys.executable, str(TRAINER), str(ROOT / "examples" / "recipes" / "espeak_commands.json"),
+               "--train_dir", str(commands_root / "train"), "--validation_dir", str(commands_root / "validation"),
+               *TINY, "--num_train_epochs", "2", "--freqm", "8", "--timem", "8", "--mixup", "0.5",
+               "--average_start_epoch", "1", "--average_end_epoch", "2", "--output_dir", str(out)])
+    results = json.loads((out / "all_results.json").read_text())
+    assert 0.0 <= results["eval_accuracy"] <= 1.0 and results["averaged_epochs"] == 2
+    for name in ("model.safetensors", "preprocessor_config.json", "training_curves.png", "confusion_matrix.png",
+                 "README.md", "process_0.json"):
+        assert (out / name).exists(), name
+    assert "eval_accuracy" in (out / "README.md").read_text()
+    assert json.loads((out / "process_0.json").read_text())["examples_collated_for_training"] == 2 * 40
+    assert "ignoring" not in log
+    from transformers import pipeline
+
+    classifier = pipeline("audio-classification", model=str(out))
+    assert type(classifier.model).__module__ == "ast_hf.modeling_ast"
+    assert classifier.model.config.id2label[0] == "down"
+
+
+def test_accelerate_script_end_to_end_and_multi_label_json(commands_root, tmp_path):
+    # A JSON-lines file with lists of labels (AudioSet style): each clip tagged with its word and its first letter.
+    lines = []
+    for wav in sorted((commands_root / "train").glob("*/*.wav"))[:24]:
+        word = wav.parent.name
+        lines.append(json.dumps({"audio": str(wav), "tags": [word, f"starts-{word[0]}"]}))
+    (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "loop"
+    log = run([sys.executable, str(LOOP), str(ROOT / "examples" / "recipes" / "audioset_balanced.json"),
+               "--model_name_or_path", "", "--deit_name_or_path", "", "--train_file", str(tmp_path / "train.jsonl"),
+               "--validation_file", str(tmp_path / "train.jsonl"), "--label_column_name", "tags", *TINY,
+               "--num_train_epochs", "1", "--warmup_steps_recipe", "2", "--average_start_epoch", "0",
+               "--average_end_epoch", "0", "--output_dir", str(out)])
+    assert "ignoring settings this script does not have" in log  # Trainer-only keys of the recipe
+    results = json.loads((out / "all_results.json").read_text())
+    assert {"eval_mAP", "eval_mAUC", "eval_d_prime"} <= set(results)
+    config = ast_hf.ASTConfig.from_pretrained(out)
+    assert config.problem_type == "multi_label_classification" and "starts-d" in config.label2id
+    assert (out / "training_curves.png").exists()
+
+
+def final_weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one_process(commands_root, tmp_path):
+    """Full-batch steps: 2 ranks x 4 clips see the same 8 clips as 1 process x 8, so DDP's averaged gradient equals
+    the single-process one and the weights agree up to float rounding (tolerance 1e-5)."""
+    subset = tmp_path / "train.csv"
+    wavs = sorted((commands_root / "train").glob("*/*.wav"))[::5][:8]
+    subset.write_text("audio,label\n" + "".join(f"{w},{w.parent.name}\n" for w in wavs))
+    common = ["--train_file", str(subset), "--validation_file", str(subset), *TINY, "--num_train_epochs", "3",
+              "--save_strategy", "no", "--eval_strategy", "no", "--freqm", "0", "--timem", "0", "--noise", "false",
+              "--mixup", "0", "--warmup_steps_recipe", "0", "--lr_scheduler_start", "0"]
+    recipe = str(ROOT / "examples" / "recipes" / "espeak_commands.json")
+    run([sys.executable, str(TRAINER), recipe, *common, "--per_device_train_batch_size", "8",
+         "--output_dir", str(tmp_path / "one")])
+    torchrun = shutil.which("torchrun") or "torchrun"
+    run([torchrun, "--nproc_per_node", "2", "--master_port", "29517", str(TRAINER), recipe, *common,
+         "--per_device_train_batch_size", "4", "--output_dir", str(tmp_path / "two")],
+        env_extra={"OMP_NUM_THREADS": "1"})
+    ranks = [json.loads((tmp_path / "two" / f"process_{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert [r["examples_collated_for_training"] for r in ranks] == [12, 12]  # 4 clips x 3 epochs on each rank
+    assert max_difference(final_weights(tmp_path / "one"), final_weights(tmp_path / "two")) <= 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["trainer", "accelerate"])
+def test_resume_mid_epoch_gives_the_same_weights(commands_root, tmp_path, script):
+    """An uninterrupted run that also saves at update 2 (mid-epoch: 5 updates per epoch) against a run restarted
+    from that checkpoint: same final weights (tolerance 1e-6; the same operations in the same order)."""
+    common = ["--train_dir", str(commands_root / "train"), "--validation_dir", str(commands_root / "validation"),
+              *TINY, "--num_train_epochs", "2", "--freqm", "8", "--timem", "8", "--mixup", "0.5"]
+    recipe = str(ROOT / "examples" / "recipes" / "espeak_commands.json")
+    if script == "trainer":
+        command = [sys.executable, str(TRAINER), recipe, *common, "--save_strategy", "steps", "--save_steps", "2",
+                   "--eval_strategy", "no"]
+        checkpoint = tmp_path / "full" / "checkpoint-2"
+    else:
+        command = [sys.executable, str(LOOP), recipe, *common, "--checkpointing_steps", "2"]
+        checkpoint = tmp_path / "full" / "step_2"
+    run([*command, "--output_dir", str(tmp_path / "full")])
+    assert checkpoint.is_dir()
+    run([*command, "--output_dir", str(tmp_path / "resumed"), "--resume_from_checkpoint", str(checkpoint)])
+    assert max_difference(final_weights(tmp_path / "full"), final_weights(tmp_path / "resumed")) <= 1e-6
