@@ -144,6 +144,9 @@ def load_audio_datasets(args: DataArguments, sampling_rate: int = 16000, cache_d
         if args.label_column_name not in raw[name].column_names:
             raise ValueError(f"Split {name!r} has no column {args.label_column_name!r} (columns: "
                              f"{raw[name].column_names}); set --label_column_name.")
+        feature = raw[name].features[args.audio_column_name]
+        if getattr(feature, "dtype", None) == "large_string":  # CSV paths: Arrow casts only `string` to Audio
+            raw[name] = raw[name].cast_column(args.audio_column_name, datasets.Value("string"))
         raw[name] = raw[name].cast_column(args.audio_column_name, datasets.Audio(sampling_rate=sampling_rate))
     return raw
 
@@ -203,7 +206,8 @@ def encode_label_column(dataset: Any, column: str, label2id: Mapping[str, int], 
     return encoded(dataset)
 
 
-def parse_arguments(classes: Sequence[type], argv: Sequence[str], default_output_dir: str) -> tuple[Any, ...]:
+def parse_arguments(classes: Sequence[type], argv: Sequence[str], default_output_dir: str,
+                    extra_defaults: Sequence[str] = ()) -> tuple[Any, ...]:
     """HfArgumentParser over `classes`, with a leading JSON file of defaults that later flags override. Keys of the
     JSON file that none of the classes knows (a Trainer setting given to the accelerate loop) are skipped with a
     warning, so one recipe file serves both examples."""
@@ -227,7 +231,7 @@ def parse_arguments(classes: Sequence[type], argv: Sequence[str], default_output
         argv = argv[1:]
     if "--output_dir" not in defaults + argv:
         defaults += ["--output_dir", default_output_dir]
-    return parser.parse_args_into_dataclasses(defaults + argv)
+    return parser.parse_args_into_dataclasses(defaults + list(extra_defaults) + argv)
 
 
 def embedded_data(data_args: DataArguments) -> str:
@@ -255,6 +259,7 @@ def prepare_data(data_args: DataArguments, seed: int, cache_dir: str | None = No
     if data_args.max_train_samples:
         raw["train"] = raw["train"].shuffle(seed=seed).select(range(min(data_args.max_train_samples,
                                                                         len(raw["train"]))))
+    raw["train"] = raw["train"].add_column("_row", list(range(len(raw["train"]))))  # seeds the augmentation
     if "validation" in raw and data_args.max_eval_samples:
         raw["validation"] = raw["validation"].select(range(min(data_args.max_eval_samples, len(raw["validation"]))))
     return raw, labels, multi_label, description
@@ -285,19 +290,17 @@ def mask_band(features: torch.Tensor, axis: int, start: int, width: int, fill: f
     return features
 
 
-def draw_mask(size: int, max_width: int, generator: torch.Generator | None = None) -> tuple[int, int]:
+def draw_mask(size: int, max_width: int, rng: np.random.Generator) -> tuple[int, int]:
     """(start, width) as torchaudio's masking draws them: width ~ U[0, max_width), start ~ U[0, size - width)."""
-    width = int(torch.rand((), generator=generator) * max_width)
-    width = min(width, size)
-    start = int(torch.rand((), generator=generator) * (size - width))
+    width = min(int(rng.random() * max_width), size)
+    start = int(rng.random() * (size - width))
     return start, width
 
 
-def noise_and_roll(features: torch.Tensor, scale: float, shift: int,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+def noise_and_roll(features: torch.Tensor, scale: float, shift: int, rng: np.random.Generator) -> torch.Tensor:
     """The Speech Commands recipe: + U(0,1)(T, F) * scale / 10 on the normalised fbank, then a roll of `shift`
     frames along time."""
-    noise = torch.rand(features.shape, generator=generator) * scale / 10
+    noise = torch.from_numpy(rng.random(tuple(features.shape), dtype=np.float32)) * scale / 10
     return torch.roll(features + noise, shifts=shift, dims=0)
 
 
@@ -329,9 +332,21 @@ class AudioCollator:
     timem: int = 0
     noise: bool = False
     examples_seen: int = 0
+    seed: int = 0
+    epoch: int = 0  # set by the training loop at the start of each epoch
+
+    def batch_rng(self, rows: list[Mapping[str, Any]]) -> np.random.Generator:
+        """The augmentation randomness of a batch, a function of (seed, epoch, the rows' `_row` ids) alone: a run
+        resumed mid-epoch augments the remaining batches exactly as the uninterrupted run did, whatever else drew
+        from the global generators meanwhile. Rows without ids fall back to a running batch counter."""
+        ids = [int(row["_row"]) + 1 for row in rows if "_row" in row]
+        if len(ids) != len(rows):
+            ids = [0, self.examples_seen]
+        return np.random.default_rng([self.seed, self.epoch, *ids])
 
     def __call__(self, rows: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         rate = self.feature_extractor.sampling_rate
+        rng = self.batch_rng(rows) if self.train else None
         waves = [torch.as_tensor(np.asarray(decode_audio(row[self.audio_column], rate)), dtype=torch.float32)
                  for row in rows]
         targets = torch.zeros(len(rows), self.num_labels)
@@ -339,26 +354,26 @@ class AudioCollator:
             label = row[self.label_column]
             targets[i, label if self.multi_label else [label]] = 1.0
         soft = self.multi_label
-        if self.train and self.mixup > 0 and len(rows) > 1:
+        if rng is not None and self.mixup > 0 and len(rows) > 1:
             originals, original_targets = list(waves), targets.clone()  # partners are always unmixed clips
             for i in range(len(rows)):
-                if float(torch.rand(())) < self.mixup:
-                    j = (i + 1 + int(torch.randint(len(rows) - 1, ()))) % len(rows)  # another clip
-                    lam = float(torch.distributions.Beta(10.0, 10.0).sample())
+                if rng.random() < self.mixup:
+                    j = (i + 1 + int(rng.integers(len(rows) - 1))) % len(rows)  # another clip
+                    lam = float(rng.beta(10.0, 10.0))
                     waves[i] = mix_waveforms(originals[i], originals[j], lam)
                     targets[i] = lam * original_targets[i] + (1 - lam) * original_targets[j]
                     soft = True
         features = self.feature_extractor(waves, sampling_rate=rate, return_tensors="pt")["input_values"]  # (B,T,F)
-        if self.train and (self.freqm or self.timem or self.noise):
+        if rng is not None and (self.freqm or self.timem or self.noise):
             extractor = self.feature_extractor
             fill = (0.0 - extractor.mean) / (2 * extractor.std) if extractor.do_normalize else 0.0
             for clip in features:
                 if self.freqm:
-                    mask_band(clip, 1, *draw_mask(clip.shape[1], self.freqm), fill)
+                    mask_band(clip, 1, *draw_mask(clip.shape[1], self.freqm, rng), fill)
                 if self.timem:
-                    mask_band(clip, 0, *draw_mask(clip.shape[0], self.timem), fill)
+                    mask_band(clip, 0, *draw_mask(clip.shape[0], self.timem, rng), fill)
             if self.noise:
-                features = torch.stack([noise_and_roll(clip, float(torch.rand(())), int(torch.randint(-10, 10, ())))
+                features = torch.stack([noise_and_roll(clip, rng.random(), int(rng.integers(-10, 10)), rng)
                                         for clip in features])
         self.examples_seen += len(rows)
         labels = targets if soft else targets.argmax(dim=1)
@@ -415,6 +430,27 @@ class WeightAverager:
         else:
             for key, value in state.items():
                 self.average[key] += (value - self.average[key]) / self.count
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors only, so that checkpoints stay loadable with safetensors or torch.load(weights_only=True)."""
+        state = {f"average.{k}": v for k, v in (self.average or {}).items()}
+        state["count"] = torch.tensor(self.count)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.count = int(state["count"])
+        average = {k[len("average."):]: v.to(torch.float64) for k, v in state.items() if k.startswith("average.")}
+        self.average = average or None
+
+    def save(self, path: str | os.PathLike) -> None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path))
+
+    def load(self, path: str | os.PathLike) -> None:
+        from safetensors.torch import load_file
+
+        self.load_state_dict(load_file(str(path)))
 
     def apply(self, model: torch.nn.Module) -> bool:
         """Load the average into `model`; False when nothing was averaged."""

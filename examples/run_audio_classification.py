@@ -79,14 +79,35 @@ class ASTTrainer(Trainer):
         return self._with_eval_collator(lambda: super(ASTTrainer, self).get_test_dataloader(test_dataset))
 
 
+class EpochCallback(TrainerCallback):
+    """Tells the training collator which epoch it is in (its augmentation draws depend on it)."""
+
+    def __init__(self, collator: training.AudioCollator) -> None:
+        self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.collator.epoch = int(state.epoch + 1e-6)
+
+
 class AveragingCallback(TrainerCallback):
     """Feeds the model's weights at the end of each epoch to a WeightAverager."""
 
     def __init__(self, averager: training.WeightAverager) -> None:
         self.averager = averager
 
+    FILE = "weight_average.safetensors"
+
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         self.averager.update(model, int(round(state.epoch)))
+
+    def on_save(self, args, state, control, **kwargs):
+        # Part of the checkpoint, so that a resumed run averages the epochs it did before the restart too.
+        if self.averager.count and state.is_world_process_zero:
+            self.averager.save(Path(args.output_dir) / f"checkpoint-{state.global_step}" / self.FILE)
+
+    def restore(self, checkpoint: str | None) -> None:
+        if checkpoint and (Path(checkpoint) / self.FILE).is_file():
+            self.averager.load(Path(checkpoint) / self.FILE)
 
 
 def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_label, description) -> dict[str, Any]:
@@ -102,18 +123,20 @@ def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_lab
     common = dict(feature_extractor=extractor, num_labels=len(labels), multi_label=multi_label,
                   audio_column=data_args.audio_column_name, label_column=data_args.label_column_name)
     train_collator = training.AudioCollator(**common, train=True, mixup=recipe.mixup, freqm=recipe.freqm,
-                                            timem=recipe.timem, noise=recipe.noise)
+                                            timem=recipe.timem, noise=recipe.noise, seed=training_args.seed)
     eval_collator = training.AudioCollator(**common)
     weights = None
     if recipe.balanced_sampling:
         column = raw["train"][data_args.label_column_name]
         weights = training.balanced_sample_weights([c if multi_label else [c] for c in column], len(labels))
     averager = training.WeightAverager(recipe.average_start_epoch, recipe.average_end_epoch)
+    averaging = AveragingCallback(averager)
+    averaging.restore(training_args.resume_from_checkpoint)
     trainer = ASTTrainer(model=model, args=training_args, train_dataset=raw["train"] if training_args.do_train
                          else None, eval_dataset=raw.get("validation"), data_collator=train_collator,
                          eval_collator=eval_collator, recipe=recipe, sample_weights=weights,
                          processing_class=extractor, compute_metrics=training.compute_metrics_fn(multi_label),
-                         callbacks=[AveragingCallback(averager)])
+                         callbacks=[averaging, EpochCallback(train_collator)])
     metrics: dict[str, Any] = {}
     output_dir = Path(training_args.output_dir)
     if training_args.do_train:
@@ -156,8 +179,11 @@ def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_lab
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    # Under torchrun without GPUs, TrainingArguments stays single-process unless told to use the CPU with gloo.
+    cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     model_args, data_args, recipe, training_args = training.parse_arguments(
-        ARGUMENT_CLASSES, sys.argv[1:] if argv is None else argv, "outputs/run_audio_classification")
+        ARGUMENT_CLASSES, sys.argv[1:] if argv is None else argv, "outputs/run_audio_classification",
+        extra_defaults=["--use_cpu", "true", "--ddp_backend", "gloo"] if cpu_ddp else ())
     training_args.remove_unused_columns = False  # the collator reads the raw audio column
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
                         if training_args.process_index == 0 else logging.WARNING)

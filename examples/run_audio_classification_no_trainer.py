@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -81,8 +81,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model_args, data_args, recipe, args = training.parse_arguments(
         ARGUMENT_CLASSES, sys.argv[1:] if argv is None else argv, LoopArguments.output_dir)
     tracking = args.report_to not in ("none", "")
+    # The seedable sampler draws epoch e's order from (seed, e): a run resumed mid-epoch sees the same order.
     accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
-                              log_with=args.report_to if tracking else None, project_dir=args.output_dir)
+                              log_with=args.report_to if tracking else None, project_dir=args.output_dir,
+                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         level=logging.INFO if accelerator.is_main_process else logging.WARNING)
     set_seed(args.seed)
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common = dict(feature_extractor=extractor, num_labels=len(labels), multi_label=multi_label,
                   audio_column=data_args.audio_column_name, label_column=data_args.label_column_name)
     train_collator = training.AudioCollator(**common, train=True, mixup=recipe.mixup, freqm=recipe.freqm,
-                                            timem=recipe.timem, noise=recipe.noise)
+                                            timem=recipe.timem, noise=recipe.noise, seed=args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     sampler = None
     if recipe.balanced_sampling:
@@ -122,6 +124,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         accelerator.init_trackers("ast_hf", config={k: v for k, v in {**vars(recipe), **vars(args)}.items()
                                                     if isinstance(v, (int, float, str, bool))})
 
+    averager = training.WeightAverager(recipe.average_start_epoch, recipe.average_end_epoch)
+    accelerator.register_for_checkpointing(averager)
     update, start_epoch, skip_batches = 0, 0, 0
     if args.resume_from_checkpoint:
         accelerator.load_state(args.resume_from_checkpoint)
@@ -133,13 +137,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         start_epoch, skip_batches = divmod(update * args.gradient_accumulation_steps, len(train_loader))
         logger.info("resumed at update %d (epoch %d, batch %d)", update, start_epoch, skip_batches)
 
-    averager = training.WeightAverager(recipe.average_start_epoch, recipe.average_end_epoch)
     history: list[dict[str, Any]] = []
     total = updates_per_epoch * args.num_train_epochs
     progress = tqdm(total=total, initial=update, disable=not accelerator.is_local_main_process)
     metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, args.num_train_epochs if args.do_train else 0):
         model.train()
+        train_collator.epoch = epoch
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
         loader = train_loader
