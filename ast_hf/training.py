@@ -470,15 +470,17 @@ def _metric_base():
     import datasets
     import evaluate
 
+    def info(description: str, inputs: str, references: Any) -> Any:
+        scores = datasets.Sequence(datasets.Value("float32"))  # one row of logits or scores per clip
+        return evaluate.MetricInfo(description=description, citation="", inputs_description=inputs,
+                                   features=datasets.Features({"predictions": scores, "references": references}))
+
     class AccuracyMetric(evaluate.Metric):
         """Top-1 accuracy: argmax of the logits equals the class index."""
 
         def _info(self):
-            return evaluate.MetricInfo(
-                description="Top-1 accuracy of audio classification logits.", citation="", inputs_description=
-                "predictions: logits (N, C); references: class indices (N,)",
-                features=datasets.Features({"predictions": datasets.Sequence(datasets.Value("float32")),
-                                            "references": datasets.Value("int64")}))
+            return info("Top-1 accuracy of audio classification logits.",
+                        "predictions: logits (N, C); references: class indices (N,)", datasets.Value("int64"))
 
         def _compute(self, predictions, references):
             predicted = np.asarray(predictions).argmax(axis=1)
@@ -488,11 +490,9 @@ def _metric_base():
         """AudioSet metrics: mean average precision, mean ROC AUC over classes with positives, d-prime."""
 
         def _info(self):
-            return evaluate.MetricInfo(
-                description="mAP, mAUC and d-prime of multi-label audio tagging.", citation="", inputs_description=
-                "predictions: scores (N, C); references: multi-hot (N, C)",
-                features=datasets.Features({"predictions": datasets.Sequence(datasets.Value("float32")),
-                                            "references": datasets.Sequence(datasets.Value("float32"))}))
+            return info("mAP, mAUC and d-prime of multi-label audio tagging.",
+                        "predictions: scores (N, C); references: multi-hot (N, C)",
+                        datasets.Sequence(datasets.Value("float32")))
 
         def _compute(self, predictions, references):
             return multi_label_scores(np.asarray(predictions), np.asarray(references))
@@ -695,6 +695,18 @@ def write_model_card(output_dir: str | os.PathLike, model_name: str, metrics: Ma
     Path(output_dir, "README.md").write_text("\n".join(lines))
 
 
+def push_output_dir(output_dir: str | os.PathLike, repo_id: str, private: bool | None = None) -> str:
+    """Upload a finished output directory (model, code, feature extractor, model card, curves) to the Hub as it
+    is, without checkpoints and logs; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, exist_ok=True, private=private)
+    info = api.upload_folder(folder_path=str(output_dir), repo_id=repo_id, commit_message="ast_hf fine-tuning run",
+                             ignore_patterns=["checkpoint-*", "step_*", "runs/*", "process_*.json", "*.bin"])
+    return str(info)
+
+
 __all__ = [
     "AudioCollator",
     "DataArguments",
@@ -722,6 +734,7 @@ __all__ = [
     "plot_training_curves",
     "prepare_data",
     "prepare_model_and_extractor",
+    "push_output_dir",
     "recipe_lr_lambda",
     "recipe_optimizer",
     "write_json",

@@ -172,9 +172,8 @@ def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_lab
     training.write_json(output_dir / f"process_{training_args.process_index}.json",
                         {"rank": training_args.process_index, "world_size": training_args.world_size,
                          "examples_collated_for_training": train_collator.examples_seen})
-    if training_args.push_to_hub and training_args.do_train:
-        trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, dataset=description,
-                            tasks="audio-classification")
+    if training_args.push_to_hub and training_args.do_train and trainer.is_world_process_zero():
+        training.push_output_dir(output_dir, training_args.hub_model_id or output_dir.name)
     return metrics
 
 

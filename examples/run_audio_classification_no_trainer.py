@@ -207,9 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                   {**vars(recipe), "learning_rate": args.learning_rate,
                                    "num_train_epochs": args.num_train_epochs}, model_args.model_name_or_path)
         if args.push_to_hub:
-            repo = args.hub_model_id or output_dir.name
-            unwrapped.push_to_hub(repo)
-            extractor.push_to_hub(repo)
+            training.push_output_dir(output_dir, args.hub_model_id or output_dir.name)
     output_dir.mkdir(parents=True, exist_ok=True)
     training.write_json(output_dir / f"process_{accelerator.process_index}.json",
                         {"rank": accelerator.process_index, "world_size": accelerator.num_processes,

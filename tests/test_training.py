@@ -277,3 +277,32 @@ def test_resume_mid_epoch_gives_the_same_weights(commands_root, tmp_path, script
     assert checkpoint.is_dir()
     run([*command, "--output_dir", str(tmp_path / "resumed"), "--resume_from_checkpoint", str(checkpoint)])
     assert max_difference(final_weights(tmp_path / "full"), final_weights(tmp_path / "resumed")) <= 1e-6
+
+
+def test_examples_retarget_a_trained_ast_and_convert_a_deit(tmp_path):
+    import transformers
+
+    trained = randomize(ast_hf.ASTForAudioClassification(tiny_config(max_length=1024, num_labels=3)))
+    trained.save_pretrained(tmp_path / "trained")
+    data = training.DataArguments(max_length=128, dataset_mean=-6.0, dataset_std=5.0)
+    words = ["yes", "no", "up", "down"]
+    model, extractor = training.prepare_model_and_extractor(
+        training.ModelArguments(model_name_or_path=str(tmp_path / "trained")), data, training.RecipeArguments(),
+        words, multi_label=False, describe=lambda _: None)
+    assert model.config.patch_grid == (12, 12) and model.config.id2label[3] == "down"
+    assert (extractor.max_length, extractor.mean, extractor.std) == (128, -6.0, 5.0)
+    stored = trained.state_dict()["audio_spectrogram_transformer.embeddings.position_embeddings"][0, 2:]
+    centre = stored.reshape(12, 101, 32)[:, 50 - 6:50 - 6 + 12]  # the authors' centre cut of 101 time columns
+    torch.testing.assert_close(model.audio_spectrogram_transformer.embeddings.position_embeddings[0, 2:],
+                               centre.reshape(-1, 32))
+    deit = transformers.DeiTModel(transformers.DeiTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                                          intermediate_size=64, image_size=224))
+    deit.save_pretrained(tmp_path / "deit")
+    model, _ = training.prepare_model_and_extractor(
+        training.ModelArguments(deit_name_or_path=str(tmp_path / "deit")), data,
+        training.RecipeArguments(patchout_time=2), words, multi_label=True, describe=lambda _: None)
+    assert model.config.problem_type == "multi_label_classification" and model.config.patchout_time == 2
+    assert model.config.num_hidden_layers == 1 and model.config.patch_grid == (12, 12)
+    with pytest.raises(ValueError, match="exactly one of"):
+        training.prepare_model_and_extractor(training.ModelArguments(), data, training.RecipeArguments(), words,
+                                             multi_label=False)
