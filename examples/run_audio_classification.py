@@ -209,14 +209,17 @@ def cross_validate(model_args, data_args, recipe, training_args, raw, labels, mu
 
     if not data_args.fold_column_name:
         raise ValueError("--cross_validation_folds needs --fold_column_name (ESC-50's metadata has 'fold').")
-    everything = datasets.concatenate_datasets([raw[name] for name in raw])
+    everything = datasets.concatenate_datasets([raw[name].remove_columns([c for c in ["_row"]
+                                                                         if c in raw[name].column_names])
+                                                for name in raw])
     folds = sorted(set(everything[data_args.fold_column_name]))[: data_args.cross_validation_folds]
     base_dir = training_args.output_dir
     per_fold = {}
     for fold in folds:
         training_args.output_dir = os.path.join(base_dir, f"fold_{fold}")
         split = datasets.DatasetDict({
-            "train": everything.filter(lambda row, f=fold: row[data_args.fold_column_name] != f),
+            "train": everything.filter(lambda row, f=fold: row[data_args.fold_column_name] != f).map(
+                lambda row, index: {"_row": index}, with_indices=True),
             "validation": everything.filter(lambda row, f=fold: row[data_args.fold_column_name] == f)})
         per_fold[str(fold)] = run_one(model_args, data_args, recipe, training_args, split, labels, multi_label,
                                       f"{description}, fold {fold} held out")

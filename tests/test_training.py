@@ -306,3 +306,19 @@ def test_examples_retarget_a_trained_ast_and_convert_a_deit(tmp_path):
     with pytest.raises(ValueError, match="exactly one of"):
         training.prepare_model_and_extractor(training.ModelArguments(), data, training.RecipeArguments(), words,
                                              multi_label=False)
+
+
+def test_cross_validation_runs_one_model_per_fold(commands_root, tmp_path):
+    wavs = sorted((commands_root / "train").glob("*/*.wav"))[::2][:12]
+    table = tmp_path / "meta.csv"
+    table.write_text("audio,label,fold\n" + "".join(f"{w},{w.parent.name},{1 + i % 2}\n"
+                                                     for i, w in enumerate(wavs)))
+    out = tmp_path / "cv"
+    run([sys.executable, str(TRAINER), str(ROOT / "examples" / "recipes" / "esc50.json"), "--model_name_or_path", "",
+         "--train_file", str(table), "--cross_validation_folds", "2", *TINY, "--num_train_epochs", "1",
+         "--output_dir", str(out)])
+    summary = json.loads((out / "cv_results.json").read_text())
+    assert sorted(summary["folds"]) == ["1", "2"]
+    folds = [summary["folds"][k]["eval_accuracy"] for k in ("1", "2")]
+    assert summary["cv_mean_eval_accuracy"] == pytest.approx(float(np.mean(folds)))
+    assert (out / "fold_1" / "model.safetensors").exists() and (out / "fold_2" / "confusion_matrix.png").exists()
