@@ -110,7 +110,8 @@ class AveragingCallback(TrainerCallback):
             self.averager.load(Path(checkpoint) / self.FILE)
 
 
-def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_label, description) -> dict[str, Any]:
+def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_label, description,
+            push_repo: str | None = None) -> dict[str, Any]:
     """Train and/or evaluate one model on raw["train"] / raw["validation"]; returns the metrics."""
     set_seed(training_args.seed)
     model, extractor = training.prepare_model_and_extractor(model_args, data_args, recipe, labels, multi_label,
@@ -165,15 +166,14 @@ def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_lab
         recipe_record = {**vars(recipe), "learning_rate": training_args.learning_rate,
                          "num_train_epochs": training_args.num_train_epochs,
                          "per_device_train_batch_size": training_args.per_device_train_batch_size}
-        training.write_model_card(output_dir, output_dir.name, {k: v for k, v in metrics.items()
-                                                                if k.startswith("eval_")},
-                                  description, recipe_record, model_args.model_name_or_path or
-                                  model_args.deit_name_or_path)
+        evaluation = {k: v for k, v in metrics.items() if k.startswith("eval_")}
+        training.write_model_card(output_dir, push_repo or output_dir.name, evaluation, description,
+                                  recipe_record, model_args.model_name_or_path or model_args.deit_name_or_path)
     training.write_json(output_dir / f"process_{training_args.process_index}.json",
                         {"rank": training_args.process_index, "world_size": training_args.world_size,
                          "examples_collated_for_training": train_collator.examples_seen})
-    if training_args.push_to_hub and training_args.do_train and trainer.is_world_process_zero():
-        training.push_output_dir(output_dir, training_args.hub_model_id or output_dir.name)
+    if push_repo and training_args.do_train and trainer.is_world_process_zero():
+        training.push_output_dir(output_dir, push_repo)
     return metrics
 
 
@@ -184,6 +184,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ARGUMENT_CLASSES, sys.argv[1:] if argv is None else argv, "outputs/run_audio_classification",
         extra_defaults=["--use_cpu", "true", "--ddp_backend", "gloo"] if cpu_ddp else ())
     training_args.remove_unused_columns = False  # the collator reads the raw audio column
+    # One push of the finished folder at the end (model, code, extractor, our card), not Trainer's own pushes.
+    push_repo = (training_args.hub_model_id or Path(training_args.output_dir).name) if training_args.push_to_hub \
+        else None
+    training_args.push_to_hub = False
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
                         if training_args.process_index == 0 else logging.WARNING)
     transformers.utils.logging.set_verbosity_warning()
@@ -193,7 +197,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logger.info("data: %s; %d training clips, %d labels (%s)", description, len(raw["train"]), len(labels),
                 "multi-label" if multi_label else "single-label")
     if data_args.cross_validation_folds <= 0:
-        metrics = run_one(model_args, data_args, recipe, training_args, raw, labels, multi_label, description)
+        metrics = run_one(model_args, data_args, recipe, training_args, raw, labels, multi_label, description,
+                          push_repo)
     else:
         metrics = cross_validate(model_args, data_args, recipe, training_args, raw, labels, multi_label,
                                  description)

@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             label_ids = label_ids.argmax(axis=1) if label_ids.ndim == 2 else label_ids
             matrix = training.confusion_matrix(logits, label_ids.astype(np.int64), len(labels))
             training.plot_confusion_matrix(matrix, labels, output_dir / "confusion_matrix.png")
-        training.write_model_card(output_dir, output_dir.name, {k: v for k, v in metrics.items()
+        training.write_model_card(output_dir, args.hub_model_id or output_dir.name, {k: v for k, v in metrics.items()
                                                                 if k.startswith("eval_")}, description,
                                   {**vars(recipe), "learning_rate": args.learning_rate,
                                    "num_train_epochs": args.num_train_epochs}, model_args.model_name_or_path)

@@ -5,6 +5,7 @@ timm weights, and transformers' built-in AST."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -390,3 +391,23 @@ def test_a_failure_inside_the_write_leaves_nothing(tmp_path):
         (staging / "config.json").write_text("{}")
         raise RuntimeError("disk full")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_converter_pushes_to_a_local_hub(deit_dir, tmp_path):
+    from fake_hub import serve
+
+    server, url = serve(tmp_path / "hub")
+    env = {**os.environ, "HF_ENDPOINT": url, "HF_TOKEN": "hf_local_test", "HF_HUB_DISABLE_XET": "1",
+           "HF_HOME": str(tmp_path / "hf_home")}
+    try:
+        done = subprocess.run([sys.executable, str(ROOT / "conversion" / "convert_deit_to_ast.py"), "--deit",
+                               str(deit_dir), "--output_dir", str(tmp_path / "out"), "--dataset", "esc50",
+                               "--push_to_hub", "tester/ast-from-deit"], capture_output=True, text=True, env=env,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        repo = tmp_path / "hub" / "tester" / "ast-from-deit"
+        for name in ("model.safetensors", "config.json", "modeling_ast.py", "preprocessor_config.json"):
+            assert (repo / name).is_file(), name
+        assert load_file(str(repo / "model.safetensors")).keys() == hub_tensors(tmp_path / "out").keys()
+    finally:
+        server.shutdown()

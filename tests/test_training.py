@@ -322,3 +322,32 @@ def test_cross_validation_runs_one_model_per_fold(commands_root, tmp_path):
     folds = [summary["folds"][k]["eval_accuracy"] for k in ("1", "2")]
     assert summary["cv_mean_eval_accuracy"] == pytest.approx(float(np.mean(folds)))
     assert (out / "fold_1" / "model.safetensors").exists() and (out / "fold_2" / "confusion_matrix.png").exists()
+
+
+def test_push_to_hub_then_pull_through_a_local_hub(commands_root, tmp_path):
+    """--push_to_hub against a Hub API served on 127.0.0.1 (tests/fake_hub.py), then the pipeline pulls the model
+    back by repo id from the same server in a fresh process."""
+    from fake_hub import serve
+
+    server, url = serve(tmp_path / "hub")
+    env = {"HF_ENDPOINT": url, "HF_TOKEN": "hf_local_test", "HF_HUB_DISABLE_XET": "1",
+           "HF_HOME": str(tmp_path / "hf_home")}
+    try:
+        run([sys.executable, str(TRAINER), str(ROOT / "examples" / "recipes" / "espeak_commands.json"),
+             "--train_dir", str(commands_root / "train"), "--validation_dir", str(commands_root / "validation"),
+             *TINY, "--num_train_epochs", "1", "--output_dir", str(tmp_path / "out"), "--push_to_hub", "true",
+             "--hub_model_id", "tester/espeak-commands"], env_extra=env)
+        repo = tmp_path / "hub" / "tester" / "espeak-commands"
+        for name in ("model.safetensors", "config.json", "modeling_ast.py", "preprocessor_config.json",
+                     "README.md", "training_curves.png"):
+            assert (repo / name).is_file(), name
+        card = (repo / "README.md").read_text()
+        assert "# tester/espeak-commands" in card and "| eval_accuracy |" in card and '"freqm": 16' in card
+        assert not list(repo.glob("checkpoint-*"))
+        code = ("import numpy as np, ast_hf; from transformers import pipeline; "
+                "c = pipeline('audio-classification', model='tester/espeak-commands'); "
+                "print(type(c.model).__module__, c(np.zeros(16000, np.float32), top_k=1)[0]['label'])")
+        out = run([sys.executable, "-c", code], env_extra=env)
+        assert "ast_hf.modeling_ast" in out
+    finally:
+        server.shutdown()
