@@ -232,7 +232,8 @@ def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_equal_one_process(commands_root, tmp_path):
+@pytest.mark.parametrize("script", ["trainer", "accelerate"])
+def test_torchrun_two_processes_equal_one_process(commands_root, tmp_path, script):
     """Full-batch steps: 2 ranks x 4 clips see the same 8 clips as 1 process x 8, so DDP's averaged gradient equals
     the single-process one up to float rounding. Adam divides each step by the gradient's own RMS, which magnifies
     that rounding where gradients are tiny, so after 3 steps at lr 1e-3 the weights agree to 5e-5 (5% of one
@@ -241,13 +242,17 @@ def test_torchrun_two_processes_equal_one_process(commands_root, tmp_path):
     wavs = sorted((commands_root / "train").glob("*/*.wav"))[::5][:8]
     subset.write_text("audio,label\n" + "".join(f"{w},{w.parent.name}\n" for w in wavs))
     common = ["--train_file", str(subset), "--validation_file", str(subset), *TINY, "--num_train_epochs", "3",
-              "--save_strategy", "no", "--eval_strategy", "no", "--freqm", "0", "--timem", "0", "--noise", "false",
-              "--mixup", "0", "--warmup_steps_recipe", "0", "--lr_scheduler_start", "0"]
+              "--freqm", "0", "--timem", "0", "--noise", "false", "--mixup", "0", "--warmup_steps_recipe", "0",
+              "--lr_scheduler_start", "0"]
+    if script == "trainer":
+        program, common = TRAINER, [*common, "--save_strategy", "no", "--eval_strategy", "no"]
+    else:
+        program = LOOP
     recipe = str(ROOT / "examples" / "recipes" / "espeak_commands.json")
-    run([sys.executable, str(TRAINER), recipe, *common, "--per_device_train_batch_size", "8",
+    run([sys.executable, str(program), recipe, *common, "--per_device_train_batch_size", "8",
          "--output_dir", str(tmp_path / "one")])
     torchrun = shutil.which("torchrun") or "torchrun"
-    run([torchrun, "--nproc_per_node", "2", "--master_port", "29517", str(TRAINER), recipe, *common,
+    run([torchrun, "--nproc_per_node", "2", "--master_port", "29517", str(program), recipe, *common,
          "--per_device_train_batch_size", "4", "--output_dir", str(tmp_path / "two")],
         env_extra={"OMP_NUM_THREADS": "1"})
     ranks = [json.loads((tmp_path / "two" / f"process_{r}.json").read_text()) for r in (0, 1)]
