@@ -212,7 +212,8 @@ def test_accelerate_script_end_to_end_and_multi_label_json(commands_root, tmp_pa
     log = run([sys.executable, str(LOOP), str(ROOT / "examples" / "recipes" / "audioset_balanced.json"),
                "--model_name_or_path", "", "--deit_name_or_path", "", "--train_file", str(tmp_path / "train.jsonl"),
                "--validation_file", str(tmp_path / "train.jsonl"), "--label_column_name", "tags", *TINY,
-               "--num_train_epochs", "1", "--warmup_steps_recipe", "2", "--average_start_epoch", "0",
+               "--num_train_epochs", "1", "--warmup_steps_recipe", "2", "--balanced_sampling", "true",
+               "--average_start_epoch", "0",
                "--average_end_epoch", "0", "--output_dir", str(out)])
     assert "ignoring settings this script does not have" in log  # Trainer-only keys of the recipe
     results = json.loads((out / "all_results.json").read_text())
@@ -356,3 +357,13 @@ def test_push_to_hub_then_pull_through_a_local_hub(commands_root, tmp_path):
         assert "ast_hf.modeling_ast" in out
     finally:
         server.shutdown()
+
+
+def test_dataset_name_loads_a_local_data_set_folder(commands_root, tmp_path):
+    """--dataset_name goes through datasets.load_dataset; a folder with train/ and validation/ audiofolders is a
+    data set it can load without the network (Hub names need the network, which this machine lacks)."""
+    out = tmp_path / "named"
+    run([sys.executable, str(LOOP), "--dataset_name", str(commands_root), *TINY, "--num_train_epochs", "1",
+         "--output_dir", str(out)])
+    assert json.loads((out / "all_results.json").read_text())["train_updates"] == 5
+    assert ast_hf.ASTConfig.from_pretrained(out).id2label[9] == "yes"
