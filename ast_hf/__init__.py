@@ -9,7 +9,7 @@ from .modeling_ast import ASTForAudioClassification, ASTModel, ASTPreTrainedMode
 from .registration import register_auto_classes
 from .stats import compute_normalization_stats
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 register_auto_classes()
 
