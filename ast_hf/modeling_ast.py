@@ -482,7 +482,6 @@ class ASTForAudioClassification(ASTPreTrainedModel):
             regression; the loss follows `config.problem_type` (inferred from the labels when unset).
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        kwargs.pop("num_items_in_batch", None)  # Trainer's token count for LM losses; the loss here is a batch mean
         outputs = self.audio_spectrogram_transformer(
             input_values, attention_mask=attention_mask, output_attentions=output_attentions,
             output_hidden_states=output_hidden_states, return_dict=True, **kwargs)

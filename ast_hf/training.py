@@ -380,6 +380,28 @@ class AudioCollator:
         return {"input_values": features, "labels": labels}
 
 
+def make_collators(extractor: ASTFeatureExtractor, num_labels: int, multi_label: bool, data_args: DataArguments,
+                   recipe: RecipeArguments, seed: int) -> tuple[AudioCollator, AudioCollator]:
+    """(training collator with the recipe's augmentations, plain evaluation collator) for one run."""
+    common = dict(feature_extractor=extractor, num_labels=num_labels, multi_label=multi_label,
+                  audio_column=data_args.audio_column_name, label_column=data_args.label_column_name)
+    train = AudioCollator(**common, train=True, mixup=recipe.mixup, freqm=recipe.freqm, timem=recipe.timem,
+                          noise=recipe.noise, seed=seed)
+    return train, AudioCollator(**common)
+
+
+def dataset_sample_weights(dataset: Any, label_column: str, num_labels: int, multi_label: bool) -> torch.Tensor:
+    """`balanced_sample_weights` of a split whose label column holds class indices or lists of them."""
+    column = dataset[label_column]
+    return balanced_sample_weights([c if multi_label else [c] for c in column], num_labels)
+
+
+def cpu_ddp_requested() -> bool:
+    """True under torchrun (WORLD_SIZE > 1) without GPUs, where Trainer and accelerate must be told to use the CPU
+    with gloo or they silently run each process alone."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Optimisation
 
@@ -586,6 +608,13 @@ def confusion_matrix(logits: np.ndarray, labels: np.ndarray, num_labels: int) ->
     return matrix
 
 
+def save_confusion_matrix(logits: np.ndarray, label_ids: np.ndarray, names: Sequence[str],
+                          path: str | os.PathLike) -> None:
+    """The evaluation's confusion matrix as a PNG; soft (mixed) targets count as their dominant class."""
+    label_ids = label_ids.argmax(axis=1) if label_ids.ndim == 2 else label_ids
+    plot_confusion_matrix(confusion_matrix(logits, label_ids.astype(np.int64), len(names)), names, path)
+
+
 def plot_confusion_matrix(matrix: np.ndarray, names: Sequence[str], path: str | os.PathLike) -> None:
     import matplotlib
 
@@ -626,7 +655,7 @@ def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArgum
     from .configuration_ast import ASTConfig
     from .modeling_ast import ASTForAudioClassification
 
-    label_fields = {"id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}
+    label_fields = convert.label_fields(list(labels))
     problem_type = "multi_label_classification" if multi_label else "single_label_classification"
     geometry = {name: value for name, value in (("max_length", data_args.max_length),
                                                 ("frequency_stride", model_args.frequency_stride),
@@ -718,12 +747,15 @@ __all__ = [
     "classification_metric",
     "compute_metrics_fn",
     "confusion_matrix",
+    "cpu_ddp_requested",
+    "dataset_sample_weights",
     "decode_audio",
     "draw_mask",
     "encode_label",
     "embedded_data",
     "encode_label_column",
     "label_names",
+    "make_collators",
     "load_audio_datasets",
     "mask_band",
     "mix_waveforms",
@@ -737,6 +769,7 @@ __all__ = [
     "push_output_dir",
     "recipe_lr_lambda",
     "recipe_optimizer",
+    "save_confusion_matrix",
     "write_json",
     "write_model_card",
 ]

@@ -92,10 +92,10 @@ class EpochCallback(TrainerCallback):
 class AveragingCallback(TrainerCallback):
     """Feeds the model's weights at the end of each epoch to a WeightAverager."""
 
+    FILE = "weight_average.safetensors"
+
     def __init__(self, averager: training.WeightAverager) -> None:
         self.averager = averager
-
-    FILE = "weight_average.safetensors"
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         self.averager.update(model, int(round(state.epoch)))
@@ -121,15 +121,12 @@ def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_lab
                                                        audio_column=data_args.audio_column_name)
         extractor = ast_hf.ASTFeatureExtractor(**{**extractor.to_dict(), "mean": mean, "std": std})
         logger.info("training-set fbank mean %.4f std %.4f", mean, std)
-    common = dict(feature_extractor=extractor, num_labels=len(labels), multi_label=multi_label,
-                  audio_column=data_args.audio_column_name, label_column=data_args.label_column_name)
-    train_collator = training.AudioCollator(**common, train=True, mixup=recipe.mixup, freqm=recipe.freqm,
-                                            timem=recipe.timem, noise=recipe.noise, seed=training_args.seed)
-    eval_collator = training.AudioCollator(**common)
+    train_collator, eval_collator = training.make_collators(extractor, len(labels), multi_label, data_args, recipe,
+                                                           training_args.seed)
     weights = None
     if recipe.balanced_sampling:
-        column = raw["train"][data_args.label_column_name]
-        weights = training.balanced_sample_weights([c if multi_label else [c] for c in column], len(labels))
+        weights = training.dataset_sample_weights(raw["train"], data_args.label_column_name, len(labels),
+                                                  multi_label)
     averager = training.WeightAverager(recipe.average_start_epoch, recipe.average_end_epoch)
     averaging = AveragingCallback(averager)
     averaging.restore(training_args.resume_from_checkpoint)
@@ -154,10 +151,8 @@ def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_lab
         prediction = trainer.predict(raw["validation"], metric_key_prefix="eval")
         metrics.update(prediction.metrics)
         if trainer.is_world_process_zero() and not multi_label:
-            label_ids = prediction.label_ids
-            label_ids = label_ids.argmax(axis=1) if label_ids.ndim == 2 else label_ids
-            matrix = training.confusion_matrix(prediction.predictions, label_ids, len(labels))
-            training.plot_confusion_matrix(matrix, labels, output_dir / "confusion_matrix.png")
+            training.save_confusion_matrix(prediction.predictions, prediction.label_ids, labels,
+                                           output_dir / "confusion_matrix.png")
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
         trainer.save_metrics("all", metrics)
@@ -178,11 +173,9 @@ def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_lab
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    # Under torchrun without GPUs, TrainingArguments stays single-process unless told to use the CPU with gloo.
-    cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     model_args, data_args, recipe, training_args = training.parse_arguments(
         ARGUMENT_CLASSES, sys.argv[1:] if argv is None else argv, "outputs/run_audio_classification",
-        extra_defaults=["--use_cpu", "true", "--ddp_backend", "gloo"] if cpu_ddp else ())
+        extra_defaults=["--use_cpu", "true", "--ddp_backend", "gloo"] if training.cpu_ddp_requested() else ())
     training_args.remove_unused_columns = False  # the collator reads the raw audio column
     # One push of the finished folder at the end (model, code, extractor, our card), not Trainer's own pushes.
     push_repo = (training_args.hub_model_id or Path(training_args.output_dir).name) if training_args.push_to_hub \

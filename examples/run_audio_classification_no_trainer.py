@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
@@ -82,12 +81,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ARGUMENT_CLASSES, sys.argv[1:] if argv is None else argv, LoopArguments.output_dir)
     tracking = args.report_to not in ("none", "")
     # The seedable sampler draws epoch e's order from (seed, e): a run resumed mid-epoch sees the same order.
-    # Under torchrun without GPUs, accelerate stays single-process unless told to run on the CPU (gloo).
-    cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
                               log_with=args.report_to if tracking else None, project_dir=args.output_dir,
                               dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-                              cpu=cpu_ddp)
+                              cpu=training.cpu_ddp_requested())
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         level=logging.INFO if accelerator.is_main_process else logging.WARNING)
     set_seed(args.seed)
@@ -98,20 +95,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     model, extractor = training.prepare_model_and_extractor(model_args, data_args, recipe, labels, multi_label,
                                                             describe=logger.info)
-    common = dict(feature_extractor=extractor, num_labels=len(labels), multi_label=multi_label,
-                  audio_column=data_args.audio_column_name, label_column=data_args.label_column_name)
-    train_collator = training.AudioCollator(**common, train=True, mixup=recipe.mixup, freqm=recipe.freqm,
-                                            timem=recipe.timem, noise=recipe.noise, seed=args.seed)
+    train_collator, eval_collator = training.make_collators(extractor, len(labels), multi_label, data_args, recipe,
+                                                           args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     sampler = None
     if recipe.balanced_sampling:
-        column = raw["train"][data_args.label_column_name]
-        weights = training.balanced_sample_weights([c if multi_label else [c] for c in column], len(labels))
+        weights = training.dataset_sample_weights(raw["train"], data_args.label_column_name, len(labels),
+                                                  multi_label)
         sampler = torch.utils.data.WeightedRandomSampler(weights, len(weights), generator=generator)
     train_loader = DataLoader(raw["train"], batch_size=args.per_device_train_batch_size, shuffle=sampler is None,
                               sampler=sampler, collate_fn=train_collator, generator=generator)
     eval_loader = DataLoader(raw["validation"], batch_size=args.per_device_eval_batch_size,
-                             collate_fn=training.AudioCollator(**common)) if "validation" in raw else None
+                             collate_fn=eval_collator) if "validation" in raw else None
     optimizer = training.recipe_optimizer(model, args.learning_rate, (args.adam_beta1, args.adam_beta2),
                                           recipe.adam_weight_decay)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
@@ -202,13 +197,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if history:
             training.plot_training_curves(history, output_dir / "training_curves.png")
         if eval_loader is not None and args.do_eval and not multi_label:
-            label_ids = label_ids.argmax(axis=1) if label_ids.ndim == 2 else label_ids
-            matrix = training.confusion_matrix(logits, label_ids.astype(np.int64), len(labels))
-            training.plot_confusion_matrix(matrix, labels, output_dir / "confusion_matrix.png")
-        training.write_model_card(output_dir, args.hub_model_id or output_dir.name, {k: v for k, v in metrics.items()
-                                                                if k.startswith("eval_")}, description,
-                                  {**vars(recipe), "learning_rate": args.learning_rate,
-                                   "num_train_epochs": args.num_train_epochs}, model_args.model_name_or_path)
+            training.save_confusion_matrix(logits, label_ids, labels, output_dir / "confusion_matrix.png")
+        evaluation = {k: v for k, v in metrics.items() if k.startswith("eval_")}
+        recipe_record = {**vars(recipe), "learning_rate": args.learning_rate,
+                         "num_train_epochs": args.num_train_epochs,
+                         "per_device_train_batch_size": args.per_device_train_batch_size}
+        training.write_model_card(output_dir, args.hub_model_id or output_dir.name, evaluation, description,
+                                  recipe_record, model_args.model_name_or_path or model_args.deit_name_or_path)
         if args.push_to_hub:
             training.push_output_dir(output_dir, args.hub_model_id or output_dir.name)
     output_dir.mkdir(parents=True, exist_ok=True)
