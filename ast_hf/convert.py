@@ -225,6 +225,11 @@ def canonical_architecture(canonical: Mapping[str, torch.Tensor]) -> dict[str, A
                 prefix_tokens=prefix_tokens, grid=(side, side))
 
 
+def default_heads(hidden_size: int) -> int:
+    """Heads of a checkpoint that does not say: ViT/DeiT use 64-wide heads (tiny 3, small 6, base 12)."""
+    return max(1, hidden_size // 64)
+
+
 def read_image_source(source: str, cache_dir: str | None = None) -> tuple[dict[str, torch.Tensor],
                                                                          dict[str, Any] | None, str]:
     """(state dict, transformers config dict or None, description) of a weights file, a `save_pretrained`
@@ -275,7 +280,7 @@ def load_image_encoder(source: str, num_attention_heads: int | None = None, laye
     fields: dict[str, Any] = dict(hidden_size=hidden, num_hidden_layers=arch["num_hidden_layers"],
                                   intermediate_size=arch["intermediate_size"], qkv_bias=arch["qkv_bias"],
                                   patch_size=arch["patch_size"], hidden_act="gelu", layer_norm_eps=1e-6,
-                                  num_attention_heads=num_attention_heads or max(1, hidden // 64))
+                                  num_attention_heads=num_attention_heads or default_heads(hidden))
     if source_config is not None:
         heads = source_config.get("num_attention_heads", fields["num_attention_heads"])
         if num_attention_heads and num_attention_heads != heads:
@@ -627,6 +632,7 @@ __all__ = [
     "canonical_architecture",
     "dataset_labels",
     "dataset_settings",
+    "default_heads",
     "deit_to_ast",
     "detect_format",
     "hf_vit_to_canonical",

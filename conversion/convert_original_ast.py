@@ -63,7 +63,7 @@ def from_authors_file(args: argparse.Namespace) -> tuple[ast_hf.ASTForAudioClass
     max_length = args.max_length or settings["max_length"]
     hidden = weights[convert.PREFIX + "embeddings.cls_token"].shape[-1]
     config = ast_hf.ASTConfig(
-        hidden_size=hidden, num_attention_heads=args.num_attention_heads or max(1, hidden // 64),
+        hidden_size=hidden, num_attention_heads=args.num_attention_heads or convert.default_heads(hidden),
         num_hidden_layers=len({k.split(".")[3] for k in weights if ".encoder.layer." in k}),
         intermediate_size=weights[convert.PREFIX + "encoder.layer.0.intermediate.dense.weight"].shape[0],
         layer_norm_eps=args.layer_norm_eps, num_mel_bins=args.num_mel_bins, max_length=max_length,
