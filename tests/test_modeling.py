@@ -143,7 +143,9 @@ def test_outputs_tuple_attentions_and_gradient_checkpointing():
     model(inputs, labels=labels).loss.backward()
     plain = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    model.gradient_checkpointing_enable()
+    # transformers 5.2x renamed it; gradient_checkpointing_enable is a deprecated alias there (FutureWarning).
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
     assert all(layer.gradient_checkpointing for layer in model.audio_spectrogram_transformer.encoder.layer)
     model(inputs, labels=labels).loss.backward()
     for a, p in zip(plain, model.parameters(), strict=True):
