@@ -188,12 +188,8 @@ class ASTSelfAttention(nn.Module):
         attention: Callable = eager_attention_forward
         implementation = self.config._attn_implementation
         fused = implementation not in (None, "eager")
-        if fused and not output_attentions:
-            attention = ALL_ATTENTION_FUNCTIONS[implementation]
-        elif fused and attention_mask is not None and attention_mask.dtype == torch.bool:
-            # The mask was built for sdpa; eager wants an additive one.
-            attention_mask = torch.zeros_like(attention_mask, dtype=query.dtype).masked_fill(
-                ~attention_mask, torch.finfo(query.dtype).min)
+        if fused and not output_attentions:  # returning the weights needs eager (ASTModel builds its mask)
+            attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         output, weights = attention(self, query, key, value, attention_mask, scaling=self.scaling,
                                     dropout=self.dropout if self.training else 0.0, is_causal=False)
         output = output.reshape(batch_size, length, -1)  # (B, N, D)
@@ -378,7 +374,12 @@ class ASTModel(ASTPreTrainedModel):
             real_patches = real_columns[:, None, :].expand(-1, grid_f, -1).reshape(batch_size, -1)  # (B, f*t)
             prefix = real_patches.new_ones(batch_size, NUM_PREFIX_TOKENS)
             token_mask = torch.cat([prefix, real_patches], dim=1)  # (B, 2 + f*t)
-            mask = create_bidirectional_mask(config=self.config, inputs_embeds=embeddings, attention_mask=token_mask)
+            if output_attentions:  # every layer runs eager attention to return its weights: an additive mask
+                mask = torch.zeros(token_mask.shape, dtype=embeddings.dtype, device=embeddings.device)
+                mask = mask.masked_fill_(~token_mask, torch.finfo(embeddings.dtype).min)[:, None, None, :]  # (B,1,1,N)
+            else:  # the form the configured kernel wants (boolean for sdpa, a BlockMask for flex attention)
+                mask = create_bidirectional_mask(config=self.config, inputs_embeds=embeddings,
+                                                 attention_mask=token_mask)
 
         hidden_states, all_hidden, all_attentions = self.encoder(embeddings, mask, output_attentions,
                                                                  output_hidden_states)

@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# g++: torch compiles flex attention's CPU kernel with it (tests/test_modeling.py).
 missing=()
-for program in espeak-ng sox ffmpeg; do
+for program in espeak-ng sox ffmpeg g++; do
     command -v "$program" >/dev/null 2>&1 || missing+=("$program")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

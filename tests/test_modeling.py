@@ -108,6 +108,34 @@ def test_padded_batch_equals_each_clip_alone(speech, implementation):
             assert (model(batch["input_values"]).logits - together).abs().max() > 1e-3
 
 
+def test_attention_kernels_switch_at_run_time_and_agree(speech, tmp_path):
+    """eager, sdpa and flex attention (compiled by torch on CPU) give the same logits on a padded batch; a clip's
+    logits equal its logits alone; output_attentions falls back to eager with the right mask under every kernel."""
+    extractor = ast_hf.ASTFeatureExtractor(max_length=128)
+    clips = speech[:2]
+    batch = extractor(clips, sampling_rate=16000, padding="longest", max_length=300, return_tensors="pt",
+                      return_attention_mask=True)
+    assert batch["attention_mask"][0].sum() < batch["attention_mask"][1].sum() == batch["attention_mask"].shape[1]
+    alone = extractor(clips[0], sampling_rate=16000, padding="longest", return_tensors="pt")
+    model = randomize(ast_hf.ASTForAudioClassification._from_config(tiny_config(), attn_implementation="eager"))
+    model.save_pretrained(tmp_path)
+    with torch.no_grad():
+        reference = model(**batch, output_attentions=True)
+        for implementation in ("sdpa", "flex_attention", "eager"):
+            model.set_attn_implementation(implementation)
+            assert model.config._attn_implementation == implementation
+            torch.testing.assert_close(model(**batch).logits, reference.logits, rtol=0, atol=1e-5)
+            torch.testing.assert_close(model(**alone).logits[0], reference.logits[0], rtol=0, atol=1e-4)
+            weights = model(**batch, output_attentions=True).attentions
+            for ours, expected in zip(weights, reference.attentions, strict=True):
+                torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
+        loaded = ast_hf.ASTForAudioClassification.from_pretrained(tmp_path, attn_implementation="flex_attention")
+        assert loaded.config._attn_implementation == "flex_attention"
+        torch.testing.assert_close(loaded(**batch).logits, reference.logits, rtol=0, atol=1e-5)
+    padded_keys = reference.attentions[0][0, :, :, -10:]  # clip 0's last time patches are padding
+    assert padded_keys.abs().max() == 0
+
+
 def test_losses_match_torch_functions():
     torch.manual_seed(0)
     inputs = torch.randn(3, 64, 128)
