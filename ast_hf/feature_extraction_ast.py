@@ -29,6 +29,8 @@ LOG_FLOOR = float(torch.finfo(torch.float32).eps)
 
 # One banded block of the mel projection: (first mel, last mel + 1, first row, last row + 1, weights).
 MelBlock = tuple[int, int, int, int, torch.Tensor]
+# Frames processed together on CPU: the block's temporaries stay in cache (512 and 4096 measured slower).
+CPU_BLOCK_FRAMES = 1024
 
 # Integer PCM is scaled to [-1, 1) by these full-scale values.
 _PCM_FULL_SCALE = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31, np.dtype(np.int8): 2.0**7}
@@ -100,11 +102,18 @@ def mel_band_groups(mel_banks: torch.Tensor, num_groups: int = 8) -> list[MelBlo
     return groups
 
 
+def project_mel(squares: torch.Tensor, groups: list[MelBlock], out: torch.Tensor) -> torch.Tensor:
+    """Mel energies of interleaved (re^2, im^2) spectra, (R, 2 * 257) -> `out` (R, M), block by block."""
+    for m0, m1, r0, r1, weights in groups:
+        torch.mm(squares[:, r0:r1], weights, out=out[:, m0:m1])  # (R, m1 - m0)
+    return out
+
+
 def batched_kaldi_fbank(
     waveforms: torch.Tensor | Sequence[torch.Tensor],
     mel_banks: torch.Tensor | list[MelBlock],
     window: torch.Tensor,
-    block_frames: int = 1024,
+    block_frames: int = CPU_BLOCK_FRAMES,
     out: torch.Tensor | None = None,
     normalize: tuple[float, float] | None = None,
 ) -> torch.Tensor:
@@ -153,9 +162,7 @@ def batched_kaldi_fbank(
         emphasised += block[:, 1:]
         emphasised *= window
         squares = torch.view_as_real(torch.fft.rfft(rows)).square_().view(filled, -1)  # (R, 257 * 2): re^2, im^2
-        log_mel = energies[:filled]
-        for m0, m1, r0, r1, weights in groups:
-            torch.mm(squares[:, r0:r1], weights, out=log_mel[:, m0:m1])  # (R, m1 - m0)
+        log_mel = project_mel(squares, groups, energies[:filled])
         torch.log(log_mel.clamp_(min=LOG_FLOOR), out=log_mel)
         for b, t0, t1, row in pending:
             if normalize is None:
@@ -439,4 +446,5 @@ __all__ = [
     "kaldi_mel_banks",
     "mel_band_groups",
     "num_frames",
+    "project_mel",
 ]

@@ -49,23 +49,16 @@ def kernel_floor(frames: int, repeats: int) -> dict[str, float]:
     """Times of the three kernels that any torch fbank of `frames` frames must run, alone on ready-made data:
     the 512-point rfft, the banded mel projection of ast_hf (the cheapest exact one found) and the log.
     Their sum bounds how fast (a) can get with torch's CPU kernels, before framing, pre-emphasis and window."""
-    from ast_hf.feature_extraction_ast import hann_window, kaldi_mel_banks, mel_band_groups
+    from ast_hf.feature_extraction_ast import CPU_BLOCK_FRAMES, kaldi_mel_banks, mel_band_groups, project_mel
 
-    block = 1024  # the block size batched_kaldi_fbank uses on CPU
-    rows = torch.randn(block, 512) * hann_window(512)
-    squares = torch.view_as_real(torch.fft.rfft(rows)).square().view(block, -1)  # (block, 514)
+    rows = torch.randn(CPU_BLOCK_FRAMES, 512)
+    squares = torch.view_as_real(torch.fft.rfft(rows)).square().view(CPU_BLOCK_FRAMES, -1)  # (block, 514)
     groups = mel_band_groups(kaldi_mel_banks(128, 16000))
-    energies = torch.empty(block, 128)
-    blocks = frames / block
-
-    def project() -> None:
-        for m0, m1, r0, r1, weights in groups:
-            torch.mm(squares[:, r0:r1], weights, out=energies[:, m0:m1])
-
-    project()
+    energies = torch.empty(CPU_BLOCK_FRAMES, 128)
+    blocks = frames / CPU_BLOCK_FRAMES
     return {
         "rfft": blocks * best_time(lambda: torch.fft.rfft(rows), repeats),
-        "mel": blocks * best_time(project, repeats),
+        "mel": blocks * best_time(lambda: project_mel(squares, groups, energies), repeats),
         "log": blocks * best_time(lambda: torch.log(energies), repeats),
     }
 
