@@ -9,14 +9,12 @@ of every clip), written once to a cache folder and reused.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
 import random
 import shutil
 import subprocess
-import tempfile
 import wave
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -25,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchaudio
+
+from .data_cache import default_cache_dir, staged_build, write_metadata
 
 WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 # espeak-ng's English accents (its own gmw voices; mbrola voices need extra packages).
@@ -54,10 +54,6 @@ class CommandsSpec:
 
     def key(self) -> str:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("AST_HF_CACHE", Path.home() / ".cache" / "ast_hf"))
 
 
 def synthesize(word: str, voice: str, speed: int, pitch: int) -> np.ndarray:
@@ -130,9 +126,7 @@ def build_commands_dataset(spec: CommandsSpec | None = None, cache_dir: str | os
     if (root / "spec.json").is_file():
         return root
     rows = plan(spec)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=root.name + ".partial-", dir=root.parent))
-    try:
+    with staged_build(root, asdict(spec)) as staging:
         if verbose:
             print(f"synthesising {len(rows)} clips with espeak-ng into {root} (once; cached afterwards)", flush=True)
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -147,18 +141,7 @@ def build_commands_dataset(spec: CommandsSpec | None = None, cache_dir: str | os
                 _write_wav(staging / split / name, audio)
                 metadata.append(dict(file_name=name, label=row["word"], voice=row["voice"], speed=row["speed"],
                                      pitch=row["pitch"]))
-            with open(staging / split / "metadata.csv", "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(metadata[0]))
-                writer.writeheader()
-                writer.writerows(metadata)
-        (staging / "spec.json").write_text(json.dumps(asdict(spec), indent=2))
-        try:
-            os.replace(staging, root)
-        except OSError:  # another process finished first
-            shutil.rmtree(staging, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            write_metadata(staging / split, metadata)
     return root
 
 

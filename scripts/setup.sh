@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything ast_hf needs on a fresh Debian machine (Python 3.11, root, CPU or GPU):
-# system programs for real audio (espeak-ng speech, sox, ffmpeg for the pipeline and torchcodec), then the
-# package with its training and test extras. Safe to run again: installed pieces are skipped.
+# system programs for real audio (espeak-ng speech, sox, ffmpeg for the pipeline and torchcodec), recorded drum
+# sounds (hydrogen-drumkits), then the package with its training and test extras. Safe to run again: installed
+# pieces are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,8 @@ missing=()
 for program in espeak-ng sox ffmpeg g++; do
     command -v "$program" >/dev/null 2>&1 || missing+=("$program")
 done
+# hydrogen-drumkits: real recorded drum and percussion hits, the data of benchmarks/finetune_real.py (ast_hf.drumkits).
+[ -f /usr/share/hydrogen/data/drumkits/ForzeeStereo/drumkit.xml ] || missing+=(hydrogen-drumkits)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup: need ${missing[*]}; run as root or install them with your package manager" >&2
