@@ -41,6 +41,9 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "truncate the training set"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "truncate the evaluation set"})
     max_length: int | None = field(default=None, metadata={"help": "frames per clip (default: the model's)"})
+    pad_to_max_length: bool = field(default=True, metadata={
+        "help": "pad every clip to max_length frames (the reference); false: pad each batch to its longest clip "
+                "and mask the padding out of attention (the saved feature extractor then returns the mask too)"})
     dataset_mean: float | None = field(default=None, metadata={"help": "fbank mean (default: the extractor's)"})
     dataset_std: float | None = field(default=None, metadata={"help": "fbank std (default: the extractor's)"})
     compute_stats: bool = field(default=False, metadata={"help": "compute mean/std on the training set first"})
@@ -52,18 +55,31 @@ class DataArguments:
 class RecipeArguments:
     freqm: int = field(default=0, metadata={"help": "SpecAugment: max width of one frequency mask (0 = off)"})
     timem: int = field(default=0, metadata={"help": "SpecAugment: max width of one time mask (0 = off)"})
+    mask_fill: str = field(default="reference", metadata={
+        "help": "SpecAugment's masked value: 'reference' (log-mel 0 before normalisation, as the AST code) or "
+                "'mean' (0 after normalisation, the data set's mean)"})
     mixup: float = field(default=0.0, metadata={"help": "probability of waveform mixup, lambda ~ Beta(10, 10)"})
     noise: bool = field(default=False, metadata={"help": "add U(0,1)/10-scaled noise to the fbank, roll time"})
     balanced_sampling: bool = field(default=False, metadata={"help": "weighted sampler (multi-label data)"})
-    warmup_steps_recipe: int = field(default=0, metadata={"help": "linear warm-up over this many steps"})
-    lr_scheduler_start: int = field(default=0, metadata={"help": "MultiStepLR first milestone epoch (0 = off)"})
-    lr_scheduler_step: int = field(default=1, metadata={"help": "MultiStepLR epochs between milestones"})
-    lr_scheduler_decay: float = field(default=1.0, metadata={"help": "MultiStepLR gamma"})
-    adam_weight_decay: float = field(default=5e-7, metadata={"help": "Adam weight decay (the recipes' 5e-7)"})
+    # The AST reference's optimisation, used only when a recipe (or flag) asks for it; otherwise the optimiser and
+    # schedule are the training script's own (--optim, --lr_scheduler_type, --warmup_steps, --weight_decay).
+    reference_optimizer: bool = field(default=False, metadata={
+        "help": "Adam with L2 weight decay --weight_decay on every parameter, as the AST reference code, in place "
+                "of --optim"})
+    multistep_start_epoch: int = field(default=0, metadata={
+        "help": "the reference's MultiStepLR after the --warmup_steps warm-up, in place of --lr_scheduler_type: the "
+                "learning rate is multiplied by --multistep_gamma after this many epochs (0 = off)"})
+    multistep_every: int = field(default=1, metadata={"help": "MultiStepLR: epochs between two decays"})
+    multistep_gamma: float = field(default=1.0, metadata={"help": "MultiStepLR: factor of each decay"})
     average_start_epoch: int = field(default=0, metadata={"help": "weight averaging of epochs start..end (1-based)"})
     average_end_epoch: int = field(default=0, metadata={"help": "last epoch averaged (0 = off)"})
     patchout_time: int = field(default=0, metadata={"help": "Patchout: time columns dropped in training"})
     patchout_frequency: int = field(default=0, metadata={"help": "Patchout: frequency rows dropped in training"})
+
+    def __post_init__(self) -> None:
+        if self.mask_fill not in ("reference", "mean"):
+            raise ValueError(f"mask_fill={self.mask_fill!r} must be 'reference' (log-mel 0, as the AST code) or "
+                             "'mean' (0 after normalisation).")
 
 
 @dataclass
@@ -74,6 +90,9 @@ class ModelArguments:
     frequency_stride: int | None = field(default=None, metadata={"help": "patch stride along frequency"})
     time_stride: int | None = field(default=None, metadata={"help": "patch stride along time"})
     attn_implementation: str = field(default="sdpa", metadata={"help": "eager | sdpa | flash_attention_2"})
+    config_overrides: str | None = field(default=None, metadata={
+        "help": "config fields to set, as in transformers' examples: \"hidden_dropout_prob=0.1,"
+                "attention_probs_dropout_prob=0.1\" (from scratch and pretrained)"})
     cache_dir: str | None = field(default=None, metadata={"help": "Hub cache"})
     trust_remote_code: bool = field(default=False, metadata={"help": "for remote-code checkpoints"})
 
@@ -206,11 +225,24 @@ def encode_label_column(dataset: Any, column: str, label2id: Mapping[str, int], 
     return encoded(dataset)
 
 
+# Fields of earlier versions: refused with the name of their replacement, never silently dropped.
+RENAMED_ARGUMENTS = {
+    "warmup_steps_recipe": "--warmup_steps (the same linear warm-up; a value below 1 is a fraction of all steps)",
+    "adam_weight_decay": "--weight_decay (with --reference_optimizer it is the reference's L2 decay of Adam)",
+    "lr_scheduler_start": "--multistep_start_epoch",
+    "lr_scheduler_step": "--multistep_every",
+    "lr_scheduler_decay": "--multistep_gamma",
+}
+
+
 def parse_arguments(classes: Sequence[type], argv: Sequence[str], default_output_dir: str,
                     extra_defaults: Sequence[str] = ()) -> tuple[Any, ...]:
     """HfArgumentParser over `classes`, with a leading JSON file of defaults that later flags override. Keys of the
     JSON file that none of the classes knows (a Trainer setting given to the accelerate loop) are skipped with a
-    warning, so one recipe file serves both examples."""
+    warning, so one recipe file serves both examples.
+
+    Returns one instance per class, then a dict {field: where it was set} for every field given explicitly (the
+    recipe file's path or "the command line"), which `check_argument_conflicts` reads."""
     import warnings
 
     from transformers import HfArgumentParser
@@ -218,20 +250,71 @@ def parse_arguments(classes: Sequence[type], argv: Sequence[str], default_output
     parser = HfArgumentParser(tuple(classes))
     known = {f for c in classes for f in c.__dataclass_fields__}
     defaults: list[str] = []
+    sources: dict[str, str] = {}
     argv = list(argv)
     if argv and argv[0].endswith(".json"):
         with open(argv[0]) as handle:
             recipe = json.load(handle)
+        _refuse_renamed(recipe, argv[0])
         skipped = sorted(k for k in recipe if k not in known and not k.startswith("_"))
         if skipped:
             warnings.warn(f"{argv[0]}: ignoring settings this script does not have: {skipped}", stacklevel=2)
         for key, value in recipe.items():
             if key in known:
                 defaults += [f"--{key}", *([str(v) for v in value] if isinstance(value, list) else [str(value)])]
+                sources[key] = argv[0]
         argv = argv[1:]
+    given = [_flag_name(token, known) for token in argv if token.startswith("--")]
+    _refuse_renamed(dict.fromkeys(given), "the command line")
+    sources.update({name: "the command line" for name in given if name in known})
     if "--output_dir" not in defaults + argv:
         defaults += ["--output_dir", default_output_dir]
-    return parser.parse_args_into_dataclasses(defaults + list(extra_defaults) + argv)
+    return (*parser.parse_args_into_dataclasses(defaults + list(extra_defaults) + argv), sources)
+
+
+def _flag_name(token: str, known: set[str]) -> str:
+    """The field a command-line token sets: --warmup-steps=3 -> warmup_steps, --no_noise -> noise."""
+    name = token[2:].split("=", 1)[0].replace("-", "_")
+    return name[3:] if name.startswith("no_") and name not in known and name[3:] in known else name
+
+
+def _refuse_renamed(keys: Mapping[str, Any], origin: str) -> None:
+    for key in keys:
+        if key in RENAMED_ARGUMENTS:
+            raise ValueError(f"{key} (in {origin}) is no longer an argument; use {RENAMED_ARGUMENTS[key]}.")
+
+
+def check_argument_conflicts(recipe: RecipeArguments, sources: Mapping[str, str]) -> None:
+    """Refuse a flag that a recipe setting would override, naming both and where each was set, so that no flag is
+    ever silently ignored: --optim/--optim_args under reference_optimizer, --lr_scheduler_type/--lr_scheduler_kwargs
+    under multistep_start_epoch, MultiStepLR settings without multistep_start_epoch (unless the command line
+    turned off a recipe's schedule) or with a gamma of 1."""
+    def where(name: str) -> str:
+        return sources.get(name, "the default")
+
+    problems = []
+    if recipe.reference_optimizer:
+        problems += [f"--{name} (from {where(name)}) conflicts with reference_optimizer=true (from "
+                     f"{where('reference_optimizer')}), which trains with the reference's Adam instead. Leave "
+                     f"--{name} out, or pass --reference_optimizer false to train with --{name}."
+                     for name in ("optim", "optim_args") if name in sources]
+    if recipe.multistep_start_epoch > 0:
+        problems += [f"--{name} (from {where(name)}) conflicts with multistep_start_epoch="
+                     f"{recipe.multistep_start_epoch} (from {where('multistep_start_epoch')}), which schedules the "
+                     f"learning rate with the reference's MultiStepLR instead. Leave --{name} out, or pass "
+                     f"--multistep_start_epoch 0 to schedule with --lr_scheduler_type."
+                     for name in ("lr_scheduler_type", "lr_scheduler_kwargs") if name in sources]
+        if recipe.multistep_gamma == 1.0:
+            problems.append(f"multistep_start_epoch={recipe.multistep_start_epoch} with multistep_gamma=1.0 never "
+                            "changes the learning rate; set --multistep_gamma (the reference uses 0.5 for AudioSet, "
+                            "0.85 for ESC-50 and Speech Commands) or pass --multistep_start_epoch 0.")
+    else:  # fine when the command line turned off a recipe's MultiStepLR; not when a flag is inert where it is set
+        problems += [f"--{name} (from {where(name)}) has no effect without --multistep_start_epoch; set it, or "
+                     f"leave --{name} out." for name in ("multistep_every", "multistep_gamma")
+                     if name in sources and (where("multistep_start_epoch") != "the command line"
+                                             or where(name) == "the command line")]
+    if problems:
+        raise ValueError("\n".join(problems))
 
 
 def embedded_data(data_args: DataArguments) -> str:
@@ -318,8 +401,9 @@ def balanced_sample_weights(label_lists: Sequence[Sequence[int]], num_labels: in
 @dataclass
 class AudioCollator:
     """Rows of (decoded) audio + labels -> a model batch. In training it applies the recipe: waveform mixup with a
-    random other clip of the batch, SpecAugment, noise and time roll. Features are padded to `max_length`
-    frames (the recipes' fixed lengths)."""
+    random other clip of the batch, SpecAugment, noise and time roll, each within a clip's real frames. Features
+    are padded to `max_length` frames (the recipes' fixed lengths), or with `pad_to_max_length=False` to the
+    batch's longest clip (at least `min_frames`, one patch) with an attention mask."""
 
     feature_extractor: ASTFeatureExtractor
     num_labels: int
@@ -331,6 +415,10 @@ class AudioCollator:
     freqm: int = 0
     timem: int = 0
     noise: bool = False
+    mask_fill: str = "reference"
+    label_smoothing: float = 0.0
+    pad_to_max_length: bool = True
+    min_frames: int = 16
     examples_seen: int = 0
     seed: int = 0
     epoch: int = 0  # set by the training loop at the start of each epoch
@@ -363,29 +451,59 @@ class AudioCollator:
                     waves[i] = mix_waveforms(originals[i], originals[j], lam)
                     targets[i] = lam * original_targets[i] + (1 - lam) * original_targets[j]
                     soft = True
-        features = self.feature_extractor(waves, sampling_rate=rate, return_tensors="pt")["input_values"]  # (B,T,F)
+        if self.train and self.label_smoothing > 0:  # single-label: cross-entropy on these equals label smoothing
+            targets = targets * (1 - self.label_smoothing) + self.label_smoothing / self.num_labels
+            soft = True
+        batch = self.featurize(waves)
+        features = batch["input_values"]  # (B, T, F)
+        real_frames = batch["attention_mask"].sum(dim=1).tolist()
         if rng is not None and (self.freqm or self.timem or self.noise):
             extractor = self.feature_extractor
-            fill = (0.0 - extractor.mean) / (2 * extractor.std) if extractor.do_normalize else 0.0
-            for clip in features:
+            fill = 0.0
+            if self.mask_fill == "reference" and extractor.do_normalize:  # log-mel 0, then normalised
+                fill = (0.0 - extractor.mean) / (2 * extractor.std)
+            for clip, frames in zip(features, real_frames, strict=True):
                 if self.freqm:
                     mask_band(clip, 1, *draw_mask(clip.shape[1], self.freqm, rng), fill)
                 if self.timem:
-                    mask_band(clip, 0, *draw_mask(clip.shape[0], self.timem, rng), fill)
+                    mask_band(clip, 0, *draw_mask(clip.shape[0] if self.pad_to_max_length else frames,
+                                                  self.timem, rng), fill)
             if self.noise:
-                features = torch.stack([noise_and_roll(clip, rng.random(), int(rng.integers(-10, 10)), rng)
-                                        for clip in features])
+                for clip, frames in zip(features, real_frames, strict=True):
+                    span = clip.shape[0] if self.pad_to_max_length else frames
+                    clip[:span] = noise_and_roll(clip[:span], rng.random(), int(rng.integers(-10, 10)), rng)
         self.examples_seen += len(rows)
         labels = targets if soft else targets.argmax(dim=1)
-        return {"input_values": features, "labels": labels}
+        if self.pad_to_max_length:
+            return {"input_values": features, "labels": labels}
+        return {"input_values": features, "attention_mask": batch["attention_mask"], "labels": labels}
+
+    def featurize(self, waves: list[torch.Tensor]) -> Any:
+        """Features and attention mask of a batch: padded to max_length, or to the longest clip (>= min_frames)."""
+        extractor = self.feature_extractor
+        common = dict(sampling_rate=extractor.sampling_rate, return_tensors="pt", return_attention_mask=True)
+        if self.pad_to_max_length:
+            return extractor(waves, padding="max_length", **common)
+        batch = extractor(waves, padding="longest", **common)
+        if batch["input_values"].shape[1] < self.min_frames:  # shorter than one patch: pad to one
+            batch = extractor(waves, padding="max_length", max_length=self.min_frames, **common)
+        return batch
 
 
 def make_collators(extractor: ASTFeatureExtractor, num_labels: int, multi_label: bool, data_args: DataArguments,
-                   recipe: RecipeArguments, seed: int) -> tuple[AudioCollator, AudioCollator]:
-    """(training collator with the recipe's augmentations, plain evaluation collator) for one run."""
+                   recipe: RecipeArguments, seed: int, label_smoothing: float = 0.0
+                   ) -> tuple[AudioCollator, AudioCollator]:
+    """(training collator with the recipe's augmentations and label smoothing, plain evaluation collator)."""
+    if label_smoothing and multi_label:
+        raise ValueError(f"label_smoothing_factor={label_smoothing} applies to single-label classification; this "
+                         "data set is multi-label (lists of labels). Leave --label_smoothing_factor out.")
+    if not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing_factor={label_smoothing} must be in [0, 1).")
     common = dict(feature_extractor=extractor, num_labels=num_labels, multi_label=multi_label,
-                  audio_column=data_args.audio_column_name, label_column=data_args.label_column_name)
+                  audio_column=data_args.audio_column_name, label_column=data_args.label_column_name,
+                  pad_to_max_length=data_args.pad_to_max_length)
     train = AudioCollator(**common, train=True, mixup=recipe.mixup, freqm=recipe.freqm, timem=recipe.timem,
+                          mask_fill=recipe.mask_fill, label_smoothing=label_smoothing,
                           noise=recipe.noise, seed=seed)
     return train, AudioCollator(**common)
 
@@ -422,11 +540,48 @@ def recipe_lr_lambda(steps_per_epoch: int, warmup_steps: int = 0, start_epoch: i
     return factor
 
 
-def recipe_optimizer(model: torch.nn.Module, learning_rate: float, betas: tuple[float, float] = (0.95, 0.999),
-                     weight_decay: float = 5e-7) -> torch.optim.Optimizer:
-    """The reference's optimiser: Adam (not AdamW) with weight decay 5e-7 and betas (0.95, 0.999)."""
+def reference_adam(model: torch.nn.Module, learning_rate: float, betas: tuple[float, float] = (0.95, 0.999),
+                   eps: float = 1e-8, weight_decay: float = 5e-7) -> torch.optim.Optimizer:
+    """The reference's optimiser: Adam (not AdamW) with L2 weight decay on every parameter (the recipes: 5e-7,
+    betas (0.95, 0.999))."""
     parameters = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.Adam(parameters, lr=learning_rate, betas=betas, weight_decay=weight_decay)
+    return torch.optim.Adam(parameters, lr=learning_rate, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+def build_optimizer(model: torch.nn.Module, learning_rate: float, betas: tuple[float, float], eps: float,
+                    weight_decay: float, reference: bool = False) -> torch.optim.Optimizer:
+    """The accelerate example's optimiser: the reference's Adam when `reference`, otherwise torch's AdamW with
+    decoupled weight decay on every weight but biases and LayerNorms, as the Trainer's default "adamw_torch"."""
+    if reference:
+        return reference_adam(model, learning_rate, betas, eps, weight_decay)
+    from transformers.trainer_pt_utils import get_parameter_names
+
+    decay = set(get_parameter_names(model, [torch.nn.LayerNorm], ["bias", "layernorm"]))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in named if n in decay], "weight_decay": weight_decay},
+              {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps)
+
+
+def warmup_steps_of(warmup_steps: float, training_steps: int) -> int:
+    """TrainingArguments' reading of --warmup_steps: a number of steps when >= 1, else a fraction of all steps."""
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps={warmup_steps} must be >= 0 (steps, or a fraction of all steps below 1).")
+    return int(warmup_steps) if warmup_steps >= 1 else math.ceil(training_steps * warmup_steps)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, recipe: RecipeArguments, scheduler_type: str,
+                    warmup_steps: int, training_steps: int, updates_per_epoch: int, scheduler_kwargs: Any = None):
+    """The learning-rate schedule, stepped once per update: the reference's warm-up + MultiStepLR when the recipe
+    sets multistep_start_epoch, otherwise transformers' `get_scheduler(scheduler_type)`, as the Trainer builds it."""
+    if recipe.multistep_start_epoch > 0:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, recipe_lr_lambda(
+            updates_per_epoch, warmup_steps, recipe.multistep_start_epoch, recipe.multistep_every,
+            recipe.multistep_gamma))
+    from transformers import get_scheduler
+
+    return get_scheduler(scheduler_type, optimizer=optimizer, num_warmup_steps=warmup_steps,
+                         num_training_steps=training_steps, scheduler_specific_kwargs=scheduler_kwargs or {})
 
 
 class WeightAverager:
@@ -646,6 +801,58 @@ def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Model and feature extractor for a run
 
+# Config fields that have their own flag (so that the data, the extractor and the model agree on them).
+FLAG_FIELDS = {"max_length": "--max_length", "frequency_stride": "--frequency_stride",
+               "time_stride": "--time_stride", "patchout_time": "--patchout_time",
+               "patchout_frequency": "--patchout_frequency", "num_labels": "the labels of the data",
+               "id2label": "the labels of the data", "label2id": "the labels of the data",
+               "problem_type": "the labels of the data (a list of labels per clip is multi-label)"}
+# Fields that set the shapes of the weights: free from scratch, fixed by a pretrained or converted checkpoint.
+SHAPE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size",
+                "qkv_bias", "num_mel_bins")
+
+
+def parse_config_overrides(text: str | None, pretrained: bool) -> dict[str, Any]:
+    """"key=value,key=value" -> {field: value typed like the ASTConfig default}; a clear error for an unknown field,
+    a field with its own flag, a shape field of a pretrained model, or a value of the wrong type."""
+    from .configuration_ast import ASTConfig
+
+    if not text:
+        return {}
+    defaults = {name: getattr(ASTConfig(), name) for name in ASTConfig.__annotations__}  # ASTConfig's own fields
+    settable = sorted(name for name in defaults if name not in FLAG_FIELDS)
+    overrides: dict[str, Any] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        key, sep, raw = (x.strip() for x in item.partition("="))
+        if not sep or not raw:
+            raise ValueError(f"--config_overrides item {item!r} is not key=value; e.g. "
+                             "\"hidden_dropout_prob=0.1,attention_probs_dropout_prob=0.1\".")
+        if key in FLAG_FIELDS:
+            raise ValueError(f"--config_overrides sets {key}, which comes from {FLAG_FIELDS[key]}; use that instead.")
+        if key not in settable:
+            raise ValueError(f"--config_overrides: {key!r} is not a field of ASTConfig. Fields: "
+                             f"{', '.join(settable)}.")
+        if pretrained and key in SHAPE_FIELDS:
+            raise ValueError(f"--config_overrides sets {key}, which fixes the shapes of the pretrained weights; it "
+                             "can only change for a model trained from scratch (--model_size).")
+        default = defaults[key]
+        try:
+            if isinstance(default, bool):
+                if raw.lower() not in ("true", "false"):
+                    raise ValueError(raw)
+                value: Any = raw.lower() == "true"
+            else:
+                value = type(default)(float(raw)) if isinstance(default, int) and float(raw).is_integer() \
+                    else type(default)(raw)
+        except ValueError:
+            raise ValueError(f"--config_overrides: {key}={raw!r} is not a {type(default).__name__} (default "
+                             f"{default!r}).") from None
+        overrides[key] = value
+    return overrides
+
+
 
 def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArguments, recipe: RecipeArguments,
                                 labels: Sequence[str], multi_label: bool, describe: Callable[[str], None] = print):
@@ -660,8 +867,9 @@ def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArgum
     geometry = {name: value for name, value in (("max_length", data_args.max_length),
                                                 ("frequency_stride", model_args.frequency_stride),
                                                 ("time_stride", model_args.time_stride)) if value is not None}
+    overrides = parse_config_overrides(model_args.config_overrides, pretrained=model_args.model_size is None)
     extras = dict(problem_type=problem_type, patchout_time=recipe.patchout_time,
-                  patchout_frequency=recipe.patchout_frequency)
+                  patchout_frequency=recipe.patchout_frequency, **overrides)
     sources = [x for x in (model_args.model_name_or_path, model_args.deit_name_or_path, model_args.model_size) if x]
     if len(sources) != 1:
         raise ValueError("Give exactly one of --model_name_or_path (an AST), --deit_name_or_path (a DeiT/ViT to "
@@ -671,7 +879,7 @@ def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArgum
         path = model_args.model_name_or_path
         model = ASTForAudioClassification.from_pretrained(
             path, attn_implementation=model_args.attn_implementation, cache_dir=model_args.cache_dir,
-            trust_remote_code=model_args.trust_remote_code)
+            trust_remote_code=model_args.trust_remote_code, **overrides)  # dropout is built from the config
         try:
             extractor = ASTFeatureExtractor.from_pretrained(path, cache_dir=model_args.cache_dir)
         except OSError:
@@ -693,8 +901,8 @@ def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArgum
     else:
         if model_args.model_size not in MODEL_SIZES:
             raise ValueError(f"model_size={model_args.model_size!r} is not one of {sorted(MODEL_SIZES)}.")
-        config = ASTConfig(**MODEL_SIZES[model_args.model_size], **{"max_length": 1024, **geometry}, **label_fields,
-                           **extras, layer_norm_eps=1e-6)
+        config = ASTConfig(**{**MODEL_SIZES[model_args.model_size], "layer_norm_eps": 1e-6, "max_length": 1024,
+                              **geometry, **label_fields, **extras})
         model = ASTForAudioClassification._from_config(config, attn_implementation=model_args.attn_implementation)
     settings = extractor.to_dict() if extractor is not None else {}
     if data_args.dataset_mean is not None:
@@ -702,6 +910,8 @@ def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArgum
     if data_args.dataset_std is not None:
         settings["std"] = data_args.dataset_std
     settings.update(max_length=model.config.max_length, num_mel_bins=model.config.num_mel_bins)
+    if not data_args.pad_to_max_length:  # trained on masked batches: inference (the pipeline) masks too
+        settings["return_attention_mask"] = True
     return model, ASTFeatureExtractor(**settings)
 
 
@@ -724,12 +934,13 @@ def write_model_card(output_dir: str | os.PathLike, model_name: str, metrics: Ma
     Path(output_dir, "README.md").write_text("\n".join(lines))
 
 
-def push_output_dir(output_dir: str | os.PathLike, repo_id: str, private: bool | None = None) -> str:
+def push_output_dir(output_dir: str | os.PathLike, repo_id: str, private: bool | None = None,
+                    token: str | None = None) -> str:
     """Upload a finished output directory (model, code, feature extractor, model card, curves) to the Hub as it
     is, without checkpoints and logs; returns the commit URL."""
     from huggingface_hub import HfApi
 
-    api = HfApi()
+    api = HfApi(token=token)
     api.create_repo(repo_id, exist_ok=True, private=private)
     info = api.upload_folder(folder_path=str(output_dir), repo_id=repo_id, commit_message="ast_hf fine-tuning run",
                              ignore_patterns=["checkpoint-*", "step_*", "runs/*", "process_*.json", "*.bin"])
@@ -744,6 +955,9 @@ __all__ = [
     "RecipeArguments",
     "WeightAverager",
     "balanced_sample_weights",
+    "build_optimizer",
+    "build_scheduler",
+    "check_argument_conflicts",
     "classification_metric",
     "compute_metrics_fn",
     "confusion_matrix",
@@ -762,14 +976,16 @@ __all__ = [
     "multi_label_scores",
     "noise_and_roll",
     "parse_arguments",
+    "parse_config_overrides",
     "plot_confusion_matrix",
     "plot_training_curves",
     "prepare_data",
     "prepare_model_and_extractor",
     "push_output_dir",
     "recipe_lr_lambda",
-    "recipe_optimizer",
+    "reference_adam",
     "save_confusion_matrix",
+    "warmup_steps_of",
     "write_json",
     "write_model_card",
 ]

@@ -12,7 +12,6 @@ embedded spoken-command data (espeak-ng, ast_hf.espeak_commands) is built and us
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 from pathlib import Path
@@ -31,32 +30,43 @@ ARGUMENT_CLASSES = (training.ModelArguments, training.DataArguments, training.Re
 
 
 class ASTTrainer(Trainer):
-    """Trainer with the reference's optimiser (Adam, betas from the arguments), its warm-up + MultiStepLR schedule,
-    balanced sampling, and separate collators for training (augmented) and evaluation (plain)."""
+    """Trainer with balanced sampling, separate collators for training (augmented) and evaluation (plain), and the
+    reference's Adam and warm-up + MultiStepLR schedule where the recipe asks for them (reference_optimizer,
+    multistep_start_epoch); everything else is the Trainer's own (--optim, --lr_scheduler_type, --warmup_steps,
+    --weight_decay, ...)."""
 
     def __init__(self, *args: Any, recipe: training.RecipeArguments, eval_collator: Any,
-                 sample_weights: torch.Tensor | None = None, **kwargs: Any) -> None:
+                 averager: training.WeightAverager, sample_weights: torch.Tensor | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.recipe = recipe
+        self.averager = averager
         self.eval_collator = eval_collator
         self.sample_weights = sample_weights
+        self.updates_per_epoch = 1
+        # --label_smoothing_factor is applied by the training collator to its targets (so that it composes with
+        # mixup's soft targets); the Trainer's own smoother would apply it a second time.
+        self.label_smoother = None
 
-    def create_optimizer(self, *args: Any, **kwargs: Any):
-        if self.optimizer is None:
-            self.optimizer = training.recipe_optimizer(self.model, self.args.learning_rate,
-                                                       (self.args.adam_beta1, self.args.adam_beta2),
-                                                       self.recipe.adam_weight_decay)
-        return self.optimizer
+    def create_optimizer(self, model=None):
+        if self.optimizer is None and self.recipe.reference_optimizer:
+            self.optimizer = training.reference_adam(model or self.model, self.args.learning_rate,
+                                                     (self.args.adam_beta1, self.args.adam_beta2),
+                                                     self.args.adam_epsilon, self.args.weight_decay)
+        return super().create_optimizer(model)
+
+    def set_initial_training_values(self, args, dataloader):
+        values = super().set_initial_training_values(args, dataloader)
+        self.updates_per_epoch = values[1]  # MultiStepLR counts epochs in updates
+        return values
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
-        if self.lr_scheduler is None:
-            steps_per_epoch = max(1, math.ceil(num_training_steps / max(1.0, self.args.num_train_epochs)))
-            schedule = training.recipe_lr_lambda(steps_per_epoch, self.recipe.warmup_steps_recipe,
-                                                 self.recipe.lr_scheduler_start, self.recipe.lr_scheduler_step,
-                                                 self.recipe.lr_scheduler_decay)
-            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, schedule)
+        if self.lr_scheduler is None and self.recipe.multistep_start_epoch > 0:
+            self.lr_scheduler = training.build_scheduler(
+                optimizer or self.optimizer, self.recipe, self.args.lr_scheduler_type,
+                self.args.get_warmup_steps(num_training_steps), num_training_steps, self.updates_per_epoch)
             self._created_lr_scheduler = True
-        return self.lr_scheduler
+        return super().create_scheduler(num_training_steps, optimizer)
 
     def _get_train_sampler(self, train_dataset=None):
         if self.sample_weights is None or self.args.world_size > 1:
@@ -110,9 +120,8 @@ class AveragingCallback(TrainerCallback):
             self.averager.load(Path(checkpoint) / self.FILE)
 
 
-def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_label, description,
-            push_repo: str | None = None) -> dict[str, Any]:
-    """Train and/or evaluate one model on raw["train"] / raw["validation"]; returns the metrics."""
+def build_trainer(model_args, data_args, recipe, training_args, raw, labels, multi_label) -> ASTTrainer:
+    """The model, feature extractor, collators, sampler weights and weight averaging of one run, in a Trainer."""
     set_seed(training_args.seed)
     model, extractor = training.prepare_model_and_extractor(model_args, data_args, recipe, labels, multi_label,
                                                             describe=logger.info)
@@ -122,19 +131,26 @@ def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_lab
         extractor = ast_hf.ASTFeatureExtractor(**{**extractor.to_dict(), "mean": mean, "std": std})
         logger.info("training-set fbank mean %.4f std %.4f", mean, std)
     train_collator, eval_collator = training.make_collators(extractor, len(labels), multi_label, data_args, recipe,
-                                                           training_args.seed)
+                                                           training_args.seed, training_args.label_smoothing_factor)
     weights = None
     if recipe.balanced_sampling:
         weights = training.dataset_sample_weights(raw["train"], data_args.label_column_name, len(labels),
                                                   multi_label)
-    averager = training.WeightAverager(recipe.average_start_epoch, recipe.average_end_epoch)
-    averaging = AveragingCallback(averager)
+    averaging = AveragingCallback(training.WeightAverager(recipe.average_start_epoch, recipe.average_end_epoch))
     averaging.restore(training_args.resume_from_checkpoint)
-    trainer = ASTTrainer(model=model, args=training_args, train_dataset=raw["train"] if training_args.do_train
-                         else None, eval_dataset=raw.get("validation"), data_collator=train_collator,
-                         eval_collator=eval_collator, recipe=recipe, sample_weights=weights,
-                         processing_class=extractor, compute_metrics=training.compute_metrics_fn(multi_label),
-                         callbacks=[averaging, EpochCallback(train_collator)])
+    return ASTTrainer(model=model, args=training_args, train_dataset=raw["train"] if training_args.do_train
+                      else None, eval_dataset=raw.get("validation"), data_collator=train_collator,
+                      eval_collator=eval_collator, recipe=recipe, averager=averaging.averager, sample_weights=weights,
+                      processing_class=extractor,
+                      compute_metrics=training.compute_metrics_fn(multi_label),
+                      callbacks=[averaging, EpochCallback(train_collator)])
+
+
+def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_label, description,
+            push_repo: str | None = None) -> dict[str, Any]:
+    """Train and/or evaluate one model on raw["train"] / raw["validation"]; returns the metrics."""
+    trainer = build_trainer(model_args, data_args, recipe, training_args, raw, labels, multi_label)
+    extractor, train_collator, averager = trainer.processing_class, trainer.data_collator, trainer.averager
     metrics: dict[str, Any] = {}
     output_dir = Path(training_args.output_dir)
     if training_args.do_train:
@@ -168,14 +184,40 @@ def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_lab
                         {"rank": training_args.process_index, "world_size": training_args.world_size,
                          "examples_collated_for_training": train_collator.examples_seen})
     if push_repo and training_args.do_train and trainer.is_world_process_zero():
-        training.push_output_dir(output_dir, push_repo)
+        training.push_output_dir(output_dir, push_repo, private=training_args.hub_private_repo,
+                                 token=training_args.hub_token)
     return metrics
 
 
+def check_trainer_arguments(args: TrainingArguments, data_args: training.DataArguments,
+                            recipe: training.RecipeArguments, sources: dict[str, str]) -> None:
+    """Refuse the TrainingArguments that this script handles its own way, rather than ignore them."""
+    problems = []
+    if "remove_unused_columns" in sources and args.remove_unused_columns:
+        problems.append("--remove_unused_columns true would drop the raw audio column that the collator reads; "
+                        "leave it out.")
+    if "hub_strategy" in sources:
+        problems.append("--hub_strategy: this script pushes the finished output folder (model, code, feature "
+                        "extractor, card) once at the end of training; leave it out.")
+    if args.do_predict:
+        problems.append("--do_predict: this script has no test split; evaluate another split with --do_eval and "
+                        "--eval_split_name, --validation_dir or --validation_file.")
+    if args.load_best_model_at_end and recipe.average_end_epoch > 0:
+        problems.append(f"--load_best_model_at_end conflicts with average_end_epoch={recipe.average_end_epoch}: "
+                        "the saved model would be the average of epochs, not the best checkpoint; use one of them.")
+    if args.push_to_hub and data_args.cross_validation_folds > 0:
+        problems.append("--push_to_hub with --cross_validation_folds trains one model per fold; push the fold "
+                        "you want afterwards (huggingface_hub's upload_folder).")
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    model_args, data_args, recipe, training_args = training.parse_arguments(
+    model_args, data_args, recipe, training_args, sources = training.parse_arguments(
         ARGUMENT_CLASSES, sys.argv[1:] if argv is None else argv, "outputs/run_audio_classification",
         extra_defaults=["--use_cpu", "true", "--ddp_backend", "gloo"] if training.cpu_ddp_requested() else ())
+    training.check_argument_conflicts(recipe, sources)
+    check_trainer_arguments(training_args, data_args, recipe, sources)
     training_args.remove_unused_columns = False  # the collator reads the raw audio column
     # One push of the finished folder at the end (model, code, extractor, our card), not Trainer's own pushes.
     push_repo = (training_args.hub_model_id or Path(training_args.output_dir).name) if training_args.push_to_hub \

@@ -8,6 +8,14 @@ metrics as run_audio_classification.py, from ast_hf.training).
 A recipe JSON file given first provides defaults (Trainer-only keys in it are skipped with a warning); flags after
 it override. `--checkpointing_steps N` saves the loop state every N updates; `--resume_from_checkpoint DIR`
 continues from one.
+
+Optimisation flags carry the Trainer's names and defaults (LoopArguments below): torch's AdamW with
+--weight_decay on every weight but biases and LayerNorms, --adam_beta1/--adam_beta2/--adam_epsilon, a
+--lr_scheduler_type schedule from transformers (linear by default) after --warmup_steps (updates, or a fraction of
+all updates below 1), gradients clipped to --max_grad_norm, --label_smoothing_factor. A recipe's
+--reference_optimizer (Adam with L2 decay) and --multistep_start_epoch (warm-up + MultiStepLR) replace the
+optimiser and the schedule; --lr_scheduler_type given together with --multistep_start_epoch is refused. There is no
+--optim: the loop uses AdamW, or the reference's Adam.
 """
 
 from __future__ import annotations
@@ -40,8 +48,19 @@ class LoopArguments:
     per_device_train_batch_size: int = field(default=8)
     per_device_eval_batch_size: int = field(default=8)
     gradient_accumulation_steps: int = field(default=1)
-    adam_beta1: float = field(default=0.95)
+    # Optimisation, with the Trainer's names and defaults: AdamW (torch) with decoupled weight decay on every weight
+    # but biases and LayerNorms, a linear decay after the warm-up, gradients clipped to norm 1. A recipe's
+    # reference_optimizer / multistep_start_epoch replace the optimiser / schedule (ast_hf.training).
+    weight_decay: float = field(default=0.0)
+    adam_beta1: float = field(default=0.9)
     adam_beta2: float = field(default=0.999)
+    adam_epsilon: float = field(default=1e-8)
+    max_grad_norm: float = field(default=1.0, metadata={"help": "clip the gradient norm (0 = no clipping)"})
+    label_smoothing_factor: float = field(default=0.0, metadata={"help": "label smoothing (single-label)"})
+    lr_scheduler_type: str = field(default="linear", metadata={
+        "help": "a transformers schedule: linear, cosine, constant, constant_with_warmup, polynomial, ..."})
+    warmup_steps: float = field(default=0, metadata={
+        "help": "linear warm-up: a number of updates, or a fraction of all updates when below 1"})
     seed: int = field(default=42)
     logging_steps: int = field(default=20)
     checkpointing_steps: int = field(default=0, metadata={"help": "save the loop state every N updates (0 = never)"})
@@ -77,8 +96,9 @@ def evaluate(model, dataloader, accelerator: Accelerator, multi_label: bool) -> 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    model_args, data_args, recipe, args = training.parse_arguments(
+    model_args, data_args, recipe, args, sources = training.parse_arguments(
         ARGUMENT_CLASSES, sys.argv[1:] if argv is None else argv, LoopArguments.output_dir)
+    training.check_argument_conflicts(recipe, sources)
     tracking = args.report_to not in ("none", "")
     # The seedable sampler draws epoch e's order from (seed, e): a run resumed mid-epoch sees the same order.
     accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -96,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model, extractor = training.prepare_model_and_extractor(model_args, data_args, recipe, labels, multi_label,
                                                             describe=logger.info)
     train_collator, eval_collator = training.make_collators(extractor, len(labels), multi_label, data_args, recipe,
-                                                           args.seed)
+                                                           args.seed, args.label_smoothing_factor)
     generator = torch.Generator().manual_seed(args.seed)
     sampler = None
     if recipe.balanced_sampling:
@@ -107,16 +127,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               sampler=sampler, collate_fn=train_collator, generator=generator)
     eval_loader = DataLoader(raw["validation"], batch_size=args.per_device_eval_batch_size,
                              collate_fn=eval_collator) if "validation" in raw else None
-    optimizer = training.recipe_optimizer(model, args.learning_rate, (args.adam_beta1, args.adam_beta2),
-                                          recipe.adam_weight_decay)
+    optimizer = training.build_optimizer(model, args.learning_rate, (args.adam_beta1, args.adam_beta2),
+                                         args.adam_epsilon, args.weight_decay, reference=recipe.reference_optimizer)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
     # Stepped once per optimiser update, outside accelerate's wrapper (which steps it once per process).
     updates_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, training.recipe_lr_lambda(
-        updates_per_epoch, recipe.warmup_steps_recipe, recipe.lr_scheduler_start, recipe.lr_scheduler_step,
-        recipe.lr_scheduler_decay))
+    total_updates = updates_per_epoch * args.num_train_epochs
+    scheduler = training.build_scheduler(optimizer, recipe, args.lr_scheduler_type,
+                                         training.warmup_steps_of(args.warmup_steps, total_updates), total_updates,
+                                         updates_per_epoch)
     accelerator.register_for_checkpointing(scheduler)
     if tracking:
         accelerator.init_trackers("ast_hf", config={k: v for k, v in {**vars(recipe), **vars(args)}.items()
@@ -136,8 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         logger.info("resumed at update %d (epoch %d, batch %d)", update, start_epoch, skip_batches)
 
     history: list[dict[str, Any]] = []
-    total = updates_per_epoch * args.num_train_epochs
-    progress = tqdm(total=total, initial=update, disable=not accelerator.is_local_main_process)
+    progress = tqdm(total=total_updates, initial=update, disable=not accelerator.is_local_main_process)
     metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, args.num_train_epochs if args.do_train else 0):
         model.train()
@@ -152,6 +172,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad()
             running.append(loss.detach())
@@ -195,6 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metrics["train_updates"] = update
         training.write_json(output_dir / "all_results.json", metrics)
         if history:
+            training.write_json(output_dir / "log_history.json", {"log_history": history})
             training.plot_training_curves(history, output_dir / "training_curves.png")
         if eval_loader is not None and args.do_eval and not multi_label:
             training.save_confusion_matrix(logits, label_ids, labels, output_dir / "confusion_matrix.png")

@@ -58,3 +58,15 @@ def speech(tmp_path_factory) -> list[np.ndarray]:
     texts = [("yes", "en", 160), ("left right up down", "en-us", 140),
              ("the quick brown fox jumps over the lazy dog", "en-gb", 170), ("stop", "en+f3", 120)]
     return [speak(text, folder / f"{i}.wav", voice, speed) for i, (text, voice, speed) in enumerate(texts)]
+
+
+@pytest.fixture(scope="session")
+def commands_root(tmp_path_factory) -> Path:
+    """The embedded espeak-ng command data at a small size: 4 training and 2 evaluation clips per word."""
+    from ast_hf.espeak_commands import CommandsSpec, build_commands_dataset
+
+    cache = tmp_path_factory.mktemp("cache")
+    root = build_commands_dataset(CommandsSpec(clips_per_word=4, eval_clips_per_word=2), cache_dir=cache,
+                                  verbose=False)
+    assert build_commands_dataset(CommandsSpec(clips_per_word=4, eval_clips_per_word=2), cache_dir=cache) == root
+    return root

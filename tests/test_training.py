@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 import ast_hf
 from ast_hf import training
-from ast_hf.espeak_commands import CommandsSpec, build_commands_dataset, plan
+from ast_hf.espeak_commands import CommandsSpec, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINER = ROOT / "examples" / "run_audio_classification.py"
@@ -87,6 +87,43 @@ def test_collator_mixes_labels_and_masks_only_in_training(speech):
     torch.testing.assert_close(plain["labels"], torch.arange(4))
     torch.testing.assert_close(plain["input_values"], extractor(speech, sampling_rate=16000,
                                                                return_tensors="pt")["input_values"])
+
+
+def test_collator_pads_each_batch_to_its_longest_clip(speech, tmp_path):
+    """pad_to_max_length=False: features padded to the batch's longest clip (at least one 16-frame patch) with the
+    mask of real frames; augmentation stays inside them; the saved extractor returns the mask, so the pipeline
+    scores a clip as the model scores it unpadded."""
+    from transformers import pipeline
+
+    from ast_hf.feature_extraction_ast import num_frames
+
+    extractor = ast_hf.ASTFeatureExtractor(max_length=128)
+    rows = [{"audio": clip, "label": i} for i, clip in enumerate(speech)]
+    short = [rows[0], rows[3]]  # "yes" and "stop", under 128 frames
+    frames = [num_frames(len(row["audio"])) for row in short]
+    batch = training.AudioCollator(extractor, 4, False, pad_to_max_length=False)(short)
+    assert batch["input_values"].shape[1] == max(frames) < 128
+    assert batch["attention_mask"].sum(1).tolist() == frames
+    alone = extractor(speech[0], sampling_rate=16000, padding=False, return_tensors="pt")["input_values"][0]
+    torch.testing.assert_close(batch["input_values"][0, : frames[0]], alone)
+    tiny = training.AudioCollator(extractor, 4, False, pad_to_max_length=False)([{"audio": np.zeros(800), "label": 0}])
+    assert tiny["input_values"].shape[1] == 16 and int(tiny["attention_mask"].sum()) == 3
+    masked = training.AudioCollator(extractor, 4, False, train=True, timem=100, freqm=0, mask_fill="mean",
+                                    pad_to_max_length=False)(short)
+    padded = masked["input_values"][1, frames[1]:]  # the shorter clip's padding is never masked or moved
+    torch.testing.assert_close(padded, batch["input_values"][1, frames[1]:])
+
+    model, saved_extractor = training.prepare_model_and_extractor(
+        training.ModelArguments(model_size="tiny"), training.DataArguments(max_length=128, pad_to_max_length=False),
+        training.RecipeArguments(), ["a", "b", "c", "d"], False, describe=lambda _: None)
+    assert saved_extractor.return_attention_mask
+    randomize(model).save_pretrained(tmp_path / "m")
+    saved_extractor.save_pretrained(tmp_path / "m")
+    scores = pipeline("audio-classification", model=str(tmp_path / "m"))(speech[0], top_k=4)
+    with torch.no_grad():
+        expected = model(alone[None]).logits.softmax(-1)[0]
+    got = {r["label"]: r["score"] for r in scores}
+    assert [got[model.config.id2label[i]] for i in range(4)] == pytest.approx(expected.tolist(), abs=1e-5)
 
 
 # ---- optimisation and metrics -----------------------------------------------------------------------------------
@@ -159,15 +196,6 @@ def test_commands_plan_is_deterministic_and_holds_out_accents():
     assert len(rows) == 10 * 25
 
 
-@pytest.fixture(scope="module")
-def commands_root(tmp_path_factory) -> Path:
-    cache = tmp_path_factory.mktemp("cache")
-    root = build_commands_dataset(CommandsSpec(clips_per_word=4, eval_clips_per_word=2), cache_dir=cache,
-                                  verbose=False)
-    assert build_commands_dataset(CommandsSpec(clips_per_word=4, eval_clips_per_word=2), cache_dir=cache) == root
-    return root
-
-
 def run(command: list[str], env_extra: dict[str, str] | None = None, timeout: int = 600) -> str:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env_extra or {})}
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
@@ -212,7 +240,7 @@ def test_accelerate_script_end_to_end_and_multi_label_json(commands_root, tmp_pa
     log = run([sys.executable, str(LOOP), str(ROOT / "examples" / "recipes" / "audioset_balanced.json"),
                "--model_name_or_path", "", "--deit_name_or_path", "", "--train_file", str(tmp_path / "train.jsonl"),
                "--validation_file", str(tmp_path / "train.jsonl"), "--label_column_name", "tags", *TINY,
-               "--num_train_epochs", "1", "--warmup_steps_recipe", "2", "--balanced_sampling", "true",
+               "--num_train_epochs", "1", "--warmup_steps", "2", "--balanced_sampling", "true",
                "--average_start_epoch", "0",
                "--average_end_epoch", "0", "--output_dir", str(out)])
     assert "ignoring settings this script does not have" in log  # Trainer-only keys of the recipe
@@ -243,8 +271,8 @@ def test_torchrun_two_processes_equal_one_process(commands_root, tmp_path, scrip
     wavs = sorted((commands_root / "train").glob("*/*.wav"))[::5][:8]
     subset.write_text("audio,label\n" + "".join(f"{w},{w.parent.name}\n" for w in wavs))
     common = ["--train_file", str(subset), "--validation_file", str(subset), *TINY, "--num_train_epochs", "3",
-              "--freqm", "0", "--timem", "0", "--noise", "false", "--mixup", "0", "--warmup_steps_recipe", "0",
-              "--lr_scheduler_start", "0"]
+              "--freqm", "0", "--timem", "0", "--noise", "false", "--mixup", "0", "--warmup_steps", "0",
+              "--multistep_start_epoch", "0"]
     if script == "trainer":
         program, common = TRAINER, [*common, "--save_strategy", "no", "--eval_strategy", "no"]
     else:
