@@ -47,6 +47,8 @@ class DataArguments:
     dataset_mean: float | None = field(default=None, metadata={"help": "fbank mean (default: the extractor's)"})
     dataset_std: float | None = field(default=None, metadata={"help": "fbank std (default: the extractor's)"})
     compute_stats: bool = field(default=False, metadata={"help": "compute mean/std on the training set first"})
+    skip_bad_audio: bool = field(default=False, metadata={
+        "help": "drop clips whose file is missing or unreadable (checked before training) instead of stopping"})
     commands_clips_per_word: int = field(default=300, metadata={"help": "embedded espeak-ng data: train clips/word"})
     commands_eval_clips_per_word: int = field(default=50, metadata={"help": "embedded data: eval clips per word"})
 
@@ -126,11 +128,50 @@ def decode_audio(cell: Any, sampling_rate: int) -> Any:
     return cell
 
 
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif", ".au", ".webm", ".wma")
+
+
+def check_one_data_source(args: DataArguments) -> None:
+    """Refuse two data sources at once (one would silently win) and evaluation data without its training data."""
+    given = [flag for flag, value in (("--dataset_name", args.dataset_name),
+                                      ("--train_dir/--validation_dir", args.train_dir or args.validation_dir),
+                                      ("--train_file/--validation_file", args.train_file or args.validation_file))
+             if value]
+    if len(given) > 1:
+        raise ValueError(f"Give one data source, not {' and '.join(given)}: a data set by name, audiofolders, or "
+                         "CSV/JSON files.")
+    for evaluation, training_flag, value in (("--validation_dir", "--train_dir", args.train_dir),
+                                             ("--validation_file", "--train_file", args.train_file)):
+        if getattr(args, evaluation[2:]) and not value:
+            raise ValueError(f"{evaluation} is given without {training_flag}; give the training data too.")
+
+
+def _check_audio_folder(folder: str, flag: str) -> None:
+    path = Path(folder)
+    if not path.is_dir():
+        raise ValueError(f"{flag} {folder!r} is not a folder. Give an audiofolder: {flag} DIR with DIR/<label>/"
+                         "*.wav (one folder per class), or a metadata.csv with file_name and label columns.")
+    if not any(p.suffix.lower() in AUDIO_SUFFIXES for p in path.rglob("*")):
+        raise ValueError(f"{flag} {folder!r} holds no audio files ({', '.join(AUDIO_SUFFIXES)}).")
+
+
+def _audiofolder_label_advice(folder: str, label_column: str) -> str:
+    """Why an audiofolder has no label column: datasets infers labels only from two or more class folders."""
+    classes = sorted(p.name for p in Path(folder).iterdir() if p.is_dir())
+    found = f"{len(classes)} class folder{'s' * (len(classes) != 1)}" + (f" ({', '.join(classes[:5])})"
+                                                                          if classes else "")
+    return (f" The audiofolder {folder!r} has {found}: datasets takes each clip's label from its class folder "
+            f"(DIR/<label>/clip.wav) only when there are two or more of them. Add the other classes' folders, or "
+            f"a metadata.csv with file_name and {label_column!r} columns (or set --label_column_name to its label "
+            "column).")
+
+
 def load_audio_datasets(args: DataArguments, sampling_rate: int = 16000, cache_dir: str | None = None):
     """A DatasetDict with "train" and "validation" from a Hub name, audiofolders or CSV/JSON files, the audio
     column cast to `datasets.Audio(sampling_rate)` (resampled on decode)."""
     import datasets
 
+    check_one_data_source(args)
     if args.dataset_name:
         raw = datasets.DatasetDict({
             "train": datasets.load_dataset(args.dataset_name, args.dataset_config_name, split=args.train_split_name,
@@ -139,6 +180,9 @@ def load_audio_datasets(args: DataArguments, sampling_rate: int = 16000, cache_d
                                                 split=args.eval_split_name, cache_dir=cache_dir)})
     elif args.train_dir:
         splits = {"train": args.train_dir, "validation": args.validation_dir}
+        for name, folder in splits.items():
+            if folder:
+                _check_audio_folder(folder, "--train_dir" if name == "train" else "--validation_dir")
         raw = datasets.DatasetDict({name: datasets.load_dataset("audiofolder", data_dir=folder, split="train")
                                     for name, folder in splits.items() if folder})
     elif args.train_file:
@@ -147,8 +191,13 @@ def load_audio_datasets(args: DataArguments, sampling_rate: int = 16000, cache_d
         for name, path in files.items():
             if not path:
                 continue
+            if not os.path.isfile(path):
+                raise ValueError(f"--{name if name == 'train' else 'validation'}_file {path!r} does not exist.")
             kind = "json" if path.endswith((".json", ".jsonl")) else "csv"
             split = datasets.load_dataset(kind, data_files=path, split="train")
+            if args.audio_column_name not in split.column_names:
+                raise ValueError(f"{path} has no column {args.audio_column_name!r} (columns: {split.column_names});"
+                                 f" set --audio_column_name to the column that holds the audio paths.")
             base = os.path.dirname(os.path.abspath(path))
             split = split.map(_resolve_row, fn_kwargs={"column": args.audio_column_name, "base": base})
             raw[name] = split
@@ -161,13 +210,73 @@ def load_audio_datasets(args: DataArguments, sampling_rate: int = 16000, cache_d
             raise ValueError(f"Split {name!r} has no column {args.audio_column_name!r} (columns: "
                              f"{raw[name].column_names}); set --audio_column_name.")
         if args.label_column_name not in raw[name].column_names:
+            folder = args.train_dir if name == "train" else args.validation_dir
+            advice = _audiofolder_label_advice(folder, args.label_column_name) if folder else ""
             raise ValueError(f"Split {name!r} has no column {args.label_column_name!r} (columns: "
-                             f"{raw[name].column_names}); set --label_column_name.")
+                             f"{raw[name].column_names}); set --label_column_name.{advice}")
         feature = raw[name].features[args.audio_column_name]
         if getattr(feature, "dtype", None) == "large_string":  # CSV paths: Arrow casts only `string` to Audio
             raw[name] = raw[name].cast_column(args.audio_column_name, datasets.Value("string"))
         raw[name] = raw[name].cast_column(args.audio_column_name, datasets.Audio(sampling_rate=sampling_rate))
+        raw[name] = check_audio_files(raw[name], args.audio_column_name, name, skip=args.skip_bad_audio)
     return raw
+
+
+def _audio_problem(cell: Mapping[str, Any]) -> str | None:
+    """Why one undecoded audio cell ({"path", "bytes"}) cannot be read, from a header read; None when it can."""
+    import io
+
+    import soundfile
+
+    path, data = cell.get("path"), cell.get("bytes")
+    if data is None and (not path or not os.path.isfile(path)):
+        return "file not found"
+    source = io.BytesIO(data) if data is not None else path
+    try:
+        soundfile.info(source)
+        return None
+    except Exception:  # formats libsndfile does not read (m4a, ...): ask FFmpeg, which decodes them in training
+        try:
+            from torchcodec.decoders import AudioDecoder
+
+            AudioDecoder(data if data is not None else path).metadata  # noqa: B018 (reads the header)
+            return None
+        except Exception as error:  # noqa: BLE001 (any failure means: not readable audio)
+            return f"not readable audio ({str(error).splitlines()[0][:120]})"
+
+
+def check_audio_files(split: Any, column: str, name: str, skip: bool = False, workers: int = 8) -> Any:
+    """Check every clip of a split up front (the file exists and its header reads), in parallel, with a progress
+    bar on large sets; report all bad files at once, or drop them with a warning when `skip`. Without this a bad
+    file crashes training at the first batch that holds it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import datasets
+    from tqdm.auto import tqdm
+
+    undecoded = split.select_columns([column]).cast_column(column, datasets.Audio(decode=False))
+    bad: list[tuple[int, str, str]] = []
+    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=len(split), desc=f"checking {name} audio",
+                                                                 disable=len(split) < 2000) as progress:
+        for start in range(0, len(split), 1000):  # chunks: embedded audio bytes never all in memory at once
+            cells = undecoded[start:start + 1000][column]
+            for offset, problem in enumerate(pool.map(_audio_problem, cells)):
+                if problem:
+                    bad.append((start + offset, cells[offset].get("path") or f"row {start + offset}", problem))
+            progress.update(len(cells))
+    if not bad:
+        return split
+    listing = "\n".join(f"  {path}: {problem}" for _, path, problem in bad[:20])
+    more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+    if not skip:
+        raise ValueError(f"{len(bad)} of {len(split)} {name} clips cannot be read:\n{listing}{more}\nFix or remove "
+                         "them, or pass --skip_bad_audio to train without them.")
+    import warnings
+
+    warnings.warn(f"skipping {len(bad)} of {len(split)} {name} clips that cannot be read:\n{listing}{more}",
+                  stacklevel=2)
+    dropped = {i for i, _, _ in bad}
+    return split.select([i for i in range(len(split)) if i not in dropped])
 
 
 def _resolve_row(row: Mapping[str, Any], column: str, base: str) -> dict[str, Any]:
@@ -317,6 +426,63 @@ def check_argument_conflicts(recipe: RecipeArguments, sources: Mapping[str, str]
         raise ValueError("\n".join(problems))
 
 
+def resolve_run_steps(do_train: bool, do_eval: bool, sources: Mapping[str, str], has_evaluation_data: bool,
+                      eval_strategy: str = "no") -> tuple[bool, bool]:
+    """(train, evaluate) as a user of the examples means them: train unless --do_train false was given (every data
+    source has training data), evaluate when there is evaluation data unless --do_eval false was given. Refused:
+    --do_eval without evaluation data, an evaluation strategy during training without evaluation data or with
+    --do_eval false, and a run that would do nothing."""
+    train = do_train if "do_train" in sources else True
+    evaluate = do_eval if "do_eval" in sources else has_evaluation_data
+    strategy = str(getattr(eval_strategy, "value", eval_strategy))
+    if evaluate and not has_evaluation_data:
+        raise ValueError(f"do_eval=true (from {sources['do_eval']}) needs evaluation data: give --validation_dir, "
+                         "--validation_file or a data set with an --eval_split_name split.")
+    if strategy != "no" and not evaluate:
+        reason = "there is no evaluation data" if not has_evaluation_data else "--do_eval false was given"
+        raise ValueError(f"eval_strategy={strategy} (from {sources.get('eval_strategy', 'the default')}) evaluates "
+                         f"during training, but {reason}; pass --eval_strategy no, or give evaluation data.")
+    if not (train or evaluate):
+        raise ValueError("Nothing to do: --do_train false and no evaluation. Leave --do_train out to fine-tune, or "
+                         "give --do_eval with evaluation data to evaluate a model.")
+    return train, evaluate
+
+
+# Written last into a checkpoint: a folder that has it is complete (trainer_state.json by the Trainer, the loop's
+# own marker by the accelerate example, which also renames its checkpoints into place).
+CHECKPOINT_MARKERS = ("trainer_state.json", "loop_state.json")
+
+
+def resolve_checkpoint(value: str | None, output_dir: str | os.PathLike) -> str | None:
+    """--resume_from_checkpoint: a checkpoint folder (checked complete), or "last" for the newest complete one in
+    `output_dir`; folders that a killed run left half-written are skipped with a warning."""
+    import re
+    import warnings
+
+    def complete(folder: Path) -> bool:
+        return any((folder / marker).is_file() for marker in CHECKPOINT_MARKERS)
+
+    if not value or str(value).lower() == "false":
+        return None
+    if str(value).lower() in ("last", "true"):
+        folders = [p for p in Path(output_dir).glob("*") if p.is_dir() and re.fullmatch(r"(checkpoint|step)[-_]\d+",
+                                                                                         p.name)]
+        folders.sort(key=lambda p: int(re.search(r"\d+$", p.name).group()), reverse=True)
+        for folder in folders:
+            if complete(folder):
+                return str(folder)
+            warnings.warn(f"skipping {folder}: incomplete (the run was stopped while writing it)", stacklevel=2)
+        raise ValueError(f"--resume_from_checkpoint {value}: no complete checkpoint in {str(output_dir)!r}; train "
+                         "from the start (leave the flag out) or give a checkpoint folder.")
+    if not Path(value).is_dir():
+        raise ValueError(f"--resume_from_checkpoint {value!r} is not a folder; give a checkpoint folder or 'last'.")
+    if not complete(Path(value)):
+        raise ValueError(f"--resume_from_checkpoint {value!r} is incomplete (it has none of "
+                         f"{', '.join(CHECKPOINT_MARKERS)}: the run was stopped while writing it); resume from an "
+                         "earlier checkpoint, or pass 'last' for the newest complete one.")
+    return str(value)
+
+
 def embedded_data(data_args: DataArguments) -> str:
     """Build (once) the espeak-ng spoken-command data and point the arguments at it; returns its description."""
     from .espeak_commands import CommandsSpec, build_commands_dataset
@@ -332,6 +498,7 @@ def embedded_data(data_args: DataArguments) -> str:
 def prepare_data(data_args: DataArguments, seed: int, cache_dir: str | None = None):
     """(DatasetDict with encoded labels, label names, multi_label, description of the data). Without a data set
     in the arguments, the embedded espeak-ng commands. Call it inside `main_process_first()`."""
+    check_one_data_source(data_args)
     description = data_args.dataset_name or data_args.train_dir or data_args.train_file
     if not description:
         description = embedded_data(data_args)
@@ -724,6 +891,15 @@ def compute_metrics_fn(multi_label: bool) -> Callable[[Any], dict[str, float]]:
 
 def plot_training_curves(log_history: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> None:
     """Training loss (per logging step) and evaluation metrics (per evaluation) against the epoch, as a PNG."""
+    import matplotlib.pyplot as plt
+
+    figure = training_curves_figure(log_history)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def training_curves_figure(log_history: Iterable[Mapping[str, Any]]) -> Any:
+    """The figure of `plot_training_curves`; a panel with nothing logged says so and what to set."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -731,18 +907,21 @@ def plot_training_curves(log_history: Iterable[Mapping[str, Any]], path: str | o
 
     history = list(log_history)
     train = [(h["epoch"], h["loss"]) for h in history if "loss" in h and "epoch" in h]
+    if not train:  # fewer updates than --logging_steps: the Trainer's end-of-training average is all there is
+        train = [(h["epoch"], h["train_loss"]) for h in history if "train_loss" in h and "epoch" in h]
     evals = [h for h in history if any(k.startswith("eval_") for k in h)]
     keys = sorted({k for h in evals for k in h if k.startswith("eval_") and k not in
                    ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "eval_loss")})
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     if train:
-        axes[0].plot(*zip(*train, strict=True), label="training loss")
+        axes[0].plot(*zip(*train, strict=True), "-" if len(train) > 1 else "o", label="training loss")
     loss = [(h["epoch"], h["eval_loss"]) for h in evals if "eval_loss" in h]
     if loss:
         axes[0].plot(*zip(*loss, strict=True), "o-", label="evaluation loss")
     axes[0].set_xlabel("epoch")
     axes[0].set_title("loss")
-    axes[0].legend()
+    if train or loss:
+        axes[0].legend()
     for key in keys:
         points = [(h["epoch"], h[key]) for h in evals if key in h and "epoch" in h]
         if points:
@@ -751,9 +930,14 @@ def plot_training_curves(log_history: Iterable[Mapping[str, Any]], path: str | o
     axes[1].set_title("evaluation")
     if keys:
         axes[1].legend()
+    else:
+        axes[1].text(0.5, 0.5, "no evaluation during training\n(--eval_strategy epoch and evaluation data)",
+                     ha="center", va="center", transform=axes[1].transAxes)
+    if not train and not loss:
+        axes[0].text(0.5, 0.5, "no loss was logged\n(fewer updates than --logging_steps)", ha="center",
+                     va="center", transform=axes[0].transAxes)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    return figure
 
 
 def confusion_matrix(logits: np.ndarray, labels: np.ndarray, num_labels: int) -> np.ndarray:
@@ -979,8 +1163,11 @@ __all__ = [
     "parse_config_overrides",
     "plot_confusion_matrix",
     "plot_training_curves",
+    "training_curves_figure",
     "prepare_data",
     "prepare_model_and_extractor",
+    "resolve_checkpoint",
+    "resolve_run_steps",
     "push_output_dir",
     "recipe_lr_lambda",
     "reference_adam",

@@ -55,6 +55,15 @@ class ASTTrainer(Trainer):
                                                      self.args.adam_epsilon, self.args.weight_decay)
         return super().create_optimizer(model)
 
+    def _save_checkpoint(self, model, trial) -> None:
+        # The epoch average is part of the checkpoint (a resumed run averages the epochs before the restart too).
+        # Written first: the Trainer writes trainer_state.json last, so a checkpoint that has it is complete.
+        if self.is_world_process_zero():
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            self.averager.save(folder / AveragingCallback.FILE)
+        super()._save_checkpoint(model, trial)
+
     def set_initial_training_values(self, args, dataloader):
         values = super().set_initial_training_values(args, dataloader)
         self.updates_per_epoch = values[1]  # MultiStepLR counts epochs in updates
@@ -110,11 +119,6 @@ class AveragingCallback(TrainerCallback):
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         self.averager.update(model, int(round(state.epoch)))
 
-    def on_save(self, args, state, control, **kwargs):
-        # Part of the checkpoint, so that a resumed run averages the epochs it did before the restart too.
-        if self.averager.count and state.is_world_process_zero:
-            self.averager.save(Path(args.output_dir) / f"checkpoint-{state.global_step}" / self.FILE)
-
     def restore(self, checkpoint: str | None) -> None:
         if checkpoint and (Path(checkpoint) / self.FILE).is_file():
             self.averager.load(Path(checkpoint) / self.FILE)
@@ -137,6 +141,8 @@ def build_trainer(model_args, data_args, recipe, training_args, raw, labels, mul
         weights = training.dataset_sample_weights(raw["train"], data_args.label_column_name, len(labels),
                                                   multi_label)
     averaging = AveragingCallback(training.WeightAverager(recipe.average_start_epoch, recipe.average_end_epoch))
+    training_args.resume_from_checkpoint = training.resolve_checkpoint(training_args.resume_from_checkpoint,
+                                                                      training_args.output_dir)
     averaging.restore(training_args.resume_from_checkpoint)
     return ASTTrainer(model=model, args=training_args, train_dataset=raw["train"] if training_args.do_train
                       else None, eval_dataset=raw.get("validation"), data_collator=train_collator,
@@ -163,7 +169,7 @@ def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_lab
         trainer.save_model()
         extractor.save_pretrained(training_args.output_dir)
         trainer.save_state()
-    if training_args.do_eval and "validation" in raw:
+    if training_args.do_eval:
         prediction = trainer.predict(raw["validation"], metric_key_prefix="eval")
         metrics.update(prediction.metrics)
         if trainer.is_world_process_zero() and not multi_label:
@@ -172,8 +178,8 @@ def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_lab
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
         trainer.save_metrics("all", metrics)
-        if trainer.state.log_history:
-            training.plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
+    if trainer.is_world_process_zero() and training_args.do_train:  # no card for a run that trained nothing
+        training.plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
         recipe_record = {**vars(recipe), "learning_rate": training_args.learning_rate,
                          "num_train_epochs": training_args.num_train_epochs,
                          "per_device_train_batch_size": training_args.per_device_train_batch_size}
@@ -231,6 +237,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                                       model_args.cache_dir)
     logger.info("data: %s; %d training clips, %d labels (%s)", description, len(raw["train"]), len(labels),
                 "multi-label" if multi_label else "single-label")
+    training_args.do_train, training_args.do_eval = training.resolve_run_steps(
+        training_args.do_train, training_args.do_eval, sources,
+        "validation" in raw or data_args.cross_validation_folds > 0, training_args.eval_strategy)
     if data_args.cross_validation_folds <= 0:
         metrics = run_one(model_args, data_args, recipe, training_args, raw, labels, multi_label, description,
                           push_repo)

@@ -7,7 +7,7 @@ metrics as run_audio_classification.py, from ast_hf.training).
 
 A recipe JSON file given first provides defaults (Trainer-only keys in it are skipped with a warning); flags after
 it override. `--checkpointing_steps N` saves the loop state every N updates; `--resume_from_checkpoint DIR`
-continues from one.
+(or `last`) continues from one.
 
 Optimisation flags carry the Trainer's names and defaults (LoopArguments below): torch's AdamW with
 --weight_decay on every weight but biases and LayerNorms, --adam_beta1/--adam_beta2/--adam_epsilon, a
@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +65,8 @@ class LoopArguments:
     seed: int = field(default=42)
     logging_steps: int = field(default=20)
     checkpointing_steps: int = field(default=0, metadata={"help": "save the loop state every N updates (0 = never)"})
-    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "a step_N folder of this script"})
+    resume_from_checkpoint: str | None = field(default=None, metadata={
+        "help": "a step_N folder of this script, or 'last' for the newest complete one in --output_dir"})
     report_to: str = field(default="tensorboard", metadata={"help": "tensorboard | none"})
     do_train: bool = field(default=True)
     do_eval: bool = field(default=True)
@@ -95,6 +97,21 @@ def evaluate(model, dataloader, accelerator: Accelerator, multi_label: bool) -> 
     return metrics, torch.cat(all_logits).numpy(), torch.cat(all_labels).numpy()
 
 
+def save_checkpoint(accelerator: Accelerator, folder: Path, update: int) -> None:
+    """accelerate's save_state into a staging folder, renamed into place once every process has written its part:
+    a run killed while saving leaves a `.partial` folder, never a step_N folder that --resume_from_checkpoint would
+    take for complete."""
+    staging = folder.with_name(folder.name + ".partial")
+    accelerator.save_state(str(staging))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        training.write_json(staging / "loop_state.json", {"update": update})
+        if folder.exists():  # left by an earlier run into the same --output_dir
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    accelerator.wait_for_everyone()
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     model_args, data_args, recipe, args, sources = training.parse_arguments(
         ARGUMENT_CLASSES, sys.argv[1:] if argv is None else argv, LoopArguments.output_dir)
@@ -112,6 +129,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raw, labels, multi_label, description = training.prepare_data(data_args, args.seed, model_args.cache_dir)
     logger.info("data: %s; %d training clips, %d labels; %d process(es)", description, len(raw["train"]),
                 len(labels), accelerator.num_processes)
+    args.do_train, args.do_eval = training.resolve_run_steps(args.do_train, args.do_eval, sources,
+                                                             "validation" in raw)
 
     model, extractor = training.prepare_model_and_extractor(model_args, data_args, recipe, labels, multi_label,
                                                             describe=logger.info)
@@ -126,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train_loader = DataLoader(raw["train"], batch_size=args.per_device_train_batch_size, shuffle=sampler is None,
                               sampler=sampler, collate_fn=train_collator, generator=generator)
     eval_loader = DataLoader(raw["validation"], batch_size=args.per_device_eval_batch_size,
-                             collate_fn=eval_collator) if "validation" in raw else None
+                             collate_fn=eval_collator) if args.do_eval else None
     optimizer = training.build_optimizer(model, args.learning_rate, (args.adam_beta1, args.adam_beta2),
                                          args.adam_epsilon, args.weight_decay, reference=recipe.reference_optimizer)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
@@ -146,6 +165,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     averager = training.WeightAverager(recipe.average_start_epoch, recipe.average_end_epoch)
     accelerator.register_for_checkpointing(averager)
     update, start_epoch, skip_batches = 0, 0, 0
+    args.resume_from_checkpoint = training.resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
     if args.resume_from_checkpoint:
         accelerator.load_state(args.resume_from_checkpoint)
         match = re.search(r"step_(\d+)", os.path.basename(os.path.normpath(args.resume_from_checkpoint)))
@@ -192,9 +212,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                     step=update)
                 running = []
             if args.checkpointing_steps and update % args.checkpointing_steps == 0:
-                accelerator.save_state(os.path.join(args.output_dir, f"step_{update}"))
+                save_checkpoint(accelerator, Path(args.output_dir) / f"step_{update}", update)
         averager.update(accelerator.unwrap_model(model), epoch + 1)
-        if eval_loader is not None and args.do_eval:
+        if eval_loader is not None:
             metrics, _, _ = evaluate(model, eval_loader, accelerator, multi_label)
             history.append({**metrics, "epoch": epoch + 1})
             logger.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in metrics.items()})
@@ -207,20 +227,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if averager.apply(unwrapped):
         metrics["averaged_epochs"] = averager.count
     output_dir = Path(args.output_dir)
-    if eval_loader is not None and args.do_eval:
+    if eval_loader is not None:
         final, logits, label_ids = evaluate(model, eval_loader, accelerator, multi_label)
         metrics.update(final)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-        unwrapped.save_pretrained(output_dir, save_function=accelerator.save)
-        extractor.save_pretrained(output_dir)
         metrics["train_updates"] = update
         training.write_json(output_dir / "all_results.json", metrics)
-        if history:
-            training.write_json(output_dir / "log_history.json", {"log_history": history})
-            training.plot_training_curves(history, output_dir / "training_curves.png")
-        if eval_loader is not None and args.do_eval and not multi_label:
+        if eval_loader is not None and not multi_label:
             training.save_confusion_matrix(logits, label_ids, labels, output_dir / "confusion_matrix.png")
+    if accelerator.is_main_process and args.do_train:  # no model or card for a run that trained nothing
+        unwrapped.save_pretrained(output_dir, save_function=accelerator.save)
+        extractor.save_pretrained(output_dir)
+        training.write_json(output_dir / "log_history.json", {"log_history": history})
+        training.plot_training_curves(history, output_dir / "training_curves.png")
         evaluation = {k: v for k, v in metrics.items() if k.startswith("eval_")}
         recipe_record = {**vars(recipe), "learning_rate": args.learning_rate,
                          "num_train_epochs": args.num_train_epochs,

@@ -291,29 +291,6 @@ def test_torchrun_two_processes_equal_one_process(commands_root, tmp_path, scrip
     assert max_difference(final_weights(tmp_path / "one"), final_weights(tmp_path / "two")) <= 5e-5
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("script", ["trainer", "accelerate"])
-def test_resume_mid_epoch_gives_the_same_weights(commands_root, tmp_path, script):
-    """An uninterrupted run that also saves at update 7 (mid-epoch: 5 updates per epoch) against a run restarted
-    from that checkpoint: same final weights (tolerance 1e-6; the same operations in the same order), with
-    SpecAugment, mixup and the averaging of epochs 1-3 (so the epoch-1 average must survive the restart)."""
-    common = ["--train_dir", str(commands_root / "train"), "--validation_dir", str(commands_root / "validation"),
-              *TINY, "--num_train_epochs", "3", "--freqm", "8", "--timem", "8", "--mixup", "0.5",
-              "--average_start_epoch", "1", "--average_end_epoch", "3"]
-    recipe = str(ROOT / "examples" / "recipes" / "espeak_commands.json")
-    if script == "trainer":
-        command = [sys.executable, str(TRAINER), recipe, *common, "--save_strategy", "steps", "--save_steps", "7",
-                   "--eval_strategy", "no"]
-        checkpoint = tmp_path / "full" / "checkpoint-7"
-    else:
-        command = [sys.executable, str(LOOP), recipe, *common, "--checkpointing_steps", "7"]
-        checkpoint = tmp_path / "full" / "step_7"
-    run([*command, "--output_dir", str(tmp_path / "full")])
-    assert checkpoint.is_dir()
-    run([*command, "--output_dir", str(tmp_path / "resumed"), "--resume_from_checkpoint", str(checkpoint)])
-    assert max_difference(final_weights(tmp_path / "full"), final_weights(tmp_path / "resumed")) <= 1e-6
-
-
 def test_examples_retarget_a_trained_ast_and_convert_a_deit(tmp_path):
     import transformers
 
@@ -396,3 +373,58 @@ def test_dataset_name_loads_a_local_data_set_folder(commands_root, tmp_path):
          "--output_dir", str(out)])
     assert json.loads((out / "all_results.json").read_text())["train_updates"] == 5
     assert ast_hf.ASTConfig.from_pretrained(out).id2label[9] == "yes"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["trainer", "accelerate"])
+def test_run_killed_mid_epoch_resumes_from_its_last_complete_checkpoint(commands_root, tmp_path, script):
+    """A real training process killed with SIGKILL after its checkpoint at update 6 (mid-epoch: 5 updates per epoch,
+    checkpoints every 2), resumed with --resume_from_checkpoint last, ends with the weights of an uninterrupted run
+    (SpecAugment, mixup and the averaging of epochs 1-3 on). A half-written checkpoint folder newer than the last
+    complete one is skipped."""
+    import signal
+    import time
+
+    common = ["--train_dir", str(commands_root / "train"), "--validation_dir", str(commands_root / "validation"),
+              *TINY, "--num_train_epochs", "3", "--freqm", "8", "--timem", "8", "--mixup", "0.5",
+              "--average_start_epoch", "1", "--average_end_epoch", "3"]
+    recipe = str(ROOT / "examples" / "recipes" / "espeak_commands.json")
+    if script == "trainer":
+        command = [sys.executable, str(TRAINER), recipe, *common, "--save_strategy", "steps", "--save_steps", "2",
+                   "--eval_strategy", "no"]
+        marker, partial = Path("checkpoint-6") / "trainer_state.json", "checkpoint-14"
+    else:
+        command = [sys.executable, str(LOOP), recipe, *common, "--checkpointing_steps", "2"]
+        marker, partial = Path("step_6") / "loop_state.json", "step_14"
+    run([*command, "--output_dir", str(tmp_path / "full")])
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([*command, "--output_dir", str(killed)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (killed / marker).is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL and not (killed / "model.safetensors").exists()
+    (killed / partial).mkdir()  # what a kill during a save leaves: a folder without the completion marker
+    (killed / partial / "config.json").write_text("{}")
+    log = run([*command, "--output_dir", str(killed), "--resume_from_checkpoint", "last"])
+    assert f"skipping {killed / partial}: incomplete" in log
+    assert max_difference(final_weights(tmp_path / "full"), final_weights(killed)) <= 1e-6
+
+
+def test_resume_from_checkpoint_takes_only_complete_folders(tmp_path):
+    for name in ("checkpoint-4", "checkpoint-10", "checkpoint-12", "step_3"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-10" / "trainer_state.json").write_text("{}")
+    with pytest.warns(UserWarning, match="skipping .*checkpoint-12: incomplete"):
+        assert training.resolve_checkpoint("last", tmp_path) == str(tmp_path / "checkpoint-10")
+    assert training.resolve_checkpoint(str(tmp_path / "checkpoint-4"), tmp_path) == str(tmp_path / "checkpoint-4")
+    assert training.resolve_checkpoint(None, tmp_path) is None
+    with pytest.raises(ValueError, match="is incomplete"):
+        training.resolve_checkpoint(str(tmp_path / "checkpoint-12"), tmp_path)
+    with pytest.raises(ValueError, match="is not a folder"):
+        training.resolve_checkpoint(str(tmp_path / "checkpoint-99"), tmp_path)
+    with pytest.raises(ValueError, match="no complete checkpoint"):
+        training.resolve_checkpoint("last", tmp_path / "step_3")
