@@ -6,12 +6,20 @@ loads into the other. The config is the single source of truth for every module 
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
 
 # model_type written by transformers' own port; its config.json files are accepted by ASTConfig.from_dict.
 BUILTIN_AST_MODEL_TYPE = "audio-spectrogram-transformer"
+
+
+# Integer fields and their smallest valid value (checked in ASTConfig._check_architecture).
+_INTEGER_FIELDS = {"hidden_size": 1, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 1,
+                   "patch_size": 1, "frequency_stride": 1, "time_stride": 1, "max_length": 1, "num_mel_bins": 1,
+                   "patchout_time": 0, "patchout_frequency": 0}
 
 
 class ASTConfig(PreTrainedConfig):
@@ -31,14 +39,21 @@ class ASTConfig(PreTrainedConfig):
         reference logits were made with it); models converted from timm/DeiT use 1e-6.
     patch_size (int, defaults to 16): square patch side in (mel bins, frames); 16 so DeiT weights transfer.
     qkv_bias (bool, defaults to True): bias on the query/key/value projections.
-    frequency_stride (int, defaults to 10): stride of the patch split along frequency; 16 means no overlap.
-    time_stride (int, defaults to 10): stride of the patch split along time; 16 means no overlap.
+    frequency_stride (int, defaults to 10): stride of the patch split along frequency; 16 means no overlap. At most
+        `patch_size`: a larger stride would leave mel bins between patches that the model never sees, so it is
+        refused with a ValueError.
+    time_stride (int, defaults to 10): stride of the patch split along time; 16 means no overlap. At most
+        `patch_size`, for the same reason (a gap of frames between patches is refused, not warned about).
     max_length (int, defaults to 1024): frames of the stored positional grid (10.24 s at 100 frames/s). Inputs
         of any other length still run: see `ASTEmbeddings`.
     num_mel_bins (int, defaults to 128): mel bins of the stored positional grid.
     patchout_time (int, defaults to 0): time columns of patches dropped at random in each training forward
         (structured Patchout, Koutini et al. 2021); 0 keeps all. Never applied in eval mode.
     patchout_frequency (int, defaults to 0): frequency rows of patches dropped likewise.
+
+    Every field is checked when the config is built (also by `from_pretrained`): a size given as a string or a
+    float raises a TypeError, a size below its minimum (heads, layers, width < 1; strides > patch_size; dropout
+    outside [0, 1]) a ValueError that names the field, the value and a fix.
     """
 
     model_type = "ast_hf"
@@ -68,21 +83,40 @@ class ASTConfig(PreTrainedConfig):
         self._check_architecture()
 
     def _check_architecture(self) -> None:
-        # Plain ValueErrors (not huggingface_hub's strict-dataclass errors) so that callers can catch them.
+        # Plain ValueErrors/TypeErrors (not huggingface_hub's strict-dataclass errors) so that callers can catch them.
+        # Types first: a size given as "64" would otherwise fail later inside string formatting or torch.
+        for name, minimum in _INTEGER_FIELDS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name}={value!r} is a {type(value).__name__}; it must be an int (e.g. "
+                                f"{name}={type(self).__dataclass_fields__[name].default}).")
+            setattr(self, name, int(value))  # numpy integers would not serialise to config.json
+            if value < minimum:
+                raise ValueError(f"{name}={value} must be >= {minimum}.")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}={value!r} must be a probability in [0, 1].")
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACT2FN:
+            raise ValueError(f"hidden_act={self.hidden_act!r} is not an activation transformers knows; use 'gelu' "
+                             "(DeiT's) or another key of transformers.activations.ACT2FN.")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"hidden_size={self.hidden_size} is not a multiple of num_attention_heads="
                 f"{self.num_attention_heads}; pick a head count that divides it (hidden_size / 64 is usual)."
             )
-        for name in ("patch_size", "frequency_stride", "time_stride"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be a positive integer.")
-        for name in ("patchout_time", "patchout_frequency"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (the number of patch columns/rows "
-                                 "dropped in training).")
+        for name in ("frequency_stride", "time_stride"):
+            # A stride beyond the patch leaves bins/frames between patches that no patch covers: part of every
+            # clip would be ignored without a sign. No AST checkpoint does this, so it is refused.
+            if getattr(self, name) > self.patch_size:
+                raise ValueError(
+                    f"{name}={getattr(self, name)} is larger than patch_size={self.patch_size}: "
+                    f"{getattr(self, name) - self.patch_size} {'mel bins' if name == 'frequency_stride' else 'frames'}"
+                    f" between neighbouring patches would never be seen. Use a stride <= {self.patch_size} "
+                    f"({self.patch_size} = no overlap; the paper uses 10 with 16x16 patches)."
+                )
         for name in ("num_mel_bins", "max_length"):
-            if int(getattr(self, name)) < self.patch_size:
+            if getattr(self, name) < self.patch_size:
                 raise ValueError(
                     f"{name}={getattr(self, name)} is smaller than patch_size={self.patch_size}: the stored grid "
                     f"would hold no patch. Use at least {self.patch_size}."

@@ -15,14 +15,15 @@ resampled by `resample_position_embeddings`, the same rule the model applies at 
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import math
 import os
-import pickle
 import re
 import shutil
+import sys
 import tempfile
-import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +32,12 @@ from typing import Any
 import torch
 
 from .configuration_ast import ASTConfig
-from .modeling_ast import NUM_PREFIX_TOKENS, ASTForAudioClassification, resample_position_embeddings
+from .modeling_ast import (
+    NUM_PREFIX_TOKENS,
+    ASTForAudioClassification,
+    remove_stale_staging,
+    resample_position_embeddings,
+)
 
 PREFIX = "audio_spectrogram_transformer."
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -77,14 +83,19 @@ class ConversionError(ValueError):
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a `.safetensors`, `.pth`, `.pt` or `.bin` file, unwrapped from `{"model": ...}` or
-    `{"state_dict": ...}`. Pickled files are read with `torch.load(weights_only=True)`: no code is executed."""
+    """Tensors of a safetensors file or a PyTorch pickle (`.pth`, `.pt`, `.bin`, any name), unwrapped from
+    `{"model": ...}` or `{"state_dict": ...}`. Pickles are read with `torch.load(weights_only=True)`: no code is
+    executed, and a pickle that would build anything but tensors and plain containers is refused. Files that are
+    not checkpoints (audio, text, numpy, HDF5, ...) are named as what they are."""
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"Checkpoint file {str(path)!r} does not exist.")
     if path.stat().st_size == 0:
         raise ConversionError(f"Checkpoint file {str(path)!r} is empty (0 bytes); download it again.")
-    if path.suffix == ".safetensors":
+    with open(path, "rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    kind = sniff_file_format(head, path.stat().st_size)
+    if path.suffix == ".safetensors" or kind == "safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -93,21 +104,71 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as error:
             raise ConversionError(f"{str(path)!r} is not a readable safetensors file ({error}); it may be truncated "
                                   "or not a safetensors file at all.") from error
+    if kind not in ("zip", "pickle", "unknown"):
+        raise ConversionError(
+            f"Could not read {str(path)!r} as a PyTorch checkpoint: it is {kind}. Pass a state dict saved with "
+            "torch.save (.pth/.pt/.bin), a .safetensors file, or a save_pretrained directory."
+        )
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, pickle.UnpicklingError) as error:
-        raise ConversionError(
-            f"Could not read {str(path)!r} as a PyTorch checkpoint ({type(error).__name__}: {str(error)[:200]}). A "
-            "truncated download or a file that is not a state dict gives this; torch.load(weights_only=True) also "
-            "refuses pickles that hold code, which this converter never runs."
-        ) from error
+    except Exception as error:  # the unpickler raises many types on junk (KeyError, IndexError, EOFError, ...)
+        raise ConversionError(_unreadable_checkpoint_message(path, head, error)) from error
     return unwrap_state_dict(loaded, str(path))
+
+
+# Bytes read to recognise a file's format.
+_SNIFF_BYTES = 64
+# Magic numbers of files that are sometimes passed where a checkpoint is expected.
+_MAGIC = ((b"RIFF", "a RIFF/WAV audio file"), (b"fLaC", "a FLAC audio file"), (b"OggS", "an Ogg audio file"),
+          (b"ID3", "an MP3 audio file"), (b"\xff\xfb", "an MP3 audio file"), (b"\xff\xf3", "an MP3 audio file"),
+          (b"\x89HDF", "an HDF5 file (a Keras/TensorFlow .h5 model?)"), (b"\x93NUMPY", "a numpy .npy array"),
+          (b"\x1f\x8b", "a gzip archive (unpack it first)"), (b"\x89PNG", "a PNG image"),
+          (b"\xff\xd8\xff", "a JPEG image"))
+
+
+def sniff_file_format(head: bytes, size: int) -> str:
+    """"zip" (torch.save), "pickle" (legacy torch.save / raw pickle), "safetensors", a description of a known
+    non-checkpoint format ("a FLAC audio file"), or "unknown", from a file's first bytes."""
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[:1] == b"\x80":  # pickle protocol 2+
+        return "pickle"
+    if len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
+        return "safetensors"  # 8-byte little-endian header length, then the JSON header
+    for magic, description in _MAGIC:
+        if head.startswith(magic):
+            return description
+    return "unknown"
+
+
+def _unreadable_checkpoint_message(path: Path, head: bytes, error: Exception) -> str:
+    text = str(error)
+    refused = "Weights only load failed" in text  # torch's restricted unpickler stopped before building anything
+    detail = next((line.strip() for line in text.splitlines() if "nsupported" in line), "").split(". Please")[0]
+    sample = head.decode("utf-8", errors="replace").rstrip("\ufffd")  # a character cut at the end is not binary
+    is_text = bool(sample) and all(c.isprintable() or c in "\t\r\n" for c in sample)
+    if refused and ("GLOBAL" in detail or not is_text):
+        return (f"Refused to load {str(path)!r}: it is a pickle that would build Python objects beyond tensors "
+                f"({detail or 'it holds more than tensors'}). Loading it could run arbitrary code, so it was not "
+                "executed (torch.load weights_only=True). If you trust the file, load it yourself and re-save its "
+                "tensors with torch.save(state_dict) or safetensors.")
+    if is_text:
+        return (f"Could not read {str(path)!r} as a PyTorch checkpoint: it is a text file (starts with "
+                f"{sample[:40]!r}); nothing in it was executed. Pass a state dict saved with torch.save, a "
+                ".safetensors file, or a save_pretrained directory.")
+    return (f"Could not read {str(path)!r} as a PyTorch checkpoint ({type(error).__name__}: "
+            f"{' '.join(text.split())[:200]}). A truncated download or a file that is not a state dict gives this.")
 
 
 def unwrap_state_dict(loaded: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """The tensor dict inside a loaded checkpoint: itself, or its "model" / "state_dict" / "module" entry."""
     for _ in range(3):
         if isinstance(loaded, Mapping) and loaded and all(isinstance(v, torch.Tensor) for v in loaded.values()):
+            odd = [k for k in loaded if not isinstance(k, str)]
+            if odd:
+                raise ConversionError(f"{source} holds a dict of tensors whose keys are not parameter names (e.g. "
+                                      f"{odd[0]!r} of type {type(odd[0]).__name__}); expected a state dict such as "
+                                      "model.state_dict().")
             return dict(loaded)
         if isinstance(loaded, Mapping):
             inner = next((loaded[k] for k in ("model", "state_dict", "module", "model_state_dict") if k in loaded),
@@ -116,7 +177,7 @@ def unwrap_state_dict(loaded: Any, source: str = "checkpoint") -> dict[str, torc
                 loaded = inner
                 continue
         break
-    found = sorted(loaded)[:8] if isinstance(loaded, Mapping) else type(loaded).__name__
+    found = sorted(map(str, loaded))[:8] if isinstance(loaded, Mapping) else type(loaded).__name__
     raise ConversionError(f"{source} holds no state dict of tensors (found {found}); expected a dict of tensors, "
                           "optionally wrapped as {'model': ...} or {'state_dict': ...}.")
 
@@ -143,9 +204,20 @@ def load_pretrained_weights(directory: str | os.PathLike) -> dict[str, torch.Ten
 # Source formats -> one canonical ViT state dict (Hub names without a model prefix)
 
 
+# What each layout of detect_format is, for messages.
+FORMAT_NAMES = {
+    "original_ast": "the authors' AST (module.v.*, module.mlp_head.*)",
+    "hf_ast": "a transformers / ast_hf AST state dict (audio_spectrogram_transformer.*)",
+    "timm": "a timm / original DeiT state dict (pos_embed, blocks.N.attn.qkv)",
+    "hf_vit": "a transformers DeiT/ViT state dict (embeddings.patch_embeddings.*, encoder.layer.N.* on disk or "
+              "layers.N.* as transformers 5 names them in memory)",
+}
+
+
 def detect_format(state_dict: Mapping[str, torch.Tensor]) -> str:
     """"timm" (timm / original DeiT files), "original_ast" (the authors' AST), "hf_vit" (transformers
-    DeiT/ViT), "hf_ast" (transformers' or ast_hf's AST). Raises a ConversionError that lists the keys found."""
+    DeiT/ViT, Hub names or transformers 5 in-memory names), "hf_ast" (transformers' or ast_hf's AST). Raises a
+    ConversionError that lists the keys found."""
     keys = set(state_dict)
     if any(k.startswith("module.v.") for k in keys):
         return "original_ast"
@@ -191,13 +263,39 @@ def timm_to_canonical(state_dict: Mapping[str, torch.Tensor], prefix: str = "") 
     return canonical
 
 
+# transformers 5 renames DeiT/ViT layers in memory (`model.state_dict()`, so also `torch.save(model.state_dict())`)
+# and back to the Hub names on save_pretrained; these undo the in-memory names, applied in order to one key.
+_TRANSFORMERS5_VIT = (
+    (r"^layers\.(\d+)\.", r"encoder.layer.\1."),
+    (r"\.attention\.q_proj\.", ".attention.attention.query."),
+    (r"\.attention\.k_proj\.", ".attention.attention.key."),
+    (r"\.attention\.v_proj\.", ".attention.attention.value."),
+    (r"\.attention\.o_proj\.", ".attention.output.dense."),
+    (r"\.mlp\.fc1\.", ".intermediate.dense."),
+    (r"\.mlp\.fc2\.", ".output.dense."),
+)
+# Every tensor of a ViT/DeiT encoder under the Hub names.
+_CANONICAL_KEY = re.compile(
+    r"^(embeddings\.(cls_token|distillation_token|position_embeddings|patch_embeddings\.projection\.(weight|bias))"
+    r"|encoder\.layer\.\d+\.(attention\.attention\.(query|key|value)|attention\.output\.dense|intermediate\.dense"
+    r"|output\.dense|layernorm_before|layernorm_after)\.(weight|bias)|layernorm\.(weight|bias))$"
+)
+
+
 def hf_vit_to_canonical(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers DeiT/ViT Hub keys (with or without the `deit.` / `vit.` prefix) -> Hub ViT names."""
+    """transformers DeiT/ViT keys (with or without the `deit.` / `vit.` prefix; Hub names as in model.safetensors,
+    or transformers 5's in-memory names `layers.N.attention.q_proj` ... as in `torch.save(model.state_dict())`)
+    -> Hub ViT names. Image heads, pooler and mask token are dropped; any other tensor is refused by name."""
     canonical = {}
-    for key, value in state_dict.items():
-        key = re.sub(r"^(deit|vit)\.", "", key)
+    for original, value in state_dict.items():
+        key = re.sub(r"^(deit|vit)\.", "", original)
         if key.startswith(_IMAGE_HEADS) or key.startswith("embeddings.mask_token"):
             continue
+        for pattern, replacement in _TRANSFORMERS5_VIT:
+            key = re.sub(pattern, replacement, key)
+        if not _CANONICAL_KEY.match(key):
+            raise ConversionError(f"Unexpected tensor {original!r} {tuple(value.shape)} in a transformers DeiT/ViT "
+                                  "checkpoint; it has no place in an AST encoder.")
         canonical[key] = value
     return canonical
 
@@ -210,8 +308,11 @@ def canonical_architecture(canonical: Mapping[str, torch.Tensor]) -> dict[str, A
             raise ConversionError(f"The checkpoint has no {required!r}; it is not a complete ViT/DeiT encoder.")
     hidden = canonical["embeddings.cls_token"].shape[-1]
     layers = sorted({int(m.group(1)) for k in canonical if (m := re.match(r"^encoder\.layer\.(\d+)\.", k))})
-    if not layers or layers != list(range(len(layers))):
-        raise ConversionError(f"Encoder layers {layers[:5]}... are not numbered 0..N-1; the checkpoint is damaged.")
+    if not layers:
+        raise ConversionError("The checkpoint has embeddings but no encoder layers (no encoder.layer.N.*, "
+                              "layers.N.* or blocks.N.* tensors); it is not a complete ViT/DeiT encoder.")
+    if layers != list(range(len(layers))):
+        raise ConversionError(f"Encoder layers {layers[:8]} are not numbered 0..N-1; the checkpoint is damaged.")
     prefix_tokens = 2 if "embeddings.distillation_token" in canonical else 1
     positions = canonical["embeddings.position_embeddings"].shape[1] - prefix_tokens
     side = math.isqrt(positions)
@@ -455,6 +556,75 @@ def build_model(config: ASTConfig, weights: Mapping[str, torch.Tensor],
     return model.eval()
 
 
+AST_MODEL_TYPES = ("ast_hf", "audio-spectrogram-transformer")
+
+
+def load_ast_model(source: str, cache_dir: str | None = None) -> ASTForAudioClassification:
+    """An ast_hf or transformers AST from a `save_pretrained` directory or Hub id, with every weight accounted for.
+
+    `from_pretrained` alone initialises whatever it does not find at random and only logs it, so a DeiT, a
+    different model or damaged weights would come back as a random AST. Here the config's model_type must be an
+    AST, and any missing, unexpected or mis-shaped tensor raises a ConversionError that names them."""
+    folder = ast_directory(source, cache_dir)
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # the load report is replaced by the one-line error below
+    try:
+        model, info = ASTForAudioClassification.from_pretrained(folder, output_loading_info=True,
+                                                                ignore_mismatched_sizes=True)
+    except Exception as error:  # damaged or hostile files raise many types (UnpicklingError, SafetensorError, ...)
+        raise ConversionError(f"Could not load the AST in {source!r} ({type(error).__name__}: "
+                              f"{' '.join(str(error).split())[:300]}).") from error
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    problems = [f"{len(info[name])} {label} (e.g. {[k if isinstance(k, str) else k[0] for k in info[name]][:3]})"
+                for name, label in (("missing_keys", "missing"), ("unexpected_keys", "unexpected"),
+                                    ("mismatched_keys", "of the wrong shape"), ("error_msgs", "load errors"))
+                if info.get(name)]
+    if problems:
+        raise ConversionError(f"The weights in {source!r} do not fit the AST its config.json describes: "
+                              f"{'; '.join(problems)}. The directory mixes two models or is damaged.")
+    return model.eval()
+
+
+def ast_directory(source: str, cache_dir: str | None = None) -> str:
+    """The local directory of an AST checkpoint (downloading a Hub id), after checking that config.json says AST."""
+    path = Path(source)
+    if path.is_file():
+        raise ConversionError(
+            f"{source!r} is a file; this needs a save_pretrained directory (config.json + model.safetensors) or a Hub "
+            "id. The authors' .pth files go through conversion/convert_original_ast.py (with --dataset), DeiT/ViT "
+            "weights through conversion/convert_deit_to_ast.py."
+        )
+    if not path.is_dir():
+        if source.count("/") != 1 or source.endswith((".pth", ".pt", ".bin", ".safetensors")):
+            raise ConversionError(f"{source!r} is neither an existing directory nor a Hub id (owner/name).")
+        from huggingface_hub import snapshot_download
+
+        try:
+            path = Path(snapshot_download(source, cache_dir=cache_dir))
+        except Exception as error:  # offline, 404, auth: the Hub client raises many types
+            raise ConversionError(f"{source!r} is not a local directory and could not be fetched from the Hub "
+                                  f"({type(error).__name__}); download it elsewhere and pass the local path."
+                                  ) from error
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ConversionError(f"{source!r} has no config.json (found {sorted(p.name for p in path.iterdir())[:10]});"
+                              " pass a directory written by save_pretrained.")
+    try:
+        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    except (ValueError, AttributeError) as error:
+        raise ConversionError(f"{str(config_file)!r} is not a JSON object ({error}).") from error
+    if model_type not in AST_MODEL_TYPES:
+        raise ConversionError(
+            f"{source!r} holds a {model_type!r} model (config.json), not an AST ({' or '.join(AST_MODEL_TYPES)}). "
+            "For a DeiT/ViT use conversion/convert_deit_to_ast.py; the authors' .pth files go through "
+            "conversion/convert_original_ast.py with --dataset."
+        )
+    return str(path)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Labels and atomic output
 
@@ -501,28 +671,58 @@ def label_fields(labels: list[str]) -> dict[str, Any]:
 
 @contextmanager
 def atomic_directory(output_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory beside `output_dir`; on success it replaces `output_dir` in one rename, on any
-    failure it is deleted, so no half-written output is ever left behind."""
+    """Yield a temporary directory beside `output_dir`; on success it replaces `output_dir` in one step, on any
+    failure it is deleted, so no half-written output is ever left behind.
+
+    A process killed mid-write, even by SIGKILL, leaves `output_dir` as it was (the previous directory, or none):
+    the staging directory `.NAME.partial-PID-*` is only renamed into place once complete, and an existing output is
+    swapped with it atomically (Linux renameat2 RENAME_EXCHANGE; elsewhere two renames, between which the path is
+    briefly absent). Staging directories of killed processes are removed by the next write to the same output."""
     output_dir = Path(output_dir).resolve()
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConversionError(f"{str(output_dir)!r} exists and is a file; pass a directory path as --output_dir.")
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise ConversionError(f"{str(output_dir)!r} exists and is not empty; pass --overwrite or another directory.")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    for kind in ("partial", "old"):
+        remove_stale_staging(output_dir.parent, f".{output_dir.name}.{kind}-")
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-{os.getpid()}-", dir=output_dir.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; the result should look like a normal directory
     try:
         yield staging
-        if output_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
+        if not output_dir.exists():
+            os.replace(staging, output_dir)
+        elif exchange_paths(staging, output_dir):
+            shutil.rmtree(staging, ignore_errors=True)  # it now holds the previous output
+        else:
+            retired = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-{os.getpid()}-", dir=output_dir.parent))
             os.replace(output_dir, retired / "old")
             os.replace(staging, output_dir)
             shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def exchange_paths(first: str | os.PathLike, second: str | os.PathLike) -> bool:
+    """Swap two existing paths in one atomic step (Linux renameat2 with RENAME_EXCHANGE). False where the system
+    or file system cannot, so that the caller falls back to two renames."""
+    if sys.platform != "linux":
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a libc without renameat2 (glibc < 2.28, musl)
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -536,7 +736,6 @@ def summarize(model: ASTForAudioClassification, describe: Callable[[str], None] 
              f"(num_mel_bins {config.num_mel_bins}, max_length {config.max_length}, strides "
              f"{config.frequency_stride}/{config.time_stride}); {config.num_labels} labels, "
              f"problem_type {config.problem_type}")
-
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -557,13 +756,10 @@ def write_checkpoint(model: ASTForAudioClassification, extractor: Any, output_di
 
 
 def verification_clip(audio: str | None = None) -> tuple[torch.Tensor, str]:
-    """A real 16 kHz clip for the final forward pass: a WAV file if given, else espeak-ng speech, else (no
-    espeak-ng) a synthetic chirp, named as such."""
+    """A real 16 kHz clip for the final forward pass: an audio file if given (WAV, FLAC, Ogg, MP3, ... read with
+    soundfile, else torchaudio; mixed to mono and resampled to 16 kHz), else espeak-ng speech, else (no espeak-ng)
+    a synthetic chirp, named as such."""
     import subprocess
-    import wave
-
-    import numpy as np
-    import torchaudio
 
     if audio is None and shutil.which("espeak-ng"):
         with tempfile.TemporaryDirectory() as folder:
@@ -575,14 +771,36 @@ def verification_clip(audio: str | None = None) -> tuple[torch.Tensor, str]:
     if audio is None:
         seconds = torch.arange(16000) / 16000
         return torch.sin(2 * math.pi * (200 + 1800 * seconds) * seconds) * 0.3, "synthetic 1 s chirp (no espeak-ng)"
-    with wave.open(str(audio)) as handle:
-        if handle.getsampwidth() != 2:
-            raise ConversionError(f"{audio!r}: only 16-bit PCM WAV files are read here; convert with "
-                                  "`sox in.wav -b 16 out.wav`.")
-        pcm = np.frombuffer(handle.readframes(handle.getnframes()), dtype=np.int16).reshape(-1, handle.getnchannels())
-        rate = handle.getframerate()
-    clip = torch.from_numpy(pcm.astype(np.float32).mean(axis=1) / 32768.0)
-    return torchaudio.functional.resample(clip, rate, 16000) if rate != 16000 else clip, str(audio)
+    clip = read_audio_file(audio)
+    if clip.numel() == 0:
+        raise ConversionError(f"--audio {audio!r} holds no samples; pass a non-empty audio file.")
+    return clip, str(audio)
+
+
+def read_audio_file(path: str | os.PathLike, sampling_rate: int = 16000) -> torch.Tensor:
+    """The samples of an audio file as a mono float32 tensor at `sampling_rate`; a ConversionError that names the
+    file and the decoders tried when it cannot be read."""
+    import torchaudio
+
+    path = str(path)
+    if not os.path.isfile(path):
+        raise ConversionError(f"Audio file {path!r} does not exist.")
+    errors = []
+    try:
+        import soundfile
+
+        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)  # (N, channels)
+        clip = torch.from_numpy(samples.mean(axis=1))
+    except (ImportError, RuntimeError, ValueError, TypeError) as error:  # soundfile's errors are RuntimeErrors
+        errors.append(f"soundfile: {' '.join(str(error).split())[:120]}")
+        try:
+            waveform, rate = torchaudio.load(path)  # (channels, N); needs torchcodec and FFmpeg
+            clip = waveform.float().mean(dim=0)
+        except Exception as second:  # torchaudio's backends raise many types on a file they cannot decode
+            errors.append(f"torchaudio: {' '.join(str(second).split())[:120]}")
+            raise ConversionError(f"Could not decode {path!r} as audio ({'; '.join(errors)}). Pass a WAV, FLAC, "
+                                  "Ogg or MP3 file.") from second
+    return torchaudio.functional.resample(clip, rate, sampling_rate) if rate != sampling_rate else clip
 
 
 def verify(model: ASTForAudioClassification, extractor: Any, audio: str | None = None,
@@ -590,7 +808,7 @@ def verify(model: ASTForAudioClassification, extractor: Any, audio: str | None =
     """Print the architecture summary and run one clip through extractor + model; returns the logits."""
     summarize(model, describe)
     clip, name = verification_clip(audio)
-    features = extractor(clip, sampling_rate=16000, return_tensors="pt")
+    features = extractor(clip, sampling_rate=16000, return_tensors="pt", truncation=True)  # as the pipeline cuts
     with torch.no_grad():
         logits = model(**features).logits  # (1, num_labels)
     if not torch.isfinite(logits).all():
@@ -601,19 +819,20 @@ def verify(model: ASTForAudioClassification, extractor: Any, audio: str | None =
              f"top logits {labels}")
     return logits
 
+
 def run_conversion(build: Callable[[], tuple[ASTForAudioClassification, Any]], output_dir: str | os.PathLike,
                    overwrite: bool = False, audio: str | None = None, push_to_hub: str | None = None) -> int:
     """The common tail of the command-line converters: build the model and extractor, verify them on a real
-    clip, write them atomically, optionally push; returns the exit status (2 with a one-line error)."""
-    import sys
+    clip, write them atomically, optionally push; returns the exit status (2 with a one-line error and no output
+    directory written)."""
 
     try:
-        model, extractor = build()
+        model, extractor = build()  # every build path checks the keys: build_model or load_ast_model
         print("weights: no missing or unexpected keys")
         verify(model, extractor, audio)
         write_checkpoint(model, extractor, output_dir, overwrite=overwrite)
-    except (ConversionError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ConversionError, ValueError, TypeError, OSError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)  # one line
         return 2
     print(f"saved to {output_dir}")
     if push_to_hub:
@@ -624,9 +843,12 @@ def run_conversion(build: Callable[[], tuple[ASTForAudioClassification, Any]], o
 
 
 __all__ = [
+    "AST_MODEL_TYPES",
     "ConversionError",
     "DATASETS",
+    "FORMAT_NAMES",
     "adapt_image_encoder",
+    "ast_directory",
     "atomic_directory",
     "build_model",
     "canonical_architecture",
@@ -635,18 +857,22 @@ __all__ = [
     "default_heads",
     "deit_to_ast",
     "detect_format",
+    "exchange_paths",
     "hf_vit_to_canonical",
+    "load_ast_model",
     "load_image_encoder",
     "load_pretrained_weights",
     "load_state_dict_file",
     "new_head",
     "original_ast_grid",
     "original_ast_to_hf",
+    "read_audio_file",
     "read_image_source",
     "read_labels",
     "retarget_model",
     "retarget_state_dict",
     "run_conversion",
+    "sniff_file_format",
     "timm_to_canonical",
     "unwrap_state_dict",
     "verify",

@@ -10,6 +10,8 @@ and mel-projected in one pass, on CPU or on a GPU. Padding, truncation and norma
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +33,14 @@ LOG_FLOOR = float(torch.finfo(torch.float32).eps)
 MelBlock = tuple[int, int, int, int, torch.Tensor]
 # Frames processed together on CPU: the block's temporaries stay in cache (512 and 4096 measured slower).
 CPU_BLOCK_FRAMES = 1024
+
+# Largest sample magnitude accepted. A frame's samples reach at most 2 (waveform mean) x 2 (frame DC removal) x 1.97
+# (pre-emphasis) = 7.88 times the peak, and by Parseval a power bin or mel energy is at most FFT_SIZE x FRAME_LENGTH x
+# that squared: float32 cannot overflow below sqrt(3.4e38 / (512 * 400)) / 7.88 = 5.2e15. Real audio is in [-1, 1];
+# past this bound the power spectrum would become Inf and the features NaN, so such clips are refused.
+MAX_AMPLITUDE = 1e15
+# Frames per second of the Kaldi framing (10 ms shift), for messages in seconds.
+FRAMES_PER_SECOND = 100
 
 # Integer PCM is scaled to [-1, 1) by these full-scale values.
 _PCM_FULL_SCALE = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31, np.dtype(np.int8): 2.0**7}
@@ -208,6 +218,10 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
     return_attention_mask (bool, defaults to False): also return the (batch, frames) mask of real frames.
     subtract_waveform_mean (bool, defaults to False): subtract each clip's mean before the fbank, as the authors'
         training code does; transformers' extractor (and so the default) does not.
+
+    Padding is always at the end (`padding_side="right"`): `padding_side="left"` is refused with a ValueError, as
+    `ASTModel` reads the attention mask as real frames first. Constructor values of the wrong type (e.g.
+    `sampling_rate="16000"`, `num_mel_bins=0`, a NaN `mean`) raise a TypeError/ValueError naming the value.
     """
 
     model_input_names = ["input_values", "attention_mask"]
@@ -227,13 +241,24 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         **kwargs: Any,
     ) -> None:
         super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
-        if sampling_rate != 16000:
+        if _check_number("sampling_rate", sampling_rate) != 16000:
             raise ValueError(
                 f"sampling_rate={sampling_rate}: the Kaldi framing here is 400/160 samples (25/10 ms at 16 kHz). "
                 "Keep sampling_rate=16000 and resample the audio to 16 kHz instead."
             )
+        num_mel_bins = _check_integer("num_mel_bins", num_mel_bins, minimum=1)
+        max_length = _check_integer("max_length", max_length, minimum=1)
+        for name, value in (("mean", mean), ("std", std), ("padding_value", padding_value)):
+            if not math.isfinite(_check_number(name, value)):
+                raise ValueError(f"{name}={value} is not finite; every feature would be NaN. Pass a real number.")
         if std <= 0:
             raise ValueError(f"std={std} must be positive; compute it with ast_hf.compute_normalization_stats.")
+        if self.padding_side != "right":
+            raise ValueError(
+                f"padding_side={self.padding_side!r} is not supported: padding goes at the end of each clip and "
+                "ASTModel reads the attention mask as real frames first, then padding (it refuses other masks). "
+                "Leave padding_side='right'; padded frames are masked, so the side does not change any clip's output."
+            )
         self.num_mel_bins = num_mel_bins
         self.max_length = max_length
         self.do_normalize = do_normalize
@@ -242,10 +267,12 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         self.return_attention_mask = return_attention_mask
         self.subtract_waveform_mean = subtract_waveform_mean
         self._constants: dict[torch.device, tuple[list[MelBlock], torch.Tensor]] = {}
+        self._warned_truncation = False  # the implicit-truncation warning is given once per extractor
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
         output.pop("_constants", None)
+        output.pop("_warned_truncation", None)
         # "ASTFeatureExtractor" as feature_extractor_type would make AutoFeatureExtractor pick transformers' class of
         # the same name. Without it, AutoFeatureExtractor goes through the model config (model_type "ast_hf").
         output.pop("feature_extractor_type", None)
@@ -264,7 +291,7 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         return_tensors: str | None = None,
         padding: bool | str = "max_length",
         max_length: int | None = None,
-        truncation: bool = True,
+        truncation: bool | None = None,
         return_attention_mask: bool | None = None,
         device: str | torch.device | None = None,
         **kwargs: Any,
@@ -274,16 +301,23 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
 
         raw_speech: a 1-D array/tensor/list (one clip), a 2-D array/tensor (batch, samples), or a list of 1-D
             clips of any lengths. Float audio in [-1, 1]; int8/int16/int32 PCM is divided by its full scale.
-        sampling_rate: rate of `raw_speech`; a rate other than `self.sampling_rate` raises a ValueError.
+            Empty clips, NaN/Inf samples and samples beyond +-1e15 (`MAX_AMPLITUDE`, where the float32 power
+            spectrum could overflow into NaN features) raise a ValueError naming the clip.
+        sampling_rate: rate of `raw_speech`; a rate other than `self.sampling_rate` raises a ValueError, a value
+            that is not a number (e.g. the string "16000") a TypeError.
         return_tensors: "pt", "np" or None (a list of numpy arrays, one per clip).
         padding: "max_length" (default: every clip to `max_length` frames), "longest"/True (to the longest clip
             in the batch, at most `max_length` when truncating) or False/"do_not_pad" (each clip keeps its frames).
         max_length: frames, overriding `self.max_length` for this call.
-        truncation: cut clips longer than `max_length` frames (default True).
+        truncation: cut clips longer than `max_length` frames. The default (None) cuts too, and warns once per
+            extractor the first time a clip loses frames (how many, in frames and seconds), since a pipeline over a
+            long file otherwise classifies its first `max_length` frames only; pass True to cut without the warning.
         return_attention_mask: return the (batch, frames) int mask of real (not padded) frames.
         device: where to compute ("cpu", "cuda", ...); with return_tensors="pt" the tensors stay there.
         """
-        if sampling_rate is not None and sampling_rate != self.sampling_rate:
+        if self.padding_side != "right":
+            raise ValueError(f"padding_side={self.padding_side!r} is not supported; set it back to 'right'.")
+        if sampling_rate is not None and _check_number("sampling_rate", sampling_rate) != self.sampling_rate:
             raise ValueError(
                 f"The audio is sampled at {sampling_rate} Hz but this feature extractor expects "
                 f"{self.sampling_rate} Hz. Resample it first, e.g. "
@@ -292,9 +326,9 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
             )
         if kwargs:
             raise TypeError(f"Unexpected argument(s) {sorted(kwargs)} to {type(self).__name__}.__call__.")
-        max_length = self.max_length if max_length is None else int(max_length)
-        if max_length < 1:
-            raise ValueError(f"max_length={max_length} must be at least 1 frame.")
+        max_length = _check_integer("max_length", self.max_length if max_length is None else max_length, minimum=1)
+        warn_if_cut = truncation is None
+        truncation = True if truncation is None else truncation
         if return_attention_mask is None:
             return_attention_mask = self.return_attention_mask
         padding = _padding_strategy(padding)
@@ -305,6 +339,8 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         clips = _as_clip_list(raw_speech)
         lengths = [num_frames(clip.shape[0]) for clip in clips]
         kept = [min(n, max_length) if truncation else n for n in lengths]  # real frames in the output
+        if warn_if_cut and not self._warned_truncation and max(lengths) > max_length:
+            self._warn_truncation(lengths, max_length)
         if padding == "max_length":
             width = max(max_length, max(kept))
         elif padding == "longest":
@@ -342,6 +378,21 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
             data["attention_mask"] = mask
         return BatchFeature(data, tensor_type=None)
 
+    def _warn_truncation(self, lengths: list[int], max_length: int) -> None:
+        longest = max(range(len(lengths)), key=lengths.__getitem__)
+        frames, cut = lengths[longest], sum(n > max_length for n in lengths)
+        warnings.warn(
+            f"Clip {longest} has {frames} frames ({frames / FRAMES_PER_SECOND:.2f} s) but max_length={max_length} "
+            f"frames ({max_length / FRAMES_PER_SECOND:.2f} s): only its first {max_length} frames are used and "
+            f"{frames - max_length} frames ({(frames - max_length) / FRAMES_PER_SECOND:.2f} s) are dropped"
+            + (f" ({cut} of {len(lengths)} clips in this call were cut)" if cut > 1 else "")
+            + ". Pass truncation=True to cut without this warning, truncation=False with padding='longest' to keep "
+            "every frame, or classify the audio in windows of max_length frames. (Shown once per feature extractor.)",
+            UserWarning,
+            stacklevel=3,
+        )
+        self._warned_truncation = True
+
     def _fbank(self, clips: list[torch.Tensor], out: torch.Tensor, normalize: tuple[float, float] | None) -> None:
         """(Normalised) log-mel of the first out.shape[1] frames of every clip into `out` (B, T, M); frames past a
         clip's end are left for the caller to fill."""
@@ -354,6 +405,31 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
             prepared.append(clip[:needed].to(device=device, dtype=torch.float32))
         mel_groups, window = self._mel_and_window(device)
         batched_kaldi_fbank(prepared, mel_groups, window, out=out, normalize=normalize)
+
+
+def _check_number(name: str, value: Any) -> float:
+    """`value` as a float; a TypeError naming it when it is not a real number (e.g. the string "16000")."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        hint = f" ({name}={value})" if isinstance(value, str) and _is_number(value) else ""
+        raise TypeError(f"{name}={value!r} is a {type(value).__name__}; pass a number{hint}.")
+    return float(value)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_integer(name: str, value: Any, minimum: int) -> int:
+    """`value` as an int >= minimum; a TypeError/ValueError naming it otherwise (floats must be whole)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value).is_integer():
+        raise TypeError(f"{name}={value!r} must be an integer.")
+    if value < minimum:
+        raise ValueError(f"{name}={value} must be at least {minimum}.")
+    return int(value)
 
 
 def _padding_strategy(padding: bool | str) -> str:
@@ -431,10 +507,19 @@ def _as_clip(item: Any, index: int) -> torch.Tensor:
         )
     if item.shape[0] == 0:
         raise ValueError(f"Clip {index} is empty (0 samples); drop it or pass at least one sample.")
-    # One reduction first: the sum is finite iff every sample is (audio cannot overflow float32).
-    if not bool(torch.isfinite(item.sum())) and not bool(torch.isfinite(item).all()):
+    # One reduction gives both checks: min/max are NaN or Inf iff some sample is, and bound the power spectrum.
+    low, high = (float(v) for v in torch.aminmax(item))
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError(
-            f"Clip {index} contains NaN or Inf samples; clean the audio first (e.g. np.nan_to_num) or drop it."
+            f"Clip {index} contains NaN or Inf samples (or values beyond float32's range); clean the audio first "
+            "(e.g. np.nan_to_num) or drop it."
+        )
+    peak = max(-low, high)
+    if peak > MAX_AMPLITUDE:
+        raise ValueError(
+            f"Clip {index} peaks at {peak:.3g}; float audio is expected in [-1, 1], and above {MAX_AMPLITUDE:.0e} its "
+            "power spectrum would overflow float32 (NaN features). Scale it first, e.g. audio / np.abs(audio).max(), "
+            "or pass integer PCM as its int16/int32 array."
         )
     return item
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,11 +29,14 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from .configuration_ast import ASTConfig, patch_grid_size
 
 NUM_PREFIX_TOKENS = 2  # [CLS] and DeiT's distillation token
+IGNORE_INDEX = -100  # class index that cross-entropy skips (torch's and transformers' convention)
 
 # Saved next to the weights so that a checkpoint loads with trust_remote_code=True where ast_hf is not installed.
 # Remote code is copied flat, which is why these files import each other only as `from .sibling import X`.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _CODE_FILES = ("configuration_ast.py", "modeling_ast.py", "feature_extraction_ast.py")
+# save_pretrained writes into `<save_directory>/.partial-<pid>-*` first (see ASTPreTrainedModel.save_pretrained).
+_STAGING_PREFIX = ".partial-"
 _AUTO_MAP = {
     "AutoConfig": "configuration_ast.ASTConfig",
     "AutoModel": "modeling_ast.ASTModel",
@@ -91,6 +96,85 @@ def resample_position_embeddings(position_embeddings: torch.Tensor, old_grid: tu
     grid = resample_patch_grid(grid, new_grid, crop=crop)  # (1, D, f', t')
     patches = grid.permute(0, 2, 3, 1).reshape(1, -1, dim)  # (1, f' * t', D)
     return torch.cat([prefix, patches], dim=1)
+
+
+def _is_weight_file(name: str) -> bool:
+    """model.safetensors, pytorch_model.bin, their shards (-00001-of-00002) and index files, with variants."""
+    return name.startswith(("model", "pytorch_model")) and (
+        name.endswith((".safetensors", ".bin")) or (".index" in name and name.endswith(".json")))
+
+
+def publish_staged_files(staging: str | os.PathLike, directory: str | os.PathLike) -> None:
+    """Move the files of a finished save from `staging` into `directory` in an order that never leaves a loadable
+    mix of old and new: old weight files of the same format are deleted first (index first), then the other files
+    (config, code) are moved, then the new weights, index last. Each move is one rename (same file system)."""
+    new_files = sorted(os.listdir(staging))
+    new_weights = [name for name in new_files if _is_weight_file(name)]
+    formats = {"safetensors" if "safetensors" in name else "bin" for name in new_weights}
+    old_weights = [name for name in os.listdir(directory) if _is_weight_file(name)
+                   and ("safetensors" if "safetensors" in name else "bin") in formats
+                   and os.path.isfile(os.path.join(directory, name))]
+    for name in sorted(old_weights, key=lambda n: ".index" not in n):  # an old index first: it names the shards
+        os.remove(os.path.join(directory, name))
+    for name in [n for n in new_files if n not in new_weights] + sorted(new_weights, key=lambda n: ".index" in n):
+        os.replace(os.path.join(staging, name), os.path.join(directory, name))
+
+
+def remove_stale_staging(directory: str | os.PathLike, prefix: str) -> None:
+    """Delete the `prefix + PID-*` staging directories in `directory` left by processes that no longer run (a save
+    killed mid-write). Directories of live processes, and names without a PID, are kept. POSIX only."""
+    if os.name != "posix" or not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        pid_text = name[len(prefix):].split("-", 1)[0] if name.startswith(prefix) else ""
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid_text), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+        except PermissionError:  # it exists, under another user
+            pass
+
+
+def as_tensor(name: str, value: Any) -> torch.Tensor:
+    """A tensor from a tensor, numpy array or (nested) list; a TypeError naming `name` for anything else."""
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        return torch.as_tensor(np.asarray(value))
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"{name} of type {type(value).__name__} cannot be read as a tensor ({error}); pass a torch "
+                        "tensor or a numpy array.") from error
+
+
+def _is_integer(dtype: torch.dtype) -> bool:
+    """Integer dtypes (int8 ... int64, uint8 ...), not bool: class indices may come in any of them."""
+    return not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
+
+
+def check_right_padded(attention_mask: torch.Tensor, real: torch.Tensor, frames: torch.Tensor) -> None:
+    """Raise a ValueError unless every row of a (B, T) mask is 0/1, real frames first and then padding, with at
+    least one real frame. The model masks the patches after each clip's count of real frames, so any other layout
+    (left padding, holes) would mask the wrong patches."""
+    expected = torch.arange(real.shape[1], device=real.device)[None, :] < frames[:, None]  # (B, T)
+    values_ok = (attention_mask == 0) | (attention_mask == 1)  # always true for a boolean mask
+    if bool(values_ok.all()) and bool((real == expected).all()) and bool((frames > 0).all()):
+        return
+    if not bool(values_ok.all()):
+        raise ValueError(f"attention_mask holds values other than 0 and 1 (e.g. "
+                         f"{float(attention_mask[~values_ok][0]):g}); pass 1 for real frames and 0 for padding.")
+    row = int(((real != expected).any(dim=1) | (frames == 0)).nonzero()[0])
+    if int(frames[row]) == 0:
+        raise ValueError(f"attention_mask row {row} has no real frame; drop that clip from the batch.")
+    leading = int((~real[row]).long().cumprod(0).sum())
+    layout = (f"is left-padded ({leading} padding frames before the clip)" if leading
+              else "has padding between real frames")
+    raise ValueError(
+        f"attention_mask row {row} {layout}. ASTModel needs right-padded batches, real frames first and padding at "
+        "the end, as ASTFeatureExtractor(padding='longest', return_attention_mask=True) returns them: the mask is "
+        "read as a count of real frames, so another layout would mask the wrong patches."
+    )
 
 
 class ASTPatchEmbeddings(nn.Module):
@@ -308,16 +392,36 @@ class ASTPreTrainedModel(PreTrainedModel):
             for parameter in (module.cls_token, module.distillation_token, module.position_embeddings):
                 nn.init.trunc_normal_(parameter, std=self.config.initializer_range)
 
-    def save_pretrained(self, save_directory: str, *args: Any, **kwargs: Any) -> None:
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         """`PreTrainedModel.save_pretrained`, plus the model's code and `auto_map` so that the directory loads with
-        `trust_remote_code=True` where ast_hf is not installed."""
+        `trust_remote_code=True` where ast_hf is not installed.
+
+        Crash safety: everything is first written to a hidden `.partial-PID-*` directory inside `save_directory`,
+        then moved into place: the old weight files are removed first, the config and code moved next, the weights
+        (the index of a sharded save last) at the end. A process killed at any moment, even by SIGKILL, leaves a
+        directory that loads the previous model, loads the new one, or fails to load for want of weights; never
+        one that loads the new config with the old weights or half a weight file. Other files in the directory
+        (Trainer state, logs) are left alone, so the directory as a whole is not replaced atomically; for that
+        see `ast_hf.convert.write_checkpoint`. Staging directories of killed saves are removed by the next save.
+        """
         code_files = [name for name in _CODE_FILES if os.path.isfile(os.path.join(_HERE, name))]
         self.config.auto_map = {auto: ref for auto, ref in _AUTO_MAP.items()
                                 if f"{ref.split('.')[0]}.py" in code_files}
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
+        if not kwargs.get("is_main_process", True) or os.path.isfile(save_directory):
+            super().save_pretrained(save_directory, *args, **kwargs)  # writes nothing here / logs the error
+            return
+        if kwargs.get("push_to_hub"):
+            kwargs.setdefault("repo_id", os.path.basename(os.path.abspath(save_directory)))
+        os.makedirs(save_directory, exist_ok=True)
+        remove_stale_staging(save_directory, _STAGING_PREFIX)
+        staging = tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=save_directory)
+        try:
+            super().save_pretrained(staging, *args, **kwargs)
             for name in code_files:
-                shutil.copyfile(os.path.join(_HERE, name), os.path.join(save_directory, name))
+                shutil.copyfile(os.path.join(_HERE, name), os.path.join(staging, name))
+            publish_staged_files(staging, save_directory)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 class ASTModel(ASTPreTrainedModel):
@@ -348,7 +452,11 @@ class ASTModel(ASTPreTrainedModel):
             spectrograms from [`ASTFeatureExtractor`]; any frames >= patch_size and mel bins >= patch_size.
         attention_mask (`torch.Tensor` of shape `(batch_size, frames)`, *optional*): 1 for real frames, 0 for
             padding (from the feature extractor with `padding="longest", return_attention_mask=True`). Patches of
-            padding are masked so that a clip's output in a padded batch equals its output alone.
+            padding are masked so that a clip's output in a padded batch equals its output alone. The batch must be
+            right-padded (each row: ones, then zeros, at least one real frame); a left-padded mask, a mask with
+            holes or values other than 0/1 raise a ValueError. numpy arrays and lists are accepted.
+
+        A batch of 0 clips, and inputs holding NaN or Inf, raise a ValueError.
         """
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (self.config.output_hidden_states if output_hidden_states is None
@@ -411,6 +519,12 @@ class ASTModel(ASTPreTrainedModel):
             )
         if not input_values.is_floating_point():
             raise TypeError(f"input_values must be a float tensor, got {input_values.dtype}.")
+        if input_values.shape[0] == 0:
+            raise ValueError(f"input_values has shape {tuple(input_values.shape)}: a batch of 0 spectrograms. Pass at "
+                             "least one clip.")
+        if not torch.compiler.is_compiling() and not bool(torch.isfinite(input_values).all()):
+            raise ValueError("input_values contains NaN or Inf; the logits would be NaN. Check the audio and the "
+                             "feature extractor's mean/std (ASTFeatureExtractor refuses such audio itself).")
         patch = self.config.patch_size
         frames, mel_bins = input_values.shape[1:]
         patch_grid_size(mel_bins, frames, patch, self.config.frequency_stride, self.config.time_stride)  # raises
@@ -433,14 +547,19 @@ class ASTModel(ASTPreTrainedModel):
             real_columns = real_columns[:, keep_t]
         return embeddings, (len(keep_f), len(keep_t)), real_columns
 
-    def _time_patches(self, attention_mask: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    def _time_patches(self, attention_mask: Any, shape: torch.Size) -> torch.Tensor:
         """Real time patches of each clip, (B,): those whose 16 frames all lie within the clip's real frames."""
+        attention_mask = as_tensor("attention_mask", attention_mask)
         if attention_mask.shape != shape[:2]:
             raise ValueError(
                 f"attention_mask has shape {tuple(attention_mask.shape)} but input_values has {tuple(shape[:2])} "
                 "(batch, frames); pass the mask the feature extractor returned with these input_values."
             )
-        frames = attention_mask.to(torch.long).sum(dim=1)  # (B,)
+        attention_mask = attention_mask.to(self.embeddings.position_embeddings.device)
+        real = attention_mask if attention_mask.dtype == torch.bool else attention_mask != 0  # (B, T)
+        frames = real.sum(dim=1)  # (B,)
+        if not torch.compiler.is_compiling():
+            check_right_padded(attention_mask, real, frames)
         stride, patch = self.config.time_stride, self.config.patch_size
         grid_t = (shape[1] - patch) // stride + 1
         # A clip shorter than one patch keeps its first (partly padded) patch rather than attending to nothing.
@@ -480,7 +599,10 @@ class ASTForAudioClassification(ASTPreTrainedModel):
         r"""
         labels (`torch.Tensor`, *optional*): class indices `(batch,)` for single-label classification, multi-hot
             `(batch, num_labels)` floats for multi-label, or `(batch,)` / `(batch, num_labels)` targets for
-            regression; the loss follows `config.problem_type` (inferred from the labels when unset).
+            regression; a numpy array or list is converted. The loss follows `config.problem_type`; when unset it is
+            inferred as transformers does (one label: regression; int64/int32 labels: single-label; anything
+            else: multi-label), except that 1-D labels of any integer type (int16, uint8, ...) are class indices,
+            i.e. single-label. Class indices outside [0, num_labels) (other than -100, ignored) raise a ValueError.
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
         outputs = self.audio_spectrogram_transformer(
@@ -490,7 +612,7 @@ class ASTForAudioClassification(ASTPreTrainedModel):
 
         loss = None
         if labels is not None:
-            loss = self._loss(logits, labels.to(logits.device))
+            loss = self._loss(logits, as_tensor("labels", labels).to(logits.device))
 
         if not return_dict:
             rest = tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
@@ -503,7 +625,7 @@ class ASTForAudioClassification(ASTPreTrainedModel):
         if problem_type is None:
             if self.num_labels == 1:
                 problem_type = "regression"
-            elif labels.dtype in (torch.long, torch.int):
+            elif labels.dtype in (torch.long, torch.int) or (_is_integer(labels.dtype) and labels.ndim == 1):
                 problem_type = "single_label_classification"
             else:
                 problem_type = "multi_label_classification"
@@ -521,7 +643,15 @@ class ASTForAudioClassification(ASTPreTrainedModel):
                     "For multi-hot targets set "
                     "config.problem_type='multi_label_classification'."
                 )
-            return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+            labels = labels.reshape(-1).long()
+            outside = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= self.num_labels))
+            if bool(outside.any()):
+                raise ValueError(
+                    f"labels hold class index {int(labels[outside][0])} but the model has {self.num_labels} labels "
+                    f"(indices 0..{self.num_labels - 1}; -100 is ignored). Check the label mapping, or build the "
+                    "model with num_labels / id2label covering every class."
+                )
+            return F.cross_entropy(logits.view(-1, self.num_labels), labels, ignore_index=IGNORE_INDEX)
         if labels.shape != logits.shape:
             raise ValueError(
                 f"problem_type='multi_label_classification' needs multi-hot labels of shape {tuple(logits.shape)}, "

@@ -45,7 +45,7 @@ def compute_normalization_stats(
     def consume(clips: list[Any]) -> None:
         nonlocal total, total_sq, count
         features = raw(clips, sampling_rate=raw.sampling_rate, return_tensors="pt", padding="max_length",
-                       return_attention_mask=True)
+                       return_attention_mask=True, truncation=True)  # statistics of the frames the model sees
         fbank = features["input_values"].double()  # (B, T, M)
         if not include_padding:
             fbank = fbank[features["attention_mask"].bool()]  # (real frames, M)

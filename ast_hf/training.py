@@ -648,7 +648,8 @@ class AudioCollator:
     def featurize(self, waves: list[torch.Tensor]) -> Any:
         """Features and attention mask of a batch: padded to max_length, or to the longest clip (>= min_frames)."""
         extractor = self.feature_extractor
-        common = dict(sampling_rate=extractor.sampling_rate, return_tensors="pt", return_attention_mask=True)
+        common = dict(sampling_rate=extractor.sampling_rate, return_tensors="pt", return_attention_mask=True,
+                      truncation=True)  # max_length is the run's choice: cut without the once-per-extractor warning
         if self.pad_to_max_length:
             return extractor(waves, padding="max_length", **common)
         batch = extractor(waves, padding="longest", **common)

@@ -43,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_attention_heads", type=int, help="heads of a raw state dict (default hidden/64)")
     parser.add_argument("--layer_norm_eps", type=float, help="default: the source's (1e-6 for timm/DeiT files)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the new head's initialisation")
-    parser.add_argument("--audio", help="16-bit WAV for the verification forward (default: espeak-ng speech)")
+    parser.add_argument("--audio", help="audio file (WAV, FLAC, Ogg, MP3; any rate, mixed to mono) for the "
+                        "verification forward (default: espeak-ng speech)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output_dir")
     parser.add_argument("--push_to_hub", metavar="REPO_ID", help="also push model and feature extractor")
     parser.add_argument("--cache_dir", help="Hub cache for a Hub id source")

@@ -9,7 +9,8 @@ The authors' files hold `module.v.*` (a DeiT with fused qkv and two unused image
 they are read with torch.load(weights_only=True). --dataset picks the label names (ast_hf/data), the
 normalisation statistics, max_length and problem_type (multi-label for AudioSet). Their LayerNorm eps is timm's
 1e-6. A transformers AST directory or Hub id is loaded as it is and re-saved as ast_hf (labels and stats from its
-own files unless --dataset is given).
+own files unless --dataset is given); its config.json must say it is an AST and every weight must fit,
+else the conversion stops with exit status 2 and writes nothing.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_length", type=int, help="frames (default: the data set's)")
     parser.add_argument("--num_attention_heads", type=int, help="default hidden_size / 64")
     parser.add_argument("--layer_norm_eps", type=float, default=1e-6, help="the authors' code uses timm's 1e-6")
-    parser.add_argument("--audio", help="16-bit WAV for the verification forward (default: espeak-ng speech)")
+    parser.add_argument("--audio", help="audio file (WAV, FLAC, Ogg, MP3; any rate, mixed to mono) for the "
+                        "verification forward (default: espeak-ng speech)")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--push_to_hub", metavar="REPO_ID")
     parser.add_argument("--cache_dir")
@@ -43,15 +45,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def from_authors_file(args: argparse.Namespace) -> tuple[ast_hf.ASTForAudioClassification, ast_hf.ASTFeatureExtractor]:
+    state_dict = convert.load_state_dict_file(args.checkpoint)
+    kind = convert.detect_format(state_dict)
+    if kind != "original_ast":
+        advice = {"hf_ast": "load it into ast_hf.ASTForAudioClassification(config) and save_pretrained a directory, "
+                            "then pass that directory",
+                  }.get(kind, "for DeiT/ViT use conversion/convert_deit_to_ast.py")
+        raise convert.ConversionError(f"{args.checkpoint!r} is {convert.FORMAT_NAMES[kind]}, not the authors' AST "
+                                      f"(module.v.*); {advice}.")
     if args.dataset is None:
         raise convert.ConversionError("--dataset audioset|esc50|speechcommands is required for the authors' files: "
                                       "it gives the label names, statistics and clip length the model was trained "
                                       "with.")
-    state_dict = convert.load_state_dict_file(args.checkpoint)
-    kind = convert.detect_format(state_dict)
-    if kind != "original_ast":
-        raise convert.ConversionError(f"{args.checkpoint!r} is a {kind} checkpoint, not the authors' AST "
-                                      "(module.v.*); for DeiT/ViT use conversion/convert_deit_to_ast.py.")
     weights = convert.original_ast_to_hf(state_dict)
     settings = convert.dataset_settings(args.dataset)
     labels = convert.dataset_labels(args.dataset)
@@ -81,16 +86,8 @@ def from_authors_file(args: argparse.Namespace) -> tuple[ast_hf.ASTForAudioClass
 
 
 def from_transformers(args: argparse.Namespace) -> tuple[ast_hf.ASTForAudioClassification, ast_hf.ASTFeatureExtractor]:
-    source = args.checkpoint
-    if not Path(source).is_dir():
-        from huggingface_hub import snapshot_download
-
-        try:
-            source = snapshot_download(source, cache_dir=args.cache_dir)
-        except Exception as error:  # offline, 404, auth: the Hub client raises many types
-            raise convert.ConversionError(f"{args.checkpoint!r} is not a local file or directory and could not be "
-                                          f"fetched from the Hub ({type(error).__name__}).") from error
-    model = ast_hf.ASTForAudioClassification.from_pretrained(source).eval()
+    source = convert.ast_directory(args.checkpoint, cache_dir=args.cache_dir)  # refuses a config that is not an AST
+    model = convert.load_ast_model(source)  # refuses missing, unexpected or mis-shaped weights
     if args.dataset:
         settings = convert.dataset_settings(args.dataset)
         model.config.problem_type = settings["problem_type"]

@@ -5,13 +5,16 @@ Commands path, REFERENCE section 3, without its crash when num_mel_bins != 128).
     python conversion/retarget_ast.py --model ast-audioset --output_dir ast-1s --max_length 128 --labels_file words.txt
 
 The positional grid is centre-cut or bilinearly interpolated to the new grid (time first, then frequency); the
-encoder is kept; the head is kept when the labels do not change and re-initialised otherwise.
+encoder is kept; the head is kept when the labels do not change and re-initialised otherwise. The source's
+config.json must say it is an AST and every weight must fit (no missing, unexpected or mis-shaped tensor), else
+the script stops with exit status 2 and writes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 import ast_hf
@@ -36,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mean", type=float)
     parser.add_argument("--std", type=float)
     parser.add_argument("--seed", type=int, default=0, help="seed of a new head")
-    parser.add_argument("--audio", help="16-bit WAV for the verification forward (default: espeak-ng speech)")
+    parser.add_argument("--audio", help="audio file (WAV, FLAC, Ogg, MP3; any rate, mixed to mono) for the "
+                        "verification forward (default: espeak-ng speech)")
     parser.add_argument("--overwrite", action="store_true")
     return parser.parse_args(argv)
 
@@ -60,10 +64,11 @@ def changes_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build(args: argparse.Namespace) -> tuple[ast_hf.ASTForAudioClassification, ast_hf.ASTFeatureExtractor]:
-    source = ast_hf.ASTForAudioClassification.from_pretrained(args.model)
-    try:
-        extractor = ast_hf.ASTFeatureExtractor.from_pretrained(args.model)
-    except OSError:
+    folder = convert.ast_directory(args.model)  # refuses a config that is not an AST
+    source = convert.load_ast_model(folder)  # refuses missing, unexpected or mis-shaped weights
+    if (Path(folder) / "preprocessor_config.json").is_file():
+        extractor = ast_hf.ASTFeatureExtractor.from_pretrained(folder)
+    else:
         extractor = ast_hf.ASTFeatureExtractor()
     model = convert.retarget_model(source, seed=args.seed, **changes_from_args(args))
     settings = convert.dataset_settings(args.dataset) if args.dataset else {}

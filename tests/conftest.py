@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import wave
@@ -13,6 +14,16 @@ import torch
 import torchaudio
 
 import ast_hf
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_conversion_script(name: str):
+    """conversion/NAME.py imported as a module (not registered in sys.modules), so that tests call its main()."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "conversion" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_config(**overrides) -> ast_hf.ASTConfig:

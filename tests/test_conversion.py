@@ -4,7 +4,6 @@ timm weights, and transformers' built-in AST."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-from conftest import randomize
+from conftest import load_conversion_script, randomize
 from safetensors.torch import load_file, save_file
 
 import ast_hf
@@ -25,16 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE_GRID = 24  # DeiT-base-384: 24 x 24 patches
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "conversion" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
-
-deit_cli = load_script("convert_deit_to_ast")
-original_cli = load_script("convert_original_ast")
-retarget_cli = load_script("retarget_ast")
+deit_cli = load_conversion_script("convert_deit_to_ast")
+original_cli = load_conversion_script("convert_original_ast")
+retarget_cli = load_conversion_script("retarget_ast")
 
 
 @pytest.fixture(scope="module")
