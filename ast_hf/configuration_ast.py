@@ -150,7 +150,13 @@ def _from_builtin_ast(config_dict: dict[str, Any]) -> dict[str, Any]:
 def patch_grid_size(num_mel_bins: int, num_frames: int, patch_size: int, frequency_stride: int,
                     time_stride: int) -> tuple[int, int]:
     """Number of (frequency, time) patches of a Conv2d(kernel=patch_size, stride=(fs, ts)) over (F, T)."""
-    if num_mel_bins < patch_size or num_frames < patch_size:
+    if num_mel_bins < patch_size:
+        raise ValueError(
+            f"The spectrogram has {num_frames} frames x {num_mel_bins} mel bins but one patch needs "
+            f"{patch_size} x {patch_size}. Compute it with at least {patch_size} mel bins (ASTFeatureExtractor("
+            f"num_mel_bins=...), 128 for every AST checkpoint), and pass it as (batch, frames, mel bins)."
+        )
+    if num_frames < patch_size:
         raise ValueError(
             f"The spectrogram has {num_frames} frames x {num_mel_bins} mel bins but one patch needs "
             f"{patch_size} x {patch_size}. Pad the audio to at least {patch_size} frames "

@@ -188,6 +188,7 @@ def test_outputs_tuple_attentions_and_gradient_checkpointing():
         (np.zeros((1, 128, 128), np.float32), TypeError, "return_tensors='pt'"),
         (torch.zeros(1, 128, 128, dtype=torch.long), TypeError, "float"),
         (torch.randn(1, 10, 128), ValueError, "at least 16 frames"),
+        (torch.randn(1, 128, 10), ValueError, "at least 16 mel bins"),
     ],
 )
 def test_bad_model_input(inputs, error, words):
