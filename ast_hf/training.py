@@ -41,9 +41,10 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "truncate the training set"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "truncate the evaluation set"})
     max_length: int | None = field(default=None, metadata={"help": "frames per clip (default: the model's)"})
-    pad_to_max_length: bool = field(default=True, metadata={
-        "help": "pad every clip to max_length frames (the reference); false: pad each batch to its longest clip "
-                "and mask the padding out of attention (the saved feature extractor then returns the mask too)"})
+    pad_to_max_length: bool = field(default=False, metadata={
+        "help": "pad every clip to max_length frames (the reference recipes pin this); default false: pad each batch "
+                "to its longest clip and mask the padding out of attention (the saved feature extractor then returns "
+                "the mask too; README 'What the drum benchmark found')"})
     dataset_mean: float | None = field(default=None, metadata={"help": "fbank mean (default: the extractor's)"})
     dataset_std: float | None = field(default=None, metadata={"help": "fbank std (default: the extractor's)"})
     compute_stats: bool = field(default=False, metadata={"help": "compute mean/std on the training set first"})

@@ -7,7 +7,8 @@ the kit, so that every evaluation clip comes from drums, rooms and players never
 
 (a) examples/run_audio_classification.py with the flags a Hugging Face user passes for a transformer trained from
     scratch (--optim adamw_torch --weight_decay 0.05 --lr_scheduler_type cosine --warmup_steps 0.1, ...);
-(b) examples/run_audio_classification.py with the from-scratch recipe (examples/recipes/from_scratch.json);
+(b) examples/run_audio_classification.py with the from-scratch recipe (examples/recipes/from_scratch.json) and
+    --max_length 128, the one setting the recipe leaves to the user's data;
 (c) a plain PyTorch loop around transformers' built-in AST (transformers.ASTForAudioClassification and its
     feature extractor): AdamW, one-cycle schedule, dropout 0.1, one SpecAugment mask each way with masked values
     set to 0 after normalisation, statistics of the padded training features.
@@ -15,7 +16,7 @@ All three: hidden 192, 4 layers, 3 heads, MLP 768 (6.0 M parameters with stride 
 
     python benchmarks/finetune_real.py                       # (a) (b) (c), seeds 0 1 2, 20 epochs
     python benchmarks/finetune_real.py --runs c --seeds 0 1 2 3 4
-    python benchmarks/finetune_real.py --runs a --extra "--hidden_dropout_prob 0.1"   # one factor at a time
+    python benchmarks/finetune_real.py --runs a --extra "--mask_fill mean"   # one factor at a time
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def main() -> None:
     root = build_drumkits_dataset()
     extra = shlex.split(args.extra)
     runs = {"a": lambda seed: example_run(root, seed, args.epochs, HF_FLAGS + extra),
-            "b": lambda seed: example_run(root, seed, args.epochs, [args.recipe] + extra),
+            "b": lambda seed: example_run(root, seed, args.epochs, [args.recipe, "--max_length", "128"] + extra),
             "c": lambda seed: plain_loop(root, seed, args.epochs)}
     titles = {"a": "(a) example, HF-style flags", "b": "(b) example, from_scratch.json",
               "c": "(c) plain loop, built-in AST"}

@@ -229,6 +229,39 @@ def test_trainer_script_end_to_end(commands_root, tmp_path):
     assert classifier.model.config.id2label[0] == "down"
 
 
+@pytest.mark.parametrize("recipe", ["from_scratch", "finetune_pretrained"])
+def test_own_data_recipes_run(commands_root, tmp_path, recipe):
+    """The two recipes for a user's own data, as the README gives them (plus a short length and one epoch): the
+    from-scratch one trains with AdamW on masked variable-length batches, the pretrained one starts from the given
+    AST (a tiny local one here, in the built-in's MIT/ast-* place) with the reference optimiser on padded clips."""
+    out = tmp_path / recipe
+    flags = [str(ROOT / "examples" / "recipes" / f"{recipe}.json"), "--train_dir", str(commands_root / "train"),
+             "--validation_dir", str(commands_root / "validation"), "--max_length", "64", "--num_train_epochs", "1",
+             "--report_to", "none", "--output_dir", str(out)]
+    if recipe == "finetune_pretrained":
+        pretrained = randomize(ast_hf.ASTForAudioClassification(tiny_config(num_labels=7)))
+        pretrained.save_pretrained(tmp_path / "pretrained")
+        flags += ["--model_name_or_path", str(tmp_path / "pretrained"), "--multistep_start_epoch", "1"]
+    run([sys.executable, str(TRAINER), *flags])
+    results = json.loads((out / "all_results.json").read_text())
+    assert 0.0 <= results["eval_accuracy"] <= 1.0
+    extractor = json.loads((out / "preprocessor_config.json").read_text())
+    model = ast_hf.ASTForAudioClassification.from_pretrained(out)
+    assert model.config.id2label[0] == "down" and model.config.num_labels == 10
+    if recipe == "from_scratch":
+        assert extractor["return_attention_mask"] is True  # masked batches in training, so in the pipeline too
+        assert model.config.hidden_size == 192  # model_size tiny
+    else:
+        assert extractor["return_attention_mask"] is False and extractor["max_length"] == 64
+        assert model.config.hidden_size == 32  # the given checkpoint, re-targeted to 10 labels and 64 frames
+        encoder = load_file(str(out / "model.safetensors"))
+        start = pretrained.state_dict()
+        key = "audio_spectrogram_transformer.encoder.layer.0.attention.attention.query.weight"
+        assert (encoder[key] - start[key]).abs().max() < 1e-2  # 1 epoch at lr 1e-5 moves it a little
+    card = (out / "README.md").read_text()
+    assert (f"base_model: {tmp_path / 'pretrained'}" in card) == (recipe == "finetune_pretrained")
+
+
 def test_accelerate_script_end_to_end_and_multi_label_json(commands_root, tmp_path):
     # A JSON-lines file with lists of labels (AudioSet style): each clip tagged with its word and its first letter.
     lines = []
