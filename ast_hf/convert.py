@@ -663,6 +663,11 @@ def dataset_settings(dataset: str) -> dict[str, Any]:
 
 
 def label_fields(labels: list[str]) -> dict[str, Any]:
+    """id2label/label2id of a classification head; at least two unique labels (one label would make
+    transformers' loss a regression, and every prediction that one label with score 1)."""
+    if len(labels) < 2:
+        raise ConversionError(f"A classifier needs at least two labels; got {len(labels)}: {labels}. Check the "
+                              "labels file (one label a line) or the data's label column.")
     if len(set(labels)) != len(labels):
         duplicates = sorted({label for label in labels if labels.count(label) > 1})[:5]
         raise ConversionError(f"Labels must be unique; repeated: {duplicates}.")

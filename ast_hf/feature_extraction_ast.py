@@ -19,6 +19,9 @@ import numpy as np
 import torch
 from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
 from transformers.feature_extraction_utils import BatchFeature
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 # Kaldi framing at 16 kHz: 25 ms windows every 10 ms, FFT size = next power of two of the window.
 FRAME_LENGTH = 400
@@ -317,7 +320,13 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         """
         if self.padding_side != "right":
             raise ValueError(f"padding_side={self.padding_side!r} is not supported; set it back to 'right'.")
-        if sampling_rate is not None and _check_number("sampling_rate", sampling_rate) != self.sampling_rate:
+        if sampling_rate is None:
+            # As transformers' extractors: audio at another rate would give wrong features without any error.
+            logger.warning_once(
+                f"{type(self).__name__} was called without sampling_rate; the audio is assumed to be at "
+                f"{self.sampling_rate} Hz. Pass sampling_rate={self.sampling_rate} to have other rates refused."
+            )
+        elif _check_number("sampling_rate", sampling_rate) != self.sampling_rate:
             raise ValueError(
                 f"The audio is sampled at {sampling_rate} Hz but this feature extractor expects "
                 f"{self.sampling_rate} Hz. Resample it first, e.g. "
@@ -449,6 +458,9 @@ def _as_clip_list(raw_speech: Any) -> list[torch.Tensor]:
             items = [raw_speech]
         elif raw_speech.ndim == 2:
             rows, columns = raw_speech.shape
+            if rows == 0:
+                raise ValueError(f"Got a 2-D array of shape {tuple(raw_speech.shape)}: a batch of 0 clips. Pass at "
+                                 "least one clip.")
             if columns == 1:
                 return [_as_clip(raw_speech[:, 0], 0)]  # (N, 1): one mono clip
             if 1 < columns <= 8 and rows > columns:

@@ -622,16 +622,26 @@ class ASTForAudioClassification(ASTPreTrainedModel):
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         problem_type = self.config.problem_type
+        if labels.ndim == 0 or labels.shape[0] != logits.shape[0]:
+            raise ValueError(f"labels have shape {tuple(labels.shape)} but the batch holds {logits.shape[0]} clips; "
+                             "pass one label (or one row of targets) per clip.")
         if problem_type is None:
             if self.num_labels == 1:
                 problem_type = "regression"
             elif labels.dtype in (torch.long, torch.int) or (_is_integer(labels.dtype) and labels.ndim == 1):
                 problem_type = "single_label_classification"
+            elif labels.ndim == 1:
+                raise ValueError(
+                    f"labels are 1-D {labels.dtype} values, which are neither class indices (an integer dtype: pass "
+                    f"labels.long()) nor multi-hot targets (shape {tuple(logits.shape)}). Or set "
+                    "config.problem_type to say which loss you mean."
+                )
             else:
                 problem_type = "multi_label_classification"
         if problem_type == "regression":
-            return F.mse_loss(logits.squeeze(-1) if self.num_labels == 1 else logits,
-                              labels.squeeze(-1).to(logits.dtype) if self.num_labels == 1 else labels.to(logits.dtype))
+            if self.num_labels == 1:  # (B, 1) logits against (B,) or (B, 1) targets
+                return F.mse_loss(logits.reshape(-1), labels.reshape(-1).to(logits.dtype))
+            return F.mse_loss(logits, labels.to(logits.dtype))
         if problem_type == "single_label_classification":
             if labels.is_floating_point() and labels.shape == logits.shape:
                 # Class probabilities (mixup, label smoothing): cross-entropy against a soft target.

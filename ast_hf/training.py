@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,11 @@ class DataArguments:
     compute_stats: bool = field(default=False, metadata={"help": "compute mean/std on the training set first"})
     skip_bad_audio: bool = field(default=False, metadata={
         "help": "drop clips whose file is missing or unreadable (checked before training) instead of stopping"})
+    check_audio: str = field(default="decode", metadata={
+        "help": "the check of every clip before training: 'decode' (decode each file fully with the decoder that "
+                "training uses: finds truncated or corrupt data, empty files and NaN samples), 'header' (only read "
+                "each header: faster on very large sets, misses bad data behind a good header) or 'none'",
+        "choices": ["decode", "header", "none"]})
     commands_clips_per_word: int = field(default=300, metadata={"help": "embedded espeak-ng data: train clips/word"})
     commands_eval_clips_per_word: int = field(default=50, metadata={"help": "embedded data: eval clips per word"})
 
@@ -195,7 +201,12 @@ def load_audio_datasets(args: DataArguments, sampling_rate: int = 16000, cache_d
             if not os.path.isfile(path):
                 raise ValueError(f"--{name if name == 'train' else 'validation'}_file {path!r} does not exist.")
             kind = "json" if path.endswith((".json", ".jsonl")) else "csv"
-            split = datasets.load_dataset(kind, data_files=path, split="train")
+            try:
+                split = datasets.load_dataset(kind, data_files=path, split="train")
+            except ValueError as error:  # datasets: 'Instruction "train" corresponds to no data!'
+                if "corresponds to no data" not in str(error):
+                    raise
+                raise ValueError(f"{path} holds no rows (a header at most); add one row per clip.") from error
             if args.audio_column_name not in split.column_names:
                 raise ValueError(f"{path} has no column {args.audio_column_name!r} (columns: {split.column_names});"
                                  f" set --audio_column_name to the column that holds the audio paths.")
@@ -219,12 +230,14 @@ def load_audio_datasets(args: DataArguments, sampling_rate: int = 16000, cache_d
         if getattr(feature, "dtype", None) == "large_string":  # CSV paths: Arrow casts only `string` to Audio
             raw[name] = raw[name].cast_column(args.audio_column_name, datasets.Value("string"))
         raw[name] = raw[name].cast_column(args.audio_column_name, datasets.Audio(sampling_rate=sampling_rate))
-        raw[name] = check_audio_files(raw[name], args.audio_column_name, name, skip=args.skip_bad_audio)
+        raw[name] = check_audio_files(raw[name], args.audio_column_name, name, skip=args.skip_bad_audio,
+                                      mode=args.check_audio)
     return raw
 
 
-def _audio_problem(cell: Mapping[str, Any]) -> str | None:
-    """Why one undecoded audio cell ({"path", "bytes"}) cannot be read, from a header read; None when it can."""
+def _audio_problem(cell: Mapping[str, Any], decode: bool = True) -> str | None:
+    """Why one undecoded audio cell ({"path", "bytes"}) cannot be used, None when it can. `decode`: decode it fully
+    with torchcodec (FFmpeg), the decoder datasets uses in training, and check the samples; else read the header."""
     import io
 
     import soundfile
@@ -232,9 +245,23 @@ def _audio_problem(cell: Mapping[str, Any]) -> str | None:
     path, data = cell.get("path"), cell.get("bytes")
     if data is None and (not path or not os.path.isfile(path)):
         return "file not found"
-    source = io.BytesIO(data) if data is not None else path
+    if decode:
+        try:
+            from torchcodec.decoders import AudioDecoder
+
+            samples = AudioDecoder(data if data is not None else path).get_all_samples().data  # (channels, N)
+        except Exception as error:  # noqa: BLE001 (any failure means: training could not decode it either)
+            if "No audio frames were decoded" in str(error):
+                return "no audio samples (an empty file)"
+            return f"FFmpeg cannot decode it ({_decoder_reason(error)})"
+        if samples.numel() == 0:
+            return "no audio samples (an empty file)"
+        if not bool(torch.isfinite(samples).all()):
+            return "NaN or Inf samples"
+        return None
     try:
-        soundfile.info(source)
+        if soundfile.info(io.BytesIO(data) if data is not None else path).frames == 0:
+            return "no audio samples (an empty file)"
         return None
     except Exception:  # formats libsndfile does not read (m4a, ...): ask FFmpeg, which decodes them in training
         try:
@@ -243,14 +270,30 @@ def _audio_problem(cell: Mapping[str, Any]) -> str | None:
             AudioDecoder(data if data is not None else path).metadata  # noqa: B018 (reads the header)
             return None
         except Exception as error:  # noqa: BLE001 (any failure means: not readable audio)
-            return f"not readable audio ({str(error).splitlines()[0][:120]})"
+            return f"not readable audio ({_decoder_reason(error)})"
 
 
-def check_audio_files(split: Any, column: str, name: str, skip: bool = False, workers: int = 8) -> Any:
-    """Check every clip of a split up front (the file exists and its header reads), in parallel, with a progress
-    bar on large sets; report all bad files at once, or drop them with a warning when `skip`. Without this a bad
-    file crashes training at the first batch that holds it."""
+def _decoder_reason(error: Exception) -> str:
+    """The part of a torchcodec/FFmpeg error a user can act on: its message without C++ source locations."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = re.sub(r"\S*\.(cpp|h):\d+,?", "", " ".join(lines))  # C++ source locations
+    text = re.sub(r"^\w+,\s*", "", " ".join(text.split()))  # the C++ function's name
+    return (text or type(error).__name__)[:160]
+
+
+def check_audio_files(split: Any, column: str, name: str, skip: bool = False, workers: int = 8,
+                      mode: str = "decode") -> Any:
+    """Check every clip of a split up front (mode "decode": the file exists, decodes and holds finite samples;
+    "header": it exists and its header reads; "none": no check), in parallel, with a progress bar on large sets;
+    report all bad files at once, or drop them with a warning when `skip`. Without this a bad file crashes training
+    at the first batch that holds it, with a decoder error that does not name the file."""
     from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
+
+    if mode not in ("decode", "header", "none"):
+        raise ValueError(f"--check_audio {mode!r}: use 'decode', 'header' or 'none'.")
+    if mode == "none":
+        return split
 
     import datasets
     from tqdm.auto import tqdm
@@ -261,7 +304,7 @@ def check_audio_files(split: Any, column: str, name: str, skip: bool = False, wo
                                                                  disable=len(split) < 2000) as progress:
         for start in range(0, len(split), 1000):  # chunks: embedded audio bytes never all in memory at once
             cells = undecoded[start:start + 1000][column]
-            for offset, problem in enumerate(pool.map(_audio_problem, cells)):
+            for offset, problem in enumerate(pool.map(partial(_audio_problem, decode=mode == "decode"), cells)):
                 if problem:
                     bad.append((start + offset, cells[offset].get("path") or f"row {start + offset}", problem))
             progress.update(len(cells))
@@ -297,6 +340,11 @@ def label_names(dataset: Any, label_column: str) -> tuple[list[str], bool]:
     if inner is not None and getattr(inner, "names", None) is not None:
         return list(inner.names), True
     values = dataset[label_column]
+    empty = [i for i, v in enumerate(values) if v is None or (isinstance(v, str) and not v.strip())]
+    if empty:
+        raise ValueError(f"{len(empty)} of {len(values)} training rows have no label in column {label_column!r} "
+                         f"(rows {empty[:10]}{'...' if len(empty) > 10 else ''}, counting from 0 after the header); "
+                         "fill them in or remove those rows. An empty label is never made a class of its own.")
     multi = any(isinstance(v, (list, tuple)) for v in values)
     if multi:
         return sorted({str(x) for v in values for x in v}), True
@@ -310,6 +358,8 @@ def encode_label(value: Any, label2id: Mapping[str, int], multi_label: bool) -> 
     def one(x: Any) -> int:
         if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
             return int(x)
+        if x is None or (isinstance(x, str) and not x.strip()):
+            raise ValueError("A clip has no label (an empty cell in the label column); fill it in or remove the row.")
         if str(x) not in label2id:
             raise ValueError(f"Label {x!r} is not among the training labels {sorted(label2id)[:10]}...")
         return label2id[str(x)]
@@ -427,13 +477,39 @@ def check_argument_conflicts(recipe: RecipeArguments, sources: Mapping[str, str]
         raise ValueError("\n".join(problems))
 
 
+def warn_inert_settings(recipe: RecipeArguments, num_train_epochs: float, max_length: int | None,
+                        num_mel_bins: int = 128) -> list[str]:
+    """Warn (and return the warnings) about settings that are valid but cannot act in this run: a MultiStepLR that
+    starts after the last epoch, SpecAugment masks wider than the clip. Warned, not refused: a short trial run of a
+    long recipe is a fair thing to do."""
+    import warnings
+
+    found = []
+    if recipe.multistep_start_epoch > 0 and recipe.multistep_start_epoch >= num_train_epochs:
+        found.append(f"multistep_start_epoch={recipe.multistep_start_epoch} is not before the last of "
+                     f"{num_train_epochs:g} epochs: the learning rate never decays in this run.")
+    if max_length is not None and recipe.timem > max_length:
+        found.append(f"timem={recipe.timem} allows time masks wider than the {max_length}-frame clips (whole clips "
+                     f"masked); a quarter of max_length or less is usual (e.g. --timem {max(1, max_length // 4)}).")
+    if recipe.freqm > num_mel_bins:
+        found.append(f"freqm={recipe.freqm} allows frequency masks wider than the {num_mel_bins} mel bins.")
+    for message in found:
+        warnings.warn(message, UserWarning, stacklevel=2)
+    return found
+
+
 def resolve_run_steps(do_train: bool, do_eval: bool, sources: Mapping[str, str], has_evaluation_data: bool,
-                      eval_strategy: str = "no") -> tuple[bool, bool]:
+                      eval_strategy: str = "no", trained_model: bool = True) -> tuple[bool, bool]:
     """(train, evaluate) as a user of the examples means them: train unless --do_train false was given (every data
     source has training data), evaluate when there is evaluation data unless --do_eval false was given. Refused:
     --do_eval without evaluation data, an evaluation strategy during training without evaluation data or with
-    --do_eval false, and a run that would do nothing."""
+    --do_eval false, a run that would do nothing, and evaluating without training a model that was never trained
+    (`trained_model` false: built from scratch or with a new head)."""
     train = do_train if "do_train" in sources else True
+    if not train and not trained_model:
+        raise ValueError("--do_train false evaluates without training, but the model is new (built from scratch or "
+                         "with a freshly initialised head): its metrics would be those of random weights. Pass a "
+                         "fine-tuned model with --model_name_or_path, or leave --do_train out to train first.")
     evaluate = do_eval if "do_eval" in sources else has_evaluation_data
     strategy = str(getattr(eval_strategy, "value", eval_strategy))
     if evaluate and not has_evaluation_data:
@@ -1099,6 +1175,34 @@ def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArgum
     if not data_args.pad_to_max_length:  # trained on masked batches: inference (the pipeline) masks too
         settings["return_attention_mask"] = True
     return model, ASTFeatureExtractor(**settings)
+
+
+# Settings of a run that the model card records besides the recipe fields (where the script has them).
+_RECORDED_TRAINING = ("learning_rate", "num_train_epochs", "per_device_train_batch_size",
+                      "gradient_accumulation_steps", "optim", "weight_decay", "adam_beta1", "adam_beta2",
+                      "adam_epsilon", "lr_scheduler_type", "warmup_steps", "max_grad_norm", "label_smoothing_factor",
+                      "seed")
+_RECORDED_DATA = ("max_length", "pad_to_max_length", "compute_stats", "dataset_mean", "dataset_std")
+_RECORDED_MODEL = ("model_name_or_path", "deit_name_or_path", "model_size", "config_overrides")
+
+
+def run_record(recipe: RecipeArguments, data_args: DataArguments, model_args: ModelArguments, args: Any
+               ) -> dict[str, Any]:
+    """What produced a model, for its card: the recipe fields, the optimisation and data settings actually used
+    (the optimiser and schedule the run built, not flags a recipe replaced) and where the model came from."""
+    record = dict(vars(recipe))
+    for name in _RECORDED_TRAINING:
+        if hasattr(args, name):
+            record[name] = getattr(args, name)
+    if recipe.reference_optimizer:
+        record["optim"] = "reference Adam (L2 weight decay)"
+    elif not hasattr(args, "optim"):
+        record["optim"] = "adamw_torch"  # the accelerate loop's
+    if recipe.multistep_start_epoch > 0:
+        record["lr_scheduler_type"] = "warm-up + MultiStepLR (multistep_*)"
+    record.update({name: getattr(data_args, name) for name in _RECORDED_DATA})
+    record.update({name: getattr(model_args, name) for name in _RECORDED_MODEL if getattr(model_args, name, None)})
+    return {name: getattr(value, "value", value) for name, value in record.items()}  # enums as their names
 
 
 def write_model_card(output_dir: str | os.PathLike, model_name: str, metrics: Mapping[str, Any], dataset: str,

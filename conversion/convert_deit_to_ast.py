@@ -54,7 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def target_labels(args: argparse.Namespace) -> dict[str, Any]:
     if args.labels_file:
         return convert.label_fields(convert.read_labels(args.labels_file))
-    if args.num_labels:
+    if args.num_labels is not None:
+        if args.num_labels < 2:
+            raise convert.ConversionError(f"--num_labels {args.num_labels}: a classifier needs at least 2 labels.")
         return {"num_labels": args.num_labels}
     if args.dataset:
         return convert.label_fields(convert.dataset_labels(args.dataset))

@@ -180,9 +180,7 @@ def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_lab
         trainer.save_metrics("all", metrics)
     if trainer.is_world_process_zero() and training_args.do_train:  # no card for a run that trained nothing
         training.plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
-        recipe_record = {**vars(recipe), "learning_rate": training_args.learning_rate,
-                         "num_train_epochs": training_args.num_train_epochs,
-                         "per_device_train_batch_size": training_args.per_device_train_batch_size}
+        recipe_record = training.run_record(recipe, data_args, model_args, training_args)
         evaluation = {k: v for k, v in metrics.items() if k.startswith("eval_")}
         training.write_model_card(output_dir, push_repo or output_dir.name, evaluation, description,
                                   recipe_record, model_args.model_name_or_path or model_args.deit_name_or_path)
@@ -224,6 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         extra_defaults=["--use_cpu", "true", "--ddp_backend", "gloo"] if training.cpu_ddp_requested() else ())
     training.check_argument_conflicts(recipe, sources)
     check_trainer_arguments(training_args, data_args, recipe, sources)
+    training.warn_inert_settings(recipe, training_args.num_train_epochs, data_args.max_length)
     training_args.remove_unused_columns = False  # the collator reads the raw audio column
     # One push of the finished folder at the end (model, code, extractor, our card), not Trainer's own pushes.
     push_repo = (training_args.hub_model_id or Path(training_args.output_dir).name) if training_args.push_to_hub \
@@ -239,7 +238,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "multi-label" if multi_label else "single-label")
     training_args.do_train, training_args.do_eval = training.resolve_run_steps(
         training_args.do_train, training_args.do_eval, sources,
-        "validation" in raw or data_args.cross_validation_folds > 0, training_args.eval_strategy)
+        "validation" in raw or data_args.cross_validation_folds > 0, training_args.eval_strategy,
+        trained_model=bool(model_args.model_name_or_path))
     if data_args.cross_validation_folds <= 0:
         metrics = run_one(model_args, data_args, recipe, training_args, raw, labels, multi_label, description,
                           push_repo)

@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model_args, data_args, recipe, args, sources = training.parse_arguments(
         ARGUMENT_CLASSES, sys.argv[1:] if argv is None else argv, LoopArguments.output_dir)
     training.check_argument_conflicts(recipe, sources)
+    training.warn_inert_settings(recipe, args.num_train_epochs, data_args.max_length)
     tracking = args.report_to not in ("none", "")
     # The seedable sampler draws epoch e's order from (seed, e): a run resumed mid-epoch sees the same order.
     accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logger.info("data: %s; %d training clips, %d labels; %d process(es)", description, len(raw["train"]),
                 len(labels), accelerator.num_processes)
     args.do_train, args.do_eval = training.resolve_run_steps(args.do_train, args.do_eval, sources,
-                                                             "validation" in raw)
+                                                             "validation" in raw,
+                                                             trained_model=bool(model_args.model_name_or_path))
 
     model, extractor = training.prepare_model_and_extractor(model_args, data_args, recipe, labels, multi_label,
                                                             describe=logger.info)
@@ -242,9 +244,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         training.write_json(output_dir / "log_history.json", {"log_history": history})
         training.plot_training_curves(history, output_dir / "training_curves.png")
         evaluation = {k: v for k, v in metrics.items() if k.startswith("eval_")}
-        recipe_record = {**vars(recipe), "learning_rate": args.learning_rate,
-                         "num_train_epochs": args.num_train_epochs,
-                         "per_device_train_batch_size": args.per_device_train_batch_size}
+        recipe_record = training.run_record(recipe, data_args, model_args, args)
         training.write_model_card(output_dir, args.hub_model_id or output_dir.name, evaluation, description,
                                   recipe_record, model_args.model_name_or_path or model_args.deit_name_or_path)
         if args.push_to_hub:

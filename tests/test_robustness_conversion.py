@@ -190,6 +190,16 @@ def test_a_patch8_deit_with_the_default_stride_10_is_refused(tmp_path, capsys):
     assert ast_hf.ASTConfig.from_pretrained(tmp_path / "out").patch_grid == (16, 21)
 
 
+def test_a_head_with_one_label_is_refused(deit_dirs, tmp_path, capsys):
+    """A one-line labels file made a 1-label model: transformers then trains it as a regression (MSE) and the
+    pipeline answers that label with score 1.0 for every clip."""
+    (tmp_path / "labels.txt").write_text("hello\n")
+    for flags in (["--labels_file", str(tmp_path / "labels.txt")], ["--num_labels", "1"]):
+        assert deit_cli.main(["--deit", str(deit_dirs["model"]), "--output_dir", str(tmp_path / "out"), *flags]) == 2
+        assert "at least 2 labels" in error_line(capsys.readouterr().err).replace("two", "2")
+        assert not (tmp_path / "out").exists()
+
+
 def test_verification_audio_in_any_format_and_rate(tmp_path, speech, capsys):
     """--audio used to accept 16-bit WAV only (a FLAC gave wave.Error); any file soundfile or torchaudio decodes
     is mixed to mono and resampled to 16 kHz."""

@@ -178,6 +178,25 @@ def test_labels_as_numpy_or_lists_give_the_tensor_loss(model, batch):
             model(values, attention_mask=mask, labels="yes")
 
 
+def test_labels_that_do_not_fit_the_batch_get_clear_errors(model, batch):
+    """A label count other than the batch's, and 1-D float labels with no problem_type, used to reach torch's own
+    messages or one about a multi-label setting the user never made; one-clip regression warned about shapes."""
+    values, mask = batch["input_values"], batch["attention_mask"]
+    with pytest.raises(ValueError, match=r"labels have shape \(2,\) but the batch holds 3 clips"):
+        model(values, attention_mask=mask, labels=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"1-D torch.float32 values, which are neither class indices .*labels.long"):
+        model(values, attention_mask=mask, labels=torch.tensor([1.0, 0.0, 2.0]))
+    regression = randomize(ast_hf.ASTForAudioClassification(tiny_config(num_labels=1))).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "target size ... different to the input size" warning
+        with torch.no_grad():
+            logits = regression(values[:1], attention_mask=mask[:1]).logits  # (1, 1)
+            loss = regression(values[:1], attention_mask=mask[:1], labels=torch.tensor([0.5])).loss
+    torch.testing.assert_close(loss, (logits[0, 0] - 0.5) ** 2)
+    with pytest.raises(ValueError, match=r"shape \(0, 16000\): a batch of 0 clips"):
+        ast_hf.ASTFeatureExtractor()(np.zeros((0, 16000), np.float32), sampling_rate=16000)
+
+
 # ---- pipeline over a long file --------------------------------------------------------------------------------------
 
 

@@ -270,6 +270,15 @@ def test_own_data_recipes_run(commands_root, tmp_path, recipe):
         assert (encoder[key] - start[key]).abs().max() < 1e-2  # 1 epoch at lr 1e-5 moves it a little
     card = (out / "README.md").read_text()
     assert (f"base_model: {tmp_path / 'pretrained'}" in card) == (recipe == "finetune_pretrained")
+    # The card records the optimisation and data settings the run used, not only the recipe fields.
+    recorded = json.loads(card.split("```json\n", 1)[1].split("```", 1)[0])
+    if recipe == "from_scratch":
+        assert recorded["optim"] == "adamw_torch" and recorded["lr_scheduler_type"] == "cosine"
+        assert recorded["weight_decay"] == 0.05 and recorded["pad_to_max_length"] is False
+    else:
+        assert recorded["optim"].startswith("reference Adam") and recorded["weight_decay"] == 5e-7
+        assert recorded["lr_scheduler_type"].startswith("warm-up + MultiStepLR") and recorded["pad_to_max_length"]
+    assert recorded["max_length"] == 64 and recorded["num_train_epochs"] == 1
 
 
 def test_accelerate_script_end_to_end_and_multi_label_json(commands_root, tmp_path):

@@ -250,3 +250,15 @@ def test_trainer_arguments_the_script_handles_itself_are_refused(tmp_path, argv,
                                                                             str(tmp_path))
     with pytest.raises(ValueError, match=message):
         example.check_trainer_arguments(args, data_args, recipe, sources)
+
+
+def test_settings_that_cannot_act_in_this_run_are_warned_about():
+    """A long recipe tried for a few epochs: its MultiStepLR never fires and its time masks outgrow short clips;
+    both are said, not silently kept."""
+    recipe = training.RecipeArguments(multistep_start_epoch=5, multistep_gamma=0.85, timem=96, freqm=24)
+    with pytest.warns(UserWarning) as caught:
+        found = training.warn_inert_settings(recipe, num_train_epochs=2, max_length=64)
+    assert len(found) == 2 and len(caught) == 2
+    assert "multistep_start_epoch=5 is not before the last of 2 epochs" in found[0]
+    assert "timem=96 allows time masks wider than the 64-frame clips" in found[1] and "--timem 16" in found[1]
+    assert training.warn_inert_settings(recipe, num_train_epochs=25, max_length=512) == []

@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 
 from ast_hf import training
 
@@ -65,6 +67,21 @@ def test_csv_with_another_path_column(commands_root, tmp_path):
     assert len(raw["train"]) == 4
 
 
+def test_csv_with_empty_labels_or_no_rows(commands_root, tmp_path):
+    """An empty label cell was made a class named 'None'; a header-only CSV ended in a datasets error."""
+    wavs = sorted((commands_root / "train").glob("*/*.wav"))[:4]
+    table = tmp_path / "train.csv"
+    table.write_text("audio,label\n" + "".join(f"{w},{w.parent.name}\n" for w in wavs[:3]) + f"{wavs[3]},\n")
+    raw = training.load_audio_datasets(training.DataArguments(train_file=str(table)))
+    with pytest.raises(ValueError, match=r"1 of 4 training rows have no label in column 'label' \(rows \[3\]"):
+        training.label_names(raw["train"], "label")
+    with pytest.raises(ValueError, match="A clip has no label"):
+        training.encode_label("", {"yes": 0}, multi_label=False)
+    table.write_text("audio,label\n")
+    with pytest.raises(ValueError, match="train.csv holds no rows"):
+        training.load_audio_datasets(training.DataArguments(train_file=str(table)))
+
+
 def test_bad_files_are_reported_together_before_training(commands_root, tmp_path):
     """A missing file and a file that is not audio, found before training in one message; --skip_bad_audio trains
     without them."""
@@ -73,12 +90,27 @@ def test_bad_files_are_reported_together_before_training(commands_root, tmp_path
     rows = [f"{w},{w.parent.name}" for w in wavs] + [f"{tmp_path / 'gone.wav'},yes", f"{tmp_path / 'junk.wav'},no"]
     table = tmp_path / "train.csv"
     table.write_text("audio,label\n" + "\n".join(rows) + "\n")
-    with pytest.raises(ValueError, match=r"(?s)2 of 12 train clips cannot be read:.*gone.wav: file not found.*"
-                                         r"junk.wav: not readable audio.*--skip_bad_audio"):
+    # Bad data behind a good header (found by decoding, the default check): a WAV cut mid-sample, an empty WAV, a
+    # float WAV holding NaN.
+    sound = (np.sin(np.arange(16000) * 0.05) * 0.3).astype(np.float32)
+    soundfile.write(tmp_path / "whole.wav", sound, 16000, subtype="PCM_16")
+    (tmp_path / "cut.wav").write_bytes((tmp_path / "whole.wav").read_bytes()[:16023])
+    soundfile.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000, subtype="PCM_16")
+    soundfile.write(tmp_path / "nan.wav", np.where(np.arange(16000) % 7 == 0, np.nan, sound), 16000, subtype="FLOAT")
+    rows += [f"{tmp_path / name},no" for name in ("cut.wav", "empty.wav", "nan.wav")]
+    table.write_text("audio,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match=r"(?s)5 of 15 train clips cannot be read:.*gone.wav: file not found.*"
+                                         r"junk.wav: FFmpeg cannot decode it \(Could not open input file.*"
+                                         r"cut.wav: FFmpeg cannot decode it \(Could not receive frame.*"
+                                         r"empty.wav: no audio samples.*nan.wav: NaN or Inf samples.*"
+                                         r"--skip_bad_audio"):
         training.load_audio_datasets(training.DataArguments(train_file=str(table)))
+    # The cheap header check finds the missing and the non-audio files and the empty one, not the others.
+    with pytest.raises(ValueError, match=r"(?s)3 of 15 train clips.*junk.wav: not readable audio.*empty.wav"):
+        training.load_audio_datasets(training.DataArguments(train_file=str(table), check_audio="header"))
     done = run([TRAINER, "--train_file", table, "--skip_bad_audio", "true", *TINY, "--output_dir", tmp_path / "out"])
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "skipping 2 of 12 train clips" in done.stderr
+    assert "skipping 5 of 15 train clips" in done.stderr
     assert json.loads((tmp_path / "out" / "process_0.json").read_text())["examples_collated_for_training"] == 10
 
 
@@ -115,10 +147,13 @@ def test_trains_by_default_and_evaluation_only_writes_no_card(commands_root, tmp
     ({"do_train": False, "do_eval": False}, True, "no", "Nothing to do"),
     ({}, False, "epoch", "eval_strategy=epoch .*there is no evaluation data"),
     ({"do_eval": False}, True, "steps", "eval_strategy=steps .*--do_eval false was given"),
+    ({"do_train": False, "new model": True}, True, "no", "metrics would be those of random weights"),
+    ({"new model": True}, True, "no", (True, True)),
 ])
 def test_what_a_run_does(given, has_evaluation_data, strategy, expected):
-    sources = {name: "the command line" for name in given}
-    arguments = (given.get("do_train", False), given.get("do_eval", False), sources, has_evaluation_data, strategy)
+    sources = {name: "the command line" for name in given if name != "new model"}
+    arguments = (given.get("do_train", False), given.get("do_eval", False), sources, has_evaluation_data, strategy,
+                 not given.get("new model", False))
     if isinstance(expected, str):
         with pytest.raises(ValueError, match=expected):
             training.resolve_run_steps(*arguments)
