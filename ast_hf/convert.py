@@ -1,16 +1,13 @@
-"""Checkpoint surgery for the Audio Spectrogram Transformer (Gong, Chung, Glass, Interspeech 2021), as pure
-functions: state dicts and configs in, state dicts out.
+"""Reading, checking and writing AST checkpoints: the I/O around the pure state-dict surgery of
+`ast_hf.checkpoint_surgery`.
 
-- ImageNet ViT/DeiT -> AST (the paper's transfer, REFERENCE section 3): channel sum of the patch projection,
-  centre cut or bilinear interpolation of the positional grid (time first, then frequency), prefix tokens kept,
-  a fresh LayerNorm + Linear head.
-- The authors' AST checkpoints (`module.v.*`, `module.mlp_head.*`) -> ast_hf key names.
-- Re-targeting a trained AST to another clip length, stride, mel size or label set (the authors' AudioSet ->
-  downstream path, without its crash when num_mel_bins != 128).
-
-Every function returns tensors under the Hub key names of transformers' built-in AST (`audio_spectrogram_transformer.
-embeddings.cls_token`, ...), which are also the names of `ast_hf.ASTForAudioClassification`. The positional grid is
-resampled by `resample_position_embeddings`, the same rule the model applies at run time (with `crop="center"`).
+- Reading weights safely: safetensors or `torch.load(weights_only=True)`, files that are not checkpoints named for
+  what they are, `save_pretrained` directories (sharded too), Hub ids (`download_checkpoint`, the one Hub download).
+- Loading models with every weight accounted for: `load_deit_as_ast` (DeiT/ViT source -> AST), `load_ast_model`
+  (an ast_hf or transformers AST directory or Hub id).
+- Writing: `atomic_directory` (a SIGKILL leaves the previous output or none), `write_checkpoint`, and the common
+  tail of the command-line converters (`run_conversion`: build, verify on real audio, write, push; exit status 2
+  with a one-line error).
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ import errno
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -31,52 +27,23 @@ from typing import Any
 
 import torch
 
-from .configuration_ast import ASTConfig
-from .modeling_ast import (
-    NUM_PREFIX_TOKENS,
-    ASTForAudioClassification,
-    remove_stale_staging,
-    resample_position_embeddings,
+from .audio_io import espeak_available, espeak_speech, read_audio_file
+from .checkpoint_surgery import (
+    ConversionError,
+    adapt_image_encoder,
+    canonical_architecture,
+    default_heads,
+    detect_format,
+    hf_vit_to_canonical,
+    label_fields,
+    new_head,
+    retarget_state_dict,
+    timm_to_canonical,
+    unwrap_state_dict,
 )
-
-PREFIX = "audio_spectrogram_transformer."
-DATA_DIR = Path(__file__).resolve().parent / "data"
-
-# What the paper's three data sets fix (REFERENCE sections 1 and 4): labels file, normalisation, clip length, loss.
-DATASETS: dict[str, dict[str, Any]] = {
-    "audioset": dict(labels="audioset_class_labels_indices.csv", mean=-4.2677393, std=4.5689974, max_length=1024,
-                     problem_type="multi_label_classification"),
-    "esc50": dict(labels="esc50_class_labels_indices.csv", mean=-6.6268077, std=5.358466, max_length=512,
-                  problem_type="single_label_classification"),
-    "speechcommands": dict(labels="speechcommands_class_labels_indices.csv", mean=-6.845978, std=5.5654526,
-                           max_length=128, problem_type="single_label_classification"),
-}
-
-# timm / original DeiT block names -> Hub names of one encoder layer (the fused qkv is split separately).
-_TIMM_LAYER = {
-    "norm1": "layernorm_before",
-    "attn.proj": "attention.output.dense",
-    "norm2": "layernorm_after",
-    "mlp.fc1": "intermediate.dense",
-    "mlp.fc2": "output.dense",
-}
-_TIMM_TOP = {
-    "cls_token": "embeddings.cls_token",
-    "dist_token": "embeddings.distillation_token",
-    "pos_embed": "embeddings.position_embeddings",
-    "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
-    "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
-    "norm.weight": "layernorm.weight",
-    "norm.bias": "layernorm.bias",
-}
-# Classification heads of the image models: dropped, AST gets a new head for its labels.
-_IMAGE_HEADS = ("head.", "head_dist.", "fc_norm.", "cls_classifier.", "distillation_classifier.", "classifier.",
-                "pooler.")
-
-
-class ConversionError(ValueError):
-    """A checkpoint that cannot be converted; the message says what was found and what is expected."""
-
+from .configuration_ast import ASTConfig
+from .modeling_ast import ASTForAudioClassification, remove_stale_staging
+from .presets import dataset_labels, read_labels
 
 # --------------------------------------------------------------------------------------------------------------
 # Reading weights safely
@@ -160,26 +127,6 @@ def _unreadable_checkpoint_message(path: Path, head: bytes, error: Exception) ->
             f"{' '.join(text.split())[:200]}). A truncated download or a file that is not a state dict gives this.")
 
 
-def unwrap_state_dict(loaded: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The tensor dict inside a loaded checkpoint: itself, or its "model" / "state_dict" / "module" entry."""
-    for _ in range(3):
-        if isinstance(loaded, Mapping) and loaded and all(isinstance(v, torch.Tensor) for v in loaded.values()):
-            odd = [k for k in loaded if not isinstance(k, str)]
-            if odd:
-                raise ConversionError(f"{source} holds a dict of tensors whose keys are not parameter names (e.g. "
-                                      f"{odd[0]!r} of type {type(odd[0]).__name__}); expected a state dict such as "
-                                      "model.state_dict().")
-            return dict(loaded)
-        if isinstance(loaded, Mapping):
-            inner = next((loaded[k] for k in ("model", "state_dict", "module", "model_state_dict") if k in loaded),
-                         None)
-            if inner is not None:
-                loaded = inner
-                continue
-        break
-    found = sorted(map(str, loaded))[:8] if isinstance(loaded, Mapping) else type(loaded).__name__
-    raise ConversionError(f"{source} holds no state dict of tensors (found {found}); expected a dict of tensors, "
-                          "optionally wrapped as {'model': ...} or {'state_dict': ...}.")
 
 
 def load_pretrained_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -204,131 +151,35 @@ def load_pretrained_weights(directory: str | os.PathLike) -> dict[str, torch.Ten
 # Source formats -> one canonical ViT state dict (Hub names without a model prefix)
 
 
-# What each layout of detect_format is, for messages.
-FORMAT_NAMES = {
-    "original_ast": "the authors' AST (module.v.*, module.mlp_head.*)",
-    "hf_ast": "a transformers / ast_hf AST state dict (audio_spectrogram_transformer.*)",
-    "timm": "a timm / original DeiT state dict (pos_embed, blocks.N.attn.qkv)",
-    "hf_vit": "a transformers DeiT/ViT state dict (embeddings.patch_embeddings.*, encoder.layer.N.* on disk or "
-              "layers.N.* as transformers 5 names them in memory)",
-}
 
 
-def detect_format(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """"timm" (timm / original DeiT files), "original_ast" (the authors' AST), "hf_vit" (transformers
-    DeiT/ViT, Hub names or transformers 5 in-memory names), "hf_ast" (transformers' or ast_hf's AST). Raises a
-    ConversionError that lists the keys found."""
-    keys = set(state_dict)
-    if any(k.startswith("module.v.") for k in keys):
-        return "original_ast"
-    if any(k.startswith(PREFIX) for k in keys):
-        return "hf_ast"
-    if "pos_embed" in keys and "patch_embed.proj.weight" in keys:
-        return "timm"
-    if any(re.match(r"^((deit|vit)\.)?embeddings\.patch_embeddings\.projection\.weight$", k) for k in keys):
-        return "hf_vit"
-    raise ConversionError(
-        f"Unrecognised checkpoint: {len(keys)} tensors, e.g. {sorted(keys)[:6]}. Expected a timm/DeiT state dict "
-        "(pos_embed, patch_embed.proj.weight, blocks.N.attn.qkv.weight), a transformers DeiT/ViT model "
-        "(embeddings.patch_embeddings.projection.weight), the authors' AST (module.v.*) or a transformers AST."
-    )
 
 
-def timm_to_canonical(state_dict: Mapping[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
-    """timm / original-DeiT keys (fused qkv) -> Hub ViT names; classification heads are dropped."""
-    canonical: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        if not key.startswith(prefix):
-            continue
-        key = key[len(prefix):]
-        if key in _TIMM_TOP:
-            canonical[_TIMM_TOP[key]] = value
-            continue
-        match = re.match(r"^blocks\.(\d+)\.(.+)\.(weight|bias)$", key)
-        if match is None:
-            if not key.startswith(_IMAGE_HEADS):
-                raise ConversionError(f"Unexpected tensor {prefix + key!r} {tuple(value.shape)} in a timm/DeiT "
-                                      "checkpoint; it has no place in an AST.")
-            continue
-        layer, name, kind = match.groups()
-        base = f"encoder.layer.{layer}."
-        if name == "attn.qkv":
-            query, key_, value_ = value.chunk(3, dim=0)  # rows: (3 * D, D) = [q; k; v]
-            for part, tensor in (("query", query), ("key", key_), ("value", value_)):
-                canonical[f"{base}attention.attention.{part}.{kind}"] = tensor.clone()
-        elif name in _TIMM_LAYER:
-            canonical[f"{base}{_TIMM_LAYER[name]}.{kind}"] = value
-        else:
-            raise ConversionError(f"Unexpected tensor {prefix + key!r} in block {layer} of a timm/DeiT checkpoint.")
-    return canonical
 
 
-# transformers 5 renames DeiT/ViT layers in memory (`model.state_dict()`, so also `torch.save(model.state_dict())`)
-# and back to the Hub names on save_pretrained; these undo the in-memory names, applied in order to one key.
-_TRANSFORMERS5_VIT = (
-    (r"^layers\.(\d+)\.", r"encoder.layer.\1."),
-    (r"\.attention\.q_proj\.", ".attention.attention.query."),
-    (r"\.attention\.k_proj\.", ".attention.attention.key."),
-    (r"\.attention\.v_proj\.", ".attention.attention.value."),
-    (r"\.attention\.o_proj\.", ".attention.output.dense."),
-    (r"\.mlp\.fc1\.", ".intermediate.dense."),
-    (r"\.mlp\.fc2\.", ".output.dense."),
-)
-# Every tensor of a ViT/DeiT encoder under the Hub names.
-_CANONICAL_KEY = re.compile(
-    r"^(embeddings\.(cls_token|distillation_token|position_embeddings|patch_embeddings\.projection\.(weight|bias))"
-    r"|encoder\.layer\.\d+\.(attention\.attention\.(query|key|value)|attention\.output\.dense|intermediate\.dense"
-    r"|output\.dense|layernorm_before|layernorm_after)\.(weight|bias)|layernorm\.(weight|bias))$"
-)
 
 
-def hf_vit_to_canonical(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers DeiT/ViT keys (with or without the `deit.` / `vit.` prefix; Hub names as in model.safetensors,
-    or transformers 5's in-memory names `layers.N.attention.q_proj` ... as in `torch.save(model.state_dict())`)
-    -> Hub ViT names. Image heads, pooler and mask token are dropped; any other tensor is refused by name."""
-    canonical = {}
-    for original, value in state_dict.items():
-        key = re.sub(r"^(deit|vit)\.", "", original)
-        if key.startswith(_IMAGE_HEADS) or key.startswith("embeddings.mask_token"):
-            continue
-        for pattern, replacement in _TRANSFORMERS5_VIT:
-            key = re.sub(pattern, replacement, key)
-        if not _CANONICAL_KEY.match(key):
-            raise ConversionError(f"Unexpected tensor {original!r} {tuple(value.shape)} in a transformers DeiT/ViT "
-                                  "checkpoint; it has no place in an AST encoder.")
-        canonical[key] = value
-    return canonical
 
 
-def canonical_architecture(canonical: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """hidden_size, num_hidden_layers, intermediate_size, qkv_bias, prefix tokens and (f, t) grid of the source."""
-    for required in ("embeddings.cls_token", "embeddings.position_embeddings",
-                     "embeddings.patch_embeddings.projection.weight", "layernorm.weight"):
-        if required not in canonical:
-            raise ConversionError(f"The checkpoint has no {required!r}; it is not a complete ViT/DeiT encoder.")
-    hidden = canonical["embeddings.cls_token"].shape[-1]
-    layers = sorted({int(m.group(1)) for k in canonical if (m := re.match(r"^encoder\.layer\.(\d+)\.", k))})
-    if not layers:
-        raise ConversionError("The checkpoint has embeddings but no encoder layers (no encoder.layer.N.*, "
-                              "layers.N.* or blocks.N.* tensors); it is not a complete ViT/DeiT encoder.")
-    if layers != list(range(len(layers))):
-        raise ConversionError(f"Encoder layers {layers[:8]} are not numbered 0..N-1; the checkpoint is damaged.")
-    prefix_tokens = 2 if "embeddings.distillation_token" in canonical else 1
-    positions = canonical["embeddings.position_embeddings"].shape[1] - prefix_tokens
-    side = math.isqrt(positions)
-    if side * side != positions:
-        raise ConversionError(f"The source has {positions} patch positions, not a square grid; pass a square "
-                              "ImageNet model (224/16 = 14 or 384/16 = 24 patches a side).")
-    return dict(hidden_size=hidden, num_hidden_layers=len(layers),
-                intermediate_size=canonical["encoder.layer.0.intermediate.dense.weight"].shape[0],
-                qkv_bias="encoder.layer.0.attention.attention.query.bias" in canonical,
-                patch_size=canonical["embeddings.patch_embeddings.projection.weight"].shape[-1],
-                prefix_tokens=prefix_tokens, grid=(side, side))
 
 
-def default_heads(hidden_size: int) -> int:
-    """Heads of a checkpoint that does not say: ViT/DeiT use 64-wide heads (tiny 3, small 6, base 12)."""
-    return max(1, hidden_size // 64)
+
+
+def download_checkpoint(source: str, cache_dir: str | None = None, allow_patterns: list[str] | None = None) -> str:
+    """The local folder of a Hub id (owner/name), downloaded with huggingface_hub (its cache, `allow_patterns` of
+    the repository's files); a ConversionError for anything that is neither a local path nor a Hub id, or that
+    cannot be fetched (offline, missing, private)."""
+    if source.count("/") != 1 or source.endswith((".pth", ".pt", ".bin", ".safetensors")):
+        raise ConversionError(f"{source!r} is neither an existing file nor directory, nor a Hub id (owner/name).")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(source, cache_dir=cache_dir, allow_patterns=allow_patterns)
+    except Exception as error:  # the Hub client raises many types (offline, 404, auth)
+        raise ConversionError(
+            f"Could not fetch {source!r} from the Hub ({type(error).__name__}: {' '.join(str(error).split())[:200]})."
+            " Download it elsewhere and pass the local path."
+        ) from error
 
 
 def read_image_source(source: str, cache_dir: str | None = None) -> tuple[dict[str, torch.Tensor],
@@ -342,18 +193,8 @@ def read_image_source(source: str, cache_dir: str | None = None) -> tuple[dict[s
         config_file = path / "config.json"
         config = json.loads(config_file.read_text()) if config_file.is_file() else None
         return load_pretrained_weights(path), config, f"directory {source}"
-    if source.endswith((".pth", ".pt", ".bin", ".safetensors")) or "/" not in source or source.count("/") > 1:
-        raise ConversionError(f"{source!r} is neither an existing file nor directory, nor a Hub id (owner/name).")
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = snapshot_download(source, cache_dir=cache_dir,
-                                   allow_patterns=["config.json", "*.safetensors", "*.bin", "*.json"])
-    except Exception as error:  # the Hub client raises many types (offline, 404, auth)
-        raise ConversionError(
-            f"Could not fetch {source!r} from the Hub ({type(error).__name__}: {str(error)[:200]}). Download it "
-            "elsewhere and pass the local path."
-        ) from error
+    folder = download_checkpoint(source, cache_dir,
+                                 allow_patterns=["config.json", "*.safetensors", "*.bin", "*.json"])
     return read_image_source(folder)
 
 
@@ -408,12 +249,13 @@ def load_image_encoder(source: str, num_attention_heads: int | None = None, laye
     return canonical, fields, arch["grid"]
 
 
-def deit_to_ast(source: str, seed: int | None = 0, channel_reduction: str = "sum",
+def load_deit_as_ast(source: str, seed: int | None = 0, channel_reduction: str = "sum",
                 num_attention_heads: int | None = None, layer_norm_eps: float | None = None,
                 cache_dir: str | None = None, describe: Callable[[str], None] = print,
                 **config_fields: Any) -> ASTForAudioClassification:
-    """Convert a DeiT/ViT source into an ASTForAudioClassification; `config_fields` are the AST's own
-    (max_length, num_mel_bins, strides, labels, problem_type, ...)."""
+    """Read a DeiT/ViT source (file, directory or Hub id) and convert it into an ASTForAudioClassification with
+    `checkpoint_surgery.adapt_image_encoder` and a new head; `config_fields` are the AST's own (max_length,
+    num_mel_bins, strides, labels, problem_type, ...)."""
     canonical, fields, source_grid = load_image_encoder(source, num_attention_heads, layer_norm_eps, cache_dir,
                                                         describe)
     config = ASTConfig(**{**fields, **config_fields})
@@ -426,107 +268,20 @@ def deit_to_ast(source: str, seed: int | None = 0, channel_reduction: str = "sum
 # The DeiT -> AST adaptation
 
 
-def adapt_image_encoder(canonical: Mapping[str, torch.Tensor], source_grid: tuple[int, int], config: ASTConfig,
-                        channel_reduction: str = "sum") -> dict[str, torch.Tensor]:
-    """ViT/DeiT encoder (Hub names, no prefix) -> AST encoder tensors with the `audio_spectrogram_transformer.`
-    prefix, following REFERENCE section 3:
-
-    1. patch projection (D, 3, p, p) -> (D, 1, p, p) by summing (the released checkpoints) or averaging (the
-       paper's text) the RGB channels; the bias is copied; the stride is a config matter.
-    2. positional grid (source f x t, rows = frequency) -> config.patch_grid: centre cut or bilinear
-       interpolation, time first, then frequency (`resample_position_embeddings(crop="center")`).
-    3. cls and distillation tokens copied with their position rows. A one-token source (ViT, plain DeiT) has no
-       distillation token: the cls token and its position row are duplicated, so the model's average of the two
-       equals the cls output at the start of fine-tuning.
-    """
-    if channel_reduction not in ("sum", "mean"):
-        raise ConversionError(f"channel_reduction={channel_reduction!r} must be 'sum' or 'mean'.")
-    adapted = dict(canonical)
-    weight = adapted["embeddings.patch_embeddings.projection.weight"]  # (D, C, p, p)
-    if weight.shape[-1] != config.patch_size or weight.shape[-2] != config.patch_size:
-        raise ConversionError(f"The source patches are {tuple(weight.shape[-2:])}, the config's patch_size is "
-                              f"{config.patch_size}; AST keeps the source patch size.")
-    reduce = torch.sum if channel_reduction == "sum" else torch.mean
-    adapted["embeddings.patch_embeddings.projection.weight"] = reduce(weight.float(), dim=1, keepdim=True).to(
-        weight.dtype)  # (D, 1, p, p)
-
-    positions = adapted["embeddings.position_embeddings"]  # (1, P + f*t, D)
-    if "embeddings.distillation_token" not in adapted:
-        adapted["embeddings.distillation_token"] = adapted["embeddings.cls_token"].clone()
-        positions = torch.cat([positions[:, :1], positions[:, :1], positions[:, 1:]], dim=1)
-    adapted["embeddings.position_embeddings"] = resample_position_embeddings(
-        positions, source_grid, config.patch_grid, crop="center", num_prefix_tokens=NUM_PREFIX_TOKENS).contiguous()
-    return {PREFIX + key: value for key, value in adapted.items()}
 
 
-def new_head(config: ASTConfig, seed: int | None = None) -> dict[str, torch.Tensor]:
-    """A freshly initialised LayerNorm + Linear head (truncated normal, std = initializer_range; zero bias)."""
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    weight = torch.empty(config.num_labels, config.hidden_size)
-    torch.nn.init.trunc_normal_(weight, std=config.initializer_range, generator=generator)
-    return {"classifier.layernorm.weight": torch.ones(config.hidden_size),
-            "classifier.layernorm.bias": torch.zeros(config.hidden_size),
-            "classifier.dense.weight": weight, "classifier.dense.bias": torch.zeros(config.num_labels)}
 
 
-def original_ast_to_hf(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The authors' AST (`module.v.*` DeiT keys, `module.mlp_head.{0,1}`) -> ast_hf / Hub key names; the unused
-    DeiT heads (`module.v.head*`) are dropped."""
-    encoder = timm_to_canonical(state_dict, prefix="module.v.")
-    converted = {PREFIX + key: value for key, value in encoder.items()}
-    heads = {"module.mlp_head.0.": "classifier.layernorm.", "module.mlp_head.1.": "classifier.dense."}
-    for key, value in state_dict.items():
-        for old, new in heads.items():
-            if key.startswith(old):
-                converted[new + key[len(old):]] = value
-    unknown = [k for k in state_dict if not k.startswith(("module.v.", "module.mlp_head.0.", "module.mlp_head.1."))]
-    if unknown:
-        raise ConversionError(f"Unexpected tensors in the authors' checkpoint: {unknown[:5]}.")
-    if "classifier.dense.weight" not in converted:
-        raise ConversionError("The authors' checkpoint has no module.mlp_head.1.weight (the classification head).")
-    return converted
 
 
-def original_ast_grid(state_dict: Mapping[str, torch.Tensor], num_mel_bins: int, frequency_stride: int,
-                      time_stride: int, patch_size: int = 16) -> tuple[int, int]:
-    """(f, t) grid of an authors' checkpoint, read from its positional embedding and the frequency settings."""
-    positions = state_dict["module.v.pos_embed"].shape[1] - NUM_PREFIX_TOKENS
-    f = (num_mel_bins - patch_size) // frequency_stride + 1
-    if positions % f:
-        raise ConversionError(
-            f"The checkpoint's {positions} patch positions do not split into {f} frequency rows "
-            f"(num_mel_bins={num_mel_bins}, frequency_stride={frequency_stride}); pass the strides it was trained "
-            "with."
-        )
-    return f, positions // f
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Re-targeting a trained AST
 
 
-def retarget_state_dict(state_dict: Mapping[str, torch.Tensor], old_config: ASTConfig,
-                        new_config: ASTConfig, seed: int | None = None) -> dict[str, torch.Tensor]:
-    """Adapt a trained AST to `new_config` (max_length, strides, num_mel_bins, labels), as the authors move their
-    AudioSet model to ESC-50 or Speech Commands: the positional grid is centre-cut or bilinearly interpolated
-    from the old grid to the new one (time first), the patch projection is kept (its stride is a config matter),
-    and the head is kept when the labels are the same and replaced by a fresh one otherwise."""
-    for field in ("hidden_size", "num_hidden_layers", "intermediate_size", "patch_size"):
-        if getattr(old_config, field) != getattr(new_config, field):
-            raise ConversionError(f"{field} differs ({getattr(old_config, field)} vs {getattr(new_config, field)}): "
-                                  "re-targeting keeps the encoder; only lengths, strides, mel bins and labels change.")
-    adapted = dict(state_dict)
-    key = PREFIX + "embeddings.position_embeddings"
-    adapted[key] = resample_position_embeddings(state_dict[key], old_config.patch_grid, new_config.patch_grid,
-                                                crop="center").contiguous()
-    if not same_labels(old_config, new_config):
-        adapted = {k: v for k, v in adapted.items() if not k.startswith("classifier.")}
-        adapted.update(new_head(new_config, seed))
-    return adapted
 
 
-def same_labels(a: ASTConfig, b: ASTConfig) -> bool:
-    return a.num_labels == b.num_labels and dict(a.id2label) == dict(b.id2label)
 
 
 def retarget_model(model: ASTForAudioClassification, seed: int | None = None,
@@ -598,16 +353,7 @@ def ast_directory(source: str, cache_dir: str | None = None) -> str:
             "weights through conversion/convert_deit_to_ast.py."
         )
     if not path.is_dir():
-        if source.count("/") != 1 or source.endswith((".pth", ".pt", ".bin", ".safetensors")):
-            raise ConversionError(f"{source!r} is neither an existing directory nor a Hub id (owner/name).")
-        from huggingface_hub import snapshot_download
-
-        try:
-            path = Path(snapshot_download(source, cache_dir=cache_dir))
-        except Exception as error:  # offline, 404, auth: the Hub client raises many types
-            raise ConversionError(f"{source!r} is not a local directory and could not be fetched from the Hub "
-                                  f"({type(error).__name__}); download it elsewhere and pass the local path."
-                                  ) from error
+        path = Path(download_checkpoint(source, cache_dir))
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ConversionError(f"{source!r} has no config.json (found {sorted(p.name for p in path.iterdir())[:10]});"
@@ -629,49 +375,12 @@ def ast_directory(source: str, cache_dir: str | None = None) -> str:
 # Labels and atomic output
 
 
-def read_labels(path: str | os.PathLike) -> list[str]:
-    """Labels from a CSV with a `display_name` (or `label`/`name`) column ordered by `index`, like the files in
-    ast_hf/data, or from a text file with one label a line."""
-    import csv
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"Labels file {str(path)!r} does not exist.")
-    text = path.read_text(encoding="utf-8")
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
-        raise ConversionError(f"Labels file {str(path)!r} is empty.")
-    if path.suffix == ".csv":
-        rows = list(csv.DictReader(lines))
-        column = next((c for c in ("display_name", "label", "name") if c in rows[0]), None)
-        if column is None:
-            raise ConversionError(f"{str(path)!r} has columns {list(rows[0])}; expected display_name, label or name.")
-        if "index" in rows[0]:
-            rows.sort(key=lambda row: int(row["index"]))
-        return [row[column] for row in rows]
-    return [line.strip() for line in lines]
 
 
-def dataset_labels(dataset: str) -> list[str]:
-    return read_labels(DATA_DIR / dataset_settings(dataset)["labels"])
 
 
-def dataset_settings(dataset: str) -> dict[str, Any]:
-    if dataset not in DATASETS:
-        raise ConversionError(f"dataset={dataset!r} is not one of {sorted(DATASETS)}.")
-    return DATASETS[dataset]
 
 
-def label_fields(labels: list[str]) -> dict[str, Any]:
-    """id2label/label2id of a classification head; at least two unique labels (one label would make
-    transformers' loss a regression, and every prediction that one label with score 1)."""
-    if len(labels) < 2:
-        raise ConversionError(f"A classifier needs at least two labels; got {len(labels)}: {labels}. Check the "
-                              "labels file (one label a line) or the data's label column.")
-    if len(set(labels)) != len(labels):
-        duplicates = sorted({label for label in labels if labels.count(label) > 1})[:5]
-        raise ConversionError(f"Labels must be unique; repeated: {duplicates}.")
-    return {"id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}
 
 
 @contextmanager
@@ -730,6 +439,22 @@ def exchange_paths(first: str | os.PathLike, second: str | os.PathLike) -> bool:
     raise OSError(code, os.strerror(code), str(second))
 
 
+def head_labels(labels_file: str | None = None, num_labels: int | None = None, dataset: str | None = None
+                ) -> dict[str, Any]:
+    """The config fields of a new head's labels, from (in this order) a labels file, a count (LABEL_0..), or a
+    data-set preset; {} when none is given (the head keeps its labels). The converters' --labels_file,
+    --num_labels and --dataset."""
+    if labels_file:
+        return label_fields(read_labels(labels_file))
+    if num_labels is not None:
+        if num_labels < 2:
+            raise ConversionError(f"--num_labels {num_labels}: a classifier needs at least 2 labels.")
+        return {"num_labels": num_labels}
+    if dataset:
+        return label_fields(dataset_labels(dataset))
+    return {}
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -761,18 +486,11 @@ def write_checkpoint(model: ASTForAudioClassification, extractor: Any, output_di
 
 
 def verification_clip(audio: str | None = None) -> tuple[torch.Tensor, str]:
-    """A real 16 kHz clip for the final forward pass: an audio file if given (WAV, FLAC, Ogg, MP3, ... read with
-    soundfile, else torchaudio; mixed to mono and resampled to 16 kHz), else espeak-ng speech, else (no espeak-ng)
-    a synthetic chirp, named as such."""
-    import subprocess
-
-    if audio is None and shutil.which("espeak-ng"):
-        with tempfile.TemporaryDirectory() as folder:
-            audio_path = os.path.join(folder, "speech.wav")
-            subprocess.run(["espeak-ng", "-w", audio_path, "audio spectrogram transformer"], check=True,
-                           capture_output=True)
-            clip, _ = verification_clip(audio_path)
-        return clip, "espeak-ng speech 'audio spectrogram transformer'"
+    """A real 16 kHz clip for the final forward pass: an audio file if given (WAV, FLAC, Ogg, MP3, ... mixed to
+    mono and resampled to 16 kHz), else espeak-ng speech, else (no espeak-ng) a synthetic chirp, named as such."""
+    if audio is None and espeak_available():
+        text = "audio spectrogram transformer"
+        return torch.from_numpy(espeak_speech(text)), f"espeak-ng speech '{text}'"
     if audio is None:
         seconds = torch.arange(16000) / 16000
         return torch.sin(2 * math.pi * (200 + 1800 * seconds) * seconds) * 0.3, "synthetic 1 s chirp (no espeak-ng)"
@@ -780,32 +498,6 @@ def verification_clip(audio: str | None = None) -> tuple[torch.Tensor, str]:
     if clip.numel() == 0:
         raise ConversionError(f"--audio {audio!r} holds no samples; pass a non-empty audio file.")
     return clip, str(audio)
-
-
-def read_audio_file(path: str | os.PathLike, sampling_rate: int = 16000) -> torch.Tensor:
-    """The samples of an audio file as a mono float32 tensor at `sampling_rate`; a ConversionError that names the
-    file and the decoders tried when it cannot be read."""
-    import torchaudio
-
-    path = str(path)
-    if not os.path.isfile(path):
-        raise ConversionError(f"Audio file {path!r} does not exist.")
-    errors = []
-    try:
-        import soundfile
-
-        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)  # (N, channels)
-        clip = torch.from_numpy(samples.mean(axis=1))
-    except (ImportError, RuntimeError, ValueError, TypeError) as error:  # soundfile's errors are RuntimeErrors
-        errors.append(f"soundfile: {' '.join(str(error).split())[:120]}")
-        try:
-            waveform, rate = torchaudio.load(path)  # (channels, N); needs torchcodec and FFmpeg
-            clip = waveform.float().mean(dim=0)
-        except Exception as second:  # torchaudio's backends raise many types on a file they cannot decode
-            errors.append(f"torchaudio: {' '.join(str(second).split())[:120]}")
-            raise ConversionError(f"Could not decode {path!r} as audio ({'; '.join(errors)}). Pass a WAV, FLAC, "
-                                  "Ogg or MP3 file.") from second
-    return torchaudio.functional.resample(clip, rate, sampling_rate) if rate != sampling_rate else clip
 
 
 def verify(model: ASTForAudioClassification, extractor: Any, audio: str | None = None,
@@ -849,37 +541,24 @@ def run_conversion(build: Callable[[], tuple[ASTForAudioClassification, Any]], o
 
 __all__ = [
     "AST_MODEL_TYPES",
-    "ConversionError",
-    "DATASETS",
-    "FORMAT_NAMES",
-    "adapt_image_encoder",
     "ast_directory",
     "atomic_directory",
     "build_model",
-    "canonical_architecture",
-    "dataset_labels",
-    "dataset_settings",
-    "default_heads",
-    "deit_to_ast",
-    "detect_format",
+    "count_parameters",
+    "download_checkpoint",
     "exchange_paths",
-    "hf_vit_to_canonical",
+    "head_labels",
     "load_ast_model",
+    "load_deit_as_ast",
     "load_image_encoder",
     "load_pretrained_weights",
     "load_state_dict_file",
-    "new_head",
-    "original_ast_grid",
-    "original_ast_to_hf",
-    "read_audio_file",
     "read_image_source",
-    "read_labels",
     "retarget_model",
-    "retarget_state_dict",
     "run_conversion",
     "sniff_file_format",
-    "timm_to_canonical",
-    "unwrap_state_dict",
+    "summarize",
+    "verification_clip",
     "verify",
     "write_checkpoint",
 ]

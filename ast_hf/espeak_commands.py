@@ -13,17 +13,14 @@ import hashlib
 import json
 import os
 import random
-import shutil
-import subprocess
 import wave
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-import torchaudio
 
+from .audio_io import espeak_speech
 from .data_cache import default_cache_dir, staged_build, write_metadata
 
 WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
@@ -56,36 +53,6 @@ class CommandsSpec:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def synthesize(word: str, voice: str, speed: int, pitch: int) -> np.ndarray:
-    """One utterance from espeak-ng, 16 kHz mono float32 in [-1, 1]."""
-    if shutil.which("espeak-ng") is None:
-        raise RuntimeError("espeak-ng is not installed; run `bash scripts/setup.sh` (Debian package espeak-ng).")
-    done = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", word],
-                          capture_output=True, check=True)
-    with wave.open(_BytesReader(done.stdout)) as handle:
-        rate = handle.getframerate()
-        audio = np.frombuffer(handle.readframes(handle.getnframes()), dtype=np.int16).astype(np.float32) / 32768.0
-    return torchaudio.functional.resample(torch.from_numpy(audio), rate, SAMPLING_RATE).numpy()
-
-
-class _BytesReader:
-    """A file object over bytes for `wave` (espeak-ng --stdout writes a WAV with an unknown length header)."""
-
-    def __init__(self, data: bytes) -> None:
-        import io
-
-        self._io = io.BytesIO(data)
-
-    def read(self, n: int = -1) -> bytes:
-        return self._io.read(n)
-
-    def seek(self, *args: int) -> int:
-        return self._io.seek(*args)
-
-    def tell(self) -> int:
-        return self._io.tell()
-
-
 def plan(spec: CommandsSpec) -> list[dict[str, object]]:
     """Every clip's split, word, voice, speed, pitch and noise, drawn from `spec.seed` alone."""
     rng = random.Random(spec.seed)
@@ -103,7 +70,7 @@ def plan(spec: CommandsSpec) -> list[dict[str, object]]:
 
 
 def _render(row: dict[str, object]) -> np.ndarray:
-    audio = synthesize(str(row["word"]), str(row["voice"]), int(row["speed"]), int(row["pitch"]))
+    audio = espeak_speech(str(row["word"]), str(row["voice"]), int(row["speed"]), int(row["pitch"]), SAMPLING_RATE)
     noise = np.random.default_rng(int(row["noise_seed"])).standard_normal(audio.shape[0]).astype(np.float32)
     return np.clip(audio + float(row["noise"]) * noise, -1.0, 1.0)
 
@@ -145,4 +112,4 @@ def build_commands_dataset(spec: CommandsSpec | None = None, cache_dir: str | os
     return root
 
 
-__all__ = ["CommandsSpec", "HELD_OUT_ACCENTS", "TRAIN_ACCENTS", "WORDS", "build_commands_dataset", "synthesize"]
+__all__ = ["CommandsSpec", "HELD_OUT_ACCENTS", "TRAIN_ACCENTS", "WORDS", "build_commands_dataset"]

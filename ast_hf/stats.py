@@ -11,8 +11,8 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from .audio_io import decode_audio
 from .feature_extraction_ast import ASTFeatureExtractor
-from .training import decode_audio
 
 
 def compute_normalization_stats(

@@ -17,7 +17,8 @@ import sys
 from typing import Any
 
 import ast_hf
-from ast_hf import convert
+from ast_hf import convert, presets
+from ast_hf.checkpoint_surgery import ConversionError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     labels = parser.add_mutually_exclusive_group()
     labels.add_argument("--num_labels", type=int, help="labels LABEL_0..LABEL_{n-1}")
     labels.add_argument("--labels_file", help="CSV like ast_hf/data/*.csv (display_name column) or one label a line")
-    parser.add_argument("--dataset", choices=sorted(convert.DATASETS), help="normalisation stats, default "
+    parser.add_argument("--dataset", choices=sorted(presets.DATASETS), help="normalisation stats, default "
                         "max_length, problem_type and (without --num_labels/--labels_file) labels of this data set")
     parser.add_argument("--mean", type=float, help="fbank mean for the feature extractor (overrides --dataset)")
     parser.add_argument("--std", type=float, help="fbank std for the feature extractor (overrides --dataset)")
@@ -52,20 +53,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def target_labels(args: argparse.Namespace) -> dict[str, Any]:
-    if args.labels_file:
-        return convert.label_fields(convert.read_labels(args.labels_file))
-    if args.num_labels is not None:
-        if args.num_labels < 2:
-            raise convert.ConversionError(f"--num_labels {args.num_labels}: a classifier needs at least 2 labels.")
-        return {"num_labels": args.num_labels}
-    if args.dataset:
-        return convert.label_fields(convert.dataset_labels(args.dataset))
-    raise convert.ConversionError("Say what the new head predicts: --num_labels N, --labels_file FILE or --dataset "
-                                  f"{'|'.join(sorted(convert.DATASETS))}.")
+    labels = convert.head_labels(args.labels_file, args.num_labels, args.dataset)
+    if not labels:
+        raise ConversionError("Say what the new head predicts: --num_labels N, --labels_file FILE or --dataset "
+                              f"{'|'.join(sorted(presets.DATASETS))}.")
+    return labels
 
 
 def extractor_for(config: ast_hf.ASTConfig, args: argparse.Namespace) -> ast_hf.ASTFeatureExtractor:
-    settings = convert.dataset_settings(args.dataset) if args.dataset else convert.DATASETS["audioset"]
+    settings = presets.dataset_settings(args.dataset) if args.dataset else presets.DATASETS["audioset"]
     mean = args.mean if args.mean is not None else settings["mean"]
     std = args.std if args.std is not None else settings["std"]
     return ast_hf.ASTFeatureExtractor(num_mel_bins=config.num_mel_bins, max_length=config.max_length, mean=mean,
@@ -73,8 +69,8 @@ def extractor_for(config: ast_hf.ASTConfig, args: argparse.Namespace) -> ast_hf.
 
 
 def build(args: argparse.Namespace) -> tuple[ast_hf.ASTForAudioClassification, ast_hf.ASTFeatureExtractor]:
-    settings = convert.dataset_settings(args.dataset) if args.dataset else {}
-    model = convert.deit_to_ast(
+    settings = presets.dataset_settings(args.dataset) if args.dataset else {}
+    model = convert.load_deit_as_ast(
         args.deit, seed=args.seed, channel_reduction=args.channel_reduction,
         num_attention_heads=args.num_attention_heads, layer_norm_eps=args.layer_norm_eps, cache_dir=args.cache_dir,
         **target_labels(args), num_mel_bins=args.num_mel_bins,

@@ -20,7 +20,9 @@ import sys
 from pathlib import Path
 
 import ast_hf
-from ast_hf import convert
+from ast_hf import checkpoint_surgery as surgery
+from ast_hf import convert, presets
+from ast_hf.checkpoint_surgery import FORMAT_NAMES, ConversionError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", required=True, help="authors' .pth file, or a transformers AST directory / "
                         "Hub id")
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--dataset", choices=sorted(convert.DATASETS),
+    parser.add_argument("--dataset", choices=sorted(presets.DATASETS),
                         help="labels, stats, max_length and problem_type (required for the authors' .pth files)")
     parser.add_argument("--frequency_stride", type=int, default=10, help="the authors' fstride")
     parser.add_argument("--time_stride", type=int, default=10, help="the authors' tstride")
@@ -46,36 +48,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def from_authors_file(args: argparse.Namespace) -> tuple[ast_hf.ASTForAudioClassification, ast_hf.ASTFeatureExtractor]:
     state_dict = convert.load_state_dict_file(args.checkpoint)
-    kind = convert.detect_format(state_dict)
+    kind = surgery.detect_format(state_dict)
     if kind != "original_ast":
         advice = {"hf_ast": "load it into ast_hf.ASTForAudioClassification(config) and save_pretrained a directory, "
                             "then pass that directory",
                   }.get(kind, "for DeiT/ViT use conversion/convert_deit_to_ast.py")
-        raise convert.ConversionError(f"{args.checkpoint!r} is {convert.FORMAT_NAMES[kind]}, not the authors' AST "
-                                      f"(module.v.*); {advice}.")
+        raise ConversionError(f"{args.checkpoint!r} is {FORMAT_NAMES[kind]}, not the authors' AST (module.v.*); "
+                              f"{advice}.")
     if args.dataset is None:
-        raise convert.ConversionError("--dataset audioset|esc50|speechcommands is required for the authors' files: "
-                                      "it gives the label names, statistics and clip length the model was trained "
-                                      "with.")
-    weights = convert.original_ast_to_hf(state_dict)
-    settings = convert.dataset_settings(args.dataset)
-    labels = convert.dataset_labels(args.dataset)
+        raise ConversionError("--dataset audioset|esc50|speechcommands is required for the authors' files: it "
+                              "gives the label names, statistics and clip length the model was trained with.")
+    weights = surgery.original_ast_to_hf(state_dict)
+    settings = presets.dataset_settings(args.dataset)
+    labels = presets.dataset_labels(args.dataset)
     head_size = weights["classifier.dense.weight"].shape[0]
     if head_size != len(labels):
-        raise convert.ConversionError(f"The checkpoint's head has {head_size} outputs but --dataset {args.dataset} "
-                                      f"has {len(labels)} labels; pick the data set the model was trained on.")
-    grid = convert.original_ast_grid(state_dict, args.num_mel_bins, args.frequency_stride, args.time_stride)
+        raise ConversionError(f"The checkpoint's head has {head_size} outputs but --dataset {args.dataset} has "
+                              f"{len(labels)} labels; pick the data set the model was trained on.")
+    grid = surgery.original_ast_grid(state_dict, args.num_mel_bins, args.frequency_stride, args.time_stride)
     max_length = args.max_length or settings["max_length"]
-    hidden = weights[convert.PREFIX + "embeddings.cls_token"].shape[-1]
+    arch = surgery.encoder_architecture(surgery.timm_to_canonical(state_dict, prefix="module.v."))
+    hidden = arch["hidden_size"]
     config = ast_hf.ASTConfig(
-        hidden_size=hidden, num_attention_heads=args.num_attention_heads or convert.default_heads(hidden),
-        num_hidden_layers=len({k.split(".")[3] for k in weights if ".encoder.layer." in k}),
-        intermediate_size=weights[convert.PREFIX + "encoder.layer.0.intermediate.dense.weight"].shape[0],
+        hidden_size=hidden, num_attention_heads=args.num_attention_heads or surgery.default_heads(hidden),
+        num_hidden_layers=arch["num_hidden_layers"], intermediate_size=arch["intermediate_size"],
+        qkv_bias=arch["qkv_bias"], patch_size=arch["patch_size"],
         layer_norm_eps=args.layer_norm_eps, num_mel_bins=args.num_mel_bins, max_length=max_length,
         frequency_stride=args.frequency_stride, time_stride=args.time_stride,
-        problem_type=settings["problem_type"], **convert.label_fields(labels))
+        problem_type=settings["problem_type"], **surgery.label_fields(labels))
     if config.patch_grid != grid:
-        raise convert.ConversionError(
+        raise ConversionError(
             f"The checkpoint's positional grid is {grid[0]} x {grid[1]} but max_length={max_length} with "
             f"time_stride={args.time_stride} gives {config.patch_grid[0]} x {config.patch_grid[1]}; pass the "
             "--max_length and strides it was trained with."
@@ -89,7 +91,7 @@ def from_transformers(args: argparse.Namespace) -> tuple[ast_hf.ASTForAudioClass
     source = convert.ast_directory(args.checkpoint, cache_dir=args.cache_dir)  # refuses a config that is not an AST
     model = convert.load_ast_model(source)  # refuses missing, unexpected or mis-shaped weights
     if args.dataset:
-        settings = convert.dataset_settings(args.dataset)
+        settings = presets.dataset_settings(args.dataset)
         model.config.problem_type = settings["problem_type"]
         extractor = ast_hf.ASTFeatureExtractor(max_length=model.config.max_length,
                                                num_mel_bins=model.config.num_mel_bins, mean=settings["mean"],

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import ast_hf
-from ast_hf import convert
+from ast_hf import convert, presets
+from ast_hf.checkpoint_surgery import same_labels
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     labels = parser.add_mutually_exclusive_group()
     labels.add_argument("--num_labels", type=int)
     labels.add_argument("--labels_file")
-    parser.add_argument("--dataset", choices=sorted(convert.DATASETS),
+    parser.add_argument("--dataset", choices=sorted(presets.DATASETS),
                         help="labels (unless given otherwise), stats, max_length and problem_type of this data set")
     parser.add_argument("--problem_type", choices=["single_label_classification", "multi_label_classification",
                                                    "regression"])
@@ -46,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def changes_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    settings = convert.dataset_settings(args.dataset) if args.dataset else {}
+    settings = presets.dataset_settings(args.dataset) if args.dataset else {}
     changes: dict[str, Any] = {name: getattr(args, name) for name in
                                ("max_length", "num_mel_bins", "frequency_stride", "time_stride", "problem_type")
                                if getattr(args, name) is not None}
@@ -54,12 +55,7 @@ def changes_from_args(args: argparse.Namespace) -> dict[str, Any]:
         changes["max_length"] = settings["max_length"]
     if "problem_type" not in changes and "problem_type" in settings:
         changes["problem_type"] = settings["problem_type"]
-    if args.labels_file:
-        changes.update(convert.label_fields(convert.read_labels(args.labels_file)))
-    elif args.num_labels:
-        changes["num_labels"] = args.num_labels
-    elif args.dataset:
-        changes.update(convert.label_fields(convert.dataset_labels(args.dataset)))
+    changes.update(convert.head_labels(args.labels_file, args.num_labels, args.dataset))
     return changes
 
 
@@ -71,14 +67,14 @@ def build(args: argparse.Namespace) -> tuple[ast_hf.ASTForAudioClassification, a
     else:
         extractor = ast_hf.ASTFeatureExtractor()
     model = convert.retarget_model(source, seed=args.seed, **changes_from_args(args))
-    settings = convert.dataset_settings(args.dataset) if args.dataset else {}
+    settings = presets.dataset_settings(args.dataset) if args.dataset else {}
     extractor = ast_hf.ASTFeatureExtractor(
         **{**extractor.to_dict(), "max_length": model.config.max_length, "num_mel_bins": model.config.num_mel_bins,
            "mean": args.mean if args.mean is not None else settings.get("mean", extractor.mean),
            "std": args.std if args.std is not None else settings.get("std", extractor.std)})
     old, new = source.config.patch_grid, model.config.patch_grid
     print(f"grid {old[0]} x {old[1]} -> {new[0]} x {new[1]}; head "
-          f"{'kept' if convert.same_labels(source.config, model.config) else 'new'}")
+          f"{'kept' if same_labels(source.config, model.config) else 'new'}")
     return model, extractor
 
 

@@ -24,6 +24,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 import ast_hf
 from ast_hf import training
+from ast_hf.audio_io import decode_audio
 
 logger = logging.getLogger("run_audio_classification")
 ARGUMENT_CLASSES = (training.ModelArguments, training.DataArguments, training.RecipeArguments, TrainingArguments)
@@ -288,7 +289,7 @@ def classify_examples(model_dir: str, dataset, data_args: training.DataArguments
     names = classifier.model.config.id2label
     for index in np.linspace(0, len(dataset) - 1, count).astype(int):
         row = dataset[int(index)]
-        audio = training.decode_audio(row[data_args.audio_column_name], 16000)
+        audio = decode_audio(row[data_args.audio_column_name], 16000)
         top = classifier({"raw": np.asarray(audio, dtype=np.float32), "sampling_rate": 16000}, top_k=2)
         truth = names[int(row[data_args.label_column_name])]
         print(f"pipeline: clip {int(index)} ({truth}) -> " + ", ".join(f"{r['label']} {r['score']:.2f}" for r in top))

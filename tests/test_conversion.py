@@ -18,7 +18,7 @@ from conftest import load_conversion_script, randomize
 from safetensors.torch import load_file, save_file
 
 import ast_hf
-from ast_hf import convert
+from ast_hf import checkpoint_surgery, convert
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_GRID = 24  # DeiT-base-384: 24 x 24 patches
@@ -169,32 +169,33 @@ def test_transformers_and_timm_formats_give_identical_weights(deit_dir, tmp_path
      (272, 128, 12, 12)],  # f = 22 cut, t = 10 cut
 )
 def test_positional_adaptation_against_hand_computed_values(deit_dir, num_mel_bins, max_length, fstride, tstride):
-    canonical = convert.hf_vit_to_canonical(hub_tensors(deit_dir))
+    canonical = checkpoint_surgery.hf_vit_to_canonical(hub_tensors(deit_dir))
     config = ast_hf.ASTConfig(hidden_size=32, num_attention_heads=4, num_mel_bins=num_mel_bins, max_length=max_length,
                               frequency_stride=fstride, time_stride=tstride)
-    adapted = convert.adapt_image_encoder(canonical, (SOURCE_GRID, SOURCE_GRID), config)
+    adapted = checkpoint_surgery.adapt_image_encoder(canonical, (SOURCE_GRID, SOURCE_GRID), config)
     f, t = config.patch_grid
-    ours = adapted[convert.PREFIX + "embeddings.position_embeddings"]
+    ours = adapted[checkpoint_surgery.PREFIX + "embeddings.position_embeddings"]
     assert ours.shape == (1, 2 + f * t, 32)
     expected = expected_positions(canonical["embeddings.position_embeddings"], f, t)
     np.testing.assert_allclose(ours[0].double().numpy(), expected, rtol=0, atol=1e-5)
-    patch = adapted[convert.PREFIX + "embeddings.patch_embeddings.projection.weight"]
+    patch = adapted[checkpoint_surgery.PREFIX + "embeddings.patch_embeddings.projection.weight"]
     torch.testing.assert_close(patch, canonical["embeddings.patch_embeddings.projection.weight"].sum(1, keepdim=True))
 
 
 def test_one_token_source_duplicates_the_cls_token():
     vit = randomize(transformers.ViTModel(transformers.ViTConfig(hidden_size=32, num_hidden_layers=1,
                                                                  num_attention_heads=4, intermediate_size=64)))
-    canonical = convert.hf_vit_to_canonical(vit.state_dict())
+    canonical = checkpoint_surgery.hf_vit_to_canonical(vit.state_dict())
     config = ast_hf.ASTConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=1, intermediate_size=64,
                               max_length=128)
-    adapted = convert.adapt_image_encoder(canonical, (14, 14), config, channel_reduction="mean")
-    assert torch.equal(adapted[convert.PREFIX + "embeddings.distillation_token"], canonical["embeddings.cls_token"])
-    positions = adapted[convert.PREFIX + "embeddings.position_embeddings"]
+    adapted = checkpoint_surgery.adapt_image_encoder(canonical, (14, 14), config, channel_reduction="mean")
+    assert torch.equal(adapted[checkpoint_surgery.PREFIX + "embeddings.distillation_token"],
+                       canonical["embeddings.cls_token"])
+    positions = adapted[checkpoint_surgery.PREFIX + "embeddings.position_embeddings"]
     assert torch.equal(positions[0, 0], positions[0, 1])
     expected = expected_positions(canonical["embeddings.position_embeddings"], 12, 12, old=(14, 14), prefix=1)
     np.testing.assert_allclose(positions[0, 1:].double().numpy(), expected, atol=1e-5)
-    patch = adapted[convert.PREFIX + "embeddings.patch_embeddings.projection.weight"]
+    patch = adapted[checkpoint_surgery.PREFIX + "embeddings.patch_embeddings.projection.weight"]
     torch.testing.assert_close(patch, canonical["embeddings.patch_embeddings.projection.weight"].mean(1, keepdim=True))
 
 
@@ -305,12 +306,12 @@ def test_retarget_grid_against_hand_computed_values(changes, grid):
     source = trained_ast()
     model = convert.retarget_model(source, **changes)
     assert model.config.patch_grid == grid
-    ours = model.state_dict()[convert.PREFIX + "embeddings.position_embeddings"]
-    stored = source.state_dict()[convert.PREFIX + "embeddings.position_embeddings"]
+    ours = model.state_dict()[checkpoint_surgery.PREFIX + "embeddings.position_embeddings"]
+    stored = source.state_dict()[checkpoint_surgery.PREFIX + "embeddings.position_embeddings"]
     expected = expected_positions(stored, *grid, old=(12, 101))  # centre cut 50 - t//2 / 6 - f//2, or interpolate
     np.testing.assert_allclose(ours[0].double().numpy(), expected, rtol=0, atol=1e-5)
     # Same labels: the head and the encoder are kept.
-    for key in ("classifier.dense.weight", convert.PREFIX + "encoder.layer.0.intermediate.dense.weight"):
+    for key in ("classifier.dense.weight", checkpoint_surgery.PREFIX + "encoder.layer.0.intermediate.dense.weight"):
         assert torch.equal(model.state_dict()[key], source.state_dict()[key])
     model(torch.randn(1, model.config.max_length, model.config.num_mel_bins))  # runs at the new size
 

@@ -18,7 +18,7 @@ from conftest import load_conversion_script, randomize, tiny_config
 from safetensors.torch import load_file, save_file
 
 import ast_hf
-from ast_hf import convert
+from ast_hf import audio_io
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -209,7 +209,7 @@ def test_verification_audio_in_any_format_and_rate(tmp_path, speech, capsys):
     soundfile.write(tmp_path / "speech.ogg", speech[1], 16000)
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(tmp_path / "speech.ogg"), str(tmp_path /
                     "speech.mp3")], check=True)
-    clip = convert.read_audio_file(tmp_path / "stereo44.flac")
+    clip = audio_io.read_audio_file(tmp_path / "stereo44.flac")
     expected = torchaudio.functional.resample(torch.from_numpy(at_44k.mean(axis=1)).float(), 44100, 16000)
     assert clip.dtype == torch.float32 and clip.shape == expected.shape
     torch.testing.assert_close(clip, expected, rtol=0, atol=1e-5)  # 24-bit FLAC: quantisation ~1e-7

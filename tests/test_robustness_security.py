@@ -19,7 +19,7 @@ import torch
 from conftest import load_conversion_script, randomize, tiny_config
 
 import ast_hf
-from ast_hf import convert
+from ast_hf import checkpoint_surgery, convert
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,7 +99,7 @@ def test_pickle_payloads_are_refused_by_every_loader_and_never_run(payloads, tmp
     original_cli = load_conversion_script("convert_original_ast")
     retarget_cli = load_conversion_script("retarget_ast")
     for name, path in files.items():
-        with pytest.raises(convert.ConversionError, match="Refused to load|Could not read"):
+        with pytest.raises(checkpoint_surgery.ConversionError, match="Refused to load|Could not read"):
             convert.load_state_dict_file(path)
         assert deit_cli.main(["--deit", str(path), "--output_dir", str(tmp_path / "out"), "--num_labels", "2"]) == 2
         assert original_cli.main(["--checkpoint", str(path), "--dataset", "esc50", "--output_dir",

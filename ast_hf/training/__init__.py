@@ -1,0 +1,104 @@
+"""Fine-tuning pieces shared by examples/run_audio_classification.py (Trainer) and
+examples/run_audio_classification_no_trainer.py (accelerate), one module per concern:
+
+- `arguments`: the argument dataclasses, recipe files + flags, conflicts and run steps;
+- `data`: loading and checking the data, labels; the embedded espeak-ng data;
+- `augmentation`: mixup, SpecAugment, noise and roll (REFERENCE section 4), pure functions;
+- `collator`: rows -> batches, the augmentations drawn per batch;
+- `sampling`: the reference's balanced sampler;
+- `optimization`: optimiser, schedule, weight averaging;
+- `metrics`: accuracy; mAP, mAUC, d-prime;
+- `plots`: training curves, confusion matrix;
+- `model_setup`: the run's model and feature extractor;
+- `checkpoints`: resuming, CPU data parallel;
+- `publishing`: results, model card, push;
+- `runs`: the setup and the end of a run that both examples share.
+
+Everything public is importable from `ast_hf.training` itself.
+"""
+
+from .arguments import (
+    DataArguments,
+    ModelArguments,
+    RecipeArguments,
+    check_argument_conflicts,
+    parse_arguments,
+    resolve_run_steps,
+    warn_inert_settings,
+)
+from .augmentation import draw_mask, mask_band, mix_waveforms, noise_and_roll
+from .checkpoints import CHECKPOINT_MARKERS, cpu_ddp_requested, resolve_checkpoint
+from .collator import AudioCollator, make_collators
+from .data import (
+    check_audio_files,
+    check_one_data_source,
+    embedded_data,
+    encode_label,
+    encode_label_column,
+    label_names,
+    load_audio_datasets,
+    prepare_data,
+)
+from .metrics import classification_metric, compute_metrics_fn, confusion_matrix, multi_label_scores
+from .model_setup import MODEL_SIZES, parse_config_overrides, prepare_model_and_extractor
+from .optimization import (
+    WeightAverager,
+    build_optimizer,
+    build_scheduler,
+    recipe_lr_lambda,
+    reference_adam,
+    warmup_steps_of,
+)
+from .plots import plot_confusion_matrix, plot_training_curves, save_confusion_matrix, training_curves_figure
+from .publishing import push_output_dir, run_record, write_json, write_model_card
+from .sampling import balanced_sample_weights, dataset_sample_weights
+
+__all__ = [
+    "CHECKPOINT_MARKERS",
+    "MODEL_SIZES",
+    "AudioCollator",
+    "DataArguments",
+    "ModelArguments",
+    "RecipeArguments",
+    "WeightAverager",
+    "balanced_sample_weights",
+    "build_optimizer",
+    "build_scheduler",
+    "check_argument_conflicts",
+    "check_audio_files",
+    "check_one_data_source",
+    "classification_metric",
+    "compute_metrics_fn",
+    "confusion_matrix",
+    "cpu_ddp_requested",
+    "dataset_sample_weights",
+    "draw_mask",
+    "embedded_data",
+    "encode_label",
+    "encode_label_column",
+    "label_names",
+    "load_audio_datasets",
+    "make_collators",
+    "mask_band",
+    "mix_waveforms",
+    "multi_label_scores",
+    "noise_and_roll",
+    "parse_arguments",
+    "parse_config_overrides",
+    "plot_confusion_matrix",
+    "plot_training_curves",
+    "prepare_data",
+    "prepare_model_and_extractor",
+    "push_output_dir",
+    "recipe_lr_lambda",
+    "reference_adam",
+    "resolve_checkpoint",
+    "resolve_run_steps",
+    "run_record",
+    "save_confusion_matrix",
+    "training_curves_figure",
+    "warmup_steps_of",
+    "warn_inert_settings",
+    "write_json",
+    "write_model_card",
+]

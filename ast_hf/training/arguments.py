@@ -1,0 +1,231 @@
+"""The examples' arguments: HfArgumentParser dataclasses (a recipe is a JSON file of their fields), the
+parsing of a recipe file plus flags with where each value came from, and the checks of what a combination of
+arguments means (conflicts, settings that cannot act, which run steps to do)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub data set name (load_dataset)"})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "its configuration"})
+    train_split_name: str = field(default="train", metadata={"help": "split to train on"})
+    eval_split_name: str = field(default="validation", metadata={"help": "split to evaluate on"})
+    train_dir: str | None = field(default=None, metadata={"help": "audiofolder of training audio"})
+    validation_dir: str | None = field(default=None, metadata={"help": "audiofolder of evaluation audio"})
+    train_file: str | None = field(default=None, metadata={"help": "CSV/JSON with a path and a label column"})
+    validation_file: str | None = field(default=None, metadata={"help": "CSV/JSON with a path and a label column"})
+    audio_column_name: str = field(default="audio", metadata={"help": "audio column (a path column is cast)"})
+    label_column_name: str = field(default="label", metadata={"help": "a label, or a list of labels (multi-label)"})
+    fold_column_name: str | None = field(default=None, metadata={"help": "cross-validation: fold of each clip"})
+    cross_validation_folds: int = field(default=0, metadata={"help": "k > 0: k runs, each holding out one fold"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "truncate the training set"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "truncate the evaluation set"})
+    max_length: int | None = field(default=None, metadata={"help": "frames per clip (default: the model's)"})
+    pad_to_max_length: bool = field(default=False, metadata={
+        "help": "pad every clip to max_length frames (the reference recipes pin this); default false: pad each batch "
+                "to its longest clip and mask the padding out of attention (the saved feature extractor then returns "
+                "the mask too; README 'What the drum benchmark found')"})
+    dataset_mean: float | None = field(default=None, metadata={"help": "fbank mean (default: the extractor's)"})
+    dataset_std: float | None = field(default=None, metadata={"help": "fbank std (default: the extractor's)"})
+    compute_stats: bool = field(default=False, metadata={"help": "compute mean/std on the training set first"})
+    skip_bad_audio: bool = field(default=False, metadata={
+        "help": "drop clips whose file is missing or unreadable (checked before training) instead of stopping"})
+    check_audio: str = field(default="decode", metadata={
+        "help": "the check of every clip before training: 'decode' (decode each file fully with the decoder that "
+                "training uses: finds truncated or corrupt data, empty files and NaN samples), 'header' (only read "
+                "each header: faster on very large sets, misses bad data behind a good header) or 'none'",
+        "choices": ["decode", "header", "none"]})
+    commands_clips_per_word: int = field(default=300, metadata={"help": "embedded espeak-ng data: train clips/word"})
+    commands_eval_clips_per_word: int = field(default=50, metadata={"help": "embedded data: eval clips per word"})
+
+
+@dataclass
+class RecipeArguments:
+    freqm: int = field(default=0, metadata={"help": "SpecAugment: max width of one frequency mask (0 = off)"})
+    timem: int = field(default=0, metadata={"help": "SpecAugment: max width of one time mask (0 = off)"})
+    mask_fill: str = field(default="reference", metadata={
+        "help": "SpecAugment's masked value: 'reference' (log-mel 0 before normalisation, as the AST code) or "
+                "'mean' (0 after normalisation, the data set's mean)"})
+    mixup: float = field(default=0.0, metadata={"help": "probability of waveform mixup, lambda ~ Beta(10, 10)"})
+    noise: bool = field(default=False, metadata={"help": "add U(0,1)/10-scaled noise to the fbank, roll time"})
+    balanced_sampling: bool = field(default=False, metadata={"help": "weighted sampler (multi-label data)"})
+    # The AST reference's optimisation, used only when a recipe (or flag) asks for it; otherwise the optimiser and
+    # schedule are the training script's own (--optim, --lr_scheduler_type, --warmup_steps, --weight_decay).
+    reference_optimizer: bool = field(default=False, metadata={
+        "help": "Adam with L2 weight decay --weight_decay on every parameter, as the AST reference code, in place "
+                "of --optim"})
+    multistep_start_epoch: int = field(default=0, metadata={
+        "help": "the reference's MultiStepLR after the --warmup_steps warm-up, in place of --lr_scheduler_type: the "
+                "learning rate is multiplied by --multistep_gamma after this many epochs (0 = off)"})
+    multistep_every: int = field(default=1, metadata={"help": "MultiStepLR: epochs between two decays"})
+    multistep_gamma: float = field(default=1.0, metadata={"help": "MultiStepLR: factor of each decay"})
+    average_start_epoch: int = field(default=0, metadata={"help": "weight averaging of epochs start..end (1-based)"})
+    average_end_epoch: int = field(default=0, metadata={"help": "last epoch averaged (0 = off)"})
+    patchout_time: int = field(default=0, metadata={"help": "Patchout: time columns dropped in training"})
+    patchout_frequency: int = field(default=0, metadata={"help": "Patchout: frequency rows dropped in training"})
+
+    def __post_init__(self) -> None:
+        if self.mask_fill not in ("reference", "mean"):
+            raise ValueError(f"mask_fill={self.mask_fill!r} must be 'reference' (log-mel 0, as the AST code) or "
+                             "'mean' (0 after normalisation).")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(default=None, metadata={"help": "ast_hf or transformers AST checkpoint"})
+    deit_name_or_path: str | None = field(default=None, metadata={"help": "DeiT/ViT to convert on the fly"})
+    model_size: str | None = field(default=None, metadata={"help": "from scratch: tiny | small | base"})
+    frequency_stride: int | None = field(default=None, metadata={"help": "patch stride along frequency"})
+    time_stride: int | None = field(default=None, metadata={"help": "patch stride along time"})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "eager | sdpa | flash_attention_2"})
+    config_overrides: str | None = field(default=None, metadata={
+        "help": "config fields to set, as in transformers' examples: \"hidden_dropout_prob=0.1,"
+                "attention_probs_dropout_prob=0.1\" (from scratch and pretrained)"})
+    cache_dir: str | None = field(default=None, metadata={"help": "Hub cache"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "for remote-code checkpoints"})
+
+
+# Fields of earlier versions: refused with the name of their replacement, never silently dropped.
+RENAMED_ARGUMENTS = {
+    "warmup_steps_recipe": "--warmup_steps (the same linear warm-up; a value below 1 is a fraction of all steps)",
+    "adam_weight_decay": "--weight_decay (with --reference_optimizer it is the reference's L2 decay of Adam)",
+    "lr_scheduler_start": "--multistep_start_epoch",
+    "lr_scheduler_step": "--multistep_every",
+    "lr_scheduler_decay": "--multistep_gamma",
+}
+
+
+def parse_arguments(classes: Sequence[type], argv: Sequence[str], default_output_dir: str,
+                    extra_defaults: Sequence[str] = ()) -> tuple[Any, ...]:
+    """HfArgumentParser over `classes`, with a leading JSON file of defaults that later flags override. Keys of the
+    JSON file that none of the classes knows (a Trainer setting given to the accelerate loop) are skipped with a
+    warning, so one recipe file serves both examples.
+
+    Returns one instance per class, then a dict {field: where it was set} for every field given explicitly (the
+    recipe file's path or "the command line"), which `check_argument_conflicts` reads."""
+    import warnings
+
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(tuple(classes))
+    known = {f for c in classes for f in c.__dataclass_fields__}
+    defaults: list[str] = []
+    sources: dict[str, str] = {}
+    argv = list(argv)
+    if argv and argv[0].endswith(".json"):
+        with open(argv[0]) as handle:
+            recipe = json.load(handle)
+        _refuse_renamed(recipe, argv[0])
+        skipped = sorted(k for k in recipe if k not in known and not k.startswith("_"))
+        if skipped:
+            warnings.warn(f"{argv[0]}: ignoring settings this script does not have: {skipped}", stacklevel=2)
+        for key, value in recipe.items():
+            if key in known:
+                defaults += [f"--{key}", *([str(v) for v in value] if isinstance(value, list) else [str(value)])]
+                sources[key] = argv[0]
+        argv = argv[1:]
+    given = [_flag_name(token, known) for token in argv if token.startswith("--")]
+    _refuse_renamed(dict.fromkeys(given), "the command line")
+    sources.update({name: "the command line" for name in given if name in known})
+    if "--output_dir" not in defaults + argv:
+        defaults += ["--output_dir", default_output_dir]
+    return (*parser.parse_args_into_dataclasses(defaults + list(extra_defaults) + argv), sources)
+
+
+def _flag_name(token: str, known: set[str]) -> str:
+    """The field a command-line token sets: --warmup-steps=3 -> warmup_steps, --no_noise -> noise."""
+    name = token[2:].split("=", 1)[0].replace("-", "_")
+    return name[3:] if name.startswith("no_") and name not in known and name[3:] in known else name
+
+
+def _refuse_renamed(keys: Mapping[str, Any], origin: str) -> None:
+    for key in keys:
+        if key in RENAMED_ARGUMENTS:
+            raise ValueError(f"{key} (in {origin}) is no longer an argument; use {RENAMED_ARGUMENTS[key]}.")
+
+
+def check_argument_conflicts(recipe: RecipeArguments, sources: Mapping[str, str]) -> None:
+    """Refuse a flag that a recipe setting would override, naming both and where each was set, so that no flag is
+    ever silently ignored: --optim/--optim_args under reference_optimizer, --lr_scheduler_type/--lr_scheduler_kwargs
+    under multistep_start_epoch, MultiStepLR settings without multistep_start_epoch (unless the command line
+    turned off a recipe's schedule) or with a gamma of 1."""
+    def where(name: str) -> str:
+        return sources.get(name, "the default")
+
+    problems = []
+    if recipe.reference_optimizer:
+        problems += [f"--{name} (from {where(name)}) conflicts with reference_optimizer=true (from "
+                     f"{where('reference_optimizer')}), which trains with the reference's Adam instead. Leave "
+                     f"--{name} out, or pass --reference_optimizer false to train with --{name}."
+                     for name in ("optim", "optim_args") if name in sources]
+    if recipe.multistep_start_epoch > 0:
+        problems += [f"--{name} (from {where(name)}) conflicts with multistep_start_epoch="
+                     f"{recipe.multistep_start_epoch} (from {where('multistep_start_epoch')}), which schedules the "
+                     f"learning rate with the reference's MultiStepLR instead. Leave --{name} out, or pass "
+                     f"--multistep_start_epoch 0 to schedule with --lr_scheduler_type."
+                     for name in ("lr_scheduler_type", "lr_scheduler_kwargs") if name in sources]
+        if recipe.multistep_gamma == 1.0:
+            problems.append(f"multistep_start_epoch={recipe.multistep_start_epoch} with multistep_gamma=1.0 never "
+                            "changes the learning rate; set --multistep_gamma (the reference uses 0.5 for AudioSet, "
+                            "0.85 for ESC-50 and Speech Commands) or pass --multistep_start_epoch 0.")
+    else:  # fine when the command line turned off a recipe's MultiStepLR; not when a flag is inert where it is set
+        problems += [f"--{name} (from {where(name)}) has no effect without --multistep_start_epoch; set it, or "
+                     f"leave --{name} out." for name in ("multistep_every", "multistep_gamma")
+                     if name in sources and (where("multistep_start_epoch") != "the command line"
+                                             or where(name) == "the command line")]
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
+def warn_inert_settings(recipe: RecipeArguments, num_train_epochs: float, max_length: int | None,
+                        num_mel_bins: int = 128) -> list[str]:
+    """Warn (and return the warnings) about settings that are valid but cannot act in this run: a MultiStepLR that
+    starts after the last epoch, SpecAugment masks wider than the clip. Warned, not refused: a short trial run of a
+    long recipe is a fair thing to do."""
+    import warnings
+
+    found = []
+    if recipe.multistep_start_epoch > 0 and recipe.multistep_start_epoch >= num_train_epochs:
+        found.append(f"multistep_start_epoch={recipe.multistep_start_epoch} is not before the last of "
+                     f"{num_train_epochs:g} epochs: the learning rate never decays in this run.")
+    if max_length is not None and recipe.timem > max_length:
+        found.append(f"timem={recipe.timem} allows time masks wider than the {max_length}-frame clips (whole clips "
+                     f"masked); a quarter of max_length or less is usual (e.g. --timem {max(1, max_length // 4)}).")
+    if recipe.freqm > num_mel_bins:
+        found.append(f"freqm={recipe.freqm} allows frequency masks wider than the {num_mel_bins} mel bins.")
+    for message in found:
+        warnings.warn(message, UserWarning, stacklevel=2)
+    return found
+
+
+def resolve_run_steps(do_train: bool, do_eval: bool, sources: Mapping[str, str], has_evaluation_data: bool,
+                      eval_strategy: str = "no", trained_model: bool = True) -> tuple[bool, bool]:
+    """(train, evaluate) as a user of the examples means them: train unless --do_train false was given (every data
+    source has training data), evaluate when there is evaluation data unless --do_eval false was given. Refused:
+    --do_eval without evaluation data, an evaluation strategy during training without evaluation data or with
+    --do_eval false, a run that would do nothing, and evaluating without training a model that was never trained
+    (`trained_model` false: built from scratch or with a new head)."""
+    train = do_train if "do_train" in sources else True
+    if not train and not trained_model:
+        raise ValueError("--do_train false evaluates without training, but the model is new (built from scratch or "
+                         "with a freshly initialised head): its metrics would be those of random weights. Pass a "
+                         "fine-tuned model with --model_name_or_path, or leave --do_train out to train first.")
+    evaluate = do_eval if "do_eval" in sources else has_evaluation_data
+    strategy = str(getattr(eval_strategy, "value", eval_strategy))
+    if evaluate and not has_evaluation_data:
+        raise ValueError(f"do_eval=true (from {sources['do_eval']}) needs evaluation data: give --validation_dir, "
+                         "--validation_file or a data set with an --eval_split_name split.")
+    if strategy != "no" and not evaluate:
+        reason = "there is no evaluation data" if not has_evaluation_data else "--do_eval false was given"
+        raise ValueError(f"eval_strategy={strategy} (from {sources.get('eval_strategy', 'the default')}) evaluates "
+                         f"during training, but {reason}; pass --eval_strategy no, or give evaluation data.")
+    if not (train or evaluate):
+        raise ValueError("Nothing to do: --do_train false and no evaluation. Leave --do_train out to fine-tune, or "
+                         "give --do_eval with evaluation data to evaluate a model.")
+    return train, evaluate

@@ -1,0 +1,134 @@
+"""The model and feature extractor of a run: a trained AST re-targeted to the data, a DeiT/ViT converted on the fly,
+or a named size from scratch; --config_overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..feature_extraction_ast import ASTFeatureExtractor
+from .arguments import DataArguments, ModelArguments, RecipeArguments
+
+# Sizes for training from scratch (ViT naming); "small" is what the embedded demo trains.
+MODEL_SIZES = {
+    "tiny": dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768),
+    "small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+}
+
+
+# Config fields that have their own flag (so that the data, the extractor and the model agree on them).
+FLAG_FIELDS = {"max_length": "--max_length", "frequency_stride": "--frequency_stride",
+               "time_stride": "--time_stride", "patchout_time": "--patchout_time",
+               "patchout_frequency": "--patchout_frequency", "num_labels": "the labels of the data",
+               "id2label": "the labels of the data", "label2id": "the labels of the data",
+               "problem_type": "the labels of the data (a list of labels per clip is multi-label)"}
+
+
+# Fields that set the shapes of the weights: free from scratch, fixed by a pretrained or converted checkpoint.
+SHAPE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size",
+                "qkv_bias", "num_mel_bins")
+
+
+def parse_config_overrides(text: str | None, pretrained: bool) -> dict[str, Any]:
+    """"key=value,key=value" -> {field: value typed like the ASTConfig default}; a clear error for an unknown field,
+    a field with its own flag, a shape field of a pretrained model, or a value of the wrong type."""
+    from ..configuration_ast import ASTConfig
+
+    if not text:
+        return {}
+    defaults = {name: getattr(ASTConfig(), name) for name in ASTConfig.__annotations__}  # ASTConfig's own fields
+    settable = sorted(name for name in defaults if name not in FLAG_FIELDS)
+    overrides: dict[str, Any] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        key, sep, raw = (x.strip() for x in item.partition("="))
+        if not sep or not raw:
+            raise ValueError(f"--config_overrides item {item!r} is not key=value; e.g. "
+                             "\"hidden_dropout_prob=0.1,attention_probs_dropout_prob=0.1\".")
+        if key in FLAG_FIELDS:
+            raise ValueError(f"--config_overrides sets {key}, which comes from {FLAG_FIELDS[key]}; use that instead.")
+        if key not in settable:
+            raise ValueError(f"--config_overrides: {key!r} is not a field of ASTConfig. Fields: "
+                             f"{', '.join(settable)}.")
+        if pretrained and key in SHAPE_FIELDS:
+            raise ValueError(f"--config_overrides sets {key}, which fixes the shapes of the pretrained weights; it "
+                             "can only change for a model trained from scratch (--model_size).")
+        default = defaults[key]
+        try:
+            if isinstance(default, bool):
+                if raw.lower() not in ("true", "false"):
+                    raise ValueError(raw)
+                value: Any = raw.lower() == "true"
+            else:
+                value = type(default)(float(raw)) if isinstance(default, int) and float(raw).is_integer() \
+                    else type(default)(raw)
+        except ValueError:
+            raise ValueError(f"--config_overrides: {key}={raw!r} is not a {type(default).__name__} (default "
+                             f"{default!r}).") from None
+        overrides[key] = value
+    return overrides
+
+
+def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArguments, recipe: RecipeArguments,
+                                labels: Sequence[str], multi_label: bool, describe: Callable[[str], None] = print):
+    """(ASTForAudioClassification, ASTFeatureExtractor) for the run: a trained AST re-targeted to these labels,
+    length and strides when they differ; a DeiT/ViT converted on the fly; or a named size from scratch."""
+    from .. import convert
+    from ..checkpoint_surgery import label_fields as head_label_fields
+    from ..configuration_ast import ASTConfig
+    from ..modeling_ast import ASTForAudioClassification
+
+    label_fields = head_label_fields(list(labels))
+    problem_type = "multi_label_classification" if multi_label else "single_label_classification"
+    geometry = {name: value for name, value in (("max_length", data_args.max_length),
+                                                ("frequency_stride", model_args.frequency_stride),
+                                                ("time_stride", model_args.time_stride)) if value is not None}
+    overrides = parse_config_overrides(model_args.config_overrides, pretrained=model_args.model_size is None)
+    extras = dict(problem_type=problem_type, patchout_time=recipe.patchout_time,
+                  patchout_frequency=recipe.patchout_frequency, **overrides)
+    sources = [x for x in (model_args.model_name_or_path, model_args.deit_name_or_path, model_args.model_size) if x]
+    if len(sources) != 1:
+        raise ValueError("Give exactly one of --model_name_or_path (an AST), --deit_name_or_path (a DeiT/ViT to "
+                         f"convert) or --model_size ({' | '.join(MODEL_SIZES)}), got {sources or 'none'}.")
+    extractor = None
+    if model_args.model_name_or_path:
+        path = model_args.model_name_or_path
+        model = ASTForAudioClassification.from_pretrained(
+            path, attn_implementation=model_args.attn_implementation, cache_dir=model_args.cache_dir,
+            trust_remote_code=model_args.trust_remote_code, **overrides)  # dropout is built from the config
+        try:
+            extractor = ASTFeatureExtractor.from_pretrained(path, cache_dir=model_args.cache_dir)
+        except OSError:
+            describe(f"{path} has no preprocessor_config.json: default AudioSet feature-extractor settings")
+        changes = {k: v for k, v in geometry.items() if getattr(model.config, k) != v}
+        if list(labels) != [model.config.id2label[i] for i in range(model.config.num_labels)]:
+            changes.update(label_fields)
+        if changes:
+            old = model.config.patch_grid
+            model = convert.retarget_model(model, **changes, **extras)
+            describe(f"re-targeted {path}: {sorted(k for k in changes if k != 'label2id')}, grid {old} -> "
+                     f"{model.config.patch_grid}")
+        else:
+            for key, value in extras.items():
+                setattr(model.config, key, value)
+    elif model_args.deit_name_or_path:
+        model = convert.load_deit_as_ast(model_args.deit_name_or_path, cache_dir=model_args.cache_dir,
+                                         describe=describe, **{"max_length": 1024, **geometry}, **label_fields,
+                                         **extras)
+    else:
+        if model_args.model_size not in MODEL_SIZES:
+            raise ValueError(f"model_size={model_args.model_size!r} is not one of {sorted(MODEL_SIZES)}.")
+        config = ASTConfig(**{**MODEL_SIZES[model_args.model_size], "layer_norm_eps": 1e-6, "max_length": 1024,
+                              **geometry, **label_fields, **extras})
+        model = ASTForAudioClassification._from_config(config, attn_implementation=model_args.attn_implementation)
+    settings = extractor.to_dict() if extractor is not None else {}
+    if data_args.dataset_mean is not None:
+        settings["mean"] = data_args.dataset_mean
+    if data_args.dataset_std is not None:
+        settings["std"] = data_args.dataset_std
+    settings.update(max_length=model.config.max_length, num_mel_bins=model.config.num_mel_bins)
+    if not data_args.pad_to_max_length:  # trained on masked batches: inference (the pipeline) masks too
+        settings["return_attention_mask"] = True
+    return model, ASTFeatureExtractor(**settings)

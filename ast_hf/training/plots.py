@@ -1,0 +1,93 @@
+"""PNG reports of a run: training curves and the confusion matrix."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .metrics import confusion_matrix
+
+
+def plot_training_curves(log_history: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> None:
+    """Training loss (per logging step) and evaluation metrics (per evaluation) against the epoch, as a PNG."""
+    import matplotlib.pyplot as plt
+
+    figure = training_curves_figure(log_history)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def training_curves_figure(log_history: Iterable[Mapping[str, Any]]) -> Any:
+    """The figure of `plot_training_curves`; a panel with nothing logged says so and what to set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = list(log_history)
+    train = [(h["epoch"], h["loss"]) for h in history if "loss" in h and "epoch" in h]
+    if not train:  # fewer updates than --logging_steps: the Trainer's end-of-training average is all there is
+        train = [(h["epoch"], h["train_loss"]) for h in history if "train_loss" in h and "epoch" in h]
+    evals = [h for h in history if any(k.startswith("eval_") for k in h)]
+    keys = sorted({k for h in evals for k in h if k.startswith("eval_") and k not in
+                   ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "eval_loss")})
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    if train:
+        axes[0].plot(*zip(*train, strict=True), "-" if len(train) > 1 else "o", label="training loss")
+    loss = [(h["epoch"], h["eval_loss"]) for h in evals if "eval_loss" in h]
+    if loss:
+        axes[0].plot(*zip(*loss, strict=True), "o-", label="evaluation loss")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_title("loss")
+    if train or loss:
+        axes[0].legend()
+    for key in keys:
+        points = [(h["epoch"], h[key]) for h in evals if key in h and "epoch" in h]
+        if points:
+            axes[1].plot(*zip(*points, strict=True), "o-", label=key[5:])
+    axes[1].set_xlabel("epoch")
+    axes[1].set_title("evaluation")
+    if keys:
+        axes[1].legend()
+    else:
+        axes[1].text(0.5, 0.5, "no evaluation during training\n(--eval_strategy epoch and evaluation data)",
+                     ha="center", va="center", transform=axes[1].transAxes)
+    if not train and not loss:
+        axes[0].text(0.5, 0.5, "no loss was logged\n(fewer updates than --logging_steps)", ha="center",
+                     va="center", transform=axes[0].transAxes)
+    figure.tight_layout()
+    return figure
+
+
+def save_confusion_matrix(logits: np.ndarray, label_ids: np.ndarray, names: Sequence[str],
+                          path: str | os.PathLike) -> None:
+    """The evaluation's confusion matrix as a PNG; soft (mixed) targets count as their dominant class."""
+    label_ids = label_ids.argmax(axis=1) if label_ids.ndim == 2 else label_ids
+    plot_confusion_matrix(confusion_matrix(logits, label_ids.astype(np.int64), len(names)), names, path)
+
+
+def plot_confusion_matrix(matrix: np.ndarray, names: Sequence[str], path: str | os.PathLike) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = max(4.0, 0.45 * len(names) + 2)
+    figure, axis = plt.subplots(figsize=(size, size))
+    axis.imshow(matrix, cmap="Blues")
+    axis.set_xticks(range(len(names)), names, rotation=90)
+    axis.set_yticks(range(len(names)), names)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    if len(names) <= 20:
+        for (i, j), count in np.ndenumerate(matrix):
+            axis.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                      color="white" if count > matrix.max() / 2 else "black")
+    accuracy = np.trace(matrix) / max(1, matrix.sum())
+    axis.set_title(f"confusion matrix (accuracy {accuracy:.3f})")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,75 @@
+"""The end of a run: results as JSON, the model card (what produced the model), the push of the output folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .arguments import DataArguments, ModelArguments, RecipeArguments
+
+
+def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
+    Path(path).write_text(json.dumps(dict(data), indent=2, sort_keys=True) + "\n")
+
+
+# Settings of a run that the model card records besides the recipe fields (where the script has them).
+_RECORDED_TRAINING = ("learning_rate", "num_train_epochs", "per_device_train_batch_size",
+                      "gradient_accumulation_steps", "optim", "weight_decay", "adam_beta1", "adam_beta2",
+                      "adam_epsilon", "lr_scheduler_type", "warmup_steps", "max_grad_norm", "label_smoothing_factor",
+                      "seed")
+_RECORDED_DATA = ("max_length", "pad_to_max_length", "compute_stats", "dataset_mean", "dataset_std")
+_RECORDED_MODEL = ("model_name_or_path", "deit_name_or_path", "model_size", "config_overrides")
+
+
+def run_record(recipe: RecipeArguments, data_args: DataArguments, model_args: ModelArguments, args: Any
+               ) -> dict[str, Any]:
+    """What produced a model, for its card: the recipe fields, the optimisation and data settings actually used
+    (the optimiser and schedule the run built, not flags a recipe replaced) and where the model came from."""
+    record = dict(vars(recipe))
+    for name in _RECORDED_TRAINING:
+        if hasattr(args, name):
+            record[name] = getattr(args, name)
+    if recipe.reference_optimizer:
+        record["optim"] = "reference Adam (L2 weight decay)"
+    elif not hasattr(args, "optim"):
+        record["optim"] = "adamw_torch"  # the accelerate loop's
+    if recipe.multistep_start_epoch > 0:
+        record["lr_scheduler_type"] = "warm-up + MultiStepLR (multistep_*)"
+    record.update({name: getattr(data_args, name) for name in _RECORDED_DATA})
+    record.update({name: getattr(model_args, name) for name in _RECORDED_MODEL if getattr(model_args, name, None)})
+    return {name: getattr(value, "value", value) for name, value in record.items()}  # enums as their names
+
+
+def write_model_card(output_dir: str | os.PathLike, model_name: str, metrics: Mapping[str, Any], dataset: str,
+                     recipe: Mapping[str, Any], base_model: str | None) -> None:
+    """README.md with the Hub metadata header, the metrics, the data set and the recipe that produced them."""
+    lines = ["---", "library_name: transformers", "pipeline_tag: audio-classification", "tags:", "- ast_hf",
+             "- audio-spectrogram-transformer", "- audio-classification"]
+    if base_model:
+        lines.append(f"base_model: {base_model}")
+    lines += ["---", "", f"# {model_name}", "",
+              "An Audio Spectrogram Transformer (Gong, Chung, Glass, Interspeech 2021) fine-tuned with "
+              f"ast_hf on {dataset}.", "", "## Evaluation", "", "| metric | value |",
+              "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items())]
+    lines += ["", "## Recipe", "", "```json", json.dumps(dict(recipe), indent=2, sort_keys=True, default=str), "```",
+              "", "## Use", "", "```python", "import ast_hf  # or trust_remote_code=True without it",
+              "from transformers import pipeline",
+              f'classifier = pipeline("audio-classification", model="{model_name}")', "```", ""]
+    Path(output_dir, "README.md").write_text("\n".join(lines))
+
+
+def push_output_dir(output_dir: str | os.PathLike, repo_id: str, private: bool | None = None,
+                    token: str | None = None) -> str:
+    """Upload a finished output directory (model, code, feature extractor, model card, curves) to the Hub as it
+    is, without checkpoints and logs; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, exist_ok=True, private=private)
+    info = api.upload_folder(folder_path=str(output_dir), repo_id=repo_id, commit_message="ast_hf fine-tuning run",
+                             ignore_patterns=["checkpoint-*", "step_*", "runs/*", "process_*.json", "*.bin"])
+    return str(info)
