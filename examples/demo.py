@@ -1,54 +1,43 @@
-"""The README's main command, until the fine-tuning example lands: build an AST, featurise real speech, classify.
+"""A 20-second plumbing demo with random weights: build an AST, featurise real speech, classify it.
 
-1. Synthesise the ten Speech Commands words with espeak-ng (real speech, no network), resample to 16 kHz.
+1. Speak the ten Speech Commands words with espeak-ng (real speech, no network), at 16 kHz.
 2. Featurise them in one batched call (padding="longest" + attention mask) and check the fbank against
    torchaudio's Kaldi reference.
-3. Build a small ASTForAudioClassification with the ten labels, save it (weights, config, code, extractor), load
-   it back through pipeline("audio-classification") and classify every word.
-The weights are random, so the labels it picks are arbitrary: this shows the plumbing, not accuracy.
+3. Build a small ASTForAudioClassification with the ten labels and the Speech Commands preset's statistics and
+   length, save it (weights, config, code, extractor), load it back through pipeline("audio-classification") and
+   classify every word.
+The weights are random, so the labels it picks are arbitrary: this shows the plumbing, not accuracy. The README's
+main command (examples/run_audio_classification.py with examples/recipes/espeak_commands.json) trains one.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
-import tempfile
 import time
-import wave
 from pathlib import Path
 
-import numpy as np
 import torch
 import torchaudio
 from transformers import pipeline
 
 import ast_hf
-
-WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
-
-
-def synthesise(word: str, folder: Path, voice: str = "en-us") -> np.ndarray:
-    path = folder / f"{word}.wav"
-    subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), word], check=True, capture_output=True)
-    with wave.open(str(path)) as handle:
-        rate = handle.getframerate()
-        audio = np.frombuffer(handle.readframes(handle.getnframes()), dtype=np.int16).astype(np.float32) / 32768
-    return torchaudio.functional.resample(torch.from_numpy(audio), rate, 16000).numpy()
+from ast_hf.audio_io import espeak_available, espeak_speech
+from ast_hf.espeak_commands import WORDS
+from ast_hf.presets import dataset_settings
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output_dir", default="outputs/demo", help="where the model directory is written")
     args = parser.parse_args()
-    if shutil.which("espeak-ng") is None:
+    if not espeak_available():
         raise SystemExit("espeak-ng is missing: run `bash scripts/setup.sh` first.")
 
-    with tempfile.TemporaryDirectory() as folder:
-        clips = [synthesise(word, Path(folder)) for word in WORDS]
-    print(f"synthesised {len(clips)} words, {min(map(len, clips))}-{max(map(len, clips))} samples at 16 kHz")
+    clips = [espeak_speech(word, voice="en-us") for word in WORDS]
+    print(f"spoke {len(clips)} words, {min(map(len, clips))}-{max(map(len, clips))} samples at 16 kHz")
 
-    extractor = ast_hf.ASTFeatureExtractor(max_length=128, mean=-6.845978, std=5.5654526)  # Speech Commands
+    preset = dataset_settings("speechcommands")
+    extractor = ast_hf.ASTFeatureExtractor(max_length=preset["max_length"], mean=preset["mean"], std=preset["std"])
     start = time.perf_counter()
     batch = extractor(clips, sampling_rate=16000, padding="longest", return_attention_mask=True,
                       return_tensors="pt")
@@ -60,7 +49,7 @@ def main() -> None:
     print(f"max |ours - torchaudio kaldi fbank| on '{WORDS[0]}': {float((ours - reference).abs().max()):.2e}")
 
     config = ast_hf.ASTConfig(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768,
-                              max_length=128, id2label=dict(enumerate(WORDS)),
+                              max_length=preset["max_length"], id2label=dict(enumerate(WORDS)),
                               label2id={w: i for i, w in enumerate(WORDS)})
     torch.manual_seed(0)
     model = ast_hf.ASTForAudioClassification(config).eval()

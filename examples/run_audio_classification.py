@@ -22,7 +22,6 @@ import torch
 import transformers
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
-import ast_hf
 from ast_hf import training
 from ast_hf.audio_io import decode_audio
 
@@ -79,11 +78,10 @@ class ASTTrainer(Trainer):
         return super().create_scheduler(num_training_steps, optimizer)
 
     def _get_train_sampler(self, train_dataset=None):
-        if self.sample_weights is None or self.args.world_size > 1:
+        if self.sample_weights is None:
             return super()._get_train_sampler(train_dataset)
-        generator = torch.Generator().manual_seed(self.args.seed)
-        return torch.utils.data.WeightedRandomSampler(self.sample_weights, len(self.sample_weights), replacement=True,
-                                                      generator=generator)
+        # The same draws on every process; accelerate gives each process its share of the batches.
+        return training.balanced_sampler(self.sample_weights, self.args.seed)
 
     def _with_eval_collator(self, make):
         train_collator, self.data_collator = self.data_collator, self.eval_collator
@@ -128,29 +126,18 @@ class AveragingCallback(TrainerCallback):
 def build_trainer(model_args, data_args, recipe, training_args, raw, labels, multi_label) -> ASTTrainer:
     """The model, feature extractor, collators, sampler weights and weight averaging of one run, in a Trainer."""
     set_seed(training_args.seed)
-    model, extractor = training.prepare_model_and_extractor(model_args, data_args, recipe, labels, multi_label,
-                                                            describe=logger.info)
-    if data_args.compute_stats:
-        mean, std = ast_hf.compute_normalization_stats(raw["train"], extractor,
-                                                       audio_column=data_args.audio_column_name)
-        extractor = ast_hf.ASTFeatureExtractor(**{**extractor.to_dict(), "mean": mean, "std": std})
-        logger.info("training-set fbank mean %.4f std %.4f", mean, std)
-    train_collator, eval_collator = training.make_collators(extractor, len(labels), multi_label, data_args, recipe,
-                                                           training_args.seed, training_args.label_smoothing_factor)
-    weights = None
-    if recipe.balanced_sampling:
-        weights = training.dataset_sample_weights(raw["train"], data_args.label_column_name, len(labels),
-                                                  multi_label)
+    parts = training.build_run(model_args, data_args, recipe, raw, labels, multi_label, training_args.seed,
+                               training_args.label_smoothing_factor, describe=logger.info)
     averaging = AveragingCallback(training.WeightAverager(recipe.average_start_epoch, recipe.average_end_epoch))
     training_args.resume_from_checkpoint = training.resolve_checkpoint(training_args.resume_from_checkpoint,
                                                                       training_args.output_dir)
     averaging.restore(training_args.resume_from_checkpoint)
-    return ASTTrainer(model=model, args=training_args, train_dataset=raw["train"] if training_args.do_train
-                      else None, eval_dataset=raw.get("validation"), data_collator=train_collator,
-                      eval_collator=eval_collator, recipe=recipe, averager=averaging.averager, sample_weights=weights,
-                      processing_class=extractor,
+    return ASTTrainer(model=parts.model, args=training_args, train_dataset=raw["train"] if training_args.do_train
+                      else None, eval_dataset=raw.get("validation"), data_collator=parts.train_collator,
+                      eval_collator=parts.eval_collator, recipe=recipe, averager=averaging.averager,
+                      sample_weights=parts.sample_weights, processing_class=parts.extractor,
                       compute_metrics=training.compute_metrics_fn(multi_label),
-                      callbacks=[averaging, EpochCallback(train_collator)])
+                      callbacks=[averaging, EpochCallback(parts.train_collator)])
 
 
 def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_label, description,
@@ -170,27 +157,19 @@ def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_lab
         trainer.save_model()
         extractor.save_pretrained(training_args.output_dir)
         trainer.save_state()
+    evaluation = None
     if training_args.do_eval:
         prediction = trainer.predict(raw["validation"], metric_key_prefix="eval")
         metrics.update(prediction.metrics)
-        if trainer.is_world_process_zero() and not multi_label:
-            training.save_confusion_matrix(prediction.predictions, prediction.label_ids, labels,
-                                           output_dir / "confusion_matrix.png")
-    if trainer.is_world_process_zero():
-        output_dir.mkdir(parents=True, exist_ok=True)
-        trainer.save_metrics("all", metrics)
-    if trainer.is_world_process_zero() and training_args.do_train:  # no card for a run that trained nothing
-        training.plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
-        recipe_record = training.run_record(recipe, data_args, model_args, training_args)
-        evaluation = {k: v for k, v in metrics.items() if k.startswith("eval_")}
-        training.write_model_card(output_dir, push_repo or output_dir.name, evaluation, description,
-                                  recipe_record, model_args.model_name_or_path or model_args.deit_name_or_path)
-    training.write_json(output_dir / f"process_{training_args.process_index}.json",
-                        {"rank": training_args.process_index, "world_size": training_args.world_size,
-                         "examples_collated_for_training": train_collator.examples_seen})
-    if push_repo and training_args.do_train and trainer.is_world_process_zero():
-        training.push_output_dir(output_dir, push_repo, private=training_args.hub_private_repo,
-                                 token=training_args.hub_token)
+        evaluation = (prediction.predictions, prediction.label_ids)
+    training.finish_run(
+        output_dir, is_main_process=trainer.is_world_process_zero(), process_index=training_args.process_index,
+        world_size=training_args.world_size, trained=training_args.do_train, metrics=metrics,
+        log_history=trainer.state.log_history, evaluation=evaluation, labels=labels, multi_label=multi_label,
+        record=training.run_record(recipe, data_args, model_args, training_args), description=description,
+        model_name=output_dir.name, base_model=model_args.model_name_or_path or model_args.deit_name_or_path,
+        examples_collated=train_collator.examples_seen, push_repo=push_repo,
+        push_private=training_args.hub_private_repo, push_token=training_args.hub_token)
     return metrics
 
 

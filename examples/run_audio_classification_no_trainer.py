@@ -77,24 +77,14 @@ class LoopArguments:
 ARGUMENT_CLASSES = (training.ModelArguments, training.DataArguments, training.RecipeArguments, LoopArguments)
 
 
-def evaluate(model, dataloader, accelerator: Accelerator, multi_label: bool) -> tuple[dict[str, float], Any, Any]:
-    """Metrics over the whole evaluation set, gathered from every process (duplicates of the last batch dropped)."""
-    model.eval()
-    metric = training.classification_metric(multi_label)
-    all_logits, all_labels, losses = [], [], []
-    for batch in dataloader:
-        with torch.no_grad():
-            outputs = model(**batch)
-        logits, labels, loss = accelerator.gather_for_metrics((outputs.logits, batch["labels"],
-                                                                outputs.loss.detach().repeat(len(batch["labels"]))))
-        scores = torch.sigmoid(logits) if multi_label else logits
-        metric.add_batch(predictions=scores.float().cpu().numpy(), references=labels.cpu().numpy())
-        all_logits.append(logits.cpu())
-        all_labels.append(labels.cpu())
-        losses.append(loss.cpu())
-    metrics = {f"eval_{k}": v for k, v in metric.compute().items()}
-    metrics["eval_loss"] = float(torch.cat(losses).mean())
-    return metrics, torch.cat(all_logits).numpy(), torch.cat(all_labels).numpy()
+def check_loop_arguments(data_args: training.DataArguments, sources: dict[str, str]) -> None:
+    """Refuse the shared arguments that only the Trainer example implements, rather than ignore them."""
+    problems = [f"--{name} (from {sources[name]}): cross-validation is run by examples/run_audio_classification.py "
+                "(the Trainer example); use that script, or leave it out here."
+                for name in ("cross_validation_folds", "fold_column_name")
+                if name in sources and getattr(data_args, name)]
+    if problems:
+        raise ValueError("\n".join(problems))
 
 
 def save_checkpoint(accelerator: Accelerator, folder: Path, update: int) -> None:
@@ -116,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model_args, data_args, recipe, args, sources = training.parse_arguments(
         ARGUMENT_CLASSES, sys.argv[1:] if argv is None else argv, LoopArguments.output_dir)
     training.check_argument_conflicts(recipe, sources)
+    check_loop_arguments(data_args, sources)
     training.warn_inert_settings(recipe, args.num_train_epochs, data_args.max_length)
     tracking = args.report_to not in ("none", "")
     # The seedable sampler draws epoch e's order from (seed, e): a run resumed mid-epoch sees the same order.
@@ -134,20 +125,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                              "validation" in raw,
                                                              trained_model=bool(model_args.model_name_or_path))
 
-    model, extractor = training.prepare_model_and_extractor(model_args, data_args, recipe, labels, multi_label,
-                                                            describe=logger.info)
-    train_collator, eval_collator = training.make_collators(extractor, len(labels), multi_label, data_args, recipe,
-                                                           args.seed, args.label_smoothing_factor)
+    parts = training.build_run(model_args, data_args, recipe, raw, labels, multi_label, args.seed,
+                               args.label_smoothing_factor, describe=logger.info)
+    model, extractor, train_collator = parts.model, parts.extractor, parts.train_collator
     generator = torch.Generator().manual_seed(args.seed)
     sampler = None
-    if recipe.balanced_sampling:
-        weights = training.dataset_sample_weights(raw["train"], data_args.label_column_name, len(labels),
-                                                  multi_label)
-        sampler = torch.utils.data.WeightedRandomSampler(weights, len(weights), generator=generator)
+    if parts.sample_weights is not None:  # the same draws on every process; accelerate shards the batches
+        sampler = training.balanced_sampler(parts.sample_weights, args.seed)
     train_loader = DataLoader(raw["train"], batch_size=args.per_device_train_batch_size, shuffle=sampler is None,
                               sampler=sampler, collate_fn=train_collator, generator=generator)
     eval_loader = DataLoader(raw["validation"], batch_size=args.per_device_eval_batch_size,
-                             collate_fn=eval_collator) if args.do_eval else None
+                             collate_fn=parts.eval_collator) if args.do_eval else None
     optimizer = training.build_optimizer(model, args.learning_rate, (args.adam_beta1, args.adam_beta2),
                                          args.adam_epsilon, args.weight_decay, reference=recipe.reference_optimizer)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
@@ -217,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 save_checkpoint(accelerator, Path(args.output_dir) / f"step_{update}", update)
         averager.update(accelerator.unwrap_model(model), epoch + 1)
         if eval_loader is not None:
-            metrics, _, _ = evaluate(model, eval_loader, accelerator, multi_label)
+            metrics, _, _ = training.evaluate_with_accelerator(model, eval_loader, accelerator, multi_label)
             history.append({**metrics, "epoch": epoch + 1})
             logger.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in metrics.items()})
             if tracking:
@@ -229,30 +217,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if averager.apply(unwrapped):
         metrics["averaged_epochs"] = averager.count
     output_dir = Path(args.output_dir)
+    evaluation = None
     if eval_loader is not None:
-        final, logits, label_ids = evaluate(model, eval_loader, accelerator, multi_label)
+        final, *evaluation = training.evaluate_with_accelerator(model, eval_loader, accelerator, multi_label)
         metrics.update(final)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        metrics["train_updates"] = update
-        training.write_json(output_dir / "all_results.json", metrics)
-        if eval_loader is not None and not multi_label:
-            training.save_confusion_matrix(logits, label_ids, labels, output_dir / "confusion_matrix.png")
-    if accelerator.is_main_process and args.do_train:  # no model or card for a run that trained nothing
+    metrics["train_updates"] = update
+    if accelerator.is_main_process and args.do_train:  # no model for a run that trained nothing
         unwrapped.save_pretrained(output_dir, save_function=accelerator.save)
         extractor.save_pretrained(output_dir)
         training.write_json(output_dir / "log_history.json", {"log_history": history})
-        training.plot_training_curves(history, output_dir / "training_curves.png")
-        evaluation = {k: v for k, v in metrics.items() if k.startswith("eval_")}
-        recipe_record = training.run_record(recipe, data_args, model_args, args)
-        training.write_model_card(output_dir, args.hub_model_id or output_dir.name, evaluation, description,
-                                  recipe_record, model_args.model_name_or_path or model_args.deit_name_or_path)
-        if args.push_to_hub:
-            training.push_output_dir(output_dir, args.hub_model_id or output_dir.name)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    training.write_json(output_dir / f"process_{accelerator.process_index}.json",
-                        {"rank": accelerator.process_index, "world_size": accelerator.num_processes,
-                         "examples_collated_for_training": train_collator.examples_seen})
+    training.finish_run(
+        output_dir, is_main_process=accelerator.is_main_process, process_index=accelerator.process_index,
+        world_size=accelerator.num_processes, trained=args.do_train, metrics=metrics, log_history=history,
+        evaluation=evaluation, labels=labels, multi_label=multi_label,
+        record=training.run_record(recipe, data_args, model_args, args), description=description,
+        model_name=output_dir.name, base_model=model_args.model_name_or_path or model_args.deit_name_or_path,
+        examples_collated=train_collator.examples_seen,
+        push_repo=(args.hub_model_id or output_dir.name) if args.push_to_hub else None)
     if tracking:
         accelerator.end_training()
     logger.info("final: %s", {k: v for k, v in metrics.items() if k.startswith("eval_")})

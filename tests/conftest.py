@@ -3,35 +3,55 @@
 from __future__ import annotations
 
 import importlib.util
-import shutil
-import subprocess
-import wave
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torchaudio
+import transformers
 
 import ast_hf
+from ast_hf.audio_io import espeak_available, espeak_speech
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_conversion_script(name: str):
-    """conversion/NAME.py imported as a module (not registered in sys.modules), so that tests call its main()."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "conversion" / f"{name}.py")
+def load_script(folder: str, name: str):
+    """FOLDER/NAME.py (conversion/ or examples/) imported as the module `FOLDER.NAME`, so that tests call its
+    functions and main() (registered in sys.modules, which dataclasses defined in it need)."""
+    spec = importlib.util.spec_from_file_location(f"{folder}.{name}", ROOT / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
 
-def tiny_config(**overrides) -> ast_hf.ASTConfig:
-    """A 2-layer, 32-wide AST; the stored grid is small so tests stay fast."""
-    fields = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                  num_mel_bins=128, max_length=128, frequency_stride=10, time_stride=10, num_labels=5)
-    fields.update(overrides)
-    return ast_hf.ASTConfig(**fields)
+def load_conversion_script(name: str):
+    return load_script("conversion", name)
+
+
+def load_example(name: str):
+    return load_script("examples", name)
+
+
+# The suite's tiny AST (as transformers' ModelTester builds one): 2 layers, 32 wide, 4 heads, a 12 x 12 stored grid.
+TINY_FIELDS = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_mel_bins=128,
+                   max_length=128, frequency_stride=10, time_stride=10, num_labels=5)
+
+
+def tiny_config(builtin: bool = False, **overrides):
+    """The tiny config with `overrides`: an ast_hf.ASTConfig, or transformers' own ASTConfig with `builtin`."""
+    config_class = transformers.ASTConfig if builtin else ast_hf.ASTConfig
+    return config_class(**{**TINY_FIELDS, **overrides})
+
+
+def tiny_model(builtin: bool = False, seed: int = 0, attn_implementation: str | None = None, **overrides):
+    """An ASTForAudioClassification (ast_hf's, or transformers' built-in one with `builtin`) of `tiny_config`, every
+    parameter random (`randomize`), in eval mode: the one model factory of the suite."""
+    model_class = transformers.ASTForAudioClassification if builtin else ast_hf.ASTForAudioClassification
+    model = model_class._from_config(tiny_config(builtin, **overrides), attn_implementation=attn_implementation)
+    return randomize(model, seed=seed)
 
 
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -43,32 +63,19 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    with wave.open(str(path)) as handle:
-        rate = handle.getframerate()
-        pcm = np.frombuffer(handle.readframes(handle.getnframes()), dtype=np.int16)
-        if handle.getnchannels() > 1:
-            pcm = pcm.reshape(-1, handle.getnchannels())[:, 0]
-    return pcm.astype(np.float32) / 32768.0, rate
-
-
-def speak(text: str, out: Path, voice: str = "en", speed: int = 160, pitch: int = 50) -> np.ndarray:
-    """Real speech from espeak-ng, resampled to 16 kHz mono float32."""
-    if shutil.which("espeak-ng") is None:
+def speak(text: str, voice: str = "en", speed: int = 160, pitch: int = 50) -> np.ndarray:
+    """Real speech from espeak-ng (ast_hf.audio_io.espeak_speech), 16 kHz mono float32."""
+    if not espeak_available():
         pytest.fail("espeak-ng is not installed; run `bash scripts/setup.sh` (it installs Debian's espeak-ng).")
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(out), text],
-                   check=True, capture_output=True)
-    audio, rate = read_wav(out)
-    return torchaudio.functional.resample(torch.from_numpy(audio), rate, 16000).numpy()
+    return espeak_speech(text, voice, speed, pitch)
 
 
 @pytest.fixture(scope="session")
-def speech(tmp_path_factory) -> list[np.ndarray]:
+def speech() -> list[np.ndarray]:
     """Four real utterances of different lengths (about 0.5 to 3 s) at 16 kHz."""
-    folder = tmp_path_factory.mktemp("speech")
     texts = [("yes", "en", 160), ("left right up down", "en-us", 140),
              ("the quick brown fox jumps over the lazy dog", "en-gb", 170), ("stop", "en+f3", 120)]
-    return [speak(text, folder / f"{i}.wav", voice, speed) for i, (text, voice, speed) in enumerate(texts)]
+    return [speak(text, voice, speed) for text, voice, speed in texts]
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def serve(root: Path) -> tuple[ThreadingHTTPServer, str]:
-    commits: list[dict] = []
+    commits: list[str] = []  # repo of each commit; its count numbers the commit ids
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args) -> None:  # quiet
@@ -81,21 +81,18 @@ def serve(root: Path) -> tuple[ThreadingHTTPServer, str]:
                                                    "oid": None} for f in files]})
             if len(parts) >= 7 and parts[1] == "api" and parts[5] == "commit":
                 repo = root / parts[3] / parts[4]
-                written = []
                 for line in body.decode().splitlines():
                     item = json.loads(line)
                     if item.get("key") == "file":
                         target = repo / item["value"]["path"]
                         target.parent.mkdir(parents=True, exist_ok=True)
                         target.write_bytes(base64.b64decode(item["value"]["content"]))
-                        written.append(item["value"]["path"])
-                commits.append({"repo": f"{parts[3]}/{parts[4]}", "files": written})
+                commits.append(f"{parts[3]}/{parts[4]}")
                 oid = f"{len(commits):040d}"
                 return self.reply(200, {"commitUrl": f"http://{self.headers['Host']}/{parts[3]}/{parts[4]}/commit/{oid}",
                                         "commitOid": oid, "success": True})
             self.reply(404, {"error": f"not found: {self.path}"})
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.commits = commits  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"

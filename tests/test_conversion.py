@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-from conftest import load_conversion_script, randomize
+from conftest import load_conversion_script, randomize, tiny_model
 from safetensors.torch import load_file, save_file
 
 import ast_hf
@@ -133,6 +133,7 @@ def reference_forward(timm: dict[str, torch.Tensor], head: dict[str, torch.Tenso
 # ---- DeiT -> AST ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_transformers_and_timm_formats_give_identical_weights(deit_dir, tmp_path):
     timm = timm_from_hub(hub_tensors(deit_dir))
     torch.save({"model": timm}, tmp_path / "deit.pth")
@@ -224,10 +225,9 @@ def test_converted_logits_equal_an_independent_forward(deit_dir, tmp_path, speec
 
 
 def builtin_ast(**overrides) -> transformers.ASTForAudioClassification:
-    fields = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=1, intermediate_size=128, num_labels=35,
-                  max_length=128, layer_norm_eps=1e-6)
-    fields.update(overrides)
-    return randomize(transformers.ASTForAudioClassification(transformers.ASTConfig(**fields)), seed=2)
+    """A built-in AST shaped like the authors' one-head-per-64 checkpoints (35 Speech Commands labels)."""
+    fields = dict(hidden_size=64, num_attention_heads=1, intermediate_size=128, num_labels=35, layer_norm_eps=1e-6)
+    return tiny_model(builtin=True, seed=2, **{**fields, **overrides})
 
 
 def authors_state_dict(hub: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -293,10 +293,8 @@ def test_builtin_ast_is_resaved_as_ast_hf(tmp_path, speech):
 
 
 def trained_ast(**overrides) -> ast_hf.ASTForAudioClassification:
-    fields = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, num_labels=4,
-                  max_length=1024)
-    fields.update(overrides)
-    return randomize(ast_hf.ASTForAudioClassification(ast_hf.ASTConfig(**fields)), seed=4)
+    """A one-layer AST with the AudioSet model's 1024-frame grid, as if trained."""
+    return tiny_model(seed=4, **{"num_hidden_layers": 1, "num_labels": 4, "max_length": 1024, **overrides})
 
 
 @pytest.mark.parametrize("changes, grid", [(dict(max_length=128), (12, 12)), (dict(max_length=2048), (12, 204)),
@@ -387,6 +385,7 @@ def test_a_failure_inside_the_write_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_converter_pushes_to_a_local_hub(deit_dir, tmp_path):
     from fake_hub import serve
 

@@ -68,6 +68,7 @@ def error_line(stderr: str) -> str:
     return lines[-1]
 
 
+@pytest.mark.slow
 def test_a_deit_directory_is_refused_by_the_ast_converters(deit_dirs, tmp_path, capsys):
     """Defect 1: transformers loaded a DeiT into an AST with every weight missing (random init), and the script
     said 'no missing or unexpected keys', saved it and exited 0."""
@@ -135,6 +136,7 @@ def junk(tmp_path_factory, speech) -> list[tuple[Path, str]]:
     return [(folder / name, words) for name, words in cases.items()]
 
 
+@pytest.mark.slow
 def test_files_that_are_not_checkpoints_get_one_line_errors(junk, tmp_path, capsys):
     """Text and WAV files used to end in unpickler tracebacks (KeyError: 544502645, IndexError: pop from empty
     list); now each is named for what it is, with exit status 2 and nothing written."""

@@ -93,6 +93,7 @@ def payloads(tmp_path) -> tuple[dict[str, Path], Path]:
     return files, marker
 
 
+@pytest.mark.slow
 def test_pickle_payloads_are_refused_by_every_loader_and_never_run(payloads, tmp_path, capsys):
     files, marker = payloads
     deit_cli = load_conversion_script("convert_deit_to_ast")
@@ -125,6 +126,7 @@ def test_pickle_payloads_are_refused_by_every_loader_and_never_run(payloads, tmp
     assert "would build Python objects beyond tensors" in done.stderr and not marker.exists()
 
 
+@pytest.mark.slow
 def test_checkpoint_code_runs_only_with_trust_remote_code(tmp_path, speech):
     """A saved ast_hf directory carries modeling_ast.py & co. Planted code in them must not run unless the user
     passes trust_remote_code=True: in a fresh interpreter that cannot import ast_hf, every loader fails with a

@@ -6,7 +6,6 @@ Expected values come from the flags themselves and from hand-computed schedules,
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from conftest import load_example
 from transformers import TrainerCallback
 
 from ast_hf import training
@@ -26,13 +26,6 @@ RECIPE = str(ROOT / "examples" / "recipes" / "espeak_commands.json")
 TINY_RUN = ["--model_size", "tiny", "--frequency_stride", "16", "--time_stride", "16", "--max_length", "64",
             "--per_device_train_batch_size", "8", "--report_to", "none", "--seed", "1", "--do_eval", "false"]
 TINY = [*TINY_RUN, "--save_strategy", "no", "--eval_strategy", "no", "--do_train", "true"]  # Trainer example
-
-
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class UpdateRecorder(TrainerCallback):
@@ -189,6 +182,7 @@ def test_config_overrides_reach_the_model(tmp_path):
                 data, training.RecipeArguments(), words, multi_label=False, describe=lambda _: None)
 
 
+@pytest.mark.slow
 def test_accelerate_loop_honours_its_optimisation_flags(commands_root, tmp_path):
     """The loop's own flags: AdamW with decoupled decay except biases/LayerNorms, and the schedule of
     --lr_scheduler_type after --warmup_steps, read back from its log of every update."""

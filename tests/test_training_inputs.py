@@ -82,6 +82,7 @@ def test_csv_with_empty_labels_or_no_rows(commands_root, tmp_path):
         training.load_audio_datasets(training.DataArguments(train_file=str(table)))
 
 
+@pytest.mark.slow
 def test_bad_files_are_reported_together_before_training(commands_root, tmp_path):
     """A missing file and a file that is not audio, found before training in one message; --skip_bad_audio trains
     without them."""
@@ -114,6 +115,7 @@ def test_bad_files_are_reported_together_before_training(commands_root, tmp_path
     assert json.loads((tmp_path / "out" / "process_0.json").read_text())["examples_collated_for_training"] == 10
 
 
+@pytest.mark.slow
 def test_trains_by_default_and_evaluation_only_writes_no_card(commands_root, tmp_path):
     """Without --do_train both examples train (what their user means) and evaluate when there is evaluation data; an
     evaluation-only run writes its results but no model and no model card; --do_eval without evaluation data is
@@ -161,6 +163,7 @@ def test_what_a_run_does(given, has_evaluation_data, strategy, expected):
         assert training.resolve_run_steps(*arguments) == expected
 
 
+@pytest.mark.slow
 def test_eval_strategy_without_evaluation_data_is_refused(commands_root, tmp_path):
     recipe = ROOT / "examples" / "recipes" / "espeak_commands.json"  # eval_strategy epoch
     done = run([TRAINER, recipe, "--train_dir", commands_root / "train", *TINY, "--output_dir", tmp_path / "o"])

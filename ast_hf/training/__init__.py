@@ -12,7 +12,7 @@ examples/run_audio_classification_no_trainer.py (accelerate), one module per con
 - `model_setup`: the run's model and feature extractor;
 - `checkpoints`: resuming, CPU data parallel;
 - `publishing`: results, model card, push;
-- `runs`: the setup and the end of a run that both examples share.
+- `runs`: the setup and the end of a run that both examples share (`build_run`, `finish_run`).
 
 Everything public is importable from `ast_hf.training` itself.
 """
@@ -39,7 +39,13 @@ from .data import (
     load_audio_datasets,
     prepare_data,
 )
-from .metrics import classification_metric, compute_metrics_fn, confusion_matrix, multi_label_scores
+from .metrics import (
+    classification_metric,
+    classification_scores,
+    compute_metrics_fn,
+    confusion_matrix,
+    multi_label_scores,
+)
 from .model_setup import MODEL_SIZES, parse_config_overrides, prepare_model_and_extractor
 from .optimization import (
     WeightAverager,
@@ -51,23 +57,28 @@ from .optimization import (
 )
 from .plots import plot_confusion_matrix, plot_training_curves, save_confusion_matrix, training_curves_figure
 from .publishing import push_output_dir, run_record, write_json, write_model_card
-from .sampling import balanced_sample_weights, dataset_sample_weights
+from .runs import RunParts, build_run, evaluate_with_accelerator, finish_run, with_training_statistics
+from .sampling import balanced_sample_weights, balanced_sampler, dataset_sample_weights
 
 __all__ = [
-    "CHECKPOINT_MARKERS",
-    "MODEL_SIZES",
     "AudioCollator",
+    "CHECKPOINT_MARKERS",
     "DataArguments",
+    "MODEL_SIZES",
     "ModelArguments",
     "RecipeArguments",
+    "RunParts",
     "WeightAverager",
     "balanced_sample_weights",
+    "balanced_sampler",
     "build_optimizer",
+    "build_run",
     "build_scheduler",
     "check_argument_conflicts",
     "check_audio_files",
     "check_one_data_source",
     "classification_metric",
+    "classification_scores",
     "compute_metrics_fn",
     "confusion_matrix",
     "cpu_ddp_requested",
@@ -76,6 +87,8 @@ __all__ = [
     "embedded_data",
     "encode_label",
     "encode_label_column",
+    "evaluate_with_accelerator",
+    "finish_run",
     "label_names",
     "load_audio_datasets",
     "make_collators",
@@ -99,6 +112,7 @@ __all__ = [
     "training_curves_figure",
     "warmup_steps_of",
     "warn_inert_settings",
+    "with_training_statistics",
     "write_json",
     "write_model_card",
 ]

@@ -26,7 +26,11 @@ class DataArguments:
     cross_validation_folds: int = field(default=0, metadata={"help": "k > 0: k runs, each holding out one fold"})
     max_train_samples: int | None = field(default=None, metadata={"help": "truncate the training set"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "truncate the evaluation set"})
-    max_length: int | None = field(default=None, metadata={"help": "frames per clip (default: the model's)"})
+    dataset_preset: str | None = field(default=None, metadata={
+        "help": "a data set of the paper by name (ast_hf.presets: audioset, esc50, speechcommands): its fbank "
+                "mean/std and clip length are the defaults of --dataset_mean, --dataset_std and --max_length"})
+    max_length: int | None = field(default=None, metadata={
+        "help": "frames per clip (default: the preset's, else the model's)"})
     pad_to_max_length: bool = field(default=False, metadata={
         "help": "pad every clip to max_length frames (the reference recipes pin this); default false: pad each batch "
                 "to its longest clip and mask the padding out of attention (the saved feature extractor then returns "
@@ -43,6 +47,16 @@ class DataArguments:
         "choices": ["decode", "header", "none"]})
     commands_clips_per_word: int = field(default=300, metadata={"help": "embedded espeak-ng data: train clips/word"})
     commands_eval_clips_per_word: int = field(default=50, metadata={"help": "embedded data: eval clips per word"})
+
+
+    def __post_init__(self) -> None:
+        if self.dataset_preset is not None:
+            from ..presets import dataset_settings
+
+            preset = dataset_settings(self.dataset_preset)  # a ValueError naming the presets for any other name
+            for name, key in (("dataset_mean", "mean"), ("dataset_std", "std"), ("max_length", "max_length")):
+                if getattr(self, name) is None:
+                    setattr(self, name, preset[key])
 
 
 @dataclass

@@ -99,7 +99,8 @@ def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArgum
             path, attn_implementation=model_args.attn_implementation, cache_dir=model_args.cache_dir,
             trust_remote_code=model_args.trust_remote_code, **overrides)  # dropout is built from the config
         try:
-            extractor = ASTFeatureExtractor.from_pretrained(path, cache_dir=model_args.cache_dir)
+            extractor = ASTFeatureExtractor.from_pretrained(path, cache_dir=model_args.cache_dir,
+                                                            trust_remote_code=model_args.trust_remote_code)
         except OSError:
             describe(f"{path} has no preprocessor_config.json: default AudioSet feature-extractor settings")
         changes = {k: v for k, v in geometry.items() if getattr(model.config, k) != v}

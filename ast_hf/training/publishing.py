@@ -20,7 +20,7 @@ _RECORDED_TRAINING = ("learning_rate", "num_train_epochs", "per_device_train_bat
                       "gradient_accumulation_steps", "optim", "weight_decay", "adam_beta1", "adam_beta2",
                       "adam_epsilon", "lr_scheduler_type", "warmup_steps", "max_grad_norm", "label_smoothing_factor",
                       "seed")
-_RECORDED_DATA = ("max_length", "pad_to_max_length", "compute_stats", "dataset_mean", "dataset_std")
+_RECORDED_DATA = ("dataset_preset", "max_length", "pad_to_max_length", "compute_stats", "dataset_mean", "dataset_std")
 _RECORDED_MODEL = ("model_name_or_path", "deit_name_or_path", "model_size", "config_overrides")
 
 
