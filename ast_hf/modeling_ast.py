@@ -26,7 +26,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .configuration_ast import ASTConfig, patch_grid_size
+from .configuration_ast import ASTConfig
 
 NUM_PREFIX_TOKENS = 2  # [CLS] and DeiT's distillation token
 IGNORE_INDEX = -100  # class index that cross-entropy skips (torch's and transformers' convention)
@@ -385,6 +385,14 @@ class ASTPreTrainedModel(PreTrainedModel):
     # The loss is a batch mean; Trainer must not rescale it by token counts across devices.
     accepts_loss_kwargs = False
 
+    def __init__(self, config: ASTConfig, *args: Any, **kwargs: Any) -> None:
+        # A config may be edited field by field; once a model is built from it, it must be consistent. (Only
+        # ASTConfig's own checks: transformers' validators, run on save, would refuse e.g. a config that asks for
+        # attention weights under sdpa, which this model serves by switching to eager attention.)
+        config.validate_fields()
+        config.validate_architecture()
+        super().__init__(config, *args, **kwargs)
+
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, ASTEmbeddings):
@@ -525,9 +533,8 @@ class ASTModel(ASTPreTrainedModel):
         if not torch.compiler.is_compiling() and not bool(torch.isfinite(input_values).all()):
             raise ValueError("input_values contains NaN or Inf; the logits would be NaN. Check the audio and the "
                              "feature extractor's mean/std (ASTFeatureExtractor refuses such audio itself).")
-        patch = self.config.patch_size
         frames, mel_bins = input_values.shape[1:]
-        patch_grid_size(mel_bins, frames, patch, self.config.frequency_stride, self.config.time_stride)  # raises
+        self.config.patch_grid_for(frames, mel_bins)  # raises for a spectrogram smaller than one patch
         return input_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
 
     def _patchout(self, embeddings: torch.Tensor, grid: tuple[int, int], real_columns: torch.Tensor | None
@@ -560,9 +567,10 @@ class ASTModel(ASTPreTrainedModel):
         frames = real.sum(dim=1)  # (B,)
         if not torch.compiler.is_compiling():
             check_right_padded(attention_mask, real, frames)
+        _, grid_t = self.config.patch_grid_for(shape[1], shape[2])
+        # The same formula per clip, as a tensor. A clip shorter than one patch keeps its first (partly padded)
+        # patch rather than attending to nothing.
         stride, patch = self.config.time_stride, self.config.patch_size
-        grid_t = (shape[1] - patch) // stride + 1
-        # A clip shorter than one patch keeps its first (partly padded) patch rather than attending to nothing.
         return ((frames - patch).clamp(min=0) // stride + 1).clamp(max=grid_t)
 
 
