@@ -25,6 +25,10 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_ast import ASTConfig
 
@@ -177,14 +181,21 @@ def check_right_padded(attention_mask: torch.Tensor, real: torch.Tensor, frames:
     )
 
 
+def token_mask(real_columns: torch.Tensor, num_frequency_patches: int) -> torch.Tensor:
+    """(B, t) real time columns of the patch grid -> (B, 2 + f*t) boolean mask over the tokens: the prefix tokens
+    and every patch of a real column are True, patches in frequency-major order like the embeddings."""
+    batch_size = real_columns.shape[0]
+    real_patches = real_columns[:, None, :].expand(-1, num_frequency_patches, -1).reshape(batch_size, -1)  # (B, f*t)
+    return torch.cat([real_patches.new_ones(batch_size, NUM_PREFIX_TOKENS), real_patches], dim=1)  # (B, 2 + f*t)
+
+
 class ASTPatchEmbeddings(nn.Module):
     """(B, T, F) spectrogram -> (B, f * t, D) patch embeddings, patches in frequency-major order."""
 
     def __init__(self, config: ASTConfig) -> None:
         super().__init__()
-        self.patch_size = config.patch_size
-        self.stride = (config.frequency_stride, config.time_stride)
-        self.projection = nn.Conv2d(1, config.hidden_size, kernel_size=config.patch_size, stride=self.stride)
+        self.projection = nn.Conv2d(1, config.hidden_size, kernel_size=config.patch_size,
+                                    stride=(config.frequency_stride, config.time_stride))
 
     def forward(self, input_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         spectrogram = input_values.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
@@ -198,7 +209,6 @@ class ASTEmbeddings(nn.Module):
 
     def __init__(self, config: ASTConfig) -> None:
         super().__init__()
-        self.config = config
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.distillation_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.patch_embeddings = ASTPatchEmbeddings(config)
@@ -235,9 +245,42 @@ class ASTEmbeddings(nn.Module):
         return per_clip
 
 
+class ASTPatchout(nn.Module):
+    """Structured Patchout (Koutini et al., "Efficient Training of Audio Transformers with Patchout", 2021): in
+    training, drop `config.patchout_time` random time columns and `config.patchout_frequency` random frequency rows
+    of patches, the same ones for the whole batch, at least one of each kept. Like timm's `PatchDropout` it runs
+    after the positional embeddings (kept patches keep their positions), keeps the prefix tokens, and is the
+    identity in eval mode."""
+
+    def __init__(self, config: ASTConfig) -> None:
+        super().__init__()
+        # The config is read at each call: training scripts switch Patchout on for a loaded model by setting
+        # config.patchout_time / patchout_frequency.
+        self.config = config
+
+    def forward(self, embeddings: torch.Tensor, grid: tuple[int, int], real_columns: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
+        """(B, 2 + f*t, D) tokens, the (f, t) grid and the (B, t) real time columns of a padded batch -> the same
+        three for the kept patches."""
+        drop_time, drop_frequency = self.config.patchout_time, self.config.patchout_frequency
+        if not self.training or not (drop_time or drop_frequency):
+            return embeddings, grid, real_columns
+        grid_f, grid_t = grid
+        device = embeddings.device
+        keep_t = torch.randperm(grid_t, device=device)[: max(1, grid_t - drop_time)].sort().values
+        keep_f = torch.randperm(grid_f, device=device)[: max(1, grid_f - drop_frequency)].sort().values
+        batch_size, _, dim = embeddings.shape
+        patches = embeddings[:, NUM_PREFIX_TOKENS:].reshape(batch_size, grid_f, grid_t, dim)  # (B, f, t, D)
+        patches = patches[:, keep_f][:, :, keep_t]  # (B, f', t', D)
+        embeddings = torch.cat([embeddings[:, :NUM_PREFIX_TOKENS], patches.flatten(1, 2)], dim=1)  # (B, 2 + f't', D)
+        if real_columns is not None:
+            real_columns = real_columns[:, keep_t]  # (B, t')
+        return embeddings, (len(keep_f), len(keep_t)), real_columns
+
+
 def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                             attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0,
-                            **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                            **kwargs: Unpack[TransformersKwargs]) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain softmax attention over (B, H, N, d) tensors; returns (B, N, H, d) outputs and (B, H, N, N) weights."""
     weights = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, N, N)
     if attention_mask is not None:
@@ -262,7 +305,7 @@ class ASTSelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                **kwargs: Unpack[TransformersKwargs]) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, length, _ = hidden_states.shape
         shape = (batch_size, length, self.num_attention_heads, self.head_dim)
         query = self.query(hidden_states).view(shape).transpose(1, 2)  # (B, H, N, d)
@@ -271,13 +314,12 @@ class ASTSelfAttention(nn.Module):
 
         attention: Callable = eager_attention_forward
         implementation = self.config._attn_implementation
-        fused = implementation not in (None, "eager")
-        if fused and not output_attentions:  # returning the weights needs eager (ASTModel builds its mask)
+        # Returning the weights needs eager attention (ASTModel then builds eager's additive mask).
+        if implementation not in (None, "eager") and not kwargs.get("output_attentions"):
             attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         output, weights = attention(self, query, key, value, attention_mask, scaling=self.scaling,
-                                    dropout=self.dropout if self.training else 0.0, is_causal=False)
-        output = output.reshape(batch_size, length, -1)  # (B, N, D)
-        return output, (weights if output_attentions else None)
+                                    dropout=self.dropout if self.training else 0.0, **kwargs)
+        return output.reshape(batch_size, length, -1), weights  # (B, N, D), (B, H, N, N) or None
 
 
 class ASTSelfOutput(nn.Module):
@@ -297,9 +339,9 @@ class ASTAttention(nn.Module):
         self.output = ASTSelfOutput(config)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        context, weights = self.attention(hidden_states, attention_mask, output_attentions)
-        return self.output(context), weights
+                **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
+        context, _ = self.attention(hidden_states, attention_mask, **kwargs)
+        return self.output(context)
 
 
 class ASTIntermediate(nn.Module):
@@ -334,17 +376,16 @@ class ASTLayer(GradientCheckpointingLayer):
         self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
         # Self-attention
         residual = hidden_states
-        hidden_states, weights = self.attention(self.layernorm_before(hidden_states), attention_mask,
-                                                output_attentions)
+        hidden_states = self.attention(self.layernorm_before(hidden_states), attention_mask, **kwargs)
         hidden_states = hidden_states + residual
 
         # MLP
         residual = hidden_states
         hidden_states = self.output(self.intermediate(self.layernorm_after(hidden_states)))
-        return hidden_states + residual, weights
+        return hidden_states + residual
 
 
 class ASTEncoder(nn.Module):
@@ -354,20 +395,10 @@ class ASTEncoder(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                output_attentions: bool = False, output_hidden_states: bool = False
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
-        all_hidden: tuple[torch.Tensor, ...] = ()
-        all_attentions: tuple[torch.Tensor, ...] = ()
+                **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
         for layer in self.layer:
-            if output_hidden_states:
-                all_hidden += (hidden_states,)
-            hidden_states, weights = layer(hidden_states, attention_mask, output_attentions)
-            if output_attentions:
-                all_attentions += (weights,)
-        if output_hidden_states:
-            all_hidden += (hidden_states,)
-        return (hidden_states, all_hidden if output_hidden_states else None,
-                all_attentions if output_attentions else None)
+            hidden_states = layer(hidden_states, attention_mask, **kwargs)  # positional: gradient checkpointing
+        return hidden_states
 
 
 class ASTPreTrainedModel(PreTrainedModel):
@@ -382,6 +413,8 @@ class ASTPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # hidden_states: the input of the first layer and every layer's output (before the final LayerNorm).
+    _can_record_outputs = {"hidden_states": ASTLayer, "attentions": ASTSelfAttention}
     # The loss is a batch mean; Trainer must not rescale it by token counts across devices.
     accepts_loss_kwargs = False
 
@@ -439,6 +472,7 @@ class ASTModel(ASTPreTrainedModel):
     def __init__(self, config: ASTConfig) -> None:
         super().__init__(config)
         self.embeddings = ASTEmbeddings(config)
+        self.patchout = ASTPatchout(config)
         self.encoder = ASTEncoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
@@ -446,15 +480,14 @@ class ASTModel(ASTPreTrainedModel):
     def get_input_embeddings(self) -> ASTPatchEmbeddings:
         return self.embeddings.patch_embeddings
 
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         input_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> BaseModelOutputWithPooling | tuple:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPooling:
         r"""
         input_values (`torch.FloatTensor` of shape `(batch_size, frames, num_mel_bins)`): normalised log-mel
             spectrograms from [`ASTFeatureExtractor`]; any frames >= patch_size and mel bins >= patch_size.
@@ -463,49 +496,38 @@ class ASTModel(ASTPreTrainedModel):
             padding are masked so that a clip's output in a padded batch equals its output alone. The batch must be
             right-padded (each row: ones, then zeros, at least one real frame); a left-padded mask, a mask with
             holes or values other than 0/1 raise a ValueError. numpy arrays and lists are accepted.
+        kwargs: `output_hidden_states` (True, or the indices of the hidden states to return), `output_attentions`,
+            `return_dict`, and anything else for the attention kernel, as in transformers' models
+            (`interpolate_pos_encoding` is accepted and ignored: inputs of any size always run).
 
         A batch of 0 clips, and inputs holding NaN or Inf, raise a ValueError.
         """
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = (self.config.output_hidden_states if output_hidden_states is None
-                                else output_hidden_states)
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        kwargs.pop("interpolate_pos_encoding", None)  # accepted for transformers compatibility; always on here
-        if kwargs:
-            raise TypeError(f"{type(self).__name__}.forward() got unexpected argument(s) {sorted(kwargs)}.")
         input_values = self._check_input(input_values)
-
-        time_patches = None
-        if attention_mask is not None:
-            time_patches = self._time_patches(attention_mask, input_values.shape)
-        embeddings, (grid_f, grid_t) = self.embeddings(input_values, time_patches)  # (B, 2 + f*t, D)
+        time_patches = None if attention_mask is None else self._time_patches(attention_mask, input_values.shape)
+        embeddings, grid = self.embeddings(input_values, time_patches)  # (B, 2 + f*t, D), (f, t)
         real_columns = None
         if time_patches is not None:
-            real_columns = torch.arange(grid_t, device=embeddings.device)[None, :] < time_patches[:, None]  # (B, t)
-        if self.training and (self.config.patchout_time or self.config.patchout_frequency):
-            embeddings, (grid_f, grid_t), real_columns = self._patchout(embeddings, (grid_f, grid_t), real_columns)
+            real_columns = torch.arange(grid[1], device=embeddings.device)[None, :] < time_patches[:, None]  # (B, t)
+        embeddings, grid, real_columns = self.patchout(embeddings, grid, real_columns)
+
+        # Attention weights come from eager attention, which every layer then runs (see ASTSelfAttention) with an
+        # additive mask; otherwise the mask takes the configured kernel's form (boolean for sdpa, flex's BlockMask).
+        kwargs["output_attentions"] = kwargs.get("output_attentions", self.config.output_attentions)
         mask = None
         if real_columns is not None:
-            batch_size = embeddings.shape[0]
-            real_patches = real_columns[:, None, :].expand(-1, grid_f, -1).reshape(batch_size, -1)  # (B, f*t)
-            prefix = real_patches.new_ones(batch_size, NUM_PREFIX_TOKENS)
-            token_mask = torch.cat([prefix, real_patches], dim=1)  # (B, 2 + f*t)
-            if output_attentions:  # every layer runs eager attention to return its weights: an additive mask
-                mask = torch.zeros(token_mask.shape, dtype=embeddings.dtype, device=embeddings.device)
-                mask = mask.masked_fill_(~token_mask, torch.finfo(embeddings.dtype).min)[:, None, None, :]  # (B,1,1,N)
-            else:  # the form the configured kernel wants (boolean for sdpa, a BlockMask for flex attention)
-                mask = create_bidirectional_mask(config=self.config, inputs_embeds=embeddings,
-                                                 attention_mask=token_mask)
-
-        hidden_states, all_hidden, all_attentions = self.encoder(embeddings, mask, output_attentions,
-                                                                 output_hidden_states)
+            mask = self._attention_mask(token_mask(real_columns, grid[0]), embeddings,
+                                        eager=bool(kwargs["output_attentions"]))
+        hidden_states = self.encoder(embeddings, mask, **kwargs)
         sequence_output = self.layernorm(hidden_states)  # (B, 2 + f*t, D)
         pooled_output = (sequence_output[:, 0] + sequence_output[:, 1]) / 2  # (B, D)
+        return BaseModelOutputWithPooling(last_hidden_state=sequence_output, pooler_output=pooled_output)
 
-        if not return_dict:
-            return tuple(v for v in (sequence_output, pooled_output, all_hidden, all_attentions) if v is not None)
-        return BaseModelOutputWithPooling(last_hidden_state=sequence_output, pooler_output=pooled_output,
-                                          hidden_states=all_hidden, attentions=all_attentions)
+    def _attention_mask(self, tokens: torch.Tensor, embeddings: torch.Tensor, eager: bool) -> torch.Tensor | Any:
+        """A (B, N) boolean token mask in the form the attention kernel takes."""
+        if eager:
+            mask = torch.zeros(tokens.shape, dtype=embeddings.dtype, device=embeddings.device)
+            return mask.masked_fill_(~tokens, torch.finfo(embeddings.dtype).min)[:, None, None, :]  # (B, 1, 1, N)
+        return create_bidirectional_mask(config=self.config, inputs_embeds=embeddings, attention_mask=tokens)
 
     def _check_input(self, input_values: torch.Tensor | None) -> torch.Tensor:
         if input_values is None:
@@ -536,23 +558,6 @@ class ASTModel(ASTPreTrainedModel):
         frames, mel_bins = input_values.shape[1:]
         self.config.patch_grid_for(frames, mel_bins)  # raises for a spectrogram smaller than one patch
         return input_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
-
-    def _patchout(self, embeddings: torch.Tensor, grid: tuple[int, int], real_columns: torch.Tensor | None
-                  ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
-        """Structured Patchout: drop `patchout_time` random time columns and `patchout_frequency` random frequency
-        rows of patches (the same ones for the whole batch, at least one of each kept), after the positional
-        embeddings were added so that the kept patches keep their positions."""
-        grid_f, grid_t = grid
-        device = embeddings.device
-        keep_t = torch.randperm(grid_t, device=device)[: max(1, grid_t - self.config.patchout_time)].sort().values
-        keep_f = torch.randperm(grid_f, device=device)[: max(1, grid_f - self.config.patchout_frequency)].sort().values
-        batch_size, _, dim = embeddings.shape
-        patches = embeddings[:, NUM_PREFIX_TOKENS:].reshape(batch_size, grid_f, grid_t, dim)  # (B, f, t, D)
-        patches = patches[:, keep_f][:, :, keep_t]  # (B, f', t', D)
-        embeddings = torch.cat([embeddings[:, :NUM_PREFIX_TOKENS], patches.flatten(1, 2)], dim=1)
-        if real_columns is not None:
-            real_columns = real_columns[:, keep_t]
-        return embeddings, (len(keep_f), len(keep_t)), real_columns
 
     def _time_patches(self, attention_mask: Any, shape: torch.Size) -> torch.Tensor:
         """Real time patches of each clip, (B,): those whose 16 frames all lie within the clip's real frames."""
@@ -594,16 +599,14 @@ class ASTForAudioClassification(ASTPreTrainedModel):
         self.classifier = ASTMLPHead(config)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> SequenceClassifierOutput | tuple:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> SequenceClassifierOutput:
         r"""
         labels (`torch.Tensor`, *optional*): class indices `(batch,)` for single-label classification, multi-hot
             `(batch, num_labels)` floats for multi-label, or `(batch,)` / `(batch, num_labels)` targets for
@@ -611,20 +614,17 @@ class ASTForAudioClassification(ASTPreTrainedModel):
             inferred as transformers does (one label: regression; int64/int32 labels: single-label; anything
             else: multi-label), except that 1-D labels of any integer type (int16, uint8, ...) are class indices,
             i.e. single-label. Class indices outside [0, num_labels) (other than -100, ignored) raise a ValueError.
+            With single-label classification, float labels of shape `(batch, num_labels)` are class probabilities
+            (mixup, label smoothing): the loss is the cross-entropy against them.
         """
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        outputs = self.audio_spectrogram_transformer(
-            input_values, attention_mask=attention_mask, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, return_dict=True, **kwargs)
+        outputs = self.audio_spectrogram_transformer(input_values, attention_mask=attention_mask, return_dict=True,
+                                                     **kwargs)
         logits = self.classifier(outputs.pooler_output)  # (B, num_labels)
 
         loss = None
         if labels is not None:
             loss = self._loss(logits, as_tensor("labels", labels).to(logits.device))
 
-        if not return_dict:
-            rest = tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
-            return ((loss, logits) if loss is not None else (logits,)) + rest
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
                                         attentions=outputs.attentions)
 
@@ -681,7 +681,9 @@ class ASTForAudioClassification(ASTPreTrainedModel):
 __all__ = [
     "ASTForAudioClassification",
     "ASTModel",
+    "ASTPatchout",
     "ASTPreTrainedModel",
     "resample_patch_grid",
     "resample_position_embeddings",
+    "token_mask",
 ]
