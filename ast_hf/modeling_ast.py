@@ -9,6 +9,7 @@ by the DeiT -> AST conversion, and an `attention_mask` over frames masks the pat
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -623,12 +624,28 @@ class ASTForAudioClassification(ASTPreTrainedModel):
 
         loss = None
         if labels is not None:
-            loss = self._loss(logits, as_tensor("labels", labels).to(logits.device))
+            loss = self._loss(as_tensor("labels", labels).to(logits.device), logits, **kwargs)
 
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
                                         attentions=outputs.attentions)
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _loss(self, labels: torch.Tensor, logits: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        problem_type = self._problem_type(labels, logits)
+        if problem_type == "single_label_classification" and labels.is_floating_point():
+            # Class probabilities (mixup, label smoothing): cross-entropy against a soft target, which transformers'
+            # loss does not take.
+            return F.cross_entropy(logits, labels.to(logits.dtype))
+        labels = labels.long() if problem_type == "single_label_classification" else labels.to(logits.dtype)
+        config = self.config
+        if config.problem_type != problem_type:
+            # transformers' loss would infer the problem type by its own rule and write it into the model's config,
+            # fixing it for every later batch; this batch's problem type goes to it on a copy instead.
+            config = copy.copy(config)
+            config.problem_type = problem_type
+        return self.loss_function(labels, logits, config, **kwargs)
+
+    def _problem_type(self, labels: torch.Tensor, logits: torch.Tensor) -> str:
+        """config.problem_type, or the one these labels imply; a ValueError for labels that fit no loss."""
         problem_type = self.config.problem_type
         if labels.ndim == 0 or labels.shape[0] != logits.shape[0]:
             raise ValueError(f"labels have shape {tuple(labels.shape)} but the batch holds {logits.shape[0]} clips; "
@@ -646,14 +663,9 @@ class ASTForAudioClassification(ASTPreTrainedModel):
                 )
             else:
                 problem_type = "multi_label_classification"
-        if problem_type == "regression":
-            if self.num_labels == 1:  # (B, 1) logits against (B,) or (B, 1) targets
-                return F.mse_loss(logits.reshape(-1), labels.reshape(-1).to(logits.dtype))
-            return F.mse_loss(logits, labels.to(logits.dtype))
         if problem_type == "single_label_classification":
             if labels.is_floating_point() and labels.shape == logits.shape:
-                # Class probabilities (mixup, label smoothing): cross-entropy against a soft target.
-                return F.cross_entropy(logits, labels.to(logits.dtype))
+                return problem_type  # class probabilities
             if labels.is_floating_point() or labels.ndim != 1:
                 raise ValueError(
                     f"problem_type='single_label_classification' needs integer class indices of shape (batch,) or "
@@ -661,7 +673,6 @@ class ASTForAudioClassification(ASTPreTrainedModel):
                     "For multi-hot targets set "
                     "config.problem_type='multi_label_classification'."
                 )
-            labels = labels.reshape(-1).long()
             outside = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= self.num_labels))
             if bool(outside.any()):
                 raise ValueError(
@@ -669,13 +680,12 @@ class ASTForAudioClassification(ASTPreTrainedModel):
                     f"(indices 0..{self.num_labels - 1}; -100 is ignored). Check the label mapping, or build the "
                     "model with num_labels / id2label covering every class."
                 )
-            return F.cross_entropy(logits.view(-1, self.num_labels), labels, ignore_index=IGNORE_INDEX)
-        if labels.shape != logits.shape:
+        elif problem_type == "multi_label_classification" and labels.shape != logits.shape:
             raise ValueError(
                 f"problem_type='multi_label_classification' needs multi-hot labels of shape {tuple(logits.shape)}, "
                 f"got {tuple(labels.shape)}."
             )
-        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        return problem_type
 
 
 __all__ = [

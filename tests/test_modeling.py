@@ -204,7 +204,7 @@ def test_bad_attention_mask_and_config():
         ast_hf.ASTModel(config)
 
 
-# ---- outputs and keyword arguments the transformers 5 way -----------------------------------------------------------
+# ---- outputs, keyword arguments and loss the transformers 5 way -----------------------------------------------------
 
 
 def test_hidden_state_selection_and_tuples_as_the_builtin(tmp_path):
@@ -251,6 +251,38 @@ def test_extra_keyword_arguments_reach_the_attention_kernel(speech):
     builtin = builtin_model(max_length=128).eval()
     with torch.no_grad():
         builtin(inputs, kernel_note="hello")  # the built-in takes them the same way
+
+
+def test_loss_goes_through_loss_function_with_each_batchs_problem_type():
+    """self.loss_function (transformers' ForSequenceClassificationLoss) computes the loss; the problem type of each
+    batch is resolved first and given on a copy, so the model's config is not fixed by the first batch."""
+    model = randomize(ast_hf.ASTForAudioClassification(tiny_config()))
+    calls = []
+    builtin_loss = model.loss_function
+
+    def recording(labels, logits, config, **kwargs):
+        calls.append((config.problem_type, labels.dtype))
+        return builtin_loss(labels, logits, config, **kwargs)
+
+    model.loss_function = recording
+    inputs = torch.randn(2, 64, 128)
+    indices = torch.tensor([4, 1], dtype=torch.int16)
+    out = model(inputs, labels=indices)
+    torch.testing.assert_close(out.loss, F.cross_entropy(out.logits, indices.long()))
+    multi_hot = torch.tensor([[1.0, 0, 0, 1, 0], [0, 0, 1, 0, 0]])
+    out = model(inputs, labels=multi_hot)
+    torch.testing.assert_close(out.loss, F.binary_cross_entropy_with_logits(out.logits, multi_hot))
+    assert calls == [("single_label_classification", torch.long), ("multi_label_classification", torch.float32)]
+    assert model.config.problem_type is None
+    # transformers' loss keywords reach it: a sum over the batch divided by num_items_in_batch.
+    out = model(inputs, labels=torch.tensor([4, 1]), num_items_in_batch=torch.tensor(4))
+    torch.testing.assert_close(out.loss, F.cross_entropy(out.logits, torch.tensor([4, 1]), reduction="sum") / 4)
+    # Soft targets (mixup), which transformers' loss does not take, are cross-entropy against probabilities.
+    model.config.problem_type = "single_label_classification"
+    soft = torch.tensor([[0.5, 0.5, 0, 0, 0], [0, 0, 0.2, 0, 0.8]])
+    out = model(inputs, labels=soft)
+    torch.testing.assert_close(out.loss, -(soft * out.logits.log_softmax(-1)).sum(-1).mean())
+    assert len(calls) == 3
 
 
 # ---- Patchout -------------------------------------------------------------------------------------------------------
