@@ -201,4 +201,7 @@ def samples_for_frames(num_frames: int) -> int:
     return FRAME_LENGTH + (num_frames - 1) * FRAME_SHIFT
 
 
+# save_pretrained copies this file (and feature_extraction_ast.py, which it imports) and writes auto_map["AutoConfig"].
+ASTConfig.register_for_auto_class()
+
 __all__ = ["ASTConfig", "patch_grid_size", "samples_for_frames"]

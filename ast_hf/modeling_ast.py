@@ -36,12 +36,10 @@ from .configuration_ast import ASTConfig
 NUM_PREFIX_TOKENS = 2  # [CLS] and DeiT's distillation token
 IGNORE_INDEX = -100  # class index that cross-entropy skips (torch's and transformers' convention)
 
-# Saved next to the weights so that a checkpoint loads with trust_remote_code=True where ast_hf is not installed.
-# Remote code is copied flat, which is why these files import each other only as `from .sibling import X`.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_CODE_FILES = ("configuration_ast.py", "modeling_ast.py", "feature_extraction_ast.py")
 # save_pretrained writes into `<save_directory>/.partial-<pid>-*` first (see ASTPreTrainedModel.save_pretrained).
 _STAGING_PREFIX = ".partial-"
+# Written into config.json so that a checkpoint loads with trust_remote_code=True where ast_hf is not installed.
+# Remote code is copied flat, which is why these files import each other only as `from .sibling import X`.
 _AUTO_MAP = {
     "AutoConfig": "configuration_ast.ASTConfig",
     "AutoModel": "modeling_ast.ASTModel",
@@ -434,8 +432,17 @@ class ASTPreTrainedModel(PreTrainedModel):
             for parameter in (module.cls_token, module.distillation_token, module.position_embeddings):
                 nn.init.trunc_normal_(parameter, std=self.config.initializer_range)
 
+    # transformers copies this file and its relative imports (configuration_ast.py, which imports
+    # feature_extraction_ast.py) and writes auto_map[AutoConfig] and auto_map[<this class's auto class>], as the
+    # classes are registered with register_for_auto_class at the end of this file and of configuration_ast.py.
+    # This override adds what that cannot do:
+    # - the other entries of auto_map: one class registers one auto class, but a saved ASTForAudioClassification
+    #   must also load with AutoModel, and the directory's extractor with AutoFeatureExtractor, through remote code;
+    #   ASTFeatureExtractor itself is not registered, as an auto_map in preprocessor_config.json makes transformers
+    #   ask for trust_remote_code even where ast_hf is imported (it then never looks at the registered classes);
+    # - the crash-safe write through a staging directory (below).
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
-        """`PreTrainedModel.save_pretrained`, plus the model's code and `auto_map` so that the directory loads with
+        """`PreTrainedModel.save_pretrained`, with the model's code and `auto_map` so that the directory loads with
         `trust_remote_code=True` where ast_hf is not installed.
 
         Crash safety: everything is first written to a hidden `.partial-PID-*` directory inside `save_directory`,
@@ -446,9 +453,7 @@ class ASTPreTrainedModel(PreTrainedModel):
         (Trainer state, logs) are left alone, so the directory as a whole is not replaced atomically; for that
         see `ast_hf.convert.write_checkpoint`. Staging directories of killed saves are removed by the next save.
         """
-        code_files = [name for name in _CODE_FILES if os.path.isfile(os.path.join(_HERE, name))]
-        self.config.auto_map = {auto: ref for auto, ref in _AUTO_MAP.items()
-                                if f"{ref.split('.')[0]}.py" in code_files}
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **_AUTO_MAP}
         if not kwargs.get("is_main_process", True) or os.path.isfile(save_directory):
             super().save_pretrained(save_directory, *args, **kwargs)  # writes nothing here / logs the error
             return
@@ -459,8 +464,6 @@ class ASTPreTrainedModel(PreTrainedModel):
         staging = tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=save_directory)
         try:
             super().save_pretrained(staging, *args, **kwargs)
-            for name in code_files:
-                shutil.copyfile(os.path.join(_HERE, name), os.path.join(staging, name))
             publish_staged_files(staging, save_directory)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -687,6 +690,9 @@ class ASTForAudioClassification(ASTPreTrainedModel):
             )
         return problem_type
 
+
+ASTModel.register_for_auto_class("AutoModel")
+ASTForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
 
 __all__ = [
     "ASTForAudioClassification",
