@@ -16,7 +16,7 @@ from transformers.activations import ACT2FN
 BUILTIN_AST_MODEL_TYPE = "audio-spectrogram-transformer"
 
 
-# Integer fields and their smallest valid value (checked in ASTConfig._check_architecture).
+# Integer fields and their smallest valid value (checked in ASTConfig.validate_fields).
 _INTEGER_FIELDS = {"hidden_size": 1, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 1,
                    "patch_size": 1, "frequency_stride": 1, "time_stride": 1, "max_length": 1, "num_mel_bins": 1,
                    "patchout_time": 0, "patchout_frequency": 0}
@@ -51,9 +51,14 @@ class ASTConfig(PreTrainedConfig):
         (structured Patchout, Koutini et al. 2021); 0 keeps all. Never applied in eval mode.
     patchout_frequency (int, defaults to 0): frequency rows of patches dropped likewise.
 
-    Every field is checked when the config is built (also by `from_pretrained`): a size given as a string or a
-    float raises a TypeError, a size below its minimum (heads, layers, width < 1; strides > patch_size; dropout
-    outside [0, 1]) a ValueError that names the field, the value and a fix.
+    Checks, with errors that name the field, the value and a fix:
+    - each field on its own when the config is built (also by `from_pretrained`): a size given as a string or a
+      float raises a TypeError; a size below its minimum (heads, layers, width < 1), dropout outside [0, 1] or an
+      unknown activation a ValueError (`validate_fields`);
+    - the fields together in `validate_architecture` (heads divide `hidden_size`, strides <= `patch_size`, the
+      stored grid holds at least one patch), run when a model is built from the config and by `validate()`, which
+      transformers calls in `save_pretrained`. A config may thus be edited field by field in between:
+      `ASTConfig(hidden_size=64)` (12 heads) is fine until a model is built from it or it is saved.
     """
 
     model_type = "ast_hf"
@@ -80,9 +85,19 @@ class ASTConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
-        self._check_architecture()
+        self.validate_fields()
 
-    def _check_architecture(self) -> None:
+    # Not @strict like some transformers configs: strict's type checks raise huggingface_hub's own error types (not
+    # TypeError/ValueError), refuse numpy integers, and would run validate_architecture at construction.
+    def validate(self) -> None:
+        """transformers' own validators, then `validate_fields` and `validate_architecture`. transformers calls it in
+        `save_pretrained`; every AST model's `__init__` runs the last two."""
+        super().validate()
+        self.validate_fields()
+        self.validate_architecture()
+
+    def validate_fields(self) -> None:
+        """Each field on its own: types (ints, probabilities, a known activation) and minimums."""
         # Plain ValueErrors/TypeErrors (not huggingface_hub's strict-dataclass errors) so that callers can catch them.
         # Types first: a size given as "64" would otherwise fail later inside string formatting or torch.
         for name, minimum in _INTEGER_FIELDS.items():
@@ -100,11 +115,18 @@ class ASTConfig(PreTrainedConfig):
         if not isinstance(self.hidden_act, str) or self.hidden_act not in ACT2FN:
             raise ValueError(f"hidden_act={self.hidden_act!r} is not an activation transformers knows; use 'gelu' "
                              "(DeiT's) or another key of transformers.activations.ACT2FN.")
+
+    def validate_architecture(self) -> None:
+        """The fields together: heads divide the width, strides <= patch_size, the stored grid holds a patch."""
+        super().validate_architecture()
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"hidden_size={self.hidden_size} is not a multiple of num_attention_heads="
                 f"{self.num_attention_heads}; pick a head count that divides it (hidden_size / 64 is usual)."
             )
+        self._check_patch_geometry()
+
+    def _check_patch_geometry(self) -> None:
         for name in ("frequency_stride", "time_stride"):
             # A stride beyond the patch leaves bins/frames between patches that no patch covers: part of every
             # clip would be ignored without a sign. No AST checkpoint does this, so it is refused.
@@ -122,11 +144,18 @@ class ASTConfig(PreTrainedConfig):
                     f"would hold no patch. Use at least {self.patch_size}."
                 )
 
+    def patch_grid_for(self, num_frames: int, num_mel_bins: int | None = None) -> tuple[int, int]:
+        """(frequency, time) patches of a (num_frames, num_mel_bins) spectrogram split by this config's patch size and
+        strides; `num_mel_bins` defaults to the config's. A spectrogram smaller than one patch raises a ValueError
+        that says how to fix the input."""
+        num_mel_bins = self.num_mel_bins if num_mel_bins is None else num_mel_bins
+        return patch_grid_size(num_mel_bins, num_frames, self.patch_size, self.frequency_stride, self.time_stride)
+
     @property
     def patch_grid(self) -> tuple[int, int]:
         """(frequency, time) patches of the stored positional grid, e.g. (12, 101) for the defaults."""
-        return patch_grid_size(self.num_mel_bins, self.max_length, self.patch_size, self.frequency_stride,
-                               self.time_stride)
+        self._check_patch_geometry()
+        return self.patch_grid_for(self.max_length)
 
     @classmethod
     def get_config_dict(cls, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -160,9 +189,19 @@ def patch_grid_size(num_mel_bins: int, num_frames: int, patch_size: int, frequen
         raise ValueError(
             f"The spectrogram has {num_frames} frames x {num_mel_bins} mel bins but one patch needs "
             f"{patch_size} x {patch_size}. Pad the audio to at least {patch_size} frames "
-            f"(feature extractor padding='max_length', or about {(patch_size - 1) * 160 + 400} samples at 16 kHz)."
+            f"(feature extractor padding='max_length', or about {samples_for_frames(patch_size)} samples at 16 kHz)."
         )
     return (num_mel_bins - patch_size) // frequency_stride + 1, (num_frames - patch_size) // time_stride + 1
 
 
-__all__ = ["ASTConfig", "patch_grid_size"]
+def samples_for_frames(num_frames: int) -> int:
+    """Fewest audio samples from which ASTFeatureExtractor makes `num_frames` frames (25 ms windows, 10 ms apart)."""
+    from .feature_extraction_ast import FRAME_LENGTH, FRAME_SHIFT  # here, not at the top: a config needs no torch
+
+    return FRAME_LENGTH + (num_frames - 1) * FRAME_SHIFT
+
+
+# save_pretrained copies this file (and feature_extraction_ast.py, which it imports) and writes auto_map["AutoConfig"].
+ASTConfig.register_for_auto_class()
+
+__all__ = ["ASTConfig", "patch_grid_size", "samples_for_frames"]

@@ -9,6 +9,7 @@ by the DeiT -> AST conversion, and an `attention_mask` over frames masks the pat
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -25,18 +26,20 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_ast import ASTConfig, patch_grid_size
+from .configuration_ast import ASTConfig
 
 NUM_PREFIX_TOKENS = 2  # [CLS] and DeiT's distillation token
 IGNORE_INDEX = -100  # class index that cross-entropy skips (torch's and transformers' convention)
 
-# Saved next to the weights so that a checkpoint loads with trust_remote_code=True where ast_hf is not installed.
-# Remote code is copied flat, which is why these files import each other only as `from .sibling import X`.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_CODE_FILES = ("configuration_ast.py", "modeling_ast.py", "feature_extraction_ast.py")
 # save_pretrained writes into `<save_directory>/.partial-<pid>-*` first (see ASTPreTrainedModel.save_pretrained).
 _STAGING_PREFIX = ".partial-"
+# Written into config.json so that a checkpoint loads with trust_remote_code=True where ast_hf is not installed.
+# Remote code is copied flat, which is why these files import each other only as `from .sibling import X`.
 _AUTO_MAP = {
     "AutoConfig": "configuration_ast.ASTConfig",
     "AutoModel": "modeling_ast.ASTModel",
@@ -177,14 +180,21 @@ def check_right_padded(attention_mask: torch.Tensor, real: torch.Tensor, frames:
     )
 
 
+def token_mask(real_columns: torch.Tensor, num_frequency_patches: int) -> torch.Tensor:
+    """(B, t) real time columns of the patch grid -> (B, 2 + f*t) boolean mask over the tokens: the prefix tokens
+    and every patch of a real column are True, patches in frequency-major order like the embeddings."""
+    batch_size = real_columns.shape[0]
+    real_patches = real_columns[:, None, :].expand(-1, num_frequency_patches, -1).reshape(batch_size, -1)  # (B, f*t)
+    return torch.cat([real_patches.new_ones(batch_size, NUM_PREFIX_TOKENS), real_patches], dim=1)  # (B, 2 + f*t)
+
+
 class ASTPatchEmbeddings(nn.Module):
     """(B, T, F) spectrogram -> (B, f * t, D) patch embeddings, patches in frequency-major order."""
 
     def __init__(self, config: ASTConfig) -> None:
         super().__init__()
-        self.patch_size = config.patch_size
-        self.stride = (config.frequency_stride, config.time_stride)
-        self.projection = nn.Conv2d(1, config.hidden_size, kernel_size=config.patch_size, stride=self.stride)
+        self.projection = nn.Conv2d(1, config.hidden_size, kernel_size=config.patch_size,
+                                    stride=(config.frequency_stride, config.time_stride))
 
     def forward(self, input_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         spectrogram = input_values.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
@@ -198,7 +208,6 @@ class ASTEmbeddings(nn.Module):
 
     def __init__(self, config: ASTConfig) -> None:
         super().__init__()
-        self.config = config
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.distillation_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.patch_embeddings = ASTPatchEmbeddings(config)
@@ -235,9 +244,42 @@ class ASTEmbeddings(nn.Module):
         return per_clip
 
 
+class ASTPatchout(nn.Module):
+    """Structured Patchout (Koutini et al., "Efficient Training of Audio Transformers with Patchout", 2021): in
+    training, drop `config.patchout_time` random time columns and `config.patchout_frequency` random frequency rows
+    of patches, the same ones for the whole batch, at least one of each kept. Like timm's `PatchDropout` it runs
+    after the positional embeddings (kept patches keep their positions), keeps the prefix tokens, and is the
+    identity in eval mode."""
+
+    def __init__(self, config: ASTConfig) -> None:
+        super().__init__()
+        # The config is read at each call: training scripts switch Patchout on for a loaded model by setting
+        # config.patchout_time / patchout_frequency.
+        self.config = config
+
+    def forward(self, embeddings: torch.Tensor, grid: tuple[int, int], real_columns: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
+        """(B, 2 + f*t, D) tokens, the (f, t) grid and the (B, t) real time columns of a padded batch -> the same
+        three for the kept patches."""
+        drop_time, drop_frequency = self.config.patchout_time, self.config.patchout_frequency
+        if not self.training or not (drop_time or drop_frequency):
+            return embeddings, grid, real_columns
+        grid_f, grid_t = grid
+        device = embeddings.device
+        keep_t = torch.randperm(grid_t, device=device)[: max(1, grid_t - drop_time)].sort().values
+        keep_f = torch.randperm(grid_f, device=device)[: max(1, grid_f - drop_frequency)].sort().values
+        batch_size, _, dim = embeddings.shape
+        patches = embeddings[:, NUM_PREFIX_TOKENS:].reshape(batch_size, grid_f, grid_t, dim)  # (B, f, t, D)
+        patches = patches[:, keep_f][:, :, keep_t]  # (B, f', t', D)
+        embeddings = torch.cat([embeddings[:, :NUM_PREFIX_TOKENS], patches.flatten(1, 2)], dim=1)  # (B, 2 + f't', D)
+        if real_columns is not None:
+            real_columns = real_columns[:, keep_t]  # (B, t')
+        return embeddings, (len(keep_f), len(keep_t)), real_columns
+
+
 def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                             attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0,
-                            **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                            **kwargs: Unpack[TransformersKwargs]) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain softmax attention over (B, H, N, d) tensors; returns (B, N, H, d) outputs and (B, H, N, N) weights."""
     weights = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, N, N)
     if attention_mask is not None:
@@ -262,7 +304,7 @@ class ASTSelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                **kwargs: Unpack[TransformersKwargs]) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, length, _ = hidden_states.shape
         shape = (batch_size, length, self.num_attention_heads, self.head_dim)
         query = self.query(hidden_states).view(shape).transpose(1, 2)  # (B, H, N, d)
@@ -271,13 +313,12 @@ class ASTSelfAttention(nn.Module):
 
         attention: Callable = eager_attention_forward
         implementation = self.config._attn_implementation
-        fused = implementation not in (None, "eager")
-        if fused and not output_attentions:  # returning the weights needs eager (ASTModel builds its mask)
+        # Returning the weights needs eager attention (ASTModel then builds eager's additive mask).
+        if implementation not in (None, "eager") and not kwargs.get("output_attentions"):
             attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         output, weights = attention(self, query, key, value, attention_mask, scaling=self.scaling,
-                                    dropout=self.dropout if self.training else 0.0, is_causal=False)
-        output = output.reshape(batch_size, length, -1)  # (B, N, D)
-        return output, (weights if output_attentions else None)
+                                    dropout=self.dropout if self.training else 0.0, **kwargs)
+        return output.reshape(batch_size, length, -1), weights  # (B, N, D), (B, H, N, N) or None
 
 
 class ASTSelfOutput(nn.Module):
@@ -297,9 +338,9 @@ class ASTAttention(nn.Module):
         self.output = ASTSelfOutput(config)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        context, weights = self.attention(hidden_states, attention_mask, output_attentions)
-        return self.output(context), weights
+                **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
+        context, _ = self.attention(hidden_states, attention_mask, **kwargs)
+        return self.output(context)
 
 
 class ASTIntermediate(nn.Module):
@@ -334,17 +375,16 @@ class ASTLayer(GradientCheckpointingLayer):
         self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
         # Self-attention
         residual = hidden_states
-        hidden_states, weights = self.attention(self.layernorm_before(hidden_states), attention_mask,
-                                                output_attentions)
+        hidden_states = self.attention(self.layernorm_before(hidden_states), attention_mask, **kwargs)
         hidden_states = hidden_states + residual
 
         # MLP
         residual = hidden_states
         hidden_states = self.output(self.intermediate(self.layernorm_after(hidden_states)))
-        return hidden_states + residual, weights
+        return hidden_states + residual
 
 
 class ASTEncoder(nn.Module):
@@ -354,20 +394,10 @@ class ASTEncoder(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                output_attentions: bool = False, output_hidden_states: bool = False
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
-        all_hidden: tuple[torch.Tensor, ...] = ()
-        all_attentions: tuple[torch.Tensor, ...] = ()
+                **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
         for layer in self.layer:
-            if output_hidden_states:
-                all_hidden += (hidden_states,)
-            hidden_states, weights = layer(hidden_states, attention_mask, output_attentions)
-            if output_attentions:
-                all_attentions += (weights,)
-        if output_hidden_states:
-            all_hidden += (hidden_states,)
-        return (hidden_states, all_hidden if output_hidden_states else None,
-                all_attentions if output_attentions else None)
+            hidden_states = layer(hidden_states, attention_mask, **kwargs)  # positional: gradient checkpointing
+        return hidden_states
 
 
 class ASTPreTrainedModel(PreTrainedModel):
@@ -382,8 +412,18 @@ class ASTPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # hidden_states: the input of the first layer and every layer's output (before the final LayerNorm).
+    _can_record_outputs = {"hidden_states": ASTLayer, "attentions": ASTSelfAttention}
     # The loss is a batch mean; Trainer must not rescale it by token counts across devices.
     accepts_loss_kwargs = False
+
+    def __init__(self, config: ASTConfig, *args: Any, **kwargs: Any) -> None:
+        # A config may be edited field by field; once a model is built from it, it must be consistent. (Only
+        # ASTConfig's own checks: transformers' validators, run on save, would refuse e.g. a config that asks for
+        # attention weights under sdpa, which this model serves by switching to eager attention.)
+        config.validate_fields()
+        config.validate_architecture()
+        super().__init__(config, *args, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -392,8 +432,17 @@ class ASTPreTrainedModel(PreTrainedModel):
             for parameter in (module.cls_token, module.distillation_token, module.position_embeddings):
                 nn.init.trunc_normal_(parameter, std=self.config.initializer_range)
 
+    # transformers copies this file and its relative imports (configuration_ast.py, which imports
+    # feature_extraction_ast.py) and writes auto_map[AutoConfig] and auto_map[<this class's auto class>], as the
+    # classes are registered with register_for_auto_class at the end of this file and of configuration_ast.py.
+    # This override adds what that cannot do:
+    # - the other entries of auto_map: one class registers one auto class, but a saved ASTForAudioClassification
+    #   must also load with AutoModel, and the directory's extractor with AutoFeatureExtractor, through remote code;
+    #   ASTFeatureExtractor itself is not registered, as an auto_map in preprocessor_config.json makes transformers
+    #   ask for trust_remote_code even where ast_hf is imported (it then never looks at the registered classes);
+    # - the crash-safe write through a staging directory (below).
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
-        """`PreTrainedModel.save_pretrained`, plus the model's code and `auto_map` so that the directory loads with
+        """`PreTrainedModel.save_pretrained`, with the model's code and `auto_map` so that the directory loads with
         `trust_remote_code=True` where ast_hf is not installed.
 
         Crash safety: everything is first written to a hidden `.partial-PID-*` directory inside `save_directory`,
@@ -404,9 +453,7 @@ class ASTPreTrainedModel(PreTrainedModel):
         (Trainer state, logs) are left alone, so the directory as a whole is not replaced atomically; for that
         see `ast_hf.convert.write_checkpoint`. Staging directories of killed saves are removed by the next save.
         """
-        code_files = [name for name in _CODE_FILES if os.path.isfile(os.path.join(_HERE, name))]
-        self.config.auto_map = {auto: ref for auto, ref in _AUTO_MAP.items()
-                                if f"{ref.split('.')[0]}.py" in code_files}
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **_AUTO_MAP}
         if not kwargs.get("is_main_process", True) or os.path.isfile(save_directory):
             super().save_pretrained(save_directory, *args, **kwargs)  # writes nothing here / logs the error
             return
@@ -417,8 +464,6 @@ class ASTPreTrainedModel(PreTrainedModel):
         staging = tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=save_directory)
         try:
             super().save_pretrained(staging, *args, **kwargs)
-            for name in code_files:
-                shutil.copyfile(os.path.join(_HERE, name), os.path.join(staging, name))
             publish_staged_files(staging, save_directory)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -431,6 +476,7 @@ class ASTModel(ASTPreTrainedModel):
     def __init__(self, config: ASTConfig) -> None:
         super().__init__(config)
         self.embeddings = ASTEmbeddings(config)
+        self.patchout = ASTPatchout(config)
         self.encoder = ASTEncoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
@@ -438,15 +484,14 @@ class ASTModel(ASTPreTrainedModel):
     def get_input_embeddings(self) -> ASTPatchEmbeddings:
         return self.embeddings.patch_embeddings
 
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         input_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> BaseModelOutputWithPooling | tuple:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPooling:
         r"""
         input_values (`torch.FloatTensor` of shape `(batch_size, frames, num_mel_bins)`): normalised log-mel
             spectrograms from [`ASTFeatureExtractor`]; any frames >= patch_size and mel bins >= patch_size.
@@ -455,49 +500,38 @@ class ASTModel(ASTPreTrainedModel):
             padding are masked so that a clip's output in a padded batch equals its output alone. The batch must be
             right-padded (each row: ones, then zeros, at least one real frame); a left-padded mask, a mask with
             holes or values other than 0/1 raise a ValueError. numpy arrays and lists are accepted.
+        kwargs: `output_hidden_states` (True, or the indices of the hidden states to return), `output_attentions`,
+            `return_dict`, and anything else for the attention kernel, as in transformers' models
+            (`interpolate_pos_encoding` is accepted and ignored: inputs of any size always run).
 
         A batch of 0 clips, and inputs holding NaN or Inf, raise a ValueError.
         """
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = (self.config.output_hidden_states if output_hidden_states is None
-                                else output_hidden_states)
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        kwargs.pop("interpolate_pos_encoding", None)  # accepted for transformers compatibility; always on here
-        if kwargs:
-            raise TypeError(f"{type(self).__name__}.forward() got unexpected argument(s) {sorted(kwargs)}.")
         input_values = self._check_input(input_values)
-
-        time_patches = None
-        if attention_mask is not None:
-            time_patches = self._time_patches(attention_mask, input_values.shape)
-        embeddings, (grid_f, grid_t) = self.embeddings(input_values, time_patches)  # (B, 2 + f*t, D)
+        time_patches = None if attention_mask is None else self._time_patches(attention_mask, input_values.shape)
+        embeddings, grid = self.embeddings(input_values, time_patches)  # (B, 2 + f*t, D), (f, t)
         real_columns = None
         if time_patches is not None:
-            real_columns = torch.arange(grid_t, device=embeddings.device)[None, :] < time_patches[:, None]  # (B, t)
-        if self.training and (self.config.patchout_time or self.config.patchout_frequency):
-            embeddings, (grid_f, grid_t), real_columns = self._patchout(embeddings, (grid_f, grid_t), real_columns)
+            real_columns = torch.arange(grid[1], device=embeddings.device)[None, :] < time_patches[:, None]  # (B, t)
+        embeddings, grid, real_columns = self.patchout(embeddings, grid, real_columns)
+
+        # Attention weights come from eager attention, which every layer then runs (see ASTSelfAttention) with an
+        # additive mask; otherwise the mask takes the configured kernel's form (boolean for sdpa, flex's BlockMask).
+        kwargs["output_attentions"] = kwargs.get("output_attentions", self.config.output_attentions)
         mask = None
         if real_columns is not None:
-            batch_size = embeddings.shape[0]
-            real_patches = real_columns[:, None, :].expand(-1, grid_f, -1).reshape(batch_size, -1)  # (B, f*t)
-            prefix = real_patches.new_ones(batch_size, NUM_PREFIX_TOKENS)
-            token_mask = torch.cat([prefix, real_patches], dim=1)  # (B, 2 + f*t)
-            if output_attentions:  # every layer runs eager attention to return its weights: an additive mask
-                mask = torch.zeros(token_mask.shape, dtype=embeddings.dtype, device=embeddings.device)
-                mask = mask.masked_fill_(~token_mask, torch.finfo(embeddings.dtype).min)[:, None, None, :]  # (B,1,1,N)
-            else:  # the form the configured kernel wants (boolean for sdpa, a BlockMask for flex attention)
-                mask = create_bidirectional_mask(config=self.config, inputs_embeds=embeddings,
-                                                 attention_mask=token_mask)
-
-        hidden_states, all_hidden, all_attentions = self.encoder(embeddings, mask, output_attentions,
-                                                                 output_hidden_states)
+            mask = self._attention_mask(token_mask(real_columns, grid[0]), embeddings,
+                                        eager=bool(kwargs["output_attentions"]))
+        hidden_states = self.encoder(embeddings, mask, **kwargs)
         sequence_output = self.layernorm(hidden_states)  # (B, 2 + f*t, D)
         pooled_output = (sequence_output[:, 0] + sequence_output[:, 1]) / 2  # (B, D)
+        return BaseModelOutputWithPooling(last_hidden_state=sequence_output, pooler_output=pooled_output)
 
-        if not return_dict:
-            return tuple(v for v in (sequence_output, pooled_output, all_hidden, all_attentions) if v is not None)
-        return BaseModelOutputWithPooling(last_hidden_state=sequence_output, pooler_output=pooled_output,
-                                          hidden_states=all_hidden, attentions=all_attentions)
+    def _attention_mask(self, tokens: torch.Tensor, embeddings: torch.Tensor, eager: bool) -> torch.Tensor | Any:
+        """A (B, N) boolean token mask in the form the attention kernel takes."""
+        if eager:
+            mask = torch.zeros(tokens.shape, dtype=embeddings.dtype, device=embeddings.device)
+            return mask.masked_fill_(~tokens, torch.finfo(embeddings.dtype).min)[:, None, None, :]  # (B, 1, 1, N)
+        return create_bidirectional_mask(config=self.config, inputs_embeds=embeddings, attention_mask=tokens)
 
     def _check_input(self, input_values: torch.Tensor | None) -> torch.Tensor:
         if input_values is None:
@@ -525,27 +559,9 @@ class ASTModel(ASTPreTrainedModel):
         if not torch.compiler.is_compiling() and not bool(torch.isfinite(input_values).all()):
             raise ValueError("input_values contains NaN or Inf; the logits would be NaN. Check the audio and the "
                              "feature extractor's mean/std (ASTFeatureExtractor refuses such audio itself).")
-        patch = self.config.patch_size
         frames, mel_bins = input_values.shape[1:]
-        patch_grid_size(mel_bins, frames, patch, self.config.frequency_stride, self.config.time_stride)  # raises
+        self.config.patch_grid_for(frames, mel_bins)  # raises for a spectrogram smaller than one patch
         return input_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
-
-    def _patchout(self, embeddings: torch.Tensor, grid: tuple[int, int], real_columns: torch.Tensor | None
-                  ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
-        """Structured Patchout: drop `patchout_time` random time columns and `patchout_frequency` random frequency
-        rows of patches (the same ones for the whole batch, at least one of each kept), after the positional
-        embeddings were added so that the kept patches keep their positions."""
-        grid_f, grid_t = grid
-        device = embeddings.device
-        keep_t = torch.randperm(grid_t, device=device)[: max(1, grid_t - self.config.patchout_time)].sort().values
-        keep_f = torch.randperm(grid_f, device=device)[: max(1, grid_f - self.config.patchout_frequency)].sort().values
-        batch_size, _, dim = embeddings.shape
-        patches = embeddings[:, NUM_PREFIX_TOKENS:].reshape(batch_size, grid_f, grid_t, dim)  # (B, f, t, D)
-        patches = patches[:, keep_f][:, :, keep_t]  # (B, f', t', D)
-        embeddings = torch.cat([embeddings[:, :NUM_PREFIX_TOKENS], patches.flatten(1, 2)], dim=1)
-        if real_columns is not None:
-            real_columns = real_columns[:, keep_t]
-        return embeddings, (len(keep_f), len(keep_t)), real_columns
 
     def _time_patches(self, attention_mask: Any, shape: torch.Size) -> torch.Tensor:
         """Real time patches of each clip, (B,): those whose 16 frames all lie within the clip's real frames."""
@@ -560,9 +576,10 @@ class ASTModel(ASTPreTrainedModel):
         frames = real.sum(dim=1)  # (B,)
         if not torch.compiler.is_compiling():
             check_right_padded(attention_mask, real, frames)
+        _, grid_t = self.config.patch_grid_for(shape[1], shape[2])
+        # The same formula per clip, as a tensor. A clip shorter than one patch keeps its first (partly padded)
+        # patch rather than attending to nothing.
         stride, patch = self.config.time_stride, self.config.patch_size
-        grid_t = (shape[1] - patch) // stride + 1
-        # A clip shorter than one patch keeps its first (partly padded) patch rather than attending to nothing.
         return ((frames - patch).clamp(min=0) // stride + 1).clamp(max=grid_t)
 
 
@@ -586,16 +603,14 @@ class ASTForAudioClassification(ASTPreTrainedModel):
         self.classifier = ASTMLPHead(config)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> SequenceClassifierOutput | tuple:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> SequenceClassifierOutput:
         r"""
         labels (`torch.Tensor`, *optional*): class indices `(batch,)` for single-label classification, multi-hot
             `(batch, num_labels)` floats for multi-label, or `(batch,)` / `(batch, num_labels)` targets for
@@ -603,24 +618,37 @@ class ASTForAudioClassification(ASTPreTrainedModel):
             inferred as transformers does (one label: regression; int64/int32 labels: single-label; anything
             else: multi-label), except that 1-D labels of any integer type (int16, uint8, ...) are class indices,
             i.e. single-label. Class indices outside [0, num_labels) (other than -100, ignored) raise a ValueError.
+            With single-label classification, float labels of shape `(batch, num_labels)` are class probabilities
+            (mixup, label smoothing): the loss is the cross-entropy against them.
         """
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        outputs = self.audio_spectrogram_transformer(
-            input_values, attention_mask=attention_mask, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, return_dict=True, **kwargs)
+        outputs = self.audio_spectrogram_transformer(input_values, attention_mask=attention_mask, return_dict=True,
+                                                     **kwargs)
         logits = self.classifier(outputs.pooler_output)  # (B, num_labels)
 
         loss = None
         if labels is not None:
-            loss = self._loss(logits, as_tensor("labels", labels).to(logits.device))
+            loss = self._loss(as_tensor("labels", labels).to(logits.device), logits, **kwargs)
 
-        if not return_dict:
-            rest = tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
-            return ((loss, logits) if loss is not None else (logits,)) + rest
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
                                         attentions=outputs.attentions)
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _loss(self, labels: torch.Tensor, logits: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        problem_type = self._problem_type(labels, logits)
+        if problem_type == "single_label_classification" and labels.is_floating_point():
+            # Class probabilities (mixup, label smoothing): cross-entropy against a soft target, which transformers'
+            # loss does not take.
+            return F.cross_entropy(logits, labels.to(logits.dtype))
+        labels = labels.long() if problem_type == "single_label_classification" else labels.to(logits.dtype)
+        config = self.config
+        if config.problem_type != problem_type:
+            # transformers' loss would infer the problem type by its own rule and write it into the model's config,
+            # fixing it for every later batch; this batch's problem type goes to it on a copy instead.
+            config = copy.copy(config)
+            config.problem_type = problem_type
+        return self.loss_function(labels, logits, config, **kwargs)
+
+    def _problem_type(self, labels: torch.Tensor, logits: torch.Tensor) -> str:
+        """config.problem_type, or the one these labels imply; a ValueError for labels that fit no loss."""
         problem_type = self.config.problem_type
         if labels.ndim == 0 or labels.shape[0] != logits.shape[0]:
             raise ValueError(f"labels have shape {tuple(labels.shape)} but the batch holds {logits.shape[0]} clips; "
@@ -638,14 +666,9 @@ class ASTForAudioClassification(ASTPreTrainedModel):
                 )
             else:
                 problem_type = "multi_label_classification"
-        if problem_type == "regression":
-            if self.num_labels == 1:  # (B, 1) logits against (B,) or (B, 1) targets
-                return F.mse_loss(logits.reshape(-1), labels.reshape(-1).to(logits.dtype))
-            return F.mse_loss(logits, labels.to(logits.dtype))
         if problem_type == "single_label_classification":
             if labels.is_floating_point() and labels.shape == logits.shape:
-                # Class probabilities (mixup, label smoothing): cross-entropy against a soft target.
-                return F.cross_entropy(logits, labels.to(logits.dtype))
+                return problem_type  # class probabilities
             if labels.is_floating_point() or labels.ndim != 1:
                 raise ValueError(
                     f"problem_type='single_label_classification' needs integer class indices of shape (batch,) or "
@@ -653,7 +676,6 @@ class ASTForAudioClassification(ASTPreTrainedModel):
                     "For multi-hot targets set "
                     "config.problem_type='multi_label_classification'."
                 )
-            labels = labels.reshape(-1).long()
             outside = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= self.num_labels))
             if bool(outside.any()):
                 raise ValueError(
@@ -661,19 +683,23 @@ class ASTForAudioClassification(ASTPreTrainedModel):
                     f"(indices 0..{self.num_labels - 1}; -100 is ignored). Check the label mapping, or build the "
                     "model with num_labels / id2label covering every class."
                 )
-            return F.cross_entropy(logits.view(-1, self.num_labels), labels, ignore_index=IGNORE_INDEX)
-        if labels.shape != logits.shape:
+        elif problem_type == "multi_label_classification" and labels.shape != logits.shape:
             raise ValueError(
                 f"problem_type='multi_label_classification' needs multi-hot labels of shape {tuple(logits.shape)}, "
                 f"got {tuple(labels.shape)}."
             )
-        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        return problem_type
 
+
+ASTModel.register_for_auto_class("AutoModel")
+ASTForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
 
 __all__ = [
     "ASTForAudioClassification",
     "ASTModel",
+    "ASTPatchout",
     "ASTPreTrainedModel",
     "resample_patch_grid",
     "resample_position_embeddings",
+    "token_mask",
 ]

@@ -7,6 +7,11 @@ transformers looks config classes up by class *name* in several places, and its 
   own ASTConfig (model_type "audio-spectrogram-transformer") still maps to transformers' own models.
 - Our feature extractor does not write `feature_extractor_type` (that name would resolve to transformers'
   extractor); AutoFeatureExtractor then finds it through the model config's type.
+
+Remote code (checkpoints that load with trust_remote_code=True where ast_hf is not installed) is a separate
+mechanism: ASTConfig, ASTModel and ASTForAudioClassification are registered with `register_for_auto_class` at the
+end of their modules, so that transformers copies their code on save_pretrained; see
+`ASTPreTrainedModel.save_pretrained` for the auto_map entries it adds and why the extractor is not registered.
 """
 
 from __future__ import annotations

@@ -64,11 +64,10 @@ def kernel_floor(frames: int, repeats: int) -> dict[str, float]:
 
 
 def forward_flops(config: ast_hf.ASTConfig, batch: int, frames: int) -> float:
-    f = (config.num_mel_bins - 16) // config.frequency_stride + 1
-    t = (frames - 16) // config.time_stride + 1
+    f, t = config.patch_grid_for(frames)
     n, d, m = f * t + 2, config.hidden_size, config.intermediate_size
     per_layer = 2 * n * (4 * d * d + 2 * d * m) + 4 * n * n * d  # projections + MLP, then QK^T and AV
-    patch = 2 * f * t * d * 256
+    patch = 2 * f * t * d * config.patch_size**2
     return batch * (config.num_hidden_layers * per_layer + patch)
 
 

@@ -89,13 +89,28 @@ def test_pipeline_reads_a_wav_file_through_ffmpeg(tmp_path, speech):
     assert {r["label"] for r in results} <= set(LABELS) and len(results) == 5
 
 
+CODE_FILES = {"configuration_ast.py", "modeling_ast.py", "feature_extraction_ast.py"}
+AUTO_MAP = {"AutoConfig": "configuration_ast.ASTConfig", "AutoModel": "modeling_ast.ASTModel",
+            "AutoModelForAudioClassification": "modeling_ast.ASTForAudioClassification",
+            "AutoFeatureExtractor": "feature_extraction_ast.ASTFeatureExtractor"}
+
+
 def test_saved_directory_carries_code_and_auto_map(tmp_path):
-    save_checkpoint(tmp_path)
-    config = json.loads((tmp_path / "config.json").read_text())
-    assert config["model_type"] == "ast_hf"
-    assert config["auto_map"]["AutoModelForAudioClassification"] == "modeling_ast.ASTForAudioClassification"
-    assert {"configuration_ast.py", "modeling_ast.py", "feature_extraction_ast.py"} <= set(os.listdir(tmp_path))
-    assert "feature_extractor_type" not in json.loads((tmp_path / "preprocessor_config.json").read_text())
+    save_checkpoint(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["model_type"] == "ast_hf" and config["auto_map"] == AUTO_MAP
+    assert CODE_FILES <= set(os.listdir(tmp_path / "model"))
+    for name in CODE_FILES:  # the package's own files, byte for byte
+        assert (tmp_path / "model" / name).read_bytes() == (Path(ast_hf.__file__).parent / name).read_bytes()
+    extractor_config = json.loads((tmp_path / "model" / "preprocessor_config.json").read_text())
+    assert "feature_extractor_type" not in extractor_config and "auto_map" not in extractor_config
+    # The base model and a config alone carry their code too (transformers' register_for_auto_class).
+    ast_hf.ASTModel(tiny_config()).save_pretrained(tmp_path / "base")
+    assert json.loads((tmp_path / "base" / "config.json").read_text())["auto_map"] == AUTO_MAP
+    tiny_config().save_pretrained(tmp_path / "config")
+    assert json.loads((tmp_path / "config" / "config.json").read_text())["auto_map"] == {
+        "AutoConfig": "configuration_ast.ASTConfig"}
+    assert {"configuration_ast.py", "feature_extraction_ast.py"} <= set(os.listdir(tmp_path / "config"))
 
 
 def test_remote_code_loads_without_ast_hf(tmp_path, speech):

@@ -199,5 +199,131 @@ def test_bad_model_input(inputs, error, words):
 def test_bad_attention_mask_and_config():
     with pytest.raises(ValueError, match="attention_mask has shape"):
         ast_hf.ASTModel(tiny_config())(torch.randn(2, 64, 128), attention_mask=torch.ones(2, 50))
+    config = ast_hf.ASTConfig(hidden_size=100)  # checked when a model is built (or the config saved), not before
     with pytest.raises(ValueError, match="not a multiple of num_attention_heads"):
-        ast_hf.ASTConfig(hidden_size=100)
+        ast_hf.ASTModel(config)
+
+
+# ---- outputs, keyword arguments and loss the transformers 5 way -----------------------------------------------------
+
+
+def test_hidden_state_selection_and_tuples_as_the_builtin(tmp_path):
+    """output_hidden_states may be a flag or indices (transformers 5's capture_outputs); ours and the built-in return
+    the same entries, with None for the ones not selected."""
+    theirs = builtin_model(max_length=128)
+    theirs.save_pretrained(tmp_path)
+    ours = ast_hf.ASTForAudioClassification.from_pretrained(tmp_path).eval()
+    inputs = torch.randn(2, 128, 128)
+    with torch.no_grad():
+        for selection in (True, [0, 2], -1, 1):
+            mine, builtin = (m(inputs, output_hidden_states=selection).hidden_states for m in (ours, theirs))
+            assert [h is None for h in mine] == [h is None for h in builtin], selection
+            for a, b in zip(mine, builtin, strict=True):
+                if a is not None:
+                    torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
+        mine, builtin = (m(inputs, output_hidden_states=True, return_dict=False) for m in (ours, theirs))
+        assert len(mine) == len(builtin) == 2 and len(mine[1]) == 3
+        base = ast_hf.ASTModel.from_pretrained(tmp_path)
+        as_tuple = base(inputs, output_hidden_states=[1], return_dict=False)
+        assert len(as_tuple) == 3 and as_tuple[2][0] is None and as_tuple[2][1] is not None
+
+
+def test_extra_keyword_arguments_reach_the_attention_kernel(speech):
+    """Unknown keyword arguments are passed on to the attention function, as in transformers' ViT/AST, not refused."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    seen = []
+
+    def recording_sdpa(module, query, key, value, attention_mask, **kwargs):
+        seen.append(kwargs)
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register("ast_hf_test_recording_sdpa", recording_sdpa)
+    model = randomize(ast_hf.ASTForAudioClassification(tiny_config()))
+    inputs = torch.randn(2, 128, 128)
+    with torch.no_grad():
+        expected = model(inputs).logits
+        model.set_attn_implementation("ast_hf_test_recording_sdpa")
+        logits = model(inputs, kernel_note="hello", interpolate_pos_encoding=True).logits
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
+    assert len(seen) == 2 and all(kwargs["kernel_note"] == "hello" for kwargs in seen)
+    builtin = builtin_model(max_length=128).eval()
+    with torch.no_grad():
+        builtin(inputs, kernel_note="hello")  # the built-in takes them the same way
+
+
+def test_loss_goes_through_loss_function_with_each_batchs_problem_type():
+    """self.loss_function (transformers' ForSequenceClassificationLoss) computes the loss; the problem type of each
+    batch is resolved first and given on a copy, so the model's config is not fixed by the first batch."""
+    model = randomize(ast_hf.ASTForAudioClassification(tiny_config()))
+    calls = []
+    builtin_loss = model.loss_function
+
+    def recording(labels, logits, config, **kwargs):
+        calls.append((config.problem_type, labels.dtype))
+        return builtin_loss(labels, logits, config, **kwargs)
+
+    model.loss_function = recording
+    inputs = torch.randn(2, 64, 128)
+    indices = torch.tensor([4, 1], dtype=torch.int16)
+    out = model(inputs, labels=indices)
+    torch.testing.assert_close(out.loss, F.cross_entropy(out.logits, indices.long()))
+    multi_hot = torch.tensor([[1.0, 0, 0, 1, 0], [0, 0, 1, 0, 0]])
+    out = model(inputs, labels=multi_hot)
+    torch.testing.assert_close(out.loss, F.binary_cross_entropy_with_logits(out.logits, multi_hot))
+    assert calls == [("single_label_classification", torch.long), ("multi_label_classification", torch.float32)]
+    assert model.config.problem_type is None
+    # transformers' loss keywords reach it: a sum over the batch divided by num_items_in_batch.
+    out = model(inputs, labels=torch.tensor([4, 1]), num_items_in_batch=torch.tensor(4))
+    torch.testing.assert_close(out.loss, F.cross_entropy(out.logits, torch.tensor([4, 1]), reduction="sum") / 4)
+    # Soft targets (mixup), which transformers' loss does not take, are cross-entropy against probabilities.
+    model.config.problem_type = "single_label_classification"
+    soft = torch.tensor([[0.5, 0.5, 0, 0, 0], [0, 0, 0.2, 0, 0.8]])
+    out = model(inputs, labels=soft)
+    torch.testing.assert_close(out.loss, -(soft * out.logits.log_softmax(-1)).sum(-1).mean())
+    assert len(calls) == 3
+
+
+# ---- Patchout -------------------------------------------------------------------------------------------------------
+
+
+def test_patchout_keeps_the_positions_of_the_kept_patches():
+    """After Patchout each kept token is its patch's projection plus the positional embedding of that patch's place
+    in the full grid (computed here by hand, without Patchout); whole time columns and frequency rows are dropped."""
+    model = randomize(ast_hf.ASTModel(tiny_config(patchout_time=3, patchout_frequency=2)))  # grid 12 x 12
+    embeddings = model.embeddings
+    inputs = torch.randn(2, 128, 128)
+    with torch.no_grad():
+        patches = embeddings.patch_embeddings.projection(inputs.transpose(1, 2)[:, None])  # (2, D, 12, 12)
+        by_hand = patches.flatten(2).transpose(1, 2) + embeddings.position_embeddings[:, 2:]  # (2, 144, D)
+        model.train()
+        kept = model(inputs, output_hidden_states=True).hidden_states[0]  # the tokens entering the first layer
+    assert kept.shape == (2, 2 + 10 * 9, 32)
+    prefix = torch.cat([embeddings.cls_token, embeddings.distillation_token], dim=1)
+    prefix = prefix + embeddings.position_embeddings[:, :2]
+    torch.testing.assert_close(kept[:, :2], prefix.expand(2, -1, -1), rtol=0, atol=1e-6)
+    distances = (kept[0, 2:, None, :] - by_hand[0, None, :, :]).abs().amax(-1)  # (90, 144)
+    assert bool((distances.min(dim=1).values < 1e-5).all())
+    places = distances.argmin(dim=1)
+    rows, columns = sorted(set((places // 12).tolist())), sorted(set((places % 12).tolist()))
+    assert len(rows) == 10 and len(columns) == 9
+    assert places.tolist() == [f * 12 + t for f in rows for t in columns]  # frequency-major, in order
+    torch.testing.assert_close(kept[1, 2:], by_hand[1, places], rtol=0, atol=1e-5)  # the same patches in every clip
+
+
+def test_patchout_never_drops_patches_in_eval_mode(speech):
+    with_patchout = randomize(ast_hf.ASTModel(tiny_config(patchout_time=3, patchout_frequency=2))).eval()
+    without = ast_hf.ASTModel(tiny_config()).eval()
+    without.load_state_dict(with_patchout.state_dict())
+    extractor = ast_hf.ASTFeatureExtractor(max_length=128)
+    batch = extractor(speech[:2], sampling_rate=16000, padding="longest", max_length=300, return_tensors="pt",
+                      return_attention_mask=True)
+    grid_f, grid_t = with_patchout.config.patch_grid_for(batch["input_values"].shape[1])
+    with torch.no_grad():
+        for _ in range(3):
+            on, off = with_patchout(**batch), without(**batch)
+            assert on.last_hidden_state.shape == off.last_hidden_state.shape == (2, 2 + grid_f * grid_t, 32)
+            torch.testing.assert_close(on.last_hidden_state, off.last_hidden_state, rtol=0, atol=0)
+    tokens = torch.randn(2, 2 + grid_f * grid_t, 32)
+    assert with_patchout.patchout(tokens, (grid_f, grid_t))[0] is tokens

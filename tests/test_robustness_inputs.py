@@ -28,16 +28,36 @@ import ast_hf
         (dict(num_hidden_layers=-1), ValueError, "num_hidden_layers=-1 must be >= 1"),
         (dict(hidden_dropout_prob=1.5), ValueError, "hidden_dropout_prob=1.5 must be a probability"),
         (dict(hidden_act="gleu"), ValueError, "hidden_act='gleu'"),
-        # A stride beyond the patch leaves frames / mel bins that no patch covers.
-        (dict(time_stride=20), ValueError, "time_stride=20 is larger than patch_size=16: 4 frames"),
-        (dict(frequency_stride=17), ValueError, "frequency_stride=17 is larger than patch_size=16: 1 mel bins"),
-        (dict(patch_size=8, max_length=128, num_mel_bins=128), ValueError, "frequency_stride=10 is larger than "
-                                                                           "patch_size=8"),
     ],
 )
 def test_bad_config_values_are_named(fields, error, words):
     with pytest.raises(error, match=words.replace("(", r"\(").replace(")", r"\)")):
         ast_hf.ASTConfig(**fields)
+
+
+@pytest.mark.parametrize(
+    "fields, words",
+    [
+        # A stride beyond the patch leaves frames / mel bins that no patch covers.
+        (dict(time_stride=20), "time_stride=20 is larger than patch_size=16: 4 frames"),
+        (dict(frequency_stride=17), "frequency_stride=17 is larger than patch_size=16: 1 mel bins"),
+        (dict(patch_size=8, max_length=128, num_mel_bins=128), "frequency_stride=10 is larger than patch_size=8"),
+        (dict(num_mel_bins=8), "num_mel_bins=8 is smaller than patch_size=16"),
+        (dict(hidden_size=100), "hidden_size=100 is not a multiple of num_attention_heads=12"),
+    ],
+)
+def test_inconsistent_fields_are_named_when_a_model_is_built_or_the_config_saved(tmp_path, fields, words):
+    """Fields that only conflict with each other are checked when it matters (config.validate(), which transformers
+    runs in save_pretrained and the AST models when they are built): the config itself can be built and edited
+    further; a model built from it, or its save_pretrained, raise."""
+    config = ast_hf.ASTConfig(**fields)
+    pattern = words.replace("(", r"\(").replace(")", r"\)")
+    for build in (ast_hf.ASTModel, ast_hf.ASTForAudioClassification):
+        with pytest.raises(ValueError, match=pattern):
+            build(config)
+    with pytest.raises(ValueError, match=pattern):
+        config.save_pretrained(tmp_path)
+    assert not (tmp_path / "config.json").exists()
 
 
 def test_config_accepts_numpy_integers_and_the_largest_valid_stride(tmp_path):
