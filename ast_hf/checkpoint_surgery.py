@@ -281,7 +281,9 @@ def original_ast_grid(state_dict: Mapping[str, torch.Tensor], num_mel_bins: int,
                       time_stride: int, patch_size: int = 16) -> tuple[int, int]:
     """(f, t) grid of an authors' checkpoint, read from its positional embedding and the frequency settings."""
     positions = state_dict["module.v.pos_embed"].shape[1] - NUM_PREFIX_TOKENS
-    f = (num_mel_bins - patch_size) // frequency_stride + 1
+    geometry = ASTConfig(num_mel_bins=num_mel_bins, patch_size=patch_size, frequency_stride=frequency_stride,
+                         time_stride=time_stride)
+    f = geometry.patch_grid_for(patch_size)[0]  # frequency rows do not depend on the number of frames
     if positions % f:
         raise ConversionError(
             f"The checkpoint's {positions} patch positions do not split into {f} frequency rows "

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import randomize, tiny_config
+from conftest import tiny_config, tiny_model
 from transformers import (
     AutoConfig,
     AutoFeatureExtractor,
@@ -29,8 +29,7 @@ LABELS = ["yes", "no", "up", "down", "left"]
 
 
 def save_checkpoint(folder: Path, **config) -> ast_hf.ASTForAudioClassification:
-    config = tiny_config(id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)}, **config)
-    model = randomize(ast_hf.ASTForAudioClassification(config))
+    model = tiny_model(id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)}, **config)
     model.save_pretrained(folder)
     ast_hf.ASTFeatureExtractor(max_length=128).save_pretrained(folder)
     return model
@@ -47,8 +46,7 @@ def test_auto_classes_return_ast_hf(tmp_path):
 
 
 def test_builtin_checkpoints_still_load_into_transformers_classes(tmp_path):
-    builtin = transformers.ASTForAudioClassification(transformers.ASTConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, max_length=128))
+    builtin = tiny_model(builtin=True, num_hidden_layers=1)
     builtin.save_pretrained(tmp_path)
     transformers.ASTFeatureExtractor().save_pretrained(tmp_path)
     assert type(AutoConfig.from_pretrained(tmp_path)) is transformers.ASTConfig
@@ -113,6 +111,7 @@ def test_saved_directory_carries_code_and_auto_map(tmp_path):
     assert {"configuration_ast.py", "feature_extraction_ast.py"} <= set(os.listdir(tmp_path / "config"))
 
 
+@pytest.mark.slow
 def test_remote_code_loads_without_ast_hf(tmp_path, speech):
     """A fresh interpreter whose sys.path cannot reach ast_hf loads the checkpoint with trust_remote_code."""
     model = save_checkpoint(tmp_path / "model", problem_type="multi_label_classification")

@@ -7,16 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-from conftest import randomize, tiny_config
+from conftest import randomize, tiny_config, tiny_model
 
 import ast_hf
 from ast_hf.modeling_ast import resample_patch_grid, resample_position_embeddings
 
 
 def builtin_model(**overrides) -> transformers.ASTForAudioClassification:
-    fields = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=5)
-    fields.update(overrides)
-    return randomize(transformers.ASTForAudioClassification(transformers.ASTConfig(**fields)))
+    return tiny_model(builtin=True, **overrides)
 
 
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
@@ -33,7 +31,7 @@ def test_loads_builtin_checkpoint_with_same_logits(tmp_path, implementation, str
 
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
 def test_builtin_class_loads_our_checkpoint_with_same_logits(tmp_path, implementation):
-    ours = randomize(ast_hf.ASTForAudioClassification(tiny_config(frequency_stride=12, time_stride=12)))
+    ours = tiny_model(frequency_stride=12, time_stride=12)
     ours.save_pretrained(tmp_path)
     theirs = transformers.ASTForAudioClassification.from_pretrained(tmp_path, attn_implementation=implementation)
     assert type(theirs).__module__.startswith("transformers.")
@@ -76,7 +74,7 @@ def test_positional_rule_by_hand():
 
 
 def test_any_length_and_mel_size_runs_and_stored_grid_is_unchanged():
-    model = randomize(ast_hf.ASTForAudioClassification(tiny_config()))
+    model = tiny_model()
     stored = model.audio_spectrogram_transformer.embeddings.position_embeddings
     with torch.no_grad():
         for frames, mels in ((16, 128), (100, 128), (128, 128), (513, 128), (128, 64), (300, 160)):
@@ -108,6 +106,7 @@ def test_padded_batch_equals_each_clip_alone(speech, implementation):
             assert (model(batch["input_values"]).logits - together).abs().max() > 1e-3
 
 
+@pytest.mark.slow
 def test_attention_kernels_switch_at_run_time_and_agree(speech, tmp_path):
     """eager, sdpa and flex attention (compiled by torch on CPU) give the same logits on a padded batch; a clip's
     logits equal its logits alone; output_attentions falls back to eager with the right mask under every kernel."""
@@ -145,7 +144,7 @@ def test_losses_match_torch_functions():
     expected = {"single_label_classification": F.cross_entropy,
                 "multi_label_classification": F.binary_cross_entropy_with_logits, "regression": F.mse_loss}
     for problem_type, target in labels.items():
-        model = randomize(ast_hf.ASTForAudioClassification(tiny_config(problem_type=problem_type)))
+        model = tiny_model(problem_type=problem_type)
         out = model(inputs, labels=target)
         torch.testing.assert_close(out.loss, expected[problem_type](out.logits, target))
     with pytest.raises(ValueError, match="multi-hot labels"):
@@ -154,7 +153,7 @@ def test_losses_match_torch_functions():
 
 
 def test_outputs_tuple_attentions_and_gradient_checkpointing():
-    model = randomize(ast_hf.ASTForAudioClassification(tiny_config()))
+    model = tiny_model()
     inputs = torch.randn(2, 128, 128)
     out = model(inputs, output_attentions=True, output_hidden_states=True)
     assert len(out.attentions) == 2 and out.attentions[0].shape == (2, 4, 146, 146)
@@ -240,7 +239,7 @@ def test_extra_keyword_arguments_reach_the_attention_kernel(speech):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
     AttentionInterface.register("ast_hf_test_recording_sdpa", recording_sdpa)
-    model = randomize(ast_hf.ASTForAudioClassification(tiny_config()))
+    model = tiny_model()
     inputs = torch.randn(2, 128, 128)
     with torch.no_grad():
         expected = model(inputs).logits
@@ -256,7 +255,7 @@ def test_extra_keyword_arguments_reach_the_attention_kernel(speech):
 def test_loss_goes_through_loss_function_with_each_batchs_problem_type():
     """self.loss_function (transformers' ForSequenceClassificationLoss) computes the loss; the problem type of each
     batch is resolved first and given on a copy, so the model's config is not fixed by the first batch."""
-    model = randomize(ast_hf.ASTForAudioClassification(tiny_config()))
+    model = tiny_model()
     calls = []
     builtin_loss = model.loss_function
 

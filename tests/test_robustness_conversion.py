@@ -14,7 +14,7 @@ import soundfile
 import torch
 import torchaudio
 import transformers
-from conftest import load_conversion_script, randomize, tiny_config
+from conftest import load_conversion_script, randomize, tiny_model
 from safetensors.torch import load_file, save_file
 
 import ast_hf
@@ -50,7 +50,7 @@ def deit_dirs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def ast_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("ast") / "tiny"
-    randomize(ast_hf.ASTForAudioClassification(tiny_config(num_hidden_layers=1))).save_pretrained(folder)
+    tiny_model(num_hidden_layers=1).save_pretrained(folder)
     return folder
 
 
@@ -215,7 +215,7 @@ def test_verification_audio_in_any_format_and_rate(tmp_path, speech, capsys):
     expected = torchaudio.functional.resample(torch.from_numpy(at_44k.mean(axis=1)).float(), 44100, 16000)
     assert clip.dtype == torch.float32 and clip.shape == expected.shape
     torch.testing.assert_close(clip, expected, rtol=0, atol=1e-5)  # 24-bit FLAC: quantisation ~1e-7
-    model = randomize(ast_hf.ASTForAudioClassification(tiny_config(num_hidden_layers=1)))
+    model = tiny_model(num_hidden_layers=1)
     model.save_pretrained(tmp_path / "ast")
     for name in ("stereo44.flac", "speech.ogg", "speech.mp3"):
         out = tmp_path / f"out_{name.replace('.', '_')}"

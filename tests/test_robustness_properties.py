@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import randomize, tiny_config
+from conftest import tiny_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -105,14 +105,13 @@ MODEL_CONFIG = dict(max_length=64)
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
-    return randomize(ast_hf.ASTForAudioClassification._from_config(tiny_config(**MODEL_CONFIG),
-                                                                   attn_implementation="sdpa"))
+def model():
+    return tiny_model(attn_implementation="sdpa", **MODEL_CONFIG)
 
 
 @settings(max_examples=15, **SETTINGS)
 @given(batch=st.lists(clips(min_samples=2800, max_samples=24000), min_size=1, max_size=3))
-def test_model_logits_are_finite_and_a_padded_batch_equals_each_clip_alone(tiny_model, batch):
+def test_model_logits_are_finite_and_a_padded_batch_equals_each_clip_alone(model, batch):
     """Every clip here has at least 16 frames (one patch); the stored grid (64 frames) is shorter than most clips,
     so the positional embedding is interpolated per clip length."""
     extractor = ast_hf.ASTFeatureExtractor(max_length=400)
@@ -123,11 +122,11 @@ def test_model_logits_are_finite_and_a_padded_batch_equals_each_clip_alone(tiny_
         assert "NaN or Inf" in str(error)
         return
     with torch.no_grad():
-        together = tiny_model(**features).logits
+        together = model(**features).logits
         assert bool(torch.isfinite(together).all())
         for i, clip in enumerate(batch):
             alone = extractor(clip, sampling_rate=16000, padding="longest", return_tensors="pt")
-            torch.testing.assert_close(together[i], tiny_model(**alone).logits[0], rtol=0, atol=1e-4)
+            torch.testing.assert_close(together[i], model(**alone).logits[0], rtol=0, atol=1e-4)
 
 
 @st.composite
@@ -155,7 +154,7 @@ def masks(draw, batch: int, frames: int) -> tuple[torch.Tensor, str]:
 @given(data=st.data(), batch=st.integers(1, 3), frames=st.integers(1, 200), mels=st.integers(1, 160),
        scale=st.floats(-6, 6), dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16, torch.int64]),
        with_mask=st.booleans())
-def test_model_on_any_spectrogram_and_mask_is_finite_or_refused(tiny_model, data, batch, frames, mels, scale, dtype,
+def test_model_on_any_spectrogram_and_mask_is_finite_or_refused(model, data, batch, frames, mels, scale, dtype,
                                                                 with_mask):
     spectrogram = (torch.randn(batch, frames, mels, generator=torch.Generator().manual_seed(frames * mels))
                    * 10.0**scale).to(dtype)
@@ -164,7 +163,7 @@ def test_model_on_any_spectrogram_and_mask_is_finite_or_refused(tiny_model, data
         kwargs["attention_mask"], layout = data.draw(masks(batch, frames))
     try:
         with torch.no_grad():
-            logits = tiny_model(spectrogram, **kwargs).logits
+            logits = model(spectrogram, **kwargs).logits
     except TypeError as error:
         assert dtype == torch.int64 and "float tensor" in str(error)
         return
