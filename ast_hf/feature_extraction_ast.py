@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ CPU_BLOCK_FRAMES = 1024
 # that squared: float32 cannot overflow below sqrt(3.4e38 / (512 * 400)) / 7.88 = 5.2e15. Real audio is in [-1, 1];
 # past this bound the power spectrum would become Inf and the features NaN, so such clips are refused.
 MAX_AMPLITUDE = 1e15
+# A 2-D input of at most this many columns and more rows than columns is taken for (samples, channels) audio and
+# refused: audio files carry at most 8 channels (7.1 surround), while a batch of clips has more samples than clips.
+MAX_AUDIO_CHANNELS = 8
 # Frames per second of the Kaldi framing (10 ms shift), for messages in seconds.
 FRAMES_PER_SECOND = 100
 
@@ -122,9 +125,31 @@ def project_mel(squares: torch.Tensor, groups: list[MelBlock], out: torch.Tensor
     return out
 
 
+class _Piece(NamedTuple):
+    """Frames [first, stop) of clip number `clip`, at rows [row, row + stop - first) of a block."""
+
+    clip: int
+    first: int
+    stop: int
+    row: int
+
+
+class _BlockBuffers(NamedTuple):
+    """Work memory of one block of frames, reused by every block.
+
+    The frames of a clip overlap in memory (a strided view), so each block is copied here before it is changed in
+    place; the three buffers hold the block after DC removal, after pre-emphasis and window, and after the mel
+    projection.
+    """
+
+    centred: torch.Tensor  # (R, 401): column 0 repeats column 1, as Kaldi's pre-emphasis takes x[-1] := x[0]
+    padded: torch.Tensor  # (R, 512): the windowed frame in columns 0..399; columns 400..511 stay 0
+    energies: torch.Tensor  # (R, M)
+
+
 def batched_kaldi_fbank(
     waveforms: torch.Tensor | Sequence[torch.Tensor],
-    mel_banks: torch.Tensor | list[MelBlock],
+    mel_banks: torch.Tensor,
     window: torch.Tensor,
     block_frames: int = CPU_BLOCK_FRAMES,
     out: torch.Tensor | None = None,
@@ -136,68 +161,136 @@ def batched_kaldi_fbank(
     power spectrum: per frame remove the DC offset, pre-emphasise (x[i] - 0.97 x[i-1], x[-1] := x[0]), window,
     zero-pad to 512, |rfft|^2, mel projection, log with a floor of float32 eps. The frames of all clips are
     processed together in blocks of `block_frames` rows (one block on a GPU) so that the temporaries stay in
-    cache; the mel projection uses the banded blocks of `mel_band_groups` (`mel_banks` may be those blocks).
+    cache; the mel projection uses the banded blocks of `mel_band_groups`.
 
+    mel_banks: the (257, M) filterbank of `kaldi_mel_banks`, on the device of `window`.
+    window: the (400,) analysis window, e.g. `hann_window()`; the computation runs on its device.
     out: a (B, T, M) tensor; clip b fills out[b, :min(T, frames_b)] and the rest is left untouched. Without it,
         the result has max(frames_b) frames and rows past a shorter clip's end are zero.
     normalize: (mean, std) to apply `(log_mel - mean) / (2 std)` while the block is in cache.
     """
+    if not isinstance(mel_banks, torch.Tensor):
+        raise TypeError(
+            f"mel_banks is a {type(mel_banks).__name__}; pass the (257, num_mel_bins) matrix of kaldi_mel_banks."
+        )
     clips = list(waveforms.unbind(0)) if isinstance(waveforms, torch.Tensor) and waveforms.ndim == 2 else waveforms
-    groups = mel_banks if isinstance(mel_banks, list) else mel_band_groups(mel_banks)
-    num_mel = groups[-1][1]
+    return _banded_kaldi_fbank(clips, mel_band_groups(mel_banks), window, block_frames, out, normalize)
+
+
+def _banded_kaldi_fbank(
+    clips: Sequence[torch.Tensor],
+    mel_blocks: list[MelBlock],
+    window: torch.Tensor,
+    block_frames: int = CPU_BLOCK_FRAMES,
+    out: torch.Tensor | None = None,
+    normalize: tuple[float, float] | None = None,
+) -> torch.Tensor:
+    """`batched_kaldi_fbank` with the filterbank already split by `mel_band_groups` (the extractor keeps them)."""
     device = window.device
-    frames = []  # (t_b, 400) strided views, one per clip
+    frames = _get_strided(clips)
+    if out is None:
+        out = torch.zeros(len(frames), max(f.shape[0] for f in frames), mel_blocks[-1][1], device=device)
+    frames = [f[: out.shape[1]] for f in frames]
+    counts = [f.shape[0] for f in frames]
+    block = _allocate_block(_block_rows(block_frames, sum(counts), device), mel_blocks[-1][1], device)
+    for pieces, rows in _plan_blocks(counts, block.centred.shape[0]):
+        centred = _remove_dc_offset(frames, pieces, block.centred[:rows])  # (R, 401)
+        padded = _preemphasize_and_window(centred, block.padded[:rows], window)  # (R, 512)
+        squares = _power_spectrum(padded)  # (R, 257 * 2)
+        log_mel = _log_mel(squares, mel_blocks, block.energies[:rows])  # (R, M)
+        _write_frames(log_mel, pieces, out, normalize)
+    return out
+
+
+def _get_strided(clips: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Kaldi's framing with snip_edges=True: each clip as a (frames, 400) strided view of windows every 160 samples.
+
+    A clip shorter than one window is zero-padded to one frame.
+    """
+    frames = []
     for clip in clips:
         if clip.shape[-1] < FRAME_LENGTH:
             clip = torch.nn.functional.pad(clip, (0, FRAME_LENGTH - clip.shape[-1]))
-        frames.append(clip.unfold(-1, FRAME_LENGTH, FRAME_SHIFT))
-    if out is None:
-        out = torch.zeros(len(clips), max(f.shape[0] for f in frames), num_mel, device=device)
-    frames = [f[: out.shape[1]] for f in frames]
-    total = sum(f.shape[0] for f in frames)
+        frames.append(clip.unfold(-1, FRAME_LENGTH, FRAME_SHIFT))  # (t_b, 400)
+    return frames
+
+
+def _block_rows(block_frames: int, total: int, device: torch.device) -> int:
+    """Rows of a block: `block_frames` on CPU, every frame at once on a GPU (which wants big kernels)."""
     if device.type != "cpu":
-        block_frames = total  # one block: a GPU wants big kernels
-    block_frames = max(1, min(block_frames, total))
-    # The frames overlap in memory, so each block is copied to a private buffer before it is changed in place.
-    # Column 0 of `centred` repeats the frame's first sample: Kaldi's pre-emphasis takes x[-1] := x[0].
-    centred = torch.empty(block_frames, FRAME_LENGTH + 1, device=device)
-    padded = torch.zeros(block_frames, FFT_SIZE, device=device)  # columns 400..511 stay 0
-    energies = torch.empty(block_frames, num_mel, device=device)
-    scale, shift = (1.0, 0.0) if normalize is None else (1 / (2 * normalize[1]), -normalize[0] / (2 * normalize[1]))
-    pending: list[tuple[int, int, int, int]] = []  # (clip, first frame, last frame + 1, first row in the block)
-    filled = 0
+        block_frames = total
+    return max(1, min(block_frames, total))
 
-    def flush() -> None:
-        rows, block = padded[:filled], centred[:filled]
-        block[:, 0] = block[:, 1]
-        emphasised = rows[:, :FRAME_LENGTH]  # (R, 400): x[i] - 0.97 x[i-1], then the window
-        torch.mul(block[:, :-1], -PREEMPHASIS, out=emphasised)
-        emphasised += block[:, 1:]
-        emphasised *= window
-        squares = torch.view_as_real(torch.fft.rfft(rows)).square_().view(filled, -1)  # (R, 257 * 2): re^2, im^2
-        log_mel = project_mel(squares, groups, energies[:filled])
-        torch.log(log_mel.clamp_(min=LOG_FLOOR), out=log_mel)
-        for b, t0, t1, row in pending:
-            if normalize is None:
-                out[b, t0:t1] = log_mel[row : row + t1 - t0]
-            else:
-                torch.add(shift, log_mel[row : row + t1 - t0], alpha=scale, out=out[b, t0:t1])
 
-    for b, clip_frames in enumerate(frames):
-        t0 = 0
-        while t0 < clip_frames.shape[0]:
-            t1 = min(clip_frames.shape[0], t0 + block_frames - filled)
-            source = clip_frames[t0:t1]  # (t, 400)
-            torch.sub(source, source.mean(dim=-1, keepdim=True), out=centred[filled : filled + t1 - t0, 1:])
-            pending.append((b, t0, t1, filled))
-            filled += t1 - t0
-            t0 = t1
-            if filled == block_frames:
-                flush()
-                pending, filled = [], 0
-    if filled:
-        flush()
-    return out
+def _allocate_block(rows: int, num_mel: int, device: torch.device) -> _BlockBuffers:
+    centred = torch.empty(rows, FRAME_LENGTH + 1, device=device)
+    padded = torch.zeros(rows, FFT_SIZE, device=device)
+    energies = torch.empty(rows, num_mel, device=device)
+    return _BlockBuffers(centred, padded, energies)
+
+
+def _plan_blocks(counts: list[int], block_frames: int) -> Iterator[tuple[list[_Piece], int]]:
+    """The frames of all clips in order, cut into blocks of `block_frames` rows (the last block may be shorter).
+
+    A clip may straddle two or more blocks. Yields each block's pieces and its number of rows.
+    """
+    pieces: list[_Piece] = []
+    rows = 0
+    for clip, count in enumerate(counts):
+        first = 0
+        while first < count:
+            stop = min(count, first + block_frames - rows)
+            pieces.append(_Piece(clip, first, stop, rows))
+            rows += stop - first
+            first = stop
+            if rows == block_frames:
+                yield pieces, rows
+                pieces, rows = [], 0
+    if rows:
+        yield pieces, rows
+
+
+def _remove_dc_offset(frames: list[torch.Tensor], pieces: list[_Piece], centred: torch.Tensor) -> torch.Tensor:
+    """Copies the block's frames into centred[:, 1:], each minus its own mean; returns `centred` (R, 401)."""
+    for clip, first, stop, row in pieces:
+        source = frames[clip][first:stop]  # (t, 400)
+        torch.sub(source, source.mean(dim=-1, keepdim=True), out=centred[row : row + stop - first, 1:])
+    return centred
+
+
+def _preemphasize_and_window(centred: torch.Tensor, padded: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """(x[i] - 0.97 x[i-1]) * window[i] with x[-1] := x[0], into padded[:, :400]; returns `padded` (R, 512)."""
+    centred[:, 0] = centred[:, 1]
+    emphasised = padded[:, :FRAME_LENGTH]  # (R, 400)
+    torch.mul(centred[:, :-1], -PREEMPHASIS, out=emphasised)
+    emphasised += centred[:, 1:]
+    emphasised *= window
+    return padded
+
+
+def _power_spectrum(padded: torch.Tensor) -> torch.Tensor:
+    """|rfft|^2 of each row as interleaved (re^2, im^2), (R, 512) -> (R, 257 * 2); the mel weights add the pairs."""
+    return torch.view_as_real(torch.fft.rfft(padded)).square_().view(padded.shape[0], -1)
+
+
+def _log_mel(squares: torch.Tensor, mel_blocks: list[MelBlock], energies: torch.Tensor) -> torch.Tensor:
+    """log(max(mel energy, float32 eps)), computed in `energies` (R, M) and returned."""
+    log_mel = project_mel(squares, mel_blocks, energies)
+    return torch.log(log_mel.clamp_(min=LOG_FLOOR), out=log_mel)
+
+
+def _write_frames(
+    log_mel: torch.Tensor, pieces: list[_Piece], out: torch.Tensor, normalize: tuple[float, float] | None
+) -> None:
+    """Each piece's rows to its clip's frames in `out`, as `(log_mel - mean) / (2 std)` when `normalize` is given."""
+    if normalize is None:
+        for clip, first, stop, row in pieces:
+            out[clip, first:stop] = log_mel[row : row + stop - first]
+        return
+    mean, std = normalize
+    scale, shift = 1 / (2 * std), -mean / (2 * std)
+    for clip, first, stop, row in pieces:
+        torch.add(shift, log_mel[row : row + stop - first], alpha=scale, out=out[clip, first:stop])
 
 
 class ASTFeatureExtractor(SequenceFeatureExtractor):
@@ -281,7 +374,8 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         output.pop("feature_extractor_type", None)
         return output
 
-    def _mel_and_window(self, device: torch.device) -> tuple[list[MelBlock], torch.Tensor]:
+    def _mel_blocks_and_window(self, device: torch.device) -> tuple[list[MelBlock], torch.Tensor]:
+        """The `mel_band_groups` blocks of the filterbank and the window on `device`, made once per device."""
         if device not in self._constants:
             mel = kaldi_mel_banks(self.num_mel_bins, self.sampling_rate).to(device)
             self._constants[device] = (mel_band_groups(mel), hann_window().to(device))
@@ -318,8 +412,43 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         return_attention_mask: return the (batch, frames) int mask of real (not padded) frames.
         device: where to compute ("cpu", "cuda", ...); with return_tensors="pt" the tensors stay there.
         """
+        # Arguments, checked in this order so that the first wrong one is the one reported.
         if self.padding_side != "right":
             raise ValueError(f"padding_side={self.padding_side!r} is not supported; set it back to 'right'.")
+        self._check_sampling_rate(sampling_rate)
+        if kwargs:
+            raise TypeError(f"Unexpected argument(s) {sorted(kwargs)} to {type(self).__name__}.__call__.")
+        max_length = _check_integer("max_length", self.max_length if max_length is None else max_length, minimum=1)
+        warn_if_cut = truncation is None
+        truncation = True if truncation is None else truncation
+        if return_attention_mask is None:
+            return_attention_mask = self.return_attention_mask
+        padding = _padding_strategy(padding)
+        if return_tensors not in (None, "pt", "np"):
+            raise ValueError(f"return_tensors={return_tensors!r} is not supported; use 'pt', 'np' or None.")
+        device = torch.device(device) if device is not None else torch.device("cpu")
+
+        # Frames: of each whole clip, and kept in the output.
+        clips = _as_clip_list(raw_speech)
+        lengths = [num_frames(clip.shape[0]) for clip in clips]
+        kept = [min(n, max_length) if truncation else n for n in lengths]
+        if warn_if_cut and not self._warned_truncation and max(lengths) > max_length:
+            self._warn_truncation(lengths, max_length)
+        width = _padded_width(padding, kept, max_length, return_tensors)  # None: each clip keeps its own frames
+
+        # Features, then padding after each clip's kept frames.
+        fbank = torch.empty(len(clips), max(width or 0, max(kept)), self.num_mel_bins, device=device)  # (B, T, M)
+        normalize = (self.mean, self.std) if self.do_normalize else None
+        self._log_mel_into(clips, fbank, normalize)
+        self._fill_padding(fbank, kept, normalize)
+
+        values, mask = _split_padded(fbank, kept, width, return_attention_mask)
+        data = {"input_values": _as_return_type(values, return_tensors)}
+        if return_attention_mask:
+            data["attention_mask"] = _as_return_type(mask, return_tensors)
+        return BatchFeature(data, tensor_type=None)
+
+    def _check_sampling_rate(self, sampling_rate: int | None) -> None:
         if sampling_rate is None:
             # As transformers' extractors: audio at another rate would give wrong features without any error.
             logger.warning_once(
@@ -333,59 +462,6 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
                 f"torchaudio.functional.resample(waveform, {sampling_rate}, {self.sampling_rate}), or cast a "
                 f"datasets column with Audio(sampling_rate={self.sampling_rate})."
             )
-        if kwargs:
-            raise TypeError(f"Unexpected argument(s) {sorted(kwargs)} to {type(self).__name__}.__call__.")
-        max_length = _check_integer("max_length", self.max_length if max_length is None else max_length, minimum=1)
-        warn_if_cut = truncation is None
-        truncation = True if truncation is None else truncation
-        if return_attention_mask is None:
-            return_attention_mask = self.return_attention_mask
-        padding = _padding_strategy(padding)
-        if return_tensors not in (None, "pt", "np"):
-            raise ValueError(f"return_tensors={return_tensors!r} is not supported; use 'pt', 'np' or None.")
-        device = torch.device(device) if device is not None else torch.device("cpu")
-
-        clips = _as_clip_list(raw_speech)
-        lengths = [num_frames(clip.shape[0]) for clip in clips]
-        kept = [min(n, max_length) if truncation else n for n in lengths]  # real frames in the output
-        if warn_if_cut and not self._warned_truncation and max(lengths) > max_length:
-            self._warn_truncation(lengths, max_length)
-        if padding == "max_length":
-            width = max(max_length, max(kept))
-        elif padding == "longest":
-            width = max(kept)
-        else:
-            width = None
-            if return_tensors is not None and len(set(kept)) > 1:
-                raise ValueError(
-                    f"padding=False with return_tensors={return_tensors!r} needs clips of equal length, got "
-                    f"{sorted(set(kept))} frames. Use padding='longest' (with return_attention_mask=True) instead."
-                )
-
-        fbank = torch.empty(len(clips), max(width or 0, max(kept)), self.num_mel_bins, device=device)  # (B, T, M)
-        normalize = (self.mean, self.std) if self.do_normalize else None
-        self._fbank(clips, fbank, normalize)
-        # Padding is padding_value in the log-mel domain, normalised like the frames (same float32 operations).
-        padding_value = torch.tensor(self.padding_value, dtype=torch.float32)
-        if normalize is not None:
-            padding_value = padding_value.sub_(self.mean).div_(2 * self.std)
-        for i, n in enumerate(kept):
-            fbank[i, n:] = padding_value
-        real = torch.arange(fbank.shape[1], device=device)[None, :] < torch.tensor(kept, device=device)[:, None]
-        if width is None:
-            values: Any = [fbank[i, : kept[i]] for i in range(len(clips))]
-            mask: Any = [real[i, : kept[i]].to(torch.int32) for i in range(len(clips))]
-        else:
-            values, mask = fbank, real.to(torch.int32)
-        if return_tensors != "pt":
-            values = [v.cpu().numpy() for v in values] if isinstance(values, list) else values.cpu().numpy()
-            mask = [m.cpu().numpy() for m in mask] if isinstance(mask, list) else mask.cpu().numpy()
-            if return_tensors is None and not isinstance(values, list):
-                values, mask = list(values), list(mask)
-        data = {"input_values": values}
-        if return_attention_mask:
-            data["attention_mask"] = mask
-        return BatchFeature(data, tensor_type=None)
 
     def _warn_truncation(self, lengths: list[int], max_length: int) -> None:
         longest = max(range(len(lengths)), key=lengths.__getitem__)
@@ -402,18 +478,74 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         )
         self._warned_truncation = True
 
-    def _fbank(self, clips: list[torch.Tensor], out: torch.Tensor, normalize: tuple[float, float] | None) -> None:
-        """(Normalised) log-mel of the first out.shape[1] frames of every clip into `out` (B, T, M); frames past a
-        clip's end are left for the caller to fill."""
-        device = out.device
-        needed = FRAME_LENGTH + (out.shape[1] - 1) * FRAME_SHIFT  # samples that the kept frames touch
+    def _log_mel_into(
+        self, clips: list[torch.Tensor], out: torch.Tensor, normalize: tuple[float, float] | None
+    ) -> None:
+        """(Normalised) log-mel of the first out.shape[1] frames of every clip into `out` (B, T, M) on its device.
+
+        Frames past a clip's end are left for the caller to fill.
+        """
+        waveforms = self._prepare_waveforms(clips, out.shape[1], out.device)
+        mel_blocks, window = self._mel_blocks_and_window(out.device)
+        _banded_kaldi_fbank(waveforms, mel_blocks, window, out=out, normalize=normalize)
+
+    def _prepare_waveforms(self, clips: list[torch.Tensor], frames: int, device: torch.device) -> list[torch.Tensor]:
+        """Each clip as float32 on `device`, cut to the samples its first `frames` frames touch; minus its mean
+        over the whole clip (as the authors' code does) when `subtract_waveform_mean`."""
+        needed = FRAME_LENGTH + (frames - 1) * FRAME_SHIFT
         prepared = []
         for clip in clips:
             if self.subtract_waveform_mean:
-                clip = clip - clip.mean()  # over the whole clip, as the authors' code does
+                clip = clip - clip.mean()
             prepared.append(clip[:needed].to(device=device, dtype=torch.float32))
-        mel_groups, window = self._mel_and_window(device)
-        batched_kaldi_fbank(prepared, mel_groups, window, out=out, normalize=normalize)
+        return prepared
+
+    def _fill_padding(self, fbank: torch.Tensor, kept: list[int], normalize: tuple[float, float] | None) -> None:
+        """Frames past each clip's kept frames: padding_value in the log-mel domain, normalised like the frames
+        (with the same float32 operations)."""
+        padding_value = torch.tensor(self.padding_value, dtype=torch.float32)
+        if normalize is not None:
+            padding_value = padding_value.sub_(normalize[0]).div_(2 * normalize[1])
+        for i, n in enumerate(kept):
+            fbank[i, n:] = padding_value
+
+
+def _padded_width(padding: str, kept: list[int], max_length: int, return_tensors: str | None) -> int | None:
+    """Frames of the padded output, or None when each clip keeps its own number of frames (no padding)."""
+    if padding == "max_length":
+        return max(max_length, max(kept))
+    if padding == "longest":
+        return max(kept)
+    if return_tensors is not None and len(set(kept)) > 1:
+        raise ValueError(
+            f"padding=False with return_tensors={return_tensors!r} needs clips of equal length, got "
+            f"{sorted(set(kept))} frames. Use padding='longest' (with return_attention_mask=True) instead."
+        )
+    return None
+
+
+def _split_padded(
+    fbank: torch.Tensor, kept: list[int], width: int | None, with_mask: bool
+) -> tuple[torch.Tensor | list[torch.Tensor], torch.Tensor | list[torch.Tensor] | None]:
+    """The features and the int32 mask of real frames: (B, T, M) and (B, T), or per clip when `width` is None."""
+    mask = None
+    if with_mask:
+        frame = torch.arange(fbank.shape[1], device=fbank.device)  # (T,)
+        real = frame[None, :] < torch.tensor(kept, device=fbank.device)[:, None]  # (B, T)
+        mask = real.to(torch.int32) if width is not None else [real[i, :n].to(torch.int32) for i, n in enumerate(kept)]
+    if width is None:
+        return [fbank[i, :n] for i, n in enumerate(kept)], mask
+    return fbank, mask
+
+
+def _as_return_type(values: Any, return_tensors: str | None) -> Any:
+    """Tensors as they are for "pt"; else numpy: one array for "np", a list of per-clip arrays for None."""
+    if return_tensors == "pt":
+        return values
+    if isinstance(values, list):
+        return [v.cpu().numpy() for v in values]
+    array = values.cpu().numpy()
+    return list(array) if return_tensors is None else array
 
 
 def _check_number(name: str, value: Any) -> float:
@@ -463,7 +595,7 @@ def _as_clip_list(raw_speech: Any) -> list[torch.Tensor]:
                                  "least one clip.")
             if columns == 1:
                 return [_as_clip(raw_speech[:, 0], 0)]  # (N, 1): one mono clip
-            if 1 < columns <= 8 and rows > columns:
+            if 1 < columns <= MAX_AUDIO_CHANNELS and rows > columns:
                 raise ValueError(
                     f"Got a 2-D array of shape {tuple(raw_speech.shape)}, which looks like multi-channel audio laid "
                     "out (samples, channels). AST takes mono audio: mix it down first (e.g. audio.mean(axis=1)). "
