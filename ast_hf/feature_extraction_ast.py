@@ -2,9 +2,10 @@
 
 A batched torch implementation of the Kaldi log-mel filterbank that every AST checkpoint was trained on
 (`torchaudio.compliance.kaldi.fbank(w, htk_compat=True, sample_frequency=16000, use_energy=False,
-window_type="hanning", num_mel_bins=128, dither=0.0, frame_shift=10)`): the whole batch is framed, transformed
-and mel-projected in one pass, on CPU or on a GPU. Padding, truncation and normalisation follow transformers'
-`ASTFeatureExtractor`, whose constructor arguments and saved config this class shares.
+window_type="hanning", num_mel_bins=128, dither=0.0, frame_shift=10)`; the other Kaldi windows are an option):
+the whole batch is framed, transformed and mel-projected in one pass, on CPU or on a GPU. Padding, truncation and
+normalisation follow transformers' `ASTFeatureExtractor`, whose constructor arguments and saved config this class
+shares.
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ MAX_AUDIO_CHANNELS = 8
 # Frames per second of the Kaldi framing (10 ms shift), for messages in seconds.
 FRAMES_PER_SECOND = 100
 
+# Kaldi's analysis windows (torchaudio.compliance.kaldi.fbank's window_type); every AST checkpoint used "hanning".
+WINDOW_TYPES = ("hanning", "hamming", "povey", "rectangular", "blackman")
+# Kaldi's default blackman_coeff: 0.42 - 0.5 cos + 0.08 cos(2x), the classic Blackman window.
+BLACKMAN_COEFF = 0.42
+# Other libraries' names of the same windows (numpy, scipy, torch, transformers), for the error message only.
+_WINDOW_ALIASES = {"hann": "hanning", "hann_window": "hanning", "hamming_window": "hamming", "boxcar": "rectangular",
+                   "rect": "rectangular", "ones": "rectangular", "blackman_window": "blackman"}
+
 # Integer PCM is scaled to [-1, 1) by these full-scale values.
 _PCM_FULL_SCALE = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31, np.dtype(np.int8): 2.0**7}
 
@@ -86,9 +95,49 @@ def kaldi_mel_banks(num_mel_bins: int, sampling_rate: int, fft_size: int = FFT_S
     return weights.T.contiguous()  # (K + 1, M)
 
 
+def kaldi_window(window_type: str = "hanning", length: int = FRAME_LENGTH) -> torch.Tensor:
+    """Kaldi's analysis window `window_type` of `length` samples, float32, with n = 0 .. N - 1 and N = `length`.
+
+    Computed as `torchaudio.compliance.kaldi.fbank` computes it (`_feature_window_function`), so that the features
+    match `fbank(..., window_type=window_type)`:
+    "hanning": 0.5 - 0.5 cos(2 pi n / (N - 1)), the symmetric Hann window;
+    "hamming": 0.54 - 0.46 cos(2 pi n / (N - 1));
+    "povey": the hanning window to the power 0.85 (Kaldi's own default);
+    "rectangular": ones;
+    "blackman": 0.42 - 0.5 cos(2 pi n / (N - 1)) + 0.08 cos(4 pi n / (N - 1)) (Kaldi's blackman_coeff 0.42).
+    """
+    _check_window_type(window_type)
+    if window_type == "hanning":
+        return torch.hann_window(length, periodic=False, dtype=torch.float32)
+    if window_type == "hamming":
+        return torch.hamming_window(length, periodic=False, alpha=0.54, beta=0.46, dtype=torch.float32)
+    if window_type == "povey":
+        return torch.hann_window(length, periodic=False, dtype=torch.float32).pow(0.85)
+    if window_type == "rectangular":
+        return torch.ones(length, dtype=torch.float32)
+    a = 2 * math.pi / (length - 1)
+    n = torch.arange(length, dtype=torch.float32)
+    return BLACKMAN_COEFF - 0.5 * torch.cos(a * n) + (0.5 - BLACKMAN_COEFF) * torch.cos(2 * a * n)
+
+
 def hann_window(length: int = FRAME_LENGTH) -> torch.Tensor:
-    """Kaldi's "hanning" window: the symmetric Hann window 0.5 - 0.5 cos(2 pi n / (N - 1))."""
-    return torch.hann_window(length, periodic=False, dtype=torch.float32)
+    """Kaldi's "hanning" window, the one every released AST checkpoint used: `kaldi_window("hanning", length)`."""
+    return kaldi_window("hanning", length)
+
+
+def _check_window_type(window_type: Any) -> str:
+    """`window_type` if it is one of `WINDOW_TYPES`; a TypeError/ValueError naming it and the choices otherwise."""
+    choices = ", ".join(repr(name) for name in WINDOW_TYPES)
+    if not isinstance(window_type, str):
+        raise TypeError(f"window_type={window_type!r} is a {type(window_type).__name__}; pass one of {choices}.")
+    if window_type not in WINDOW_TYPES:
+        alias = _WINDOW_ALIASES.get(window_type.lower(), window_type.lower())
+        hint = f" (Kaldi calls it {alias!r})" if alias in WINDOW_TYPES else ""
+        raise ValueError(
+            f"window_type={window_type!r} is not one of Kaldi's windows {choices}{hint}. Pretrained AST checkpoints "
+            "all use 'hanning'."
+        )
+    return window_type
 
 
 def num_frames(num_samples: int) -> int:
@@ -164,7 +213,7 @@ def batched_kaldi_fbank(
     cache; the mel projection uses the banded blocks of `mel_band_groups`.
 
     mel_banks: the (257, M) filterbank of `kaldi_mel_banks`, on the device of `window`.
-    window: the (400,) analysis window, e.g. `hann_window()`; the computation runs on its device.
+    window: the (400,) analysis window, e.g. `kaldi_window("hanning")`; the computation runs on its device.
     out: a (B, T, M) tensor; clip b fills out[b, :min(T, frames_b)] and the rest is left untouched. Without it,
         the result has max(frames_b) frames and rows past a shorter clip's end are zero.
     normalize: (mean, std) to apply `(log_mel - mean) / (2 std)` while the block is in cache.
@@ -314,6 +363,15 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
     return_attention_mask (bool, defaults to False): also return the (batch, frames) mask of real frames.
     subtract_waveform_mean (bool, defaults to False): subtract each clip's mean before the fbank, as the authors'
         training code does; transformers' extractor (and so the default) does not.
+    window_type (str, defaults to "hanning"): Kaldi's analysis window, as `torchaudio.compliance.kaldi.fbank`'s
+        `window_type`: "hanning" (Hann), "hamming", "povey", "rectangular" or "blackman" (blackman_coeff 0.42); see
+        `kaldi_window`. With a pretrained checkpoint keep "hanning": every released AST was trained with it (the
+        paper's text says Hamming, but the authors' code calls Kaldi's fbank with window_type="hanning"), and
+        another window changes the features the weights expect. For a model trained from scratch either works
+        (Hann and Hamming give nearly the same features); keep the one the model was trained with. The value is
+        saved in preprocessor_config.json; a file without it (e.g. written by transformers' `ASTFeatureExtractor`)
+        loads as "hanning". transformers' extractor has no such option and always uses "hanning": it loads a file
+        with another window_type without error but ignores the field.
 
     Padding is always at the end (`padding_side="right"`): `padding_side="left"` is refused with a ValueError, as
     `ASTModel` reads the attention mask as real frames first. Constructor values of the wrong type (e.g.
@@ -334,6 +392,7 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         std: float = 4.5689974,
         return_attention_mask: bool = False,
         subtract_waveform_mean: bool = False,
+        window_type: str = "hanning",
         **kwargs: Any,
     ) -> None:
         super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
@@ -349,6 +408,7 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
                 raise ValueError(f"{name}={value} is not finite; every feature would be NaN. Pass a real number.")
         if std <= 0:
             raise ValueError(f"std={std} must be positive; compute it with ast_hf.compute_normalization_stats.")
+        _check_window_type(window_type)
         if self.padding_side != "right":
             raise ValueError(
                 f"padding_side={self.padding_side!r} is not supported: padding goes at the end of each clip and "
@@ -362,7 +422,9 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         self.std = std
         self.return_attention_mask = return_attention_mask
         self.subtract_waveform_mean = subtract_waveform_mean
-        self._constants: dict[torch.device, tuple[list[MelBlock], torch.Tensor]] = {}
+        self.window_type = window_type
+        # Filterbank blocks and window, made once per (device, num_mel_bins, window_type).
+        self._constants: dict[tuple[torch.device, int, str], tuple[list[MelBlock], torch.Tensor]] = {}
         self._warned_truncation = False  # the implicit-truncation warning is given once per extractor
 
     def to_dict(self) -> dict[str, Any]:
@@ -375,11 +437,16 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         return output
 
     def _mel_blocks_and_window(self, device: torch.device) -> tuple[list[MelBlock], torch.Tensor]:
-        """The `mel_band_groups` blocks of the filterbank and the window on `device`, made once per device."""
-        if device not in self._constants:
+        """The `mel_band_groups` blocks of the filterbank and the `window_type` window on `device`.
+
+        Made once per device and kept; the key holds the settings too, so that changing `num_mel_bins` or
+        `window_type` on an existing extractor takes effect (an unknown window_type is refused here).
+        """
+        key = (device, self.num_mel_bins, self.window_type)
+        if key not in self._constants:
             mel = kaldi_mel_banks(self.num_mel_bins, self.sampling_rate).to(device)
-            self._constants[device] = (mel_band_groups(mel), hann_window().to(device))
-        return self._constants[device]
+            self._constants[key] = (mel_band_groups(mel), kaldi_window(self.window_type).to(device))
+        return self._constants[key]
 
     def __call__(
         self,
@@ -673,6 +740,7 @@ __all__ = [
     "batched_kaldi_fbank",
     "hann_window",
     "kaldi_mel_banks",
+    "kaldi_window",
     "mel_band_groups",
     "num_frames",
     "project_mel",
