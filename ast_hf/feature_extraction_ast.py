@@ -10,6 +10,7 @@ shares.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import warnings
@@ -426,6 +427,21 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         # Filterbank blocks and window, made once per (device, num_mel_bins, window_type).
         self._constants: dict[tuple[torch.device, int, str], tuple[list[MelBlock], torch.Tensor]] = {}
         self._warned_truncation = False  # the implicit-truncation warning is given once per extractor
+
+    @classmethod
+    def from_dict(cls, feature_extractor_dict: dict[str, Any], **kwargs: Any) -> Any:
+        """As transformers' `from_dict`, except that a constructor argument passed to `from_pretrained` is used even
+        when the saved config lacks it: transformers drops such an argument silently, so that
+        `from_pretrained(<a config written by transformers' extractor>, window_type="hamming")` would give "hanning".
+        """
+        arguments = [
+            name
+            for name, parameter in inspect.signature(cls.__init__).parameters.items()
+            if parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and name != "self"
+        ]
+        saved = feature_extractor_dict
+        missing = {name: kwargs.pop(name) for name in arguments if name in kwargs and name not in saved}
+        return super().from_dict({**saved, **missing}, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()

@@ -118,6 +118,9 @@ def test_configs_without_window_type_load_as_hanning(tmp_path):
     transformers.ASTFeatureExtractor().save_pretrained(tmp_path / "hf")
     assert "window_type" not in json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())
     assert ASTFeatureExtractor.from_pretrained(tmp_path / "hf").window_type == "hanning"
+    # An argument of from_pretrained applies even though the file lacks the field (transformers would drop it).
+    assert ASTFeatureExtractor.from_pretrained(tmp_path / "hf", window_type="hamming").window_type == "hamming"
+    assert ASTFeatureExtractor.from_pretrained(tmp_path / "old", window_type="povey").window_type == "povey"
 
 
 def test_builtin_extractor_loads_a_config_with_window_type(tmp_path):
