@@ -368,9 +368,10 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         `window_type`: "hanning" (Hann), "hamming", "povey", "rectangular" or "blackman" (blackman_coeff 0.42); see
         `kaldi_window`. With a pretrained checkpoint keep "hanning": every released AST was trained with it (the
         paper's text says Hamming, but the authors' code calls Kaldi's fbank with window_type="hanning"), and
-        another window changes the features the weights expect. For a model trained from scratch either works
-        (Hann and Hamming give nearly the same features); keep the one the model was trained with. The value is
-        saved in preprocessor_config.json; a file without it (e.g. written by transformers' `ASTFeatureExtractor`)
+        another window changes the features the weights expect. For a model trained from scratch "hanning" or
+        "hamming" both work (Hamming keeps 8% at the frame edges and has lower first sidelobes); then keep the
+        window the model was trained with for fine-tuning and inference. The value is saved in
+        preprocessor_config.json; a file without it (e.g. written by transformers' `ASTFeatureExtractor`)
         loads as "hanning". transformers' extractor has no such option and always uses "hanning": it loads a file
         with another window_type without error but ignores the field.
 
