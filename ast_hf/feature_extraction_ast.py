@@ -244,12 +244,28 @@ def _banded_kaldi_fbank(
     counts = [f.shape[0] for f in frames]
     block = _allocate_block(_block_rows(block_frames, sum(counts), device), mel_blocks[-1][1], device)
     for pieces, rows in _plan_blocks(counts, block.centred.shape[0]):
-        centred = _remove_dc_offset(frames, pieces, block.centred[:rows])  # (R, 401)
-        padded = _preemphasize_and_window(centred, block.padded[:rows], window)  # (R, 512)
-        squares = _power_spectrum(padded)  # (R, 257 * 2)
-        log_mel = _log_mel(squares, mel_blocks, block.energies[:rows])  # (R, M)
+        log_mel = _block_log_mel(frames, pieces, rows, block, mel_blocks, window)  # (R, M)
         _write_frames(log_mel, pieces, out, normalize)
     return out
+
+
+def _block_log_mel(
+    frames: list[torch.Tensor],
+    pieces: list[_Piece],
+    rows: int,
+    block: _BlockBuffers,
+    mel_blocks: list[MelBlock],
+    window: torch.Tensor,
+) -> torch.Tensor:
+    """Log-mel of one block of frames, (R, M) in `block.energies`.
+
+    A function of its own so that the block's spectrum is freed on return: the next block's rfft then reuses its
+    memory while it is warm (kept alive across blocks, it made the fbank 5% to 45% slower in A/B runs here).
+    """
+    centred = _remove_dc_offset(frames, pieces, block.centred[:rows])  # (R, 401)
+    padded = _preemphasize_and_window(centred, block.padded[:rows], window)  # (R, 512)
+    squares = _power_spectrum(padded)  # (R, 257 * 2)
+    return _log_mel(squares, mel_blocks, block.energies[:rows])  # (R, M)
 
 
 def _get_strided(clips: Sequence[torch.Tensor]) -> list[torch.Tensor]:
