@@ -2,18 +2,20 @@
 
 A batched torch implementation of the Kaldi log-mel filterbank that every AST checkpoint was trained on
 (`torchaudio.compliance.kaldi.fbank(w, htk_compat=True, sample_frequency=16000, use_energy=False,
-window_type="hanning", num_mel_bins=128, dither=0.0, frame_shift=10)`): the whole batch is framed, transformed
-and mel-projected in one pass, on CPU or on a GPU. Padding, truncation and normalisation follow transformers'
-`ASTFeatureExtractor`, whose constructor arguments and saved config this class shares.
+window_type="hanning", num_mel_bins=128, dither=0.0, frame_shift=10)`; the other Kaldi windows are an option):
+the whole batch is framed, transformed and mel-projected in one pass, on CPU or on a GPU. Padding, truncation and
+normalisation follow transformers' `ASTFeatureExtractor`, whose constructor arguments and saved config this class
+shares.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import warnings
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -42,8 +44,19 @@ CPU_BLOCK_FRAMES = 1024
 # that squared: float32 cannot overflow below sqrt(3.4e38 / (512 * 400)) / 7.88 = 5.2e15. Real audio is in [-1, 1];
 # past this bound the power spectrum would become Inf and the features NaN, so such clips are refused.
 MAX_AMPLITUDE = 1e15
+# A 2-D input of at most this many columns and more rows than columns is taken for (samples, channels) audio and
+# refused: audio files carry at most 8 channels (7.1 surround), while a batch of clips has more samples than clips.
+MAX_AUDIO_CHANNELS = 8
 # Frames per second of the Kaldi framing (10 ms shift), for messages in seconds.
 FRAMES_PER_SECOND = 100
+
+# Kaldi's analysis windows (torchaudio.compliance.kaldi.fbank's window_type); every AST checkpoint used "hanning".
+WINDOW_TYPES = ("hanning", "hamming", "povey", "rectangular", "blackman")
+# Kaldi's default blackman_coeff: 0.42 - 0.5 cos + 0.08 cos(2x), the classic Blackman window.
+BLACKMAN_COEFF = 0.42
+# Other libraries' names of the same windows (numpy, scipy, torch, transformers), for the error message only.
+_WINDOW_ALIASES = {"hann": "hanning", "hann_window": "hanning", "hamming_window": "hamming", "boxcar": "rectangular",
+                   "rect": "rectangular", "ones": "rectangular", "blackman_window": "blackman"}
 
 # Integer PCM is scaled to [-1, 1) by these full-scale values.
 _PCM_FULL_SCALE = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31, np.dtype(np.int8): 2.0**7}
@@ -83,9 +96,49 @@ def kaldi_mel_banks(num_mel_bins: int, sampling_rate: int, fft_size: int = FFT_S
     return weights.T.contiguous()  # (K + 1, M)
 
 
+def kaldi_window(window_type: str = "hanning", length: int = FRAME_LENGTH) -> torch.Tensor:
+    """Kaldi's analysis window `window_type` of `length` samples, float32, with n = 0 .. N - 1 and N = `length`.
+
+    Computed as `torchaudio.compliance.kaldi.fbank` computes it (`_feature_window_function`), so that the features
+    match `fbank(..., window_type=window_type)`:
+    "hanning": 0.5 - 0.5 cos(2 pi n / (N - 1)), the symmetric Hann window;
+    "hamming": 0.54 - 0.46 cos(2 pi n / (N - 1));
+    "povey": the hanning window to the power 0.85 (Kaldi's own default);
+    "rectangular": ones;
+    "blackman": 0.42 - 0.5 cos(2 pi n / (N - 1)) + 0.08 cos(4 pi n / (N - 1)) (Kaldi's blackman_coeff 0.42).
+    """
+    _check_window_type(window_type)
+    if window_type == "hanning":
+        return torch.hann_window(length, periodic=False, dtype=torch.float32)
+    if window_type == "hamming":
+        return torch.hamming_window(length, periodic=False, alpha=0.54, beta=0.46, dtype=torch.float32)
+    if window_type == "povey":
+        return torch.hann_window(length, periodic=False, dtype=torch.float32).pow(0.85)
+    if window_type == "rectangular":
+        return torch.ones(length, dtype=torch.float32)
+    a = 2 * math.pi / (length - 1)
+    n = torch.arange(length, dtype=torch.float32)
+    return BLACKMAN_COEFF - 0.5 * torch.cos(a * n) + (0.5 - BLACKMAN_COEFF) * torch.cos(2 * a * n)
+
+
 def hann_window(length: int = FRAME_LENGTH) -> torch.Tensor:
-    """Kaldi's "hanning" window: the symmetric Hann window 0.5 - 0.5 cos(2 pi n / (N - 1))."""
-    return torch.hann_window(length, periodic=False, dtype=torch.float32)
+    """Kaldi's "hanning" window, the one every released AST checkpoint used: `kaldi_window("hanning", length)`."""
+    return kaldi_window("hanning", length)
+
+
+def _check_window_type(window_type: Any) -> str:
+    """`window_type` if it is one of `WINDOW_TYPES`; a TypeError/ValueError naming it and the choices otherwise."""
+    choices = ", ".join(repr(name) for name in WINDOW_TYPES)
+    if not isinstance(window_type, str):
+        raise TypeError(f"window_type={window_type!r} is a {type(window_type).__name__}; pass one of {choices}.")
+    if window_type not in WINDOW_TYPES:
+        alias = _WINDOW_ALIASES.get(window_type.lower(), window_type.lower())
+        hint = f" (Kaldi calls it {alias!r})" if alias in WINDOW_TYPES else ""
+        raise ValueError(
+            f"window_type={window_type!r} is not one of Kaldi's windows {choices}{hint}. Pretrained AST checkpoints "
+            "all use 'hanning'."
+        )
+    return window_type
 
 
 def num_frames(num_samples: int) -> int:
@@ -122,9 +175,31 @@ def project_mel(squares: torch.Tensor, groups: list[MelBlock], out: torch.Tensor
     return out
 
 
+class _Piece(NamedTuple):
+    """Frames [first, stop) of clip number `clip`, at rows [row, row + stop - first) of a block."""
+
+    clip: int
+    first: int
+    stop: int
+    row: int
+
+
+class _BlockBuffers(NamedTuple):
+    """Work memory of one block of frames, reused by every block.
+
+    The frames of a clip overlap in memory (a strided view), so each block is copied here before it is changed in
+    place; the three buffers hold the block after DC removal, after pre-emphasis and window, and after the mel
+    projection.
+    """
+
+    centred: torch.Tensor  # (R, 401): column 0 repeats column 1, as Kaldi's pre-emphasis takes x[-1] := x[0]
+    padded: torch.Tensor  # (R, 512): the windowed frame in columns 0..399; columns 400..511 stay 0
+    energies: torch.Tensor  # (R, M)
+
+
 def batched_kaldi_fbank(
     waveforms: torch.Tensor | Sequence[torch.Tensor],
-    mel_banks: torch.Tensor | list[MelBlock],
+    mel_banks: torch.Tensor,
     window: torch.Tensor,
     block_frames: int = CPU_BLOCK_FRAMES,
     out: torch.Tensor | None = None,
@@ -136,68 +211,152 @@ def batched_kaldi_fbank(
     power spectrum: per frame remove the DC offset, pre-emphasise (x[i] - 0.97 x[i-1], x[-1] := x[0]), window,
     zero-pad to 512, |rfft|^2, mel projection, log with a floor of float32 eps. The frames of all clips are
     processed together in blocks of `block_frames` rows (one block on a GPU) so that the temporaries stay in
-    cache; the mel projection uses the banded blocks of `mel_band_groups` (`mel_banks` may be those blocks).
+    cache; the mel projection uses the banded blocks of `mel_band_groups`.
 
+    mel_banks: the (257, M) filterbank of `kaldi_mel_banks`, on the device of `window`.
+    window: the (400,) analysis window, e.g. `kaldi_window("hanning")`; the computation runs on its device.
     out: a (B, T, M) tensor; clip b fills out[b, :min(T, frames_b)] and the rest is left untouched. Without it,
         the result has max(frames_b) frames and rows past a shorter clip's end are zero.
     normalize: (mean, std) to apply `(log_mel - mean) / (2 std)` while the block is in cache.
     """
+    if not isinstance(mel_banks, torch.Tensor):
+        raise TypeError(
+            f"mel_banks is a {type(mel_banks).__name__}; pass the (257, num_mel_bins) matrix of kaldi_mel_banks."
+        )
     clips = list(waveforms.unbind(0)) if isinstance(waveforms, torch.Tensor) and waveforms.ndim == 2 else waveforms
-    groups = mel_banks if isinstance(mel_banks, list) else mel_band_groups(mel_banks)
-    num_mel = groups[-1][1]
+    return _banded_kaldi_fbank(clips, mel_band_groups(mel_banks), window, block_frames, out, normalize)
+
+
+def _banded_kaldi_fbank(
+    clips: Sequence[torch.Tensor],
+    mel_blocks: list[MelBlock],
+    window: torch.Tensor,
+    block_frames: int = CPU_BLOCK_FRAMES,
+    out: torch.Tensor | None = None,
+    normalize: tuple[float, float] | None = None,
+) -> torch.Tensor:
+    """`batched_kaldi_fbank` with the filterbank already split by `mel_band_groups` (the extractor keeps them)."""
     device = window.device
-    frames = []  # (t_b, 400) strided views, one per clip
+    frames = _get_strided(clips)
+    if out is None:
+        out = torch.zeros(len(frames), max(f.shape[0] for f in frames), mel_blocks[-1][1], device=device)
+    frames = [f[: out.shape[1]] for f in frames]
+    counts = [f.shape[0] for f in frames]
+    block = _allocate_block(_block_rows(block_frames, sum(counts), device), mel_blocks[-1][1], device)
+    for pieces, rows in _plan_blocks(counts, block.centred.shape[0]):
+        log_mel = _block_log_mel(frames, pieces, rows, block, mel_blocks, window)  # (R, M)
+        _write_frames(log_mel, pieces, out, normalize)
+    return out
+
+
+def _block_log_mel(
+    frames: list[torch.Tensor],
+    pieces: list[_Piece],
+    rows: int,
+    block: _BlockBuffers,
+    mel_blocks: list[MelBlock],
+    window: torch.Tensor,
+) -> torch.Tensor:
+    """Log-mel of one block of frames, (R, M) in `block.energies`.
+
+    A function of its own so that the block's spectrum is freed on return: the next block's rfft then reuses its
+    memory while it is warm (kept alive across blocks, it made the fbank 5% to 45% slower in A/B runs here).
+    """
+    centred = _remove_dc_offset(frames, pieces, block.centred[:rows])  # (R, 401)
+    padded = _preemphasize_and_window(centred, block.padded[:rows], window)  # (R, 512)
+    squares = _power_spectrum(padded)  # (R, 257 * 2)
+    return _log_mel(squares, mel_blocks, block.energies[:rows])  # (R, M)
+
+
+def _get_strided(clips: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Kaldi's framing with snip_edges=True: each clip as a (frames, 400) strided view of windows every 160 samples.
+
+    A clip shorter than one window is zero-padded to one frame.
+    """
+    frames = []
     for clip in clips:
         if clip.shape[-1] < FRAME_LENGTH:
             clip = torch.nn.functional.pad(clip, (0, FRAME_LENGTH - clip.shape[-1]))
-        frames.append(clip.unfold(-1, FRAME_LENGTH, FRAME_SHIFT))
-    if out is None:
-        out = torch.zeros(len(clips), max(f.shape[0] for f in frames), num_mel, device=device)
-    frames = [f[: out.shape[1]] for f in frames]
-    total = sum(f.shape[0] for f in frames)
+        frames.append(clip.unfold(-1, FRAME_LENGTH, FRAME_SHIFT))  # (t_b, 400)
+    return frames
+
+
+def _block_rows(block_frames: int, total: int, device: torch.device) -> int:
+    """Rows of a block: `block_frames` on CPU, every frame at once on a GPU (which wants big kernels)."""
     if device.type != "cpu":
-        block_frames = total  # one block: a GPU wants big kernels
-    block_frames = max(1, min(block_frames, total))
-    # The frames overlap in memory, so each block is copied to a private buffer before it is changed in place.
-    # Column 0 of `centred` repeats the frame's first sample: Kaldi's pre-emphasis takes x[-1] := x[0].
-    centred = torch.empty(block_frames, FRAME_LENGTH + 1, device=device)
-    padded = torch.zeros(block_frames, FFT_SIZE, device=device)  # columns 400..511 stay 0
-    energies = torch.empty(block_frames, num_mel, device=device)
-    scale, shift = (1.0, 0.0) if normalize is None else (1 / (2 * normalize[1]), -normalize[0] / (2 * normalize[1]))
-    pending: list[tuple[int, int, int, int]] = []  # (clip, first frame, last frame + 1, first row in the block)
-    filled = 0
+        block_frames = total
+    return max(1, min(block_frames, total))
 
-    def flush() -> None:
-        rows, block = padded[:filled], centred[:filled]
-        block[:, 0] = block[:, 1]
-        emphasised = rows[:, :FRAME_LENGTH]  # (R, 400): x[i] - 0.97 x[i-1], then the window
-        torch.mul(block[:, :-1], -PREEMPHASIS, out=emphasised)
-        emphasised += block[:, 1:]
-        emphasised *= window
-        squares = torch.view_as_real(torch.fft.rfft(rows)).square_().view(filled, -1)  # (R, 257 * 2): re^2, im^2
-        log_mel = project_mel(squares, groups, energies[:filled])
-        torch.log(log_mel.clamp_(min=LOG_FLOOR), out=log_mel)
-        for b, t0, t1, row in pending:
-            if normalize is None:
-                out[b, t0:t1] = log_mel[row : row + t1 - t0]
-            else:
-                torch.add(shift, log_mel[row : row + t1 - t0], alpha=scale, out=out[b, t0:t1])
 
-    for b, clip_frames in enumerate(frames):
-        t0 = 0
-        while t0 < clip_frames.shape[0]:
-            t1 = min(clip_frames.shape[0], t0 + block_frames - filled)
-            source = clip_frames[t0:t1]  # (t, 400)
-            torch.sub(source, source.mean(dim=-1, keepdim=True), out=centred[filled : filled + t1 - t0, 1:])
-            pending.append((b, t0, t1, filled))
-            filled += t1 - t0
-            t0 = t1
-            if filled == block_frames:
-                flush()
-                pending, filled = [], 0
-    if filled:
-        flush()
-    return out
+def _allocate_block(rows: int, num_mel: int, device: torch.device) -> _BlockBuffers:
+    centred = torch.empty(rows, FRAME_LENGTH + 1, device=device)
+    padded = torch.zeros(rows, FFT_SIZE, device=device)
+    energies = torch.empty(rows, num_mel, device=device)
+    return _BlockBuffers(centred, padded, energies)
+
+
+def _plan_blocks(counts: list[int], block_frames: int) -> Iterator[tuple[list[_Piece], int]]:
+    """The frames of all clips in order, cut into blocks of `block_frames` rows (the last block may be shorter).
+
+    A clip may straddle two or more blocks. Yields each block's pieces and its number of rows.
+    """
+    pieces: list[_Piece] = []
+    rows = 0
+    for clip, count in enumerate(counts):
+        first = 0
+        while first < count:
+            stop = min(count, first + block_frames - rows)
+            pieces.append(_Piece(clip, first, stop, rows))
+            rows += stop - first
+            first = stop
+            if rows == block_frames:
+                yield pieces, rows
+                pieces, rows = [], 0
+    if rows:
+        yield pieces, rows
+
+
+def _remove_dc_offset(frames: list[torch.Tensor], pieces: list[_Piece], centred: torch.Tensor) -> torch.Tensor:
+    """Copies the block's frames into centred[:, 1:], each minus its own mean; returns `centred` (R, 401)."""
+    for clip, first, stop, row in pieces:
+        source = frames[clip][first:stop]  # (t, 400)
+        torch.sub(source, source.mean(dim=-1, keepdim=True), out=centred[row : row + stop - first, 1:])
+    return centred
+
+
+def _preemphasize_and_window(centred: torch.Tensor, padded: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """(x[i] - 0.97 x[i-1]) * window[i] with x[-1] := x[0], into padded[:, :400]; returns `padded` (R, 512)."""
+    centred[:, 0] = centred[:, 1]
+    emphasised = padded[:, :FRAME_LENGTH]  # (R, 400)
+    torch.mul(centred[:, :-1], -PREEMPHASIS, out=emphasised)
+    emphasised += centred[:, 1:]
+    emphasised *= window
+    return padded
+
+
+def _power_spectrum(padded: torch.Tensor) -> torch.Tensor:
+    """|rfft|^2 of each row as interleaved (re^2, im^2), (R, 512) -> (R, 257 * 2); the mel weights add the pairs."""
+    return torch.view_as_real(torch.fft.rfft(padded)).square_().view(padded.shape[0], -1)
+
+
+def _log_mel(squares: torch.Tensor, mel_blocks: list[MelBlock], energies: torch.Tensor) -> torch.Tensor:
+    """log(max(mel energy, float32 eps)), computed in `energies` (R, M) and returned."""
+    log_mel = project_mel(squares, mel_blocks, energies)
+    return torch.log(log_mel.clamp_(min=LOG_FLOOR), out=log_mel)
+
+
+def _write_frames(
+    log_mel: torch.Tensor, pieces: list[_Piece], out: torch.Tensor, normalize: tuple[float, float] | None
+) -> None:
+    """Each piece's rows to its clip's frames in `out`, as `(log_mel - mean) / (2 std)` when `normalize` is given."""
+    if normalize is None:
+        for clip, first, stop, row in pieces:
+            out[clip, first:stop] = log_mel[row : row + stop - first]
+        return
+    mean, std = normalize
+    scale, shift = 1 / (2 * std), -mean / (2 * std)
+    for clip, first, stop, row in pieces:
+        torch.add(shift, log_mel[row : row + stop - first], alpha=scale, out=out[clip, first:stop])
 
 
 class ASTFeatureExtractor(SequenceFeatureExtractor):
@@ -221,6 +380,16 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
     return_attention_mask (bool, defaults to False): also return the (batch, frames) mask of real frames.
     subtract_waveform_mean (bool, defaults to False): subtract each clip's mean before the fbank, as the authors'
         training code does; transformers' extractor (and so the default) does not.
+    window_type (str, defaults to "hanning"): Kaldi's analysis window, as `torchaudio.compliance.kaldi.fbank`'s
+        `window_type`: "hanning" (Hann), "hamming", "povey", "rectangular" or "blackman" (blackman_coeff 0.42); see
+        `kaldi_window`. With a pretrained checkpoint keep "hanning": every released AST was trained with it (the
+        paper's text says Hamming, but the authors' code calls Kaldi's fbank with window_type="hanning"), and
+        another window changes the features the weights expect. For a model trained from scratch "hanning" or
+        "hamming" both work (Hamming keeps 8% at the frame edges and has lower first sidelobes); then keep the
+        window the model was trained with for fine-tuning and inference. The value is saved in
+        preprocessor_config.json; a file without it (e.g. written by transformers' `ASTFeatureExtractor`)
+        loads as "hanning". transformers' extractor has no such option and always uses "hanning": it loads a file
+        with another window_type without error but ignores the field.
 
     Padding is always at the end (`padding_side="right"`): `padding_side="left"` is refused with a ValueError, as
     `ASTModel` reads the attention mask as real frames first. Constructor values of the wrong type (e.g.
@@ -241,6 +410,7 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         std: float = 4.5689974,
         return_attention_mask: bool = False,
         subtract_waveform_mean: bool = False,
+        window_type: str = "hanning",
         **kwargs: Any,
     ) -> None:
         super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
@@ -256,6 +426,7 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
                 raise ValueError(f"{name}={value} is not finite; every feature would be NaN. Pass a real number.")
         if std <= 0:
             raise ValueError(f"std={std} must be positive; compute it with ast_hf.compute_normalization_stats.")
+        _check_window_type(window_type)
         if self.padding_side != "right":
             raise ValueError(
                 f"padding_side={self.padding_side!r} is not supported: padding goes at the end of each clip and "
@@ -269,8 +440,25 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         self.std = std
         self.return_attention_mask = return_attention_mask
         self.subtract_waveform_mean = subtract_waveform_mean
-        self._constants: dict[torch.device, tuple[list[MelBlock], torch.Tensor]] = {}
+        self.window_type = window_type
+        # Filterbank blocks and window, made once per (device, num_mel_bins, window_type).
+        self._constants: dict[tuple[torch.device, int, str], tuple[list[MelBlock], torch.Tensor]] = {}
         self._warned_truncation = False  # the implicit-truncation warning is given once per extractor
+
+    @classmethod
+    def from_dict(cls, feature_extractor_dict: dict[str, Any], **kwargs: Any) -> Any:
+        """As transformers' `from_dict`, except that a constructor argument passed to `from_pretrained` is used even
+        when the saved config lacks it: transformers drops such an argument silently, so that
+        `from_pretrained(<a config written by transformers' extractor>, window_type="hamming")` would give "hanning".
+        """
+        arguments = [
+            name
+            for name, parameter in inspect.signature(cls.__init__).parameters.items()
+            if parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and name != "self"
+        ]
+        saved = feature_extractor_dict
+        missing = {name: kwargs.pop(name) for name in arguments if name in kwargs and name not in saved}
+        return super().from_dict({**saved, **missing}, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
@@ -281,11 +469,17 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         output.pop("feature_extractor_type", None)
         return output
 
-    def _mel_and_window(self, device: torch.device) -> tuple[list[MelBlock], torch.Tensor]:
-        if device not in self._constants:
+    def _mel_blocks_and_window(self, device: torch.device) -> tuple[list[MelBlock], torch.Tensor]:
+        """The `mel_band_groups` blocks of the filterbank and the `window_type` window on `device`.
+
+        Made once per device and kept; the key holds the settings too, so that changing `num_mel_bins` or
+        `window_type` on an existing extractor takes effect (an unknown window_type is refused here).
+        """
+        key = (device, self.num_mel_bins, self.window_type)
+        if key not in self._constants:
             mel = kaldi_mel_banks(self.num_mel_bins, self.sampling_rate).to(device)
-            self._constants[device] = (mel_band_groups(mel), hann_window().to(device))
-        return self._constants[device]
+            self._constants[key] = (mel_band_groups(mel), kaldi_window(self.window_type).to(device))
+        return self._constants[key]
 
     def __call__(
         self,
@@ -318,8 +512,43 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         return_attention_mask: return the (batch, frames) int mask of real (not padded) frames.
         device: where to compute ("cpu", "cuda", ...); with return_tensors="pt" the tensors stay there.
         """
+        # Arguments, checked in this order so that the first wrong one is the one reported.
         if self.padding_side != "right":
             raise ValueError(f"padding_side={self.padding_side!r} is not supported; set it back to 'right'.")
+        self._check_sampling_rate(sampling_rate)
+        if kwargs:
+            raise TypeError(f"Unexpected argument(s) {sorted(kwargs)} to {type(self).__name__}.__call__.")
+        max_length = _check_integer("max_length", self.max_length if max_length is None else max_length, minimum=1)
+        warn_if_cut = truncation is None
+        truncation = True if truncation is None else truncation
+        if return_attention_mask is None:
+            return_attention_mask = self.return_attention_mask
+        padding = _padding_strategy(padding)
+        if return_tensors not in (None, "pt", "np"):
+            raise ValueError(f"return_tensors={return_tensors!r} is not supported; use 'pt', 'np' or None.")
+        device = torch.device(device) if device is not None else torch.device("cpu")
+
+        # Frames: of each whole clip, and kept in the output.
+        clips = _as_clip_list(raw_speech)
+        lengths = [num_frames(clip.shape[0]) for clip in clips]
+        kept = [min(n, max_length) if truncation else n for n in lengths]
+        if warn_if_cut and not self._warned_truncation and max(lengths) > max_length:
+            self._warn_truncation(lengths, max_length)
+        width = _padded_width(padding, kept, max_length, return_tensors)  # None: each clip keeps its own frames
+
+        # Features, then padding after each clip's kept frames.
+        fbank = torch.empty(len(clips), max(width or 0, max(kept)), self.num_mel_bins, device=device)  # (B, T, M)
+        normalize = (self.mean, self.std) if self.do_normalize else None
+        self._log_mel_into(clips, fbank, normalize)
+        self._fill_padding(fbank, kept, normalize)
+
+        values, mask = _split_padded(fbank, kept, width, return_attention_mask)
+        data = {"input_values": _as_return_type(values, return_tensors)}
+        if return_attention_mask:
+            data["attention_mask"] = _as_return_type(mask, return_tensors)
+        return BatchFeature(data, tensor_type=None)
+
+    def _check_sampling_rate(self, sampling_rate: int | None) -> None:
         if sampling_rate is None:
             # As transformers' extractors: audio at another rate would give wrong features without any error.
             logger.warning_once(
@@ -333,59 +562,6 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
                 f"torchaudio.functional.resample(waveform, {sampling_rate}, {self.sampling_rate}), or cast a "
                 f"datasets column with Audio(sampling_rate={self.sampling_rate})."
             )
-        if kwargs:
-            raise TypeError(f"Unexpected argument(s) {sorted(kwargs)} to {type(self).__name__}.__call__.")
-        max_length = _check_integer("max_length", self.max_length if max_length is None else max_length, minimum=1)
-        warn_if_cut = truncation is None
-        truncation = True if truncation is None else truncation
-        if return_attention_mask is None:
-            return_attention_mask = self.return_attention_mask
-        padding = _padding_strategy(padding)
-        if return_tensors not in (None, "pt", "np"):
-            raise ValueError(f"return_tensors={return_tensors!r} is not supported; use 'pt', 'np' or None.")
-        device = torch.device(device) if device is not None else torch.device("cpu")
-
-        clips = _as_clip_list(raw_speech)
-        lengths = [num_frames(clip.shape[0]) for clip in clips]
-        kept = [min(n, max_length) if truncation else n for n in lengths]  # real frames in the output
-        if warn_if_cut and not self._warned_truncation and max(lengths) > max_length:
-            self._warn_truncation(lengths, max_length)
-        if padding == "max_length":
-            width = max(max_length, max(kept))
-        elif padding == "longest":
-            width = max(kept)
-        else:
-            width = None
-            if return_tensors is not None and len(set(kept)) > 1:
-                raise ValueError(
-                    f"padding=False with return_tensors={return_tensors!r} needs clips of equal length, got "
-                    f"{sorted(set(kept))} frames. Use padding='longest' (with return_attention_mask=True) instead."
-                )
-
-        fbank = torch.empty(len(clips), max(width or 0, max(kept)), self.num_mel_bins, device=device)  # (B, T, M)
-        normalize = (self.mean, self.std) if self.do_normalize else None
-        self._fbank(clips, fbank, normalize)
-        # Padding is padding_value in the log-mel domain, normalised like the frames (same float32 operations).
-        padding_value = torch.tensor(self.padding_value, dtype=torch.float32)
-        if normalize is not None:
-            padding_value = padding_value.sub_(self.mean).div_(2 * self.std)
-        for i, n in enumerate(kept):
-            fbank[i, n:] = padding_value
-        real = torch.arange(fbank.shape[1], device=device)[None, :] < torch.tensor(kept, device=device)[:, None]
-        if width is None:
-            values: Any = [fbank[i, : kept[i]] for i in range(len(clips))]
-            mask: Any = [real[i, : kept[i]].to(torch.int32) for i in range(len(clips))]
-        else:
-            values, mask = fbank, real.to(torch.int32)
-        if return_tensors != "pt":
-            values = [v.cpu().numpy() for v in values] if isinstance(values, list) else values.cpu().numpy()
-            mask = [m.cpu().numpy() for m in mask] if isinstance(mask, list) else mask.cpu().numpy()
-            if return_tensors is None and not isinstance(values, list):
-                values, mask = list(values), list(mask)
-        data = {"input_values": values}
-        if return_attention_mask:
-            data["attention_mask"] = mask
-        return BatchFeature(data, tensor_type=None)
 
     def _warn_truncation(self, lengths: list[int], max_length: int) -> None:
         longest = max(range(len(lengths)), key=lengths.__getitem__)
@@ -402,18 +578,74 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         )
         self._warned_truncation = True
 
-    def _fbank(self, clips: list[torch.Tensor], out: torch.Tensor, normalize: tuple[float, float] | None) -> None:
-        """(Normalised) log-mel of the first out.shape[1] frames of every clip into `out` (B, T, M); frames past a
-        clip's end are left for the caller to fill."""
-        device = out.device
-        needed = FRAME_LENGTH + (out.shape[1] - 1) * FRAME_SHIFT  # samples that the kept frames touch
+    def _log_mel_into(
+        self, clips: list[torch.Tensor], out: torch.Tensor, normalize: tuple[float, float] | None
+    ) -> None:
+        """(Normalised) log-mel of the first out.shape[1] frames of every clip into `out` (B, T, M) on its device.
+
+        Frames past a clip's end are left for the caller to fill.
+        """
+        waveforms = self._prepare_waveforms(clips, out.shape[1], out.device)
+        mel_blocks, window = self._mel_blocks_and_window(out.device)
+        _banded_kaldi_fbank(waveforms, mel_blocks, window, out=out, normalize=normalize)
+
+    def _prepare_waveforms(self, clips: list[torch.Tensor], frames: int, device: torch.device) -> list[torch.Tensor]:
+        """Each clip as float32 on `device`, cut to the samples its first `frames` frames touch; minus its mean
+        over the whole clip (as the authors' code does) when `subtract_waveform_mean`."""
+        needed = FRAME_LENGTH + (frames - 1) * FRAME_SHIFT
         prepared = []
         for clip in clips:
             if self.subtract_waveform_mean:
-                clip = clip - clip.mean()  # over the whole clip, as the authors' code does
+                clip = clip - clip.mean()
             prepared.append(clip[:needed].to(device=device, dtype=torch.float32))
-        mel_groups, window = self._mel_and_window(device)
-        batched_kaldi_fbank(prepared, mel_groups, window, out=out, normalize=normalize)
+        return prepared
+
+    def _fill_padding(self, fbank: torch.Tensor, kept: list[int], normalize: tuple[float, float] | None) -> None:
+        """Frames past each clip's kept frames: padding_value in the log-mel domain, normalised like the frames
+        (with the same float32 operations)."""
+        padding_value = torch.tensor(self.padding_value, dtype=torch.float32)
+        if normalize is not None:
+            padding_value = padding_value.sub_(normalize[0]).div_(2 * normalize[1])
+        for i, n in enumerate(kept):
+            fbank[i, n:] = padding_value
+
+
+def _padded_width(padding: str, kept: list[int], max_length: int, return_tensors: str | None) -> int | None:
+    """Frames of the padded output, or None when each clip keeps its own number of frames (no padding)."""
+    if padding == "max_length":
+        return max(max_length, max(kept))
+    if padding == "longest":
+        return max(kept)
+    if return_tensors is not None and len(set(kept)) > 1:
+        raise ValueError(
+            f"padding=False with return_tensors={return_tensors!r} needs clips of equal length, got "
+            f"{sorted(set(kept))} frames. Use padding='longest' (with return_attention_mask=True) instead."
+        )
+    return None
+
+
+def _split_padded(
+    fbank: torch.Tensor, kept: list[int], width: int | None, with_mask: bool
+) -> tuple[torch.Tensor | list[torch.Tensor], torch.Tensor | list[torch.Tensor] | None]:
+    """The features and the int32 mask of real frames: (B, T, M) and (B, T), or per clip when `width` is None."""
+    mask = None
+    if with_mask:
+        frame = torch.arange(fbank.shape[1], device=fbank.device)  # (T,)
+        real = frame[None, :] < torch.tensor(kept, device=fbank.device)[:, None]  # (B, T)
+        mask = real.to(torch.int32) if width is not None else [real[i, :n].to(torch.int32) for i, n in enumerate(kept)]
+    if width is None:
+        return [fbank[i, :n] for i, n in enumerate(kept)], mask
+    return fbank, mask
+
+
+def _as_return_type(values: Any, return_tensors: str | None) -> Any:
+    """Tensors as they are for "pt"; else numpy: one array for "np", a list of per-clip arrays for None."""
+    if return_tensors == "pt":
+        return values
+    if isinstance(values, list):
+        return [v.cpu().numpy() for v in values]
+    array = values.cpu().numpy()
+    return list(array) if return_tensors is None else array
 
 
 def _check_number(name: str, value: Any) -> float:
@@ -463,7 +695,7 @@ def _as_clip_list(raw_speech: Any) -> list[torch.Tensor]:
                                  "least one clip.")
             if columns == 1:
                 return [_as_clip(raw_speech[:, 0], 0)]  # (N, 1): one mono clip
-            if 1 < columns <= 8 and rows > columns:
+            if 1 < columns <= MAX_AUDIO_CHANNELS and rows > columns:
                 raise ValueError(
                     f"Got a 2-D array of shape {tuple(raw_speech.shape)}, which looks like multi-channel audio laid "
                     "out (samples, channels). AST takes mono audio: mix it down first (e.g. audio.mean(axis=1)). "
@@ -541,6 +773,7 @@ __all__ = [
     "batched_kaldi_fbank",
     "hann_window",
     "kaldi_mel_banks",
+    "kaldi_window",
     "mel_band_groups",
     "num_frames",
     "project_mel",
