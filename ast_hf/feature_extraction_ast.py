@@ -23,6 +23,8 @@ from transformers.feature_extraction_sequence_utils import SequenceFeatureExtrac
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import logging
 
+from .presets import DATASETS
+
 logger = logging.get_logger(__name__)
 
 # Kaldi framing at 16 kHz: 25 ms windows every 10 ms, FFT size = next power of two of the window.
@@ -376,7 +378,7 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
     padding_value (float, defaults to 0.0): value of padded frames in the log-mel domain, before normalisation.
     do_normalize (bool, defaults to True): apply `(fbank - mean) / (2 * std)`.
     mean (float, defaults to -4.2677393), std (float, defaults to 4.5689974): data-set statistics of the fbank
-        (AudioSet by default; see `ast_hf.compute_normalization_stats`).
+        (AudioSet's, from `ast_hf.presets`; see `ast_hf.compute_normalization_stats` for a new data set).
     return_attention_mask (bool, defaults to False): also return the (batch, frames) mask of real frames.
     subtract_waveform_mean (bool, defaults to False): subtract each clip's mean before the fbank, as the authors'
         training code does; transformers' extractor (and so the default) does not.
@@ -406,8 +408,8 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         max_length: int = 1024,
         padding_value: float = 0.0,
         do_normalize: bool = True,
-        mean: float = -4.2677393,
-        std: float = 4.5689974,
+        mean: float = DATASETS["audioset"]["mean"],
+        std: float = DATASETS["audioset"]["std"],
         return_attention_mask: bool = False,
         subtract_waveform_mean: bool = False,
         window_type: str = "hanning",

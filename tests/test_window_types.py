@@ -86,10 +86,13 @@ def test_each_window_on_the_gpu(window_type):
     extractor = ASTFeatureExtractor(window_type=window_type, do_normalize=False)
     batch = extractor(clips, sampling_rate=16000, padding="longest", return_tensors="pt", device="cuda")
     assert batch["input_values"].device.type == "cuda"
+    # cuFFT's float32 rounding differs from the CPU FFT's: torchaudio's own fbank run on the GPU differs from its
+    # CPU result by up to 3.7e-4 on these log-mel values (up to 16; measured on an H200, every window), and ours on
+    # the GPU by as much (2.1e-4 to 3.6e-4). Hence 1e-3 here, where the CPU path is tested to 1e-4 (9.5e-7 measured).
     for i, clip in enumerate(clips):
         reference = torchaudio_fbank(clip, window_type)
         torch.testing.assert_close(batch["input_values"][i, : reference.shape[0]].cpu(), reference, rtol=0,
-                                   atol=1e-4)
+                                   atol=1e-3)
 
 
 def test_changing_window_type_on_an_extractor_takes_effect(speech):
