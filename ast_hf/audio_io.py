@@ -1,6 +1,7 @@
 """Audio in: the samples of a data set's audio cell, of an audio file, and of espeak-ng speech, as mono float32 at
-the feature extractor's rate. The feature-extraction side of the package (`stats.py`, the training data, the
-converters' verification clip and the examples) decodes audio here and nowhere else.
+the feature extractor's rate, for `stats.py`, the training collator, the converters' verification clip, the examples
+and the tests. (The fine-tuning data check, `training/data.py`, decodes each file with torchcodec itself, because
+it must use the decoder that datasets uses in training; `drumkits.py` builds its data set with soundfile.)
 """
 
 from __future__ import annotations

@@ -120,9 +120,13 @@ class ASTConfig(PreTrainedConfig):
         """The fields together: heads divide the width, strides <= patch_size, the stored grid holds a patch."""
         super().validate_architecture()
         if self.hidden_size % self.num_attention_heads != 0:
+            # 64-wide heads as in ViT/DeiT where hidden_size allows, else the divisors up to 16.
+            usual = self.hidden_size // 64 if self.hidden_size % 64 == 0 else None
+            divisors = [h for h in range(1, 17) if self.hidden_size % h == 0]
             raise ValueError(
                 f"hidden_size={self.hidden_size} is not a multiple of num_attention_heads="
-                f"{self.num_attention_heads}; pick a head count that divides it (hidden_size / 64 is usual)."
+                f"{self.num_attention_heads}; pick a head count that divides it: "
+                + (f"{usual} (64-wide heads, as ViT/DeiT)" if usual else f"one of {divisors}") + "."
             )
         self._check_patch_geometry()
 

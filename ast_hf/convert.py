@@ -127,8 +127,6 @@ def _unreadable_checkpoint_message(path: Path, head: bytes, error: Exception) ->
             f"{' '.join(text.split())[:200]}). A truncated download or a file that is not a state dict gives this.")
 
 
-
-
 def load_pretrained_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
     """All tensors of a `save_pretrained` directory, single file or sharded, safetensors preferred."""
     directory = Path(directory)
@@ -148,21 +146,7 @@ def load_pretrained_weights(directory: str | os.PathLike) -> dict[str, torch.Ten
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Source formats -> one canonical ViT state dict (Hub names without a model prefix)
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+# Image-model sources (DeiT/ViT files, directories, Hub ids) -> an AST
 
 
 def download_checkpoint(source: str, cache_dir: str | None = None, allow_patterns: list[str] | None = None) -> str:
@@ -250,9 +234,9 @@ def load_image_encoder(source: str, num_attention_heads: int | None = None, laye
 
 
 def load_deit_as_ast(source: str, seed: int | None = 0, channel_reduction: str = "sum",
-                num_attention_heads: int | None = None, layer_norm_eps: float | None = None,
-                cache_dir: str | None = None, describe: Callable[[str], None] = print,
-                **config_fields: Any) -> ASTForAudioClassification:
+                     num_attention_heads: int | None = None, layer_norm_eps: float | None = None,
+                     cache_dir: str | None = None, describe: Callable[[str], None] = print,
+                     **config_fields: Any) -> ASTForAudioClassification:
     """Read a DeiT/ViT source (file, directory or Hub id) and convert it into an ASTForAudioClassification with
     `checkpoint_surgery.adapt_image_encoder` and a new head; `config_fields` are the AST's own (max_length,
     num_mel_bins, strides, labels, problem_type, ...)."""
@@ -265,23 +249,7 @@ def load_deit_as_ast(source: str, seed: int | None = 0, channel_reduction: str =
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The DeiT -> AST adaptation
-
-
-
-
-
-
-
-
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Re-targeting a trained AST
-
-
-
-
+# Re-targeting and loading a trained AST
 
 
 def retarget_model(model: ASTForAudioClassification, seed: int | None = None,
@@ -372,15 +340,7 @@ def ast_directory(source: str, cache_dir: str | None = None) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Labels and atomic output
-
-
-
-
-
-
-
-
+# Labels of a new head and atomic output
 
 
 @contextmanager

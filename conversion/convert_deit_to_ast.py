@@ -6,8 +6,8 @@ SRC is a local directory or Hub id of a transformers DeiT/ViT model (config.json
 DeiTForImageClassificationWithTeacher, DeiTModel, ViTModel, ...) or a timm / original-DeiT state dict file
 (.pth, .bin, .safetensors; bare or wrapped as {"model": ...}). The adaptation is that of the authors' code: channel
 sum of the patch projection, centre cut / bilinear interpolation of the positional grid (time first), cls and
-distillation tokens kept, a new LayerNorm + Linear head (see ast_hf/convert.py). The output directory is written
-atomically and loads with the Auto classes, the pipeline, or transformers with trust_remote_code=True.
+distillation tokens kept, a new LayerNorm + Linear head (see ast_hf/checkpoint_surgery.py). The output directory is
+written atomically and loads with the Auto classes, the pipeline, or transformers with trust_remote_code=True.
 """
 
 from __future__ import annotations

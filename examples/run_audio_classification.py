@@ -166,8 +166,9 @@ def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_lab
         output_dir, is_main_process=trainer.is_world_process_zero(), process_index=training_args.process_index,
         world_size=training_args.world_size, trained=training_args.do_train, metrics=metrics,
         log_history=trainer.state.log_history, evaluation=evaluation, labels=labels, multi_label=multi_label,
-        record=training.run_record(recipe, data_args, model_args, training_args), description=description,
-        model_name=output_dir.name, base_model=model_args.model_name_or_path or model_args.deit_name_or_path,
+        record=training.run_record(recipe, data_args, model_args, training_args, trainer.model, extractor),
+        description=description, model_name=output_dir.name,
+        base_model=model_args.model_name_or_path or model_args.deit_name_or_path,
         examples_collated=train_collator.examples_seen, push_repo=push_repo,
         push_private=training_args.hub_private_repo, push_token=training_args.hub_token)
     return metrics
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         extra_defaults=["--use_cpu", "true", "--ddp_backend", "gloo"] if training.cpu_ddp_requested() else ())
     training.check_argument_conflicts(recipe, sources)
     check_trainer_arguments(training_args, data_args, recipe, sources)
+    training.check_cross_validation(data_args, sources)
     training.warn_inert_settings(recipe, training_args.num_train_epochs, data_args.max_length)
     training_args.remove_unused_columns = False  # the collator reads the raw audio column
     # One push of the finished folder at the end (model, code, extractor, our card), not Trainer's own pushes.
@@ -238,6 +240,10 @@ def cross_validate(model_args, data_args, recipe, training_args, raw, labels, mu
 
     if not data_args.fold_column_name:
         raise ValueError("--cross_validation_folds needs --fold_column_name (ESC-50's metadata has 'fold').")
+    missing = [name for name in raw if data_args.fold_column_name not in raw[name].column_names]
+    if missing:
+        raise ValueError(f"--fold_column_name {data_args.fold_column_name!r}: split(s) {missing} have no such column "
+                         f"(columns: {raw[missing[0]].column_names}); name the column that holds each clip's fold.")
     everything = datasets.concatenate_datasets([raw[name].remove_columns([c for c in ["_row"]
                                                                          if c in raw[name].column_names])
                                                 for name in raw])

@@ -77,16 +77,6 @@ class LoopArguments:
 ARGUMENT_CLASSES = (training.ModelArguments, training.DataArguments, training.RecipeArguments, LoopArguments)
 
 
-def check_loop_arguments(data_args: training.DataArguments, sources: dict[str, str]) -> None:
-    """Refuse the shared arguments that only the Trainer example implements, rather than ignore them."""
-    problems = [f"--{name} (from {sources[name]}): cross-validation is run by examples/run_audio_classification.py "
-                "(the Trainer example); use that script, or leave it out here."
-                for name in ("cross_validation_folds", "fold_column_name")
-                if name in sources and getattr(data_args, name)]
-    if problems:
-        raise ValueError("\n".join(problems))
-
-
 def save_checkpoint(accelerator: Accelerator, folder: Path, update: int) -> None:
     """accelerate's save_state into a staging folder, renamed into place once every process has written its part:
     a run killed while saving leaves a `.partial` folder, never a step_N folder that --resume_from_checkpoint would
@@ -106,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model_args, data_args, recipe, args, sources = training.parse_arguments(
         ARGUMENT_CLASSES, sys.argv[1:] if argv is None else argv, LoopArguments.output_dir)
     training.check_argument_conflicts(recipe, sources)
-    check_loop_arguments(data_args, sources)
+    training.check_cross_validation(data_args, sources, supported=False)
     training.warn_inert_settings(recipe, args.num_train_epochs, data_args.max_length)
     tracking = args.report_to not in ("none", "")
     # The seedable sampler draws epoch e's order from (seed, e): a run resumed mid-epoch sees the same order.
@@ -230,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         output_dir, is_main_process=accelerator.is_main_process, process_index=accelerator.process_index,
         world_size=accelerator.num_processes, trained=args.do_train, metrics=metrics, log_history=history,
         evaluation=evaluation, labels=labels, multi_label=multi_label,
-        record=training.run_record(recipe, data_args, model_args, args), description=description,
+        record=training.run_record(recipe, data_args, model_args, args, unwrapped, extractor), description=description,
         model_name=output_dir.name, base_model=model_args.model_name_or_path or model_args.deit_name_or_path,
         examples_collated=train_collator.examples_seen,
         push_repo=(args.hub_model_id or output_dir.name) if args.push_to_hub else None)

@@ -69,6 +69,31 @@ def test_balanced_sampler_weights_by_hand():
     torch.testing.assert_close(weights, torch.tensor([a, a, b, a + b, a], dtype=torch.float64))
 
 
+def test_balanced_sampler_draws_are_a_function_of_seed_and_epoch():
+    """A resumed run builds a new sampler and sets the epoch it resumes in: its draws must be the uninterrupted
+    run's (the draws of one sampler iterated epoch after epoch)."""
+    weights = training.balanced_sample_weights([[0], [1], [1], [2], [2], [2]], 3)
+    running = training.balanced_sampler(weights, seed=7)
+    epochs = []
+    for epoch in range(3):
+        running.set_epoch(epoch)
+        epochs.append(list(running))
+    resumed = training.balanced_sampler(weights, seed=7)
+    resumed.set_epoch(2)
+    assert list(resumed) == epochs[2] and epochs[0] != epochs[1]
+    counts = np.bincount([i for _ in range(200) for i in training.balanced_sampler(weights, seed=_)], minlength=6)
+    assert counts[0] > 2 * counts[3]  # the rare class's clip is drawn most (weight 1000/1 vs 1000/3)
+
+
+def test_statistics_come_from_one_place():
+    with pytest.raises(ValueError, match="use one of them"):
+        training.DataArguments(compute_stats=True, dataset_mean=-4.0)
+    with pytest.raises(ValueError, match="--dataset_preset 'esc-50' is not a preset"):
+        training.DataArguments(dataset_preset="esc-50")
+    preset = training.DataArguments(dataset_preset="esc50", compute_stats=True)
+    assert (preset.max_length, preset.dataset_mean) == (512, None)  # the training set's statistics, computed
+
+
 def test_collator_mixes_labels_and_masks_only_in_training(speech):
     extractor = ast_hf.ASTFeatureExtractor(max_length=128)
     rows = [{"audio": clip, "label": i} for i, clip in enumerate(speech)]
@@ -344,11 +369,13 @@ def test_accelerate_evaluation_scores_every_clip_once(speech):
     assert metrics["eval_loss"] == pytest.approx(float(loss), rel=1e-5)
 
 
-def test_accelerate_example_refuses_what_only_the_trainer_example_does(tmp_path):
+def test_cross_validation_flags_are_refused_where_they_cannot_act(tmp_path):
     loop = load_example("run_audio_classification_no_trainer")
-    for flags in (["--cross_validation_folds", "5"], ["--fold_column_name", "fold"]):
-        with pytest.raises(ValueError, match="cross-validation is run by examples/run_audio_classification.py"):
-            loop.main([*flags, "--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="cross-validation is run by examples/run_audio_classification.py"):
+        loop.main(["--cross_validation_folds", "5", "--output_dir", str(tmp_path)])
+    for script in (loop, load_example("run_audio_classification")):  # a fold column alone would do nothing
+        with pytest.raises(ValueError, match="has no effect without --cross_validation_folds"):
+            script.main(["--fold_column_name", "fold", "--output_dir", str(tmp_path)])
 
 
 def final_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -491,14 +518,14 @@ def test_dataset_name_loads_a_local_data_set_folder(commands_root, tmp_path):
 def test_run_killed_mid_epoch_resumes_from_its_last_complete_checkpoint(commands_root, tmp_path, script):
     """A real training process killed with SIGKILL after its checkpoint at update 6 (mid-epoch: 5 updates per epoch,
     checkpoints every 2), resumed with --resume_from_checkpoint last, ends with the weights of an uninterrupted run
-    (SpecAugment, mixup and the averaging of epochs 1-3 on). A half-written checkpoint folder newer than the last
-    complete one is skipped."""
+    (SpecAugment, mixup, balanced sampling and the averaging of epochs 1-3 on). A half-written checkpoint folder
+    newer than the last complete one is skipped."""
     import signal
     import time
 
     common = ["--train_dir", str(commands_root / "train"), "--validation_dir", str(commands_root / "validation"),
               *TINY, "--num_train_epochs", "3", "--freqm", "8", "--timem", "8", "--mixup", "0.5",
-              "--average_start_epoch", "1", "--average_end_epoch", "3"]
+              "--balanced_sampling", "true", "--average_start_epoch", "1", "--average_end_epoch", "3"]
     recipe = str(ROOT / "examples" / "recipes" / "espeak_commands.json")
     if script == "trainer":
         command = [sys.executable, str(TRAINER), recipe, *common, "--save_strategy", "steps", "--save_steps", "2",

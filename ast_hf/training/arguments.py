@@ -34,7 +34,7 @@ class DataArguments:
     pad_to_max_length: bool = field(default=False, metadata={
         "help": "pad every clip to max_length frames (the reference recipes pin this); default false: pad each batch "
                 "to its longest clip and mask the padding out of attention (the saved feature extractor then returns "
-                "the mask too; README 'What the drum benchmark found')"})
+                "the mask too; README 'Fine-tuning on real recordings')"})
     dataset_mean: float | None = field(default=None, metadata={"help": "fbank mean (default: the extractor's)"})
     dataset_std: float | None = field(default=None, metadata={"help": "fbank std (default: the extractor's)"})
     compute_stats: bool = field(default=False, metadata={"help": "compute mean/std on the training set first"})
@@ -50,11 +50,21 @@ class DataArguments:
 
 
     def __post_init__(self) -> None:
+        if self.compute_stats and (self.dataset_mean is not None or self.dataset_std is not None):
+            raise ValueError(f"--compute_stats computes the fbank mean/std on the training set, but --dataset_mean "
+                             f"{self.dataset_mean} / --dataset_std {self.dataset_std} are given too; use one of them.")
         if self.dataset_preset is not None:
-            from ..presets import dataset_settings
+            from ..presets import DATASETS
 
-            preset = dataset_settings(self.dataset_preset)  # a ValueError naming the presets for any other name
-            for name, key in (("dataset_mean", "mean"), ("dataset_std", "std"), ("max_length", "max_length")):
+            if self.dataset_preset not in DATASETS:
+                raise ValueError(f"--dataset_preset {self.dataset_preset!r} is not a preset; choose one of "
+                                 f"{sorted(DATASETS)}.")
+            preset = DATASETS[self.dataset_preset]
+            # --compute_stats replaces the preset's statistics with the training set's; explicit flags win.
+            fields = [("max_length", "max_length")]
+            if not self.compute_stats:
+                fields += [("dataset_mean", "mean"), ("dataset_std", "std")]
+            for name, key in fields:
                 if getattr(self, name) is None:
                     setattr(self, name, preset[key])
 
@@ -195,6 +205,22 @@ def check_argument_conflicts(recipe: RecipeArguments, sources: Mapping[str, str]
                                              or where(name) == "the command line")]
     if problems:
         raise ValueError("\n".join(problems))
+
+
+def check_cross_validation(data_args: DataArguments, sources: Mapping[str, str], supported: bool = True) -> None:
+    """Refuse cross-validation where the script has none (`supported` false: the accelerate example), and
+    --fold_column_name without --cross_validation_folds, where it would do nothing (fine when the command line
+    turned a recipe's cross-validation off with --cross_validation_folds 0)."""
+    folds, column = data_args.cross_validation_folds, data_args.fold_column_name
+    if folds > 0 and not supported:
+        raise ValueError(f"--cross_validation_folds {folds} (from {sources.get('cross_validation_folds')}): "
+                         "cross-validation is run by examples/run_audio_classification.py (the Trainer example); "
+                         "use that script, or pass --cross_validation_folds 0 to train once here.")
+    turned_off = sources.get("cross_validation_folds") == "the command line"
+    if column and folds <= 0 and not turned_off:
+        raise ValueError(f"--fold_column_name {column!r} (from {sources.get('fold_column_name', 'the default')}) has "
+                         "no effect without --cross_validation_folds K; set it (Trainer example), or leave "
+                         "--fold_column_name out.")
 
 
 def warn_inert_settings(recipe: RecipeArguments, num_train_epochs: float, max_length: int | None,

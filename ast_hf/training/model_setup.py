@@ -9,7 +9,7 @@ from typing import Any
 from ..feature_extraction_ast import ASTFeatureExtractor
 from .arguments import DataArguments, ModelArguments, RecipeArguments
 
-# Sizes for training from scratch (ViT naming); "small" is what the embedded demo trains.
+# Sizes for training from scratch (ViT naming); "tiny" is what the main job and the demo train.
 MODEL_SIZES = {
     "tiny": dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768),
     "small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),

@@ -24,10 +24,12 @@ _RECORDED_DATA = ("dataset_preset", "max_length", "pad_to_max_length", "compute_
 _RECORDED_MODEL = ("model_name_or_path", "deit_name_or_path", "model_size", "config_overrides")
 
 
-def run_record(recipe: RecipeArguments, data_args: DataArguments, model_args: ModelArguments, args: Any
-               ) -> dict[str, Any]:
+def run_record(recipe: RecipeArguments, data_args: DataArguments, model_args: ModelArguments, args: Any,
+               model: Any = None, extractor: Any = None) -> dict[str, Any]:
     """What produced a model, for its card: the recipe fields, the optimisation and data settings actually used
-    (the optimiser and schedule the run built, not flags a recipe replaced) and where the model came from."""
+    (the optimiser and schedule the run built, not flags a recipe replaced), where the model came from, and, given
+    the trained `model` and its `extractor`, the strides, length, attention and normalisation they really use
+    (--compute_stats' statistics, a preset's, or the extractor's defaults)."""
     record = dict(vars(recipe))
     for name in _RECORDED_TRAINING:
         if hasattr(args, name):
@@ -40,6 +42,13 @@ def run_record(recipe: RecipeArguments, data_args: DataArguments, model_args: Mo
         record["lr_scheduler_type"] = "warm-up + MultiStepLR (multistep_*)"
     record.update({name: getattr(data_args, name) for name in _RECORDED_DATA})
     record.update({name: getattr(model_args, name) for name in _RECORDED_MODEL if getattr(model_args, name, None)})
+    if model is not None:
+        config = model.config
+        record.update(frequency_stride=config.frequency_stride, time_stride=config.time_stride,
+                      max_length=config.max_length, attn_implementation=config._attn_implementation)
+    if extractor is not None:
+        record.update(dataset_mean=extractor.mean, dataset_std=extractor.std, window_type=getattr(
+            extractor, "window_type", "hanning"))
     return {name: getattr(value, "value", value) for name, value in record.items()}  # enums as their names
 
 
@@ -71,5 +80,7 @@ def push_output_dir(output_dir: str | os.PathLike, repo_id: str, private: bool |
     api = HfApi(token=token)
     api.create_repo(repo_id, exist_ok=True, private=private)
     info = api.upload_folder(folder_path=str(output_dir), repo_id=repo_id, commit_message="ast_hf fine-tuning run",
-                             ignore_patterns=["checkpoint-*", "step_*", "runs/*", "process_*.json", "*.bin"])
+                             ignore_patterns=["checkpoint-*", "step_*", "runs/*", "process_*.json", "*.bin",
+                                              "**/events.out.tfevents*", "events.out.tfevents*", "**/hparams.yml",
+                                              "log_history.json", "trainer_state.json"])
     return str(info)

@@ -28,8 +28,26 @@ def dataset_sample_weights(dataset: Any, label_column: str, num_labels: int, mul
     return balanced_sample_weights([c if multi_label else [c] for c in column], num_labels)
 
 
-def balanced_sampler(weights: torch.Tensor, seed: int) -> torch.utils.data.WeightedRandomSampler:
-    """The reference's sampler: len(weights) draws with replacement per epoch, proportional to `weights`, from a
-    generator seeded with `seed` (the same on every process)."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.WeightedRandomSampler(weights, len(weights), replacement=True, generator=generator)
+class BalancedSampler(torch.utils.data.Sampler):
+    """The reference's sampler: len(weights) draws with replacement per epoch, proportional to `weights`. Epoch e's
+    draws are a function of (seed, e) alone (the Trainer and accelerate call `set_epoch`), so every process draws
+    the same clips, and a run resumed in epoch e draws what the uninterrupted run drew."""
+
+    def __init__(self, weights: torch.Tensor, seed: int) -> None:
+        self.weights, self.seed, self.epoch = torch.as_tensor(weights, dtype=torch.float64), seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.weights)
+
+    def __iter__(self):
+        seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
+        generator = torch.Generator().manual_seed(seed)
+        yield from torch.multinomial(self.weights, len(self.weights), replacement=True, generator=generator).tolist()
+
+
+def balanced_sampler(weights: torch.Tensor, seed: int) -> BalancedSampler:
+    """`BalancedSampler` over a split's `dataset_sample_weights`, for both example scripts."""
+    return BalancedSampler(weights, seed)
