@@ -195,7 +195,14 @@ def patch_grid_size(num_mel_bins: int, num_frames: int, patch_size: int, frequen
             f"{patch_size} x {patch_size}. Pad the audio to at least {patch_size} frames "
             f"(feature extractor padding='max_length', or about {samples_for_frames(patch_size)} samples at 16 kHz)."
         )
-    return (num_mel_bins - patch_size) // frequency_stride + 1, (num_frames - patch_size) // time_stride + 1
+    return (patches_along(num_mel_bins, patch_size, frequency_stride),
+            patches_along(num_frames, patch_size, time_stride))
+
+
+def patches_along(length: Any, patch_size: int, stride: int) -> Any:
+    """Patches of size `patch_size` at `stride` along an axis of `length` (>= patch_size) bins or frames: the one
+    formula, for ints and for tensors of per-clip lengths alike."""
+    return (length - patch_size) // stride + 1
 
 
 def samples_for_frames(num_frames: int) -> int:
@@ -208,4 +215,4 @@ def samples_for_frames(num_frames: int) -> int:
 # save_pretrained copies this file (and feature_extraction_ast.py, which it imports) and writes auto_map["AutoConfig"].
 ASTConfig.register_for_auto_class()
 
-__all__ = ["ASTConfig", "patch_grid_size", "samples_for_frames"]
+__all__ = ["ASTConfig", "patch_grid_size", "patches_along", "samples_for_frames"]

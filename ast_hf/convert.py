@@ -153,8 +153,11 @@ def download_checkpoint(source: str, cache_dir: str | None = None, allow_pattern
     """The local folder of a Hub id (owner/name), downloaded with huggingface_hub (its cache, `allow_patterns` of
     the repository's files); a ConversionError for anything that is neither a local path nor a Hub id, or that
     cannot be fetched (offline, missing, private)."""
-    if source.count("/") != 1 or source.endswith((".pth", ".pt", ".bin", ".safetensors")):
-        raise ConversionError(f"{source!r} is neither an existing file nor directory, nor a Hub id (owner/name).")
+    if source.count("/") != 1 or source.endswith((".pth", ".pt", ".bin", ".safetensors")) \
+            or source.startswith((".", "~")) or Path(source).parent.is_dir():
+        # owner/name whose owner is a local folder: a local path that does not exist, not a Hub id
+        raise ConversionError(f"{source!r} does not exist (no such file or directory), and is not a Hub id "
+                              "(owner/name).")
     from huggingface_hub import snapshot_download
 
     try:

@@ -31,7 +31,7 @@ from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_ast import ASTConfig
+from .configuration_ast import ASTConfig, patches_along
 
 NUM_PREFIX_TOKENS = 2  # [CLS] and DeiT's distillation token
 IGNORE_INDEX = -100  # class index that cross-entropy skips (torch's and transformers' convention)
@@ -577,10 +577,10 @@ class ASTModel(ASTPreTrainedModel):
         if not torch.compiler.is_compiling():
             check_right_padded(attention_mask, real, frames)
         _, grid_t = self.config.patch_grid_for(shape[1], shape[2])
-        # The same formula per clip, as a tensor. A clip shorter than one patch keeps its first (partly padded)
+        # The same formula per clip, on a tensor. A clip shorter than one patch keeps its first (partly padded)
         # patch rather than attending to nothing.
-        stride, patch = self.config.time_stride, self.config.patch_size
-        return ((frames - patch).clamp(min=0) // stride + 1).clamp(max=grid_t)
+        patch = self.config.patch_size
+        return patches_along(frames.clamp(min=patch), patch, self.config.time_stride).clamp(max=grid_t)
 
 
 class ASTMLPHead(nn.Module):

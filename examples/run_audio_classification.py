@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     training.check_argument_conflicts(recipe, sources)
     check_trainer_arguments(training_args, data_args, recipe, sources)
     training.check_cross_validation(data_args, sources)
+    training.check_model_source(model_args)
     training.warn_inert_settings(recipe, training_args.num_train_epochs, data_args.max_length)
     training_args.remove_unused_columns = False  # the collator reads the raw audio column
     # One push of the finished folder at the end (model, code, extractor, our card), not Trainer's own pushes.

@@ -346,7 +346,7 @@ def test_bad_sources_give_clear_errors_and_no_output(deit_dir, tmp_path, capsys)
     save_file({"x": torch.zeros(2)}, str(tmp_path / "small.safetensors"))
     (tmp_path / "cut.safetensors").write_bytes((tmp_path / "small.safetensors").read_bytes()[:20])
     cases = [
-        (["--deit", str(tmp_path / "missing.pth")], "neither an existing file"),
+        (["--deit", str(tmp_path / "missing.pth")], "does not exist"),
         (["--deit", str(tmp_path / "truncated.pth")], "truncated"),
         (["--deit", str(tmp_path / "text.pth")], "Could not read"),
         (["--deit", str(tmp_path / "no_tensors.pth")], "no state dict of tensors"),

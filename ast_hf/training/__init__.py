@@ -47,7 +47,7 @@ from .metrics import (
     confusion_matrix,
     multi_label_scores,
 )
-from .model_setup import MODEL_SIZES, parse_config_overrides, prepare_model_and_extractor
+from .model_setup import MODEL_SIZES, check_model_source, parse_config_overrides, prepare_model_and_extractor
 from .optimization import (
     WeightAverager,
     build_optimizer,
@@ -77,6 +77,7 @@ __all__ = [
     "build_scheduler",
     "check_argument_conflicts",
     "check_cross_validation",
+    "check_model_source",
     "check_audio_files",
     "check_one_data_source",
     "classification_metric",

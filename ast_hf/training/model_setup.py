@@ -71,6 +71,16 @@ def parse_config_overrides(text: str | None, pretrained: bool) -> dict[str, Any]
     return overrides
 
 
+def check_model_source(model_args: ModelArguments) -> None:
+    """Exactly one model source, and a known size: checked before any data is loaded (the scripts call it first)."""
+    sources = [x for x in (model_args.model_name_or_path, model_args.deit_name_or_path, model_args.model_size) if x]
+    if len(sources) != 1:
+        raise ValueError("Give exactly one of --model_name_or_path (an AST), --deit_name_or_path (a DeiT/ViT to "
+                         f"convert) or --model_size ({' | '.join(MODEL_SIZES)}), got {sources or 'none'}.")
+    if model_args.model_size and model_args.model_size not in MODEL_SIZES:
+        raise ValueError(f"--model_size {model_args.model_size!r} is not one of {sorted(MODEL_SIZES)}.")
+
+
 def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArguments, recipe: RecipeArguments,
                                 labels: Sequence[str], multi_label: bool, describe: Callable[[str], None] = print):
     """(ASTForAudioClassification, ASTFeatureExtractor) for the run: a trained AST re-targeted to these labels,
@@ -88,10 +98,7 @@ def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArgum
     overrides = parse_config_overrides(model_args.config_overrides, pretrained=model_args.model_size is None)
     extras = dict(problem_type=problem_type, patchout_time=recipe.patchout_time,
                   patchout_frequency=recipe.patchout_frequency, **overrides)
-    sources = [x for x in (model_args.model_name_or_path, model_args.deit_name_or_path, model_args.model_size) if x]
-    if len(sources) != 1:
-        raise ValueError("Give exactly one of --model_name_or_path (an AST), --deit_name_or_path (a DeiT/ViT to "
-                         f"convert) or --model_size ({' | '.join(MODEL_SIZES)}), got {sources or 'none'}.")
+    check_model_source(model_args)
     extractor = None
     if model_args.model_name_or_path:
         path = model_args.model_name_or_path
@@ -119,8 +126,6 @@ def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArgum
                                          describe=describe, **{"max_length": 1024, **geometry}, **label_fields,
                                          **extras)
     else:
-        if model_args.model_size not in MODEL_SIZES:
-            raise ValueError(f"model_size={model_args.model_size!r} is not one of {sorted(MODEL_SIZES)}.")
         config = ASTConfig(**{**MODEL_SIZES[model_args.model_size], "layer_norm_eps": 1e-6, "max_length": 1024,
                               **geometry, **label_fields, **extras})
         model = ASTForAudioClassification._from_config(config, attn_implementation=model_args.attn_implementation)
