@@ -1,6 +1,7 @@
 """ast_hf: the Audio Spectrogram Transformer (Gong, Chung, Glass, Interspeech 2021) as a Hugging Face model.
 
-Importing the package registers it with transformers' Auto classes under model_type "ast_hf".
+Importing the package registers it with transformers' Auto classes under model_type "ast_hf", and the
+"audio-tagging" pipeline (`ast_hf.tagging`) with transformers' pipeline registry.
 """
 
 from .configuration_ast import ASTConfig
@@ -8,10 +9,12 @@ from .feature_extraction_ast import ASTFeatureExtractor
 from .modeling_ast import ASTForAudioClassification, ASTModel, ASTPreTrainedModel
 from .registration import register_auto_classes
 from .stats import compute_normalization_stats
+from .tagging import AudioTaggingPipeline, register_pipeline
 
 __version__ = "0.2.0"
 
 register_auto_classes()
+register_pipeline()
 
 __all__ = [
     "ASTConfig",
@@ -19,6 +22,7 @@ __all__ = [
     "ASTForAudioClassification",
     "ASTModel",
     "ASTPreTrainedModel",
+    "AudioTaggingPipeline",
     "compute_normalization_stats",
     "register_auto_classes",
 ]

@@ -1,17 +1,20 @@
 """Audio in: the samples of a data set's audio cell, of an audio file, and of espeak-ng speech, as mono float32 at
 the feature extractor's rate, for `stats.py`, the training collator, the converters' verification clip, the examples
-and the tests. (The fine-tuning data check, `training/data.py`, decodes each file with torchcodec itself, because
-it must use the decoder that datasets uses in training; `drumkits.py` builds its data set with soundfile.)
+and the tests; and recordings of any length read chunk by chunk (`open_audio`) for the tagging pipeline.
+(The fine-tuning data check, `training/data.py`, decodes each file with torchcodec itself, because it must use the
+decoder that datasets uses in training; `drumkits.py` builds its data set with soundfile.)
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
+import struct
 import subprocess
 import wave
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -89,5 +92,183 @@ def espeak_speech(text: str, voice: str = "en", speed: int = 175, pitch: int = 5
     return torchaudio.functional.resample(torch.from_numpy(audio), rate, sampling_rate).numpy()
 
 
-__all__ = ["AUDIO_SUFFIXES", "AudioReadError", "decode_audio", "espeak_available", "espeak_speech",
-           "read_audio_file"]
+# Seconds decoded at a time when a file is streamed: large enough that FFmpeg's per-call overhead vanishes, small
+# enough that a chunk (480,000 float32 samples at 16 kHz, 1.9 MB) is nothing next to the model.
+CHUNK_SECONDS = 30.0
+# A 2-D array with at most this many rows (or columns) is read as (channels, samples) (or (samples, channels)).
+MAX_CHANNELS = 16
+# WAV data sizes that mean "unknown length" (streamed writers such as `espeak-ng --stdout` put these in the header).
+_UNKNOWN_WAV_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF, 0x7FFFF000)
+
+
+def decoder_reason(error: Exception) -> str:
+    """The part of a torchcodec/FFmpeg error a user can act on: its message without C++ source locations."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = re.sub(r"\S*\.(cpp|h):\d+,?", "", " ".join(lines))  # C++ source locations
+    text = re.sub(r"^\w+,\s*", "", " ".join(text.split()))  # the C++ function's name
+    return (text or type(error).__name__)[:160]
+
+
+def wav_truncation(head: bytes, size: int) -> str | None:
+    """Why a RIFF/WAVE file whose first bytes are `head` (at least 4 KB, or the whole file) and whose size is `size`
+    bytes is cut short, None when it is whole or not a WAV. FFmpeg decodes what is there without complaint and
+    reports the shortened length, so the header's data size is the only witness."""
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    position = 12
+    while position + 8 <= len(head):
+        chunk_id, chunk_size = head[position:position + 4], struct.unpack("<I", head[position + 4:position + 8])[0]
+        if chunk_id == b"data":
+            if chunk_size in _UNKNOWN_WAV_SIZES:
+                return None
+            present = size - (position + 8)
+            if present < chunk_size:
+                return (f"truncated: its header announces {chunk_size} bytes of samples, the file holds "
+                        f"{max(present, 0)}")
+            return None
+        position += 8 + chunk_size + (chunk_size & 1)
+    return None
+
+
+class AudioStream:
+    """One recording, read as mono float32 chunks at `sampling_rate` (`chunks()`), so that memory does not grow
+    with its length. `name` names it in messages, `duration` is its length in seconds when the container says
+    (None when unknown)."""
+
+    def __init__(self, name: str, sampling_rate: int, duration: float | None,
+                 chunks: Callable[[], Iterator[torch.Tensor]]) -> None:
+        self.name = name
+        self.sampling_rate = sampling_rate
+        self.duration = duration
+        self._chunks = chunks
+
+    def chunks(self) -> Iterator[torch.Tensor]:
+        """The samples in order, as 1-D float32 tensors; an AudioReadError naming the recording where decoding
+        fails part way, or when it holds no samples."""
+        total = 0
+        for chunk in self._chunks():
+            if not bool(torch.isfinite(chunk).all()):
+                raise AudioReadError(f"{self.name}: NaN or Inf samples after {total / self.sampling_rate:.2f} s.")
+            total += chunk.shape[0]
+            yield chunk
+        if total == 0:
+            raise AudioReadError(f"{self.name}: no audio samples (an empty recording).")
+
+
+def open_audio(source: Any, sampling_rate: int, source_rate: int | None = None,
+               chunk_seconds: float = CHUNK_SECONDS) -> AudioStream:
+    """A recording of any length as an AudioStream of mono float32 at `sampling_rate`.
+
+    source: a file path (any format FFmpeg reads: wav, flac, ogg, mp3, m4a, ...), encoded file bytes, a binary
+        file-like object, a dict {"array" or "raw": samples, "sampling_rate": rate} (datasets' and transformers'
+        audio dicts), or a 1-D/2-D numpy array or torch tensor of samples at `source_rate`.
+    Files are decoded with torchcodec (FFmpeg) `chunk_seconds` at a time; FFmpeg resamples (swresample) and averages
+    the channels to mono as it decodes, so only one chunk is in memory. Arrays are averaged over channels (a 2-D
+    array's short side, at most 16, is taken for channels) and resampled with torchaudio in one go, since they are
+    in memory already. An AudioReadError (a ValueError) names the file and the reason when it is missing, not audio
+    or truncated; a TypeError names a source of another kind.
+    """
+    if isinstance(source, Mapping):
+        key = "array" if "array" in source else "raw" if "raw" in source else None
+        if key is None or "sampling_rate" not in source:
+            raise ValueError(f"An audio dict needs 'array' (or 'raw') and 'sampling_rate'; got keys {sorted(source)}.")
+        return open_audio(source[key], sampling_rate, source_rate=source["sampling_rate"])
+    if isinstance(source, (np.ndarray, torch.Tensor)):
+        return _array_stream(source, sampling_rate, source_rate)
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.exists(path):
+            raise AudioReadError(f"{path}: no such file.")
+        if os.path.isdir(path):
+            raise AudioReadError(f"{path}: a directory, not an audio file.")
+        if os.path.getsize(path) == 0:
+            raise AudioReadError(f"{path}: an empty file (0 bytes).")
+        with open(path, "rb") as handle:
+            reason = wav_truncation(handle.read(1 << 16), os.path.getsize(path))
+        if reason:
+            raise AudioReadError(f"{path}: {reason}.")
+        return _decoded_stream(path, path, sampling_rate, chunk_seconds)
+    if isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise AudioReadError("<bytes>: empty (0 bytes).")
+        reason = wav_truncation(bytes(source[:1 << 16]), len(source))
+        if reason:
+            raise AudioReadError(f"<bytes>: {reason}.")
+        return _decoded_stream(bytes(source), "<bytes>", sampling_rate, chunk_seconds)
+    if hasattr(source, "read") and hasattr(source, "seek"):
+        return _decoded_stream(source, getattr(source, "name", None) or "<file object>", sampling_rate, chunk_seconds)
+    raise TypeError(f"Cannot read audio from a {type(source).__name__}; pass a file path, file bytes, a binary file "
+                    "object, a numpy array or torch tensor (with its sampling rate), or a dict with 'array' and "
+                    "'sampling_rate'.")
+
+
+def _decoded_stream(source: Any, name: str, sampling_rate: int, chunk_seconds: float) -> AudioStream:
+    """An AudioStream over torchcodec's decoder: consecutive `get_samples_played_in_range` calls continue where the
+    last one stopped (sample for sample what one `get_all_samples` call returns, checked for wav/flac/ogg/mp3)."""
+    try:
+        from torchcodec.decoders import AudioDecoder
+    except ImportError as error:
+        raise ImportError("Decoding audio files needs torchcodec and FFmpeg's libraries: pip install torchcodec, "
+                          "apt-get install ffmpeg (scripts/setup.sh does both).") from error
+    try:
+        decoder = AudioDecoder(source, sample_rate=sampling_rate, num_channels=1)
+        duration = decoder.metadata.duration_seconds
+    except Exception as error:  # noqa: BLE001 (FFmpeg raises RuntimeErrors of every kind for unreadable input)
+        raise AudioReadError(f"{name}: not readable audio ({decoder_reason(error)}).") from error
+    begin = decoder.metadata.begin_stream_seconds or 0.0
+
+    def chunks() -> Iterator[torch.Tensor]:
+        start = begin
+        while duration is None or start < begin + duration:
+            # With an unknown duration the reader asks beyond the end; the decoder then says it found nothing.
+            stop = start + chunk_seconds if duration is None else min(start + chunk_seconds, begin + duration)
+            try:
+                samples = decoder.get_samples_played_in_range(start, stop).data  # (1, n)
+            except RuntimeError as error:
+                if "No audio frames were decoded" in str(error) and (duration is None or start > begin):
+                    return
+                if "No audio frames were decoded" in str(error):
+                    raise AudioReadError(f"{name}: no audio samples (an empty recording).") from error
+                raise AudioReadError(f"{name}: decoding failed after {start - begin:.2f} s "
+                                     f"({decoder_reason(error)}); the file is damaged or truncated.") from error
+            if samples.shape[1] == 0:
+                return
+            yield samples[0]
+            start = stop
+
+    return AudioStream(name, sampling_rate, duration, chunks)
+
+
+def _array_stream(samples: Any, sampling_rate: int, source_rate: int | None) -> AudioStream:
+    """An in-memory clip as an AudioStream: mono, at `sampling_rate`, one chunk."""
+    import torchaudio
+
+    clip = torch.as_tensor(samples)
+    if not (clip.is_floating_point() or clip.dtype in (torch.int8, torch.int16, torch.int32)):
+        raise TypeError(f"Audio samples of dtype {clip.dtype} are not supported; pass float audio in [-1, 1] or "
+                        "int8/int16/int32 PCM.")
+    if not clip.is_floating_point():
+        clip = clip.float() / float(-torch.iinfo(clip.dtype).min)  # PCM full scale to [-1, 1)
+    if clip.ndim == 2:
+        if clip.shape[0] <= MAX_CHANNELS and clip.shape[0] < clip.shape[1]:
+            clip = clip.mean(dim=0)  # (channels, N)
+        elif clip.shape[1] <= MAX_CHANNELS and clip.shape[1] < clip.shape[0]:
+            clip = clip.mean(dim=1)  # (N, channels)
+        else:
+            raise ValueError(f"Audio of shape {tuple(clip.shape)} has no channel axis of at most {MAX_CHANNELS}; pass "
+                             "(samples,), (channels, samples) or (samples, channels).")
+    elif clip.ndim != 1:
+        raise ValueError(f"Audio of shape {tuple(clip.shape)}; pass (samples,), (channels, samples) or "
+                         "(samples, channels).")
+    clip = clip.float()
+    if source_rate is None:
+        source_rate = sampling_rate
+    elif isinstance(source_rate, bool) or not isinstance(source_rate, (int, np.integer)) or source_rate <= 0:
+        raise TypeError(f"sampling_rate={source_rate!r} must be a positive integer number of samples per second.")
+    if source_rate != sampling_rate:
+        clip = torchaudio.functional.resample(clip, int(source_rate), sampling_rate)
+    return AudioStream("<array>", sampling_rate, clip.shape[0] / sampling_rate, lambda: iter([clip]))
+
+
+__all__ = ["AUDIO_SUFFIXES", "CHUNK_SECONDS", "AudioReadError", "AudioStream", "decode_audio", "decoder_reason",
+           "espeak_available", "espeak_speech", "open_audio", "read_audio_file", "wav_truncation"]

@@ -88,3 +88,61 @@ def commands_root(tmp_path_factory) -> Path:
                                   verbose=False)
     assert build_commands_dataset(CommandsSpec(clips_per_word=4, eval_clips_per_word=2), cache_dir=cache) == root
     return root
+
+
+# The word model of the tagging tests: a tiny AST trained in the fixture to tell four spoken words and silence apart.
+WORDS = ["yes", "no", "up", "down"]
+SILENCE = "_silence_"
+
+
+def train_word_model(folder: Path, steps: int = 300, seed: int = 0) -> Path:
+    """Train a tiny AST (128 frames, Speech Commands statistics) on espeak-ng's four WORDS in three voices at several
+    speeds and pitches, plus quiet noise as SILENCE, and save model and extractor to `folder`. Its job is to find
+    each word in a long recording, not to generalise to unheard voices: it is tested on the voices it heard."""
+    from ast_hf.presets import dataset_settings
+
+    torch.manual_seed(seed)
+    generator = np.random.default_rng(seed)
+    labels = [*WORDS, SILENCE]
+    clips, targets = [], []
+    for index, word in enumerate(WORDS):
+        for voice in ("en", "en-us", "en-gb"):
+            for speed in (130, 165, 200):
+                for pitch in (35, 65):
+                    clips.append(speak(word, voice, speed, pitch))
+                    targets.append(index)
+    for level in np.linspace(0.0, 0.01, 18):
+        clips.append((generator.standard_normal(16000) * level).astype(np.float32))
+        targets.append(len(WORDS))
+    preset = dataset_settings("speechcommands")
+    extractor = ast_hf.ASTFeatureExtractor(max_length=128, mean=preset["mean"], std=preset["std"])
+    model = ast_hf.ASTForAudioClassification(tiny_config(
+        num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
+        hidden_size=64, intermediate_size=128, frequency_stride=16, time_stride=16))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    targets = torch.tensor(targets)
+    model.train()
+    for _ in range(steps):
+        rows = torch.from_numpy(generator.choice(len(clips), size=32, replace=False))
+        # Each clip anywhere in the 1.28 s window, as a word in a long recording falls anywhere in one, over quiet
+        # noise of a random level (recordings are rarely digital silence).
+        placed = []
+        for i in rows.tolist():
+            window = generator.standard_normal(20480).astype(np.float32) * generator.uniform(0.0, 3e-3)
+            begin = int(generator.integers(0, max(1, 20480 - len(clips[i]))))
+            window[begin:begin + len(clips[i])] += clips[i][:20480]
+            placed.append(window)
+        batch = extractor(placed, sampling_rate=16000, return_tensors="pt")
+        loss = model(**batch, labels=targets[rows]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval().save_pretrained(folder)
+    extractor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def word_model(tmp_path_factory) -> Path:
+    """A directory holding the trained word model (`train_word_model`)."""
+    return train_word_model(tmp_path_factory.mktemp("word_model"))

@@ -4,7 +4,6 @@ checked before training, labels encoded; the embedded espeak-ng data when none i
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..audio_io import AUDIO_SUFFIXES
+from ..audio_io import AUDIO_SUFFIXES, decoder_reason, wav_truncation
 from .arguments import DataArguments
 
 
@@ -123,6 +122,13 @@ def _audio_problem(cell: Mapping[str, Any], decode: bool = True) -> str | None:
     path, data = cell.get("path"), cell.get("bytes")
     if data is None and (not path or not os.path.isfile(path)):
         return "file not found"
+    if data is None:
+        with open(path, "rb") as handle:
+            truncated = wav_truncation(handle.read(1 << 16), os.path.getsize(path))
+    else:
+        truncated = wav_truncation(bytes(data[:1 << 16]), len(data))
+    if truncated:
+        return truncated
     if decode:
         try:
             from torchcodec.decoders import AudioDecoder
@@ -131,7 +137,7 @@ def _audio_problem(cell: Mapping[str, Any], decode: bool = True) -> str | None:
         except Exception as error:  # noqa: BLE001 (any failure means: training could not decode it either)
             if "No audio frames were decoded" in str(error):
                 return "no audio samples (an empty file)"
-            return f"FFmpeg cannot decode it ({_decoder_reason(error)})"
+            return f"FFmpeg cannot decode it ({decoder_reason(error)})"
         if samples.numel() == 0:
             return "no audio samples (an empty file)"
         if not bool(torch.isfinite(samples).all()):
@@ -148,15 +154,7 @@ def _audio_problem(cell: Mapping[str, Any], decode: bool = True) -> str | None:
             AudioDecoder(data if data is not None else path).metadata  # noqa: B018 (reads the header)
             return None
         except Exception as error:  # noqa: BLE001 (any failure means: not readable audio)
-            return f"not readable audio ({_decoder_reason(error)})"
-
-
-def _decoder_reason(error: Exception) -> str:
-    """The part of a torchcodec/FFmpeg error a user can act on: its message without C++ source locations."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = re.sub(r"\S*\.(cpp|h):\d+,?", "", " ".join(lines))  # C++ source locations
-    text = re.sub(r"^\w+,\s*", "", " ".join(text.split()))  # the C++ function's name
-    return (text or type(error).__name__)[:160]
+            return f"not readable audio ({decoder_reason(error)})"
 
 
 def check_audio_files(split: Any, column: str, name: str, skip: bool = False, workers: int = 8,

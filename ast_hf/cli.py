@@ -1,0 +1,321 @@
+"""`ast-hf`, the command line: tag recordings, export a model to ONNX, start the web demo.
+
+    ast-hf classify FILE_OR_DIR... --model ID_OR_DIR [--top-k K] [--hop S] [--threshold T] [--json | --csv]
+                    [--events] [--plot OUT.png] [--device cpu|cuda] [--batch-size N]
+    ast-hf export-onnx MODEL OUT_DIR [--opset N] [--quantize int8]
+    ast-hf demo --model ID_OR_DIR [--host H] [--port P]
+
+Like `huggingface-cli`/`transformers` commands: one entry point, a subcommand per job, `--help` on each. classify
+prints a table by default (JSON or CSV on request) to stdout and progress and errors to stderr. A file that cannot be
+read gets one line naming it and the reason and the other files are still tagged; the exit status is 0 when every
+file was tagged, 1 when some failed (the rest are printed) and 2 when none could be (or the arguments are wrong).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_FAILED = 0, 1, 2
+
+
+class CommandError(Exception):
+    """A problem with the command's arguments or model: printed as one line, exit status 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_FAILED
+    try:
+        return args.run(args)
+    except CommandError as error:
+        print(f"ast-hf {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"ast-hf {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ast-hf", description="Audio Spectrogram Transformer tools (ast_hf).")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    classify = commands.add_parser(
+        "classify", help="tag audio files with an AST model",
+        description="Tag recordings of any length window by window (the 'audio-tagging' pipeline). Directories are "
+                    "searched recursively for audio files.")
+    classify.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="audio files or directories")
+    classify.add_argument("--model", required=True, help="a model directory or Hub id (ast_hf or transformers AST)")
+    classify.add_argument("--top-k", type=int, default=5, help="labels shown per file and per window (default 5)")
+    classify.add_argument("--hop", type=float, default=None,
+                          help="seconds between window starts (default: half the model's window)")
+    classify.add_argument("--threshold", type=float, default=None,
+                          help="smallest score of a label in an event (default 0.5); implies --events")
+    classify.add_argument("--events", action="store_true",
+                          help="merge consecutive windows with the same label into events and print them")
+    output = classify.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON (one list, every file's full result)")
+    output.add_argument("--csv", action="store_true",
+                        help="print CSV rows: file,kind,start,end,label,score (kind: clip, segment or event)")
+    classify.add_argument("--plot", metavar="OUT.png", default=None,
+                          help="draw the spectrogram and the top labels' scores over time; with several files, a "
+                               "directory that gets one FILE_STEM.png each")
+    classify.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    classify.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
+    classify.add_argument("--multi-label", dest="multi_label", action="store_true", default=None,
+                          help="sigmoid scores, maximum over windows (default: from the model)")
+    classify.add_argument("--single-label", dest="multi_label", action="store_false",
+                          help="softmax scores, mean over windows (default: from the model)")
+    classify.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    classify.set_defaults(run=run_classify)
+
+    export = commands.add_parser(
+        "export-onnx", help="export a model to ONNX for onnxruntime",
+        description="Write OUT_DIR/model.onnx (dynamic batch and time axes, the attention mask as an input) with "
+                    "config.json and preprocessor_config.json.")
+    export.add_argument("model", metavar="MODEL", help="a model directory or Hub id")
+    export.add_argument("output_dir", metavar="OUT_DIR", help="directory to write")
+    export.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    export.add_argument("--quantize", choices=["int8"], default=None,
+                        help="also write an int8 dynamically quantised model next to the float32 one")
+    export.set_defaults(run=run_export)
+
+    demo = commands.add_parser("demo", help="start the local web demo (Gradio)",
+                               description="Upload or record audio and see its labels and timeline in a browser.")
+    demo.add_argument("--model", required=True, help="a model directory or Hub id")
+    demo.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    demo.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
+    demo.add_argument("--top-k", type=int, default=5, help="labels shown (default 5)")
+    demo.set_defaults(run=run_demo)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# classify
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    if args.top_k < 1:
+        raise CommandError(f"--top-k {args.top_k}: pass a positive number of labels.")
+    if args.batch_size < 1:
+        raise CommandError(f"--batch-size {args.batch_size}: pass a positive number of windows.")
+    if args.hop is not None and not args.hop > 0:
+        raise CommandError(f"--hop {args.hop}: pass a positive number of seconds.")
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        raise CommandError(f"--threshold {args.threshold}: pass a score between 0 and 1.")
+    events = args.events or args.threshold is not None
+    files, failures = expand_inputs(args.inputs)
+    for name, reason in failures:
+        print(f"ast-hf classify: error: {name}: {reason}", file=sys.stderr)
+    if not files:
+        return EXIT_FAILED
+    plots = plot_paths(args.plot, files) if args.plot else {}
+    tagger = load_tagger(args.model, args.device)
+
+    from .audio_io import AudioReadError
+
+    results: list[tuple[str, dict[str, Any]]] = []
+    progress = ProgressBar(len(files), enabled=not args.no_progress)
+    for path in files:
+        progress.start_file(path)
+        try:
+            result = tagger(path, top_k=args.top_k, hop=args.hop, events=events, batch_size=args.batch_size,
+                            threshold=args.threshold, multi_label=args.multi_label, progress=progress.update)
+        except AudioReadError as error:
+            progress.done_file()
+            progress.clear()
+            print(f"ast-hf classify: error: {error}", file=sys.stderr)
+            failures.append((path, str(error)))
+            continue
+        except ValueError as error:  # e.g. a hop longer than this model's window
+            raise CommandError(str(error)) from error
+        progress.done_file()
+        results.append((path, result))
+        if path in plots:
+            from .timeline import plot_timeline
+
+            figure = plot_timeline(path, result, plots[path], title=f"{path}  ·  {args.model}",
+                                   extractor=tagger.feature_extractor)
+            import matplotlib.pyplot as plt
+
+            plt.close(figure)
+    progress.close()
+
+    if args.json:
+        json.dump([{"file": path, **result} for path, result in results], sys.stdout, indent=1)
+        print()
+    elif args.csv:
+        write_csv(results, sys.stdout)
+    else:
+        print_table(results, events)
+    for path in plots:
+        if any(path == done for done, _ in results):
+            print(f"plot: {plots[path]}", file=sys.stderr)
+    if failures:
+        return EXIT_SOME_FAILED if results else EXIT_FAILED
+    return EXIT_OK
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Files to tag (directories searched recursively for audio file endings, sorted) and (input, reason) for those
+    that are neither a file nor a directory with audio in it."""
+    from .audio_io import AUDIO_SUFFIXES
+
+    files, failures = [], []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(str(path) for path in Path(item).rglob("*")
+                           if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                failures.append((item, f"a directory without audio files ({', '.join(AUDIO_SUFFIXES[:5])}, ...)"))
+            files += found
+        elif os.path.exists(item):
+            files.append(item)
+        else:
+            failures.append((item, "no such file"))
+    return files, failures
+
+
+def plot_paths(plot: str, files: list[str]) -> dict[str, str]:
+    """Where each file's plot goes: `plot` itself for one file; for several, `plot` is a directory (created) with
+    one STEM.png per file (STEM_2.png, ... when stems repeat)."""
+    if len(files) == 1:
+        parent = os.path.dirname(os.path.abspath(plot))
+        if not os.path.isdir(parent):
+            raise CommandError(f"--plot {plot}: the directory {parent} does not exist.")
+        return {files[0]: plot}
+    if os.path.isfile(plot):
+        raise CommandError(f"--plot {plot} is a file; with {len(files)} inputs pass a directory for one plot each.")
+    os.makedirs(plot, exist_ok=True)
+    paths, used = {}, set()
+    for path in files:
+        stem, n = Path(path).stem, 1
+        name = f"{stem}.png"
+        while name in used:
+            n += 1
+            name = f"{stem}_{n}.png"
+        used.add(name)
+        paths[path] = os.path.join(plot, name)
+    return paths
+
+
+def load_tagger(model: str, device: str) -> Any:
+    """The "audio-tagging" pipeline for `model` on `device`; a CommandError saying what is wrong otherwise."""
+    import torch
+
+    import ast_hf  # noqa: F401 (registers the pipeline and the Auto classes)
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CommandError(f"--device {device}: no CUDA GPU is available here; use --device cpu.")
+    if not (os.path.isdir(model) or (model.count("/") == 1 and not os.path.exists(model))):
+        raise CommandError(f"--model {model}: no such directory (and not a Hub id of the form owner/name).")
+    from transformers import pipeline
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # stderr is for this command's progress and errors, not "Loading weights"
+    try:
+        return pipeline("audio-tagging", model=model, device=device)
+    except (OSError, ValueError, TypeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CommandError(f"--model {model}: cannot load it as an AST classifier ({first})") from error
+
+
+class ProgressBar:
+    """A tqdm bar on stderr over files, showing the seconds tagged in the current file; silent when stderr is not
+    a terminal (tqdm's own rule) or when disabled."""
+
+    def __init__(self, total_files: int, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total_files, unit="file", disable=None if enabled else True, file=sys.stderr,
+                        leave=False, dynamic_ncols=True)
+        self.name = ""
+
+    def start_file(self, path: str) -> None:
+        self.name = os.path.basename(path)
+        self.bar.set_postfix_str(self.name)
+
+    def update(self, seconds: float, total: float | None) -> None:
+        where = f"{seconds:.0f}/{total:.0f} s" if total else f"{seconds:.0f} s"
+        self.bar.set_postfix_str(f"{self.name} {where}")
+
+    def done_file(self) -> None:
+        self.bar.update(1)
+
+    def clear(self) -> None:
+        self.bar.clear()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def print_table(results: list[tuple[str, dict[str, Any]]], events: bool) -> None:
+    if not results:
+        return
+    width = max(len("file"), *(len(path) for path, _ in results))
+    print(f"{'file':<{width}}  {'duration':>9}  top labels (score)")
+    for path, result in results:
+        labels = ", ".join(f"{item['label']} ({item['score']:.3f})" for item in result["clip"])
+        print(f"{path:<{width}}  {result['duration']:>7.2f} s  {labels}")
+    if events:
+        for path, result in results:
+            print(f"\nevents in {path}:")
+            if not result["events"]:
+                print("  (none above the threshold)")
+            for event in result["events"]:
+                print(f"  {event['start']:8.2f} - {event['end']:8.2f} s  {event['label']} (peak {event['score']:.3f})")
+
+
+def write_csv(results: list[tuple[str, dict[str, Any]]], stream: Any) -> None:
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(["file", "kind", "start", "end", "label", "score"])
+    for path, result in results:
+        for item in result["clip"]:
+            writer.writerow([path, "clip", 0.0, round(result["duration"], 4), item["label"], round(item["score"], 6)])
+        for segment in result["segments"]:
+            for item in segment["labels"]:
+                writer.writerow([path, "segment", round(segment["start"], 4), round(segment["end"], 4), item["label"],
+                                 round(item["score"], 6)])
+        for event in result.get("events", []):
+            writer.writerow([path, "event", round(event["start"], 4), round(event["end"], 4), event["label"],
+                             round(event["score"], 6)])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# export-onnx and demo
+
+
+def run_export(args: argparse.Namespace) -> int:
+    try:
+        from .onnx_export import export_onnx
+    except ImportError as error:
+        raise CommandError(f"ONNX export needs onnx, onnxscript and onnxruntime ({error}); pip install "
+                           "'ast_hf[onnx]'.") from error
+    try:
+        written = export_onnx(args.model, args.output_dir, opset=args.opset, quantize=args.quantize)
+    except (OSError, ValueError, TypeError) as error:
+        raise CommandError(str(error).strip().splitlines()[0]) from error
+    print(json.dumps(written, indent=1, default=str))
+    return EXIT_OK
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    try:
+        from .demo_app import launch
+    except ImportError as error:
+        raise CommandError(f"The demo needs gradio ({error}); pip install 'ast_hf[demo]'.") from error
+    tagger = load_tagger(args.model, "cpu")  # the same checks and one-line errors as classify, before serving
+    launch(tagger, host=args.host, port=args.port, top_k=args.top_k)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

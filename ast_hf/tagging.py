@@ -1,0 +1,294 @@
+"""Tagging recordings of any length: the "audio-tagging" pipeline.
+
+`pipeline("audio-tagging", model=ID_OR_DIR)` (registered with transformers' PIPELINE_REGISTRY when ast_hf is
+imported) classifies a whole recording window by window and answers "what, and when":
+
+- Windows of the extractor's `max_length` frames (10.24 s for AudioSet checkpoints) start every `hop` seconds (half
+  a window by default). The last window is the audio that remains, run at its own length (ast_hf runs any number
+  of frames), never zero padding; a recording shorter than one window is one window of its own length.
+- The file is decoded chunk by chunk (`ast_hf.audio_io.open_audio`: torchcodec/FFmpeg, resampled to the
+  extractor's rate and averaged to mono as it is decoded), windows are classified `batch_size` at a time and only
+  each window's logits are kept, so memory does not grow with the recording's length beyond 4 bytes per label
+  per window (2 KB a window for AudioSet's 527).
+- Scores: sigmoid per label for multi-label models (`problem_type="multi_label_classification"`, or AudioSet's 527
+  labels), softmax otherwise; `multi_label=` overrides. The whole recording's scores (`clip`) are the maximum over
+  windows for multi-label models (a sound present anywhere is present) and the mean of the windows' probabilities
+  for single-label ones.
+- `events=True` merges consecutive windows in which a label is active (among the window's `top_k` with a score of
+  at least `threshold`; for single-label models only the window's top label can be active) into events with start,
+  end, label and peak score.
+
+Any transformers AST checkpoint works too: the built-in `ASTForAudioClassification` and its extractor are turned
+into ast_hf's (same weights, same features), which run windows shorter than the stored grid.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import types
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModelForAudioClassification, Pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.utils import logging
+
+from .audio_io import AudioStream, open_audio
+from .configuration_ast import BUILTIN_AST_MODEL_TYPE, samples_for_frames
+from .feature_extraction_ast import ASTFeatureExtractor, num_frames
+from .modeling_ast import ASTForAudioClassification
+
+logger = logging.get_logger(__name__)
+
+TASK = "audio-tagging"
+DEFAULT_TOP_K = 5
+DEFAULT_BATCH_SIZE = 4  # windows per forward pass: 4 x 1024 frames is where a 2-core CPU's throughput levels off
+DEFAULT_THRESHOLD = 0.5
+
+
+def is_multi_label(config: Any) -> bool:
+    """Whether a classifier's labels are independent (sigmoid) rather than exclusive (softmax): its problem_type
+    says so, or it has AudioSet's 527 labels (the released AudioSet checkpoints do not set problem_type)."""
+    if config.problem_type == "multi_label_classification":
+        return True
+    if config.problem_type is not None or config.num_labels != 527:
+        return False
+    from .presets import dataset_labels
+
+    return [config.id2label[i] for i in range(527)] == dataset_labels("audioset")
+
+
+def windows(chunks: Iterable[torch.Tensor], window: int, hop: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first sample, samples) of each window of `window` samples starting every `hop` samples, from a stream of
+    1-D chunks. The last window is what remains after the previous one, shorter than `window`; none follows a window
+    that reaches the end. Holds at most one window plus one chunk."""
+    if not 0 < hop <= window:
+        raise ValueError(f"hop={hop} samples must be positive and at most the window ({window} samples).")
+    buffer = torch.zeros(0)
+    offset = 0  # sample index of buffer[0]
+    start = 0  # first sample of the next window
+    last_end = 0  # end of the last window given out
+    for chunk in chunks:
+        buffer = torch.cat([buffer, chunk])
+        while offset + buffer.shape[0] >= start + window:
+            yield start, buffer[start - offset:start - offset + window].clone()
+            last_end = start + window
+            start += hop
+            buffer, offset = buffer[start - offset:], start
+    total = offset + buffer.shape[0]
+    if total > last_end or last_end == 0:
+        yield start, buffer[start - offset:].clone()
+
+
+def batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def as_ast_hf(model: Any, feature_extractor: Any) -> tuple[ASTForAudioClassification, ASTFeatureExtractor]:
+    """ast_hf's classifier and extractor for an AST checkpoint loaded either way: ast_hf's as they are, transformers'
+    built-in ones converted (same weights through a save/load round trip, which maps the built-in's parameter names;
+    same extractor settings). Other models get a TypeError."""
+    if not isinstance(model, ASTForAudioClassification):
+        if getattr(model.config, "model_type", None) != BUILTIN_AST_MODEL_TYPE or not hasattr(model, "classifier"):
+            raise TypeError(f"The {TASK!r} pipeline runs Audio Spectrogram Transformer classifiers (ast_hf's or "
+                            f"transformers' built-in); got {type(model).__name__}. Pass an AST checkpoint.")
+        with tempfile.TemporaryDirectory(prefix="ast_hf_builtin_") as folder:
+            model.save_pretrained(folder)
+            converted = ASTForAudioClassification.from_pretrained(folder, dtype=model.dtype)
+        model = converted.to(model.device).eval()
+    if feature_extractor is None:
+        raise ValueError(f"The {TASK!r} pipeline needs the checkpoint's feature extractor (preprocessor_config.json);"
+                         " pass feature_extractor=ast_hf.ASTFeatureExtractor(...) with the settings it was trained "
+                         "with.")
+    if not isinstance(feature_extractor, ASTFeatureExtractor):
+        feature_extractor = ASTFeatureExtractor.from_dict(feature_extractor.to_dict())
+    return model, feature_extractor
+
+
+class AudioTaggingPipeline(Pipeline):
+    """Tags a recording of any length window by window. Call it with one input or a list of inputs (a generator
+    gives a generator of results). Each input: a file path (wav, flac, ogg, mp3, m4a, anything FFmpeg reads), file
+    bytes, a binary file object, a dict {"array" or "raw", "sampling_rate"}, or a numpy array / torch tensor with
+    `sampling_rate=` (mono, (channels, samples) or (samples, channels)); any rate and channel count (resampled to
+    the extractor's rate, averaged to mono).
+
+    Parameters (at construction or per call): top_k (labels per window and for the recording, default 5), hop
+    (seconds between window starts, default half a window), batch_size (windows per forward pass, default 4),
+    events (merge windows into events, default False), threshold (an event label's smallest score, default 0.5),
+    multi_label (sigmoid scores and max over windows; default from the model), sampling_rate (of array input),
+    progress (called with (seconds done, seconds in all or None) after each batch).
+
+    Returns per input {"clip": [{"label", "score"}, ...] (the recording's top_k, best first),
+    "segments": [{"start", "end", "labels": [{"label", "score"}, ...]}, ...] (seconds, one per window),
+    "duration": seconds, "timeline": {"labels": the recording's top_k labels, "scores": [[score of each, ...] per
+    window]} (what `plot_timeline` draws)} plus "events": [{"start", "end", "label", "score"}, ...] when events=True.
+    """
+
+    _load_feature_extractor = True
+    _load_processor = False
+    _load_image_processor = False
+    _load_tokenizer = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.model, self.feature_extractor = as_ast_hf(self.model, self.feature_extractor)
+
+    def __call__(self, inputs: Any, **kwargs: Any) -> Any:
+        if isinstance(inputs, types.GeneratorType):
+            return (self(item, **kwargs) for item in inputs)
+        if isinstance(inputs, (list, tuple)):
+            if inputs and isinstance(inputs[0], (int, float, np.number)):
+                raise TypeError("A list of numbers is ambiguous here (a list is a batch of inputs); pass one clip as "
+                                "a numpy array or torch tensor with sampling_rate=.")
+            return [self(item, **kwargs) for item in inputs]
+        batch_size = kwargs.pop("batch_size", None) or self._batch_size or DEFAULT_BATCH_SIZE
+        kwargs.pop("num_workers", None)  # windows are batched here; there is no DataLoader to give workers
+        preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
+        preprocess_params = {**self._preprocess_params, **preprocess_params}
+        forward_params = {**self._forward_params, "batch_size": batch_size, **forward_params}
+        postprocess_params = {**self._postprocess_params, **postprocess_params}
+        return self.run_single(inputs, preprocess_params, forward_params, postprocess_params)
+
+    def _sanitize_parameters(self, top_k: int | None = None, hop: float | None = None, events: bool | None = None,
+                             threshold: float | None = None, multi_label: bool | None = None,
+                             sampling_rate: int | None = None, progress: Callable[[float, float | None], Any] | None
+                             = None, **unknown: Any) -> tuple[dict, dict, dict]:
+        if unknown:
+            raise TypeError(f"Unknown argument(s) {sorted(unknown)} for the {TASK!r} pipeline; it takes top_k, hop, "
+                            "batch_size, events, threshold, multi_label, sampling_rate and progress.")
+        preprocess, forward, postprocess = {}, {}, {}
+        if sampling_rate is not None:
+            preprocess["sampling_rate"] = sampling_rate
+        if hop is not None:
+            if isinstance(hop, bool) or not isinstance(hop, (int, float)) or not hop > 0:
+                raise ValueError(f"hop={hop!r} must be a positive number of seconds.")
+            forward["hop"] = float(hop)
+        if progress is not None:
+            forward["progress"] = progress
+        if top_k is not None:
+            if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+                raise ValueError(f"top_k={top_k!r} must be a positive integer.")
+            postprocess["top_k"] = top_k
+        if events is not None:
+            postprocess["events"] = bool(events)
+        if threshold is not None:
+            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+                raise ValueError(f"threshold={threshold!r} must be a score between 0 and 1.")
+            postprocess["threshold"] = float(threshold)
+        if multi_label is not None:
+            postprocess["multi_label"] = bool(multi_label)
+        return preprocess, forward, postprocess
+
+    def preprocess(self, inputs: Any, sampling_rate: int | None = None) -> dict[str, Any]:
+        rate = self.feature_extractor.sampling_rate
+        if isinstance(inputs, (np.ndarray, torch.Tensor)) and sampling_rate is None:
+            logger.warning_once(f"The {TASK!r} pipeline got an array without sampling_rate; it is taken to be at "
+                                f"{rate} Hz. Pass sampling_rate= (or a dict with 'sampling_rate') to be sure.")
+        return {"audio": open_audio(inputs, rate, source_rate=sampling_rate)}
+
+    def _forward(self, model_inputs: dict[str, Any], hop: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 progress: Callable[[float, float | None], Any] | None = None) -> dict[str, Any]:
+        audio: AudioStream = model_inputs["audio"]
+        extractor = self.feature_extractor
+        rate = extractor.sampling_rate
+        window = samples_for_frames(extractor.max_length)
+        hop_samples = window // 2 if hop is None else round(hop * rate)
+        if hop_samples > window:
+            raise ValueError(f"hop={hop} s is longer than the window ({window / rate:.2f} s: {extractor.max_length} "
+                             "frames); windows would skip audio. Pass a hop of at most the window.")
+        if hop_samples < 1:
+            raise ValueError(f"hop={hop} s is shorter than one sample at {rate} Hz.")
+        patch = self.model.config.patch_size
+        logits, starts, ends = [], [], []
+        for batch in batches(windows(audio.chunks(), window, hop_samples), batch_size):
+            clips = [samples for _, samples in batch]
+            width = max(max(_frames(clip) for clip in clips), patch)  # a window shorter than one patch is padded
+            features = extractor(clips, sampling_rate=rate, padding="max_length", max_length=width, truncation=True,
+                                 return_attention_mask=True, return_tensors="pt", device=self.device)
+            output = self.model(input_values=features["input_values"], attention_mask=features["attention_mask"])
+            logits.append(output.logits.float().cpu())  # (b, labels)
+            starts += [start for start, _ in batch]
+            ends += [start + clip.shape[0] for start, clip in batch]
+            if progress is not None:
+                progress(ends[-1] / rate, audio.duration)
+        return {"logits": torch.cat(logits), "starts": torch.tensor(starts), "ends": torch.tensor(ends),
+                "rate": rate}
+
+    def postprocess(self, model_outputs: dict[str, Any], top_k: int = DEFAULT_TOP_K, events: bool = False,
+                    threshold: float = DEFAULT_THRESHOLD, multi_label: bool | None = None) -> dict[str, Any]:
+        config = self.model.config
+        multi_label = is_multi_label(config) if multi_label is None else multi_label
+        logits = model_outputs["logits"]  # (windows, labels)
+        scores = logits.sigmoid() if multi_label else logits.softmax(dim=-1)
+        overall = scores.max(dim=0).values if multi_label else scores.mean(dim=0)  # (labels,)
+        top_k = min(top_k, config.num_labels)
+        rate = model_outputs["rate"]
+        starts = [start / rate for start in model_outputs["starts"].tolist()]
+        ends = [end / rate for end in model_outputs["ends"].tolist()]
+        segments = [{"start": start, "end": end, "labels": _top(row, top_k, config.id2label)}
+                    for start, end, row in zip(starts, ends, scores, strict=True)]
+        clip = _top(overall, top_k, config.id2label)
+        chosen = overall.topk(top_k).indices  # the recording's top labels, whose scores the timeline plot draws
+        timeline = {"labels": [item["label"] for item in clip], "scores": scores[:, chosen].tolist()}
+        result = {"clip": clip, "segments": segments, "duration": max(ends), "timeline": timeline}
+        if events:
+            result["events"] = merge_events(segments, threshold, single_label=not multi_label)
+        return result
+
+
+def merge_events(segments: list[dict[str, Any]], threshold: float,
+                 single_label: bool) -> list[dict[str, Any]]:
+    """Events from windows: each maximal run of consecutive windows in which a label is active (in the window's
+    labels with score >= threshold; only the top one for single-label models) becomes
+    {"start", "end", "label", "score" (the run's peak)}, ordered by start, then label."""
+    found, open_runs = [], {}
+    for segment in segments:
+        labels = segment["labels"][:1] if single_label else segment["labels"]
+        active = {item["label"]: item["score"] for item in labels if item["score"] >= threshold}
+        for label in list(open_runs):
+            if label not in active:
+                found.append(open_runs.pop(label))
+        for label, score in active.items():
+            if label in open_runs:
+                run = open_runs[label]
+                run["end"], run["score"] = segment["end"], max(run["score"], score)
+            else:
+                open_runs[label] = {"start": segment["start"], "end": segment["end"], "label": label, "score": score}
+    found += open_runs.values()
+    return sorted(found, key=lambda event: (event["start"], event["label"]))
+
+
+def _top(scores: torch.Tensor, k: int, id2label: dict[int, str]) -> list[dict[str, Any]]:
+    values, indices = scores.topk(k)
+    return [{"label": id2label[int(i)], "score": float(v)} for v, i in zip(values, indices, strict=True)]
+
+
+def _frames(clip: torch.Tensor) -> int:
+    return num_frames(clip.shape[0])
+
+
+def plot_timeline(*args: Any, **kwargs: Any) -> Any:
+    """`ast_hf.timeline.plot_timeline` (imported on use: it needs matplotlib)."""
+    from .timeline import plot_timeline as plot
+
+    return plot(*args, **kwargs)
+
+
+def register_pipeline() -> None:
+    """Register the "audio-tagging" task with transformers' PIPELINE_REGISTRY (called on import; once)."""
+    if TASK not in PIPELINE_REGISTRY.get_supported_tasks():
+        PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=AudioTaggingPipeline,
+                                            pt_model=AutoModelForAudioClassification, type="audio")
+
+
+__all__ = ["AudioTaggingPipeline", "as_ast_hf", "is_multi_label", "merge_events", "plot_timeline",
+           "register_pipeline", "windows"]

@@ -1,0 +1,164 @@
+"""`ast-hf`, the command line, on real recordings: the console script as a process, and `ast_hf.cli.main` in this
+process for the many argument and file cases (same code, no process start-up each time)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from conftest import speak
+from transformers import pipeline
+
+from ast_hf import cli
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory):
+    """Three spoken words (a voice the word model heard) as wav, flac and mp3, and a folder holding two of them."""
+    folder = tmp_path_factory.mktemp("recordings")
+    files = {}
+    for word, suffix in (("up", ".wav"), ("no", ".flac"), ("yes", ".mp3")):
+        # Shorter than the model's 1.28 s window: one window per file. Quiet noise around it, as in a recording.
+        clip = np.concatenate([np.zeros(3200, np.float32), speak(word, "en", 165, 50), np.zeros(3200, np.float32)])
+        clip += np.random.default_rng(0).standard_normal(len(clip)).astype(np.float32) * 1e-4
+        path = folder / "words" / f"{word}{suffix}"
+        path.parent.mkdir(exist_ok=True)
+        if suffix == ".mp3":
+            soundfile.write(path.with_suffix(".wav.tmp"), clip, 16000, format="WAV")
+            subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "wav", "-i", str(path.with_suffix(".wav.tmp")),
+                            str(path)], check=True)
+            path.with_suffix(".wav.tmp").unlink()
+        else:
+            soundfile.write(path, clip, 16000)
+        files[word] = path
+    (folder / "words" / "notes.txt").write_text("not audio, skipped by the directory search")
+    return files
+
+
+def run(capsys, *args):
+    status = cli.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_console_script_tags_files_and_a_directory(word_model, recordings, tmp_path):
+    executable = shutil.which("ast-hf")
+    assert executable, "the ast-hf console script is not installed; run pip install -e ."
+    done = subprocess.run([executable, "classify", str(recordings["up"]), str(recordings["up"].parent),
+                           "--model", str(word_model), "--top-k", "2"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].split()[:3] == ["file", "duration", "top"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert len(lines) == 1 + 4  # up.wav twice (named, and in the folder), no.flac, yes.mp3
+    for word, path in recordings.items():
+        assert rows[str(path)].split()[3] == word, rows[str(path)]
+    help_text = subprocess.run([executable, "--help"], capture_output=True, text=True).stdout
+    assert "classify" in help_text and "export-onnx" in help_text and "demo" in help_text
+
+
+def test_json_is_the_pipelines_result(word_model, recordings, capsys):
+    status, out, err = run(capsys, "classify", recordings["no"], recordings["yes"], "--model", word_model, "--json",
+                           "--events", "--hop", "0.32")
+    assert status == 0, err
+    results = json.loads(out)
+    tagger = pipeline("audio-tagging", model=str(word_model))
+    for result, path in zip(results, (recordings["no"], recordings["yes"]), strict=True):
+        assert result.pop("file") == str(path)
+        expected = tagger(str(path), hop=0.32, events=True)
+        assert [i["label"] for i in result["clip"]] == [i["label"] for i in expected["clip"]]
+        assert [i["score"] for i in result["clip"]] == pytest.approx([i["score"] for i in expected["clip"]], abs=1e-6)
+        assert len(result["segments"]) == len(expected["segments"]) and result["events"]
+    assert results[0]["clip"][0]["label"] == "no" and results[1]["clip"][0]["label"] == "yes"
+
+
+def test_csv_rows_and_events(word_model, recordings, capsys):
+    status, out, _ = run(capsys, "classify", recordings["up"], "--model", word_model, "--csv", "--threshold", "0.5",
+                         "--top-k", "3")
+    assert status == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    kinds = [row["kind"] for row in rows]
+    assert kinds.count("clip") == 3 and kinds.count("segment") % 3 == 0 and "event" in kinds
+    clip = [row for row in rows if row["kind"] == "clip"]
+    assert clip[0]["label"] == "up" and float(clip[0]["score"]) >= float(clip[1]["score"])
+    events = [row for row in rows if row["kind"] == "event" and row["label"] == "up"]
+    assert events and float(events[0]["start"]) <= 0.25 + 0.05
+
+
+def test_table_with_events(word_model, recordings, capsys):
+    status, out, _ = run(capsys, "classify", recordings["up"], "--model", word_model, "--events")
+    assert status == 0
+    assert "events in" in out and " up (peak " in out
+
+
+def test_plots_one_file_and_several(word_model, recordings, tmp_path, capsys):
+    status, _, err = run(capsys, "classify", recordings["up"], "--model", word_model, "--plot", tmp_path / "up.png")
+    assert status == 0, err
+    image = plt_image(tmp_path / "up.png")
+    assert image.shape[0] > 300 and image.shape[1] > 1000 and image.std() > 0.05
+    status, _, err = run(capsys, "classify", recordings["up"].parent, "--model", word_model, "--plot",
+                         tmp_path / "plots")
+    assert status == 0, err
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["no.png", "up.png", "yes.png"]
+
+
+def plt_image(path):
+    import matplotlib.image
+
+    return matplotlib.image.imread(path)
+
+
+def test_bad_files_get_one_line_each_and_the_rest_is_printed(word_model, recordings, tmp_path, capsys):
+    truncated = tmp_path / "cut.wav"
+    truncated.write_bytes(recordings["up"].read_bytes()[:3000])
+    (tmp_path / "empty.flac").write_bytes(b"")
+    (tmp_path / "text.mp3").write_text("hello " * 100)
+    status, out, err = run(capsys, "classify", tmp_path / "missing.wav", truncated, recordings["no"],
+                           tmp_path / "empty.flac", tmp_path / "text.mp3", "--model", word_model)
+    assert status == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 4, err
+    for name, reason in (("missing.wav", "no such file"), ("cut.wav", "truncated"), ("empty.flac", "empty"),
+                         ("text.mp3", "not readable audio")):
+        assert any(name in line and reason in line for line in lines), (name, err)
+    assert str(recordings["no"]) in out and "Traceback" not in err
+    status, out, err = run(capsys, "classify", tmp_path / "missing.wav", "--model", word_model)
+    assert status == 2 and out == "" and "missing.wav: no such file" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "/nonexistent/model"], "--model /nonexistent/model: no such directory"),
+    (["--top-k", "0"], "--top-k 0"),
+    (["--hop", "-1"], "--hop -1.0"),
+    (["--threshold", "3"], "--threshold 3.0"),
+    (["--hop", "60"], "longer than the window"),
+])
+def test_bad_arguments_exit_2_with_one_line(word_model, recordings, capsys, args, message):
+    if "--model" not in args:
+        args = [*args, "--model", str(word_model)]
+    status, out, err = run(capsys, "classify", recordings["up"], *args)
+    assert status == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for a machine without a GPU")
+def test_cuda_without_a_gpu_is_one_line(word_model, recordings, capsys):
+    status, _, err = run(capsys, "classify", recordings["up"], "--model", word_model, "--device", "cuda")
+    assert status == 2 and "no CUDA GPU" in err
+
+
+def test_a_model_directory_that_is_not_a_model(tmp_path, recordings, capsys):
+    (tmp_path / "config.json").write_text("{}")
+    status, _, err = run(capsys, "classify", recordings["up"], "--model", tmp_path)
+    assert status == 2 and "cannot load it" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_no_command_prints_help(capsys):
+    status, _, err = run(capsys)
+    assert status == 2 and "classify" in err
