@@ -146,24 +146,25 @@ def _load_model_and_extractor(model: Any, extractor: ASTFeatureExtractor | None
     folder = None
     if isinstance(model, (str, os.PathLike)):
         folder = ast_directory(os.fspath(model))  # ValueError (ConversionError) for a file or a non-AST config
-        model = load_ast_model(folder)
-    elif isinstance(model, transformers.ASTForAudioClassification):  # the built-in: same weights, same names
-        builtin = model
-        model = ASTForAudioClassification(ASTConfig.from_dict(builtin.config.to_dict()))
-        model.load_state_dict(builtin.state_dict())
-        folder = builtin.name_or_path or None
+        model = load_ast_model(folder).float()  # transformers 5 keeps the stored dtype (float16 checkpoints)
+    elif isinstance(model, transformers.ASTForAudioClassification):
+        # transformers 5 names the built-in's parameters differently in memory; its save_pretrained writes the Hub
+        # names, which ast_hf loads.
+        folder = model.name_or_path or None
+        with tempfile.TemporaryDirectory() as saved:
+            model.save_pretrained(saved)
+            model = load_ast_model(saved).float()
     elif isinstance(model, ASTForAudioClassification):
         folder = model.name_or_path or None
     else:
         raise TypeError(
             f"model has type {type(model).__name__}; export_onnx exports an AST classifier: an "
             "ASTForAudioClassification (ast_hf's or transformers'), or the directory or Hub id of one. For an encoder "
-            "without a head, "
-            "add one and fine-tune it first (examples/run_audio_classification.py)."
+            "without a head, add one and fine-tune it first (examples/run_audio_classification.py)."
         )
     if model.dtype != torch.float32:
-        raise ValueError(f"The model is {model.dtype}; export a float32 model (model.float()). For a smaller file use "
-                         "quantize='int8'.")
+        raise ValueError(f"The model is {model.dtype}; export a float32 model (model.float(), or pass its directory). "
+                         "For a smaller file use quantize='int8'.")
     if extractor is None:
         if folder is not None and os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
             extractor = ASTFeatureExtractor.from_pretrained(folder)

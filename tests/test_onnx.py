@@ -15,7 +15,7 @@ import ast_hf
 pytest.importorskip("onnxruntime", reason="the ONNX export needs onnx, onnxscript and onnxruntime")
 pytest.importorskip("onnxscript", reason="the ONNX export needs onnx, onnxscript and onnxruntime")
 from ast_hf.modeling_ast import position_embeddings_per_clip  # noqa: E402
-from ast_hf.onnx_export import OnnxAudioClassifier, export_onnx  # noqa: E402
+from ast_hf.onnx_export import OnnxAudioClassifier, _load_model_and_extractor, export_onnx  # noqa: E402
 
 LABELS = ["yes", "no", "up", "down", "left"]
 TOLERANCE = 1e-4
@@ -124,6 +124,27 @@ def test_builtin_transformers_checkpoint_exports(tmp_path):
     difference = np.abs(logits - pytorch_logits(builtin, input_values)).max()
     print(f"transformers' built-in AST: max |onnx - torch| = {difference:.2e}")
     assert difference <= TOLERANCE
+    # A built-in instance is exported through an ast_hf copy with the same weights.
+    copy, _ = _load_model_and_extractor(builtin, ast_hf.ASTFeatureExtractor(max_length=128))
+    assert type(copy) is ast_hf.ASTForAudioClassification
+    np.testing.assert_array_equal(pytorch_logits(copy.eval(), input_values), pytorch_logits(builtin, input_values))
+
+
+@pytest.mark.slow
+def test_export_into_an_existing_directory_replaces_its_files(tmp_path, speech):
+    """A model instance exported twice into one directory: the second export (another model, no quantization)
+    replaces model.onnx and the config and removes the first one's model_quantized.onnx; other files stay."""
+    (tmp_path / "notes.txt").write_text("kept")
+    export_onnx(tiny_model(num_hidden_layers=LAYERS, seed=1), tmp_path, quantize="int8")
+    model = tiny_model(num_hidden_layers=LAYERS, seed=2, num_labels=3)
+    extractor = ast_hf.ASTFeatureExtractor(max_length=128)
+    export_onnx(model, tmp_path, feature_extractor=extractor)
+    assert sorted(path.name for path in tmp_path.iterdir() if path.suffix in (".onnx", ".json", ".txt")) == [
+        "config.json", "model.onnx", "notes.txt", "preprocessor_config.json"]
+    features = extractor(speech[1], sampling_rate=16000, truncation=True, return_tensors="np")
+    logits = OnnxAudioClassifier.from_directory(tmp_path)(features["input_values"])
+    assert logits.shape == (1, 3)
+    assert np.abs(logits - pytorch_logits(model, features["input_values"])).max() <= TOLERANCE
 
 
 def test_branch_free_position_embeddings_equal_the_eager_rule():
