@@ -101,6 +101,40 @@ def resample_position_embeddings(position_embeddings: torch.Tensor, old_grid: tu
     return torch.cat([prefix, patches], dim=1)
 
 
+def position_embeddings_per_clip(position_embeddings: torch.Tensor, old_grid: tuple[int, int],
+                                 new_grid: tuple[int, Any], time_patches: torch.Tensor | None) -> torch.Tensor:
+    """`resample_position_embeddings` (crop="leading") to each clip's own number of time patches, written with
+    tensor arithmetic and gathers instead of Python branches on sizes, so that a graph exporter (torch.export,
+    ONNX) records one graph for every number of frames: (1, 2 + f*t, D) embeddings of the stored (f, t) grid, an
+    (f', t') input grid and the (B,) real time patches of each clip (None: t' for every clip) -> (B or 1,
+    2 + f'*t', D).
+
+    Along time, a clip of L <= t patches takes columns 0..L-1 and a longer one the bilinear interpolation
+    (align_corners=False) to L columns, F.interpolate's rule written out: source column (j + 0.5) * t / L - 0.5,
+    floored at 0. It agrees with the eager branches of `ASTEmbeddings.position_embeddings_for` to float rounding
+    (tests/test_onnx.py); the eager model keeps those, so its outputs do not change. Columns past a clip's length
+    hold embeddings that the attention mask hides. The frequency axis has the same size in every clip and is
+    resampled by `resample_position_embeddings`.
+    """
+    new_f, new_t = new_grid
+    old_t = old_grid[1]
+    stored = resample_position_embeddings(position_embeddings, old_grid, (new_f, old_t))  # (1, 2 + f'*t, D)
+    dim = stored.shape[2]
+    grid = stored[0, NUM_PREFIX_TOKENS:].float().reshape(new_f, old_t, dim)  # (f', t, D)
+    columns = torch.arange(new_t, device=stored.device, dtype=torch.float32)[None, :]  # (1, t')
+    lengths = columns.new_full((1, 1), new_t) if time_patches is None else time_patches.float()[:, None]  # (B, 1)
+    source = ((columns + 0.5) * (old_t / lengths) - 0.5).clamp(min=0)  # (B, t') interpolated source columns
+    source = torch.where(lengths > old_t, source, columns)  # a clip within the stored grid: its leading columns
+    lower = source.floor().long().clamp(max=old_t - 1)  # (B, t')
+    upper = (lower + 1).clamp(max=old_t - 1)
+    weight = (source - lower).clamp(0, 1)[:, None, :, None]  # (B, 1, t', 1)
+    below = grid[:, lower].permute(1, 0, 2, 3)  # (B, f', t', D)
+    above = grid[:, upper].permute(1, 0, 2, 3)
+    patches = (below * (1 - weight) + above * weight).flatten(1, 2).to(stored.dtype)  # (B, f' * t', D)
+    prefix = stored[:, :NUM_PREFIX_TOKENS].expand(patches.shape[0], -1, -1)  # (B, 2, D)
+    return torch.cat([prefix, patches], dim=1)  # (B, 2 + f' * t', D)
+
+
 def _is_weight_file(name: str) -> bool:
     """model.safetensors, pytorch_model.bin, their shards (-00001-of-00002) and index files, with variants."""
     return name.startswith(("model", "pytorch_model")) and (
@@ -230,6 +264,9 @@ class ASTEmbeddings(nn.Module):
         """(1 or B, N + 2, D) positional embeddings for an (f, t) grid; `time_patches` (B,) holds each clip's real
         time patches when the batch is padded."""
         stored = self.position_embeddings
+        if torch.compiler.is_exporting():
+            # One graph for every number of frames: no branch on the grid's size, no loop over the clips' lengths.
+            return position_embeddings_per_clip(stored, self.grid, grid, time_patches)
         if time_patches is None or grid[1] <= self.grid[1]:
             # Leading crop: every clip's real columns get what they get alone.
             return resample_position_embeddings(stored, self.grid, grid)
@@ -699,6 +736,7 @@ __all__ = [
     "ASTModel",
     "ASTPatchout",
     "ASTPreTrainedModel",
+    "position_embeddings_per_clip",
     "resample_patch_grid",
     "resample_position_embeddings",
     "token_mask",
