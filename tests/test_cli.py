@@ -162,3 +162,33 @@ def test_a_model_directory_that_is_not_a_model(tmp_path, recordings, capsys):
 def test_no_command_prints_help(capsys):
     status, _, err = run(capsys)
     assert status == 2 and "classify" in err
+
+
+@pytest.mark.slow
+def test_export_onnx_command_and_the_int8_files_agreement(word_model, tmp_path, capsys):
+    """`ast-hf export-onnx MODEL OUT --quantize int8` on the trained word model; onnxruntime's float32 logits equal
+    PyTorch's (1e-4) and the int8 file's top-1 agreement and largest probability change on real speech are
+    measured (printed) and bounded loosely."""
+    import ast_hf
+    from ast_hf.onnx_export import OnnxAudioClassifier
+
+    status, out, err = run(capsys, "export-onnx", word_model, tmp_path / "onnx", "--quantize", "int8")
+    assert status == 0, err
+    written = json.loads(out)
+    assert written["quantized"].endswith("model_quantized.onnx")
+    model = ast_hf.ASTForAudioClassification.from_pretrained(word_model).eval()
+    extractor = ast_hf.ASTFeatureExtractor.from_pretrained(word_model)
+    clips = [speak(word, voice, speed, 50) for word in ("yes", "no", "up", "down")
+             for voice in ("en", "en-us", "en-gb", "en-sc") for speed in (140, 180)]
+    batch = extractor(clips, sampling_rate=16000, padding="longest", return_attention_mask=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**batch).logits
+    fp32 = OnnxAudioClassifier.from_directory(tmp_path / "onnx")(batch["input_values"], batch["attention_mask"])
+    int8 = OnnxAudioClassifier.from_directory(tmp_path / "onnx", quantized=True)(batch["input_values"],
+                                                                               batch["attention_mask"])
+    assert np.abs(fp32 - expected.numpy()).max() < 1e-4
+    agreement = float((int8.argmax(-1) == expected.argmax(-1).numpy()).mean())
+    change = float(np.abs(torch.from_numpy(int8).softmax(-1) - expected.softmax(-1)).max())
+    print(f"int8 on {len(clips)} spoken words: top-1 agreement {agreement:.3f}, largest probability change "
+          f"{change:.4f}")
+    assert agreement >= 0.9 and change < 0.2
