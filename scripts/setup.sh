@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything ast_hf needs on a fresh Debian machine (Python 3.11, root, CPU or GPU):
 # system programs for real audio (espeak-ng speech, sox, ffmpeg for the pipeline and torchcodec), recorded drum
-# sounds (hydrogen-drumkits), then the package with its training and test extras. Safe to run again: installed
+# sounds (hydrogen-drumkits), a headless browser for the web demo's test (chromium, chromium-driver), then the
+# package with its training, ONNX, demo and test extras. Safe to run again: installed
 # pieces are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,9 @@ for program in espeak-ng sox ffmpeg g++; do
 done
 # hydrogen-drumkits: real recorded drum and percussion hits, the data of benchmarks/finetune_real.py (ast_hf.drumkits).
 [ -f /usr/share/hydrogen/data/drumkits/ForzeeStereo/drumkit.xml ] || missing+=(hydrogen-drumkits)
+# chromium + chromium-driver: the real browser that tests/test_demo.py drives through selenium.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup: need ${missing[*]}; run as root or install them with your package manager" >&2
