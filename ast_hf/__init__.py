@@ -5,6 +5,7 @@ Importing the package registers it with transformers' Auto classes under model_t
 """
 
 from .configuration_ast import ASTConfig
+from .fast_inference import optimize_for_inference
 from .feature_extraction_ast import ASTFeatureExtractor
 from .modeling_ast import ASTForAudioClassification, ASTModel, ASTPreTrainedModel
 from .registration import register_auto_classes
@@ -24,5 +25,6 @@ __all__ = [
     "ASTPreTrainedModel",
     "AudioTaggingPipeline",
     "compute_normalization_stats",
+    "optimize_for_inference",
     "register_auto_classes",
 ]

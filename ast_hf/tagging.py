@@ -37,6 +37,7 @@ from transformers.utils import logging
 
 from .audio_io import AudioStream, open_audio
 from .configuration_ast import BUILTIN_AST_MODEL_TYPE, samples_for_frames
+from .fast_inference import optimized
 from .feature_extraction_ast import ASTFeatureExtractor, num_frames
 from .modeling_ast import ASTForAudioClassification
 
@@ -125,7 +126,9 @@ class AudioTaggingPipeline(Pipeline):
     (seconds between window starts, default half a window), batch_size (windows per forward pass, default 4),
     events (merge windows into events, default False), threshold (an event label's smallest score, default 0.5),
     multi_label (sigmoid scores and max over windows; default from the model), sampling_rate (of array input),
-    progress (called with (seconds done, seconds in all or None) after each batch).
+    progress (called with (seconds done, seconds in all or None) after each batch). At construction only:
+    optimize ("bf16", "int8", "compile" or "auto": `ast_hf.fast_inference.optimize_for_inference`; default None,
+    float32 as loaded).
 
     Returns per input {"clip": [{"label", "score"}, ...] (the recording's top_k, best first),
     "segments": [{"start", "end", "labels": [{"label", "score"}, ...]}, ...] (seconds, one per window),
@@ -138,9 +141,10 @@ class AudioTaggingPipeline(Pipeline):
     _load_image_processor = False
     _load_tokenizer = False
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, optimize: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.model, self.feature_extractor = as_ast_hf(self.model, self.feature_extractor)
+        self.model = optimized(self.model, optimize)
 
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
         if isinstance(inputs, types.GeneratorType):
