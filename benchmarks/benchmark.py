@@ -6,11 +6,17 @@
     feature extraction and forward together.
 Also prints the GFLOP/s that (b) achieves next to a large float32 matmul's in the same run.
 Ratios are built-in time / ast_hf time (above 1 means ast_hf is faster).
+(d) fast inference (issue 13), base config, 8 clips x 1024 frames, the same weights: the built-in in float32 and
+    loaded in bfloat16, ast_hf in float32 and in each mode of `ast_hf.optimize_for_inference` this machine runs
+    natively, with the float32/bfloat16 matmul GFLOP/s of the same run; skip with --skip_fast.
+Everything printed is also written to benchmarks/RESULTS.md with the machine (CPU model and flags, cores, versions).
 """
 
 from __future__ import annotations
 
 import argparse
+import builtins
+import os
 import platform
 import statistics
 import time
@@ -75,11 +81,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15, help="timed runs of (a); the median is reported")
     parser.add_argument("--forward_repeats", type=int, default=3, help="timed runs of (b) and (c)")
+    parser.add_argument("--skip_fast", action="store_true", help="skip (d), the fast-inference modes")
+    parser.add_argument("--compile", action="store_true", help="(d) also times mode 'compile' (minutes to compile)")
+    parser.add_argument("--results", default="benchmarks/RESULTS.md", help="where the report is written")
     args = parser.parse_args()
+    report = Report()
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}, transformers {transformers.__version__}")
+    print = report.print  # noqa: A001 (everything printed also goes to RESULTS.md)
+    print(machine_description())
     rows = []
 
     # (a) feature extraction
@@ -133,6 +143,86 @@ def main() -> None:
     print(f"(b) max |logit difference| {difference:.2e}; ast_hf forward {flops / rows[1][2] / 1e9:.1f} GFLOP/s, "
           f"built-in {flops / rows[1][1] / 1e9:.1f} GFLOP/s, 4096^2 float32 matmul {2 * 4096**3 / matmul / 1e9:.1f} "
           f"GFLOP/s ({flops / 1e12:.2f} TFLOP per forward)")
+    if not args.skip_fast:
+        fast_inference(ours_model, theirs_model, config, print, args.compile)
+    report.write(args.results)
+
+
+class Report:
+    """Collects what the benchmark prints, for RESULTS.md."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def print(self, *parts: object) -> None:
+        text = " ".join(str(part) for part in parts)
+        self.lines.append(text)
+        builtins.print(text, flush=True)
+
+    def write(self, path: str) -> None:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write("# Benchmark results (`python3 benchmarks/benchmark.py`)\n\n```\n")
+            handle.write("\n".join(self.lines) + "\n```\n")
+
+
+def machine_description() -> str:
+    """CPU model, the instruction-set flags that decide bf16/int8 speed, cores, torch and transformers versions."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name") and model in ("", "x86_64"):
+                    model = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8"]
+    present = [flag for flag in wanted if flag in flags]
+    missing = [flag for flag in wanted if flag not in flags]
+    return (f"machine: {model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; CPU flags present: "
+            f"{' '.join(present) or '-'}; absent: {' '.join(missing) or '-'}; torch {torch.__version__} "
+            f"(CPU capability {torch.backends.cpu.get_cpu_capability()}), transformers {transformers.__version__}")
+
+
+def fast_inference(ours_model, theirs_model, config, print, with_compile: bool) -> None:
+    """(d): throughput of each inference mode on 8 x 1024 frames, against the built-in in float32 and bfloat16."""
+    import copy
+    import warnings
+
+    from ast_hf.fast_inference import native_bf16, optimize_for_inference
+
+    inputs = torch.randn(8, 1024, 128)
+    cases = [("built-in, float32", theirs_model),
+             ("built-in, dtype=torch.bfloat16", copy.deepcopy(theirs_model).to(torch.bfloat16)),
+             ("ast_hf, float32", ours_model),
+             ("ast_hf, int8", optimize_for_inference(ours_model, "int8"))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases.append(("ast_hf, bf16", optimize_for_inference(ours_model, "bf16")))
+    if with_compile:
+        cases.append(("ast_hf, compile", optimize_for_inference(ours_model, "compile")))
+    with torch.inference_mode():
+        reference = ours_model(inputs).logits.sigmoid()
+        times = {}
+        for name, model in cases:
+            times[name] = best_time(lambda model=model: model(inputs), 1)  # one warm-up, one timed run: minutes
+            change = (model(inputs).logits.float().sigmoid() - reference).abs().max().item()
+            times[name] = (times[name], change)
+    a32 = torch.randn(2048, 2048)
+    a16 = a32.to(torch.bfloat16)
+    gflops = {dtype: 2 * 2048**3 / best_time(lambda a=a: a @ a, 3) / 1e9 for dtype, a in
+              (("float32", a32), ("bfloat16", a16))}
+    flops = forward_flops(config, 8, 1024)
+    base32, base16 = times["built-in, float32"][0], times["built-in, dtype=torch.bfloat16"][0]
+    print("\n(d) fast inference, base config, 8 x 1024 frames (random inputs; sigmoid change against ast_hf float32)")
+    print("| mode | s | clips/s | vs built-in float32 | vs built-in bf16 | GFLOP/s | max sigmoid change |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (seconds, change) in times.items():
+        print(f"| {name} | {seconds:.2f} | {8 / seconds:.2f} | {base32 / seconds:.2f}x | {base16 / seconds:.2f}x | "
+              f"{flops / seconds / 1e9:.0f} | {change:.4f} |")
+    print(f"2048^2 matmul: float32 {gflops['float32']:.0f} GFLOP/s, bfloat16 {gflops['bfloat16']:.0f} GFLOP/s "
+          f"(native bfloat16: {native_bf16('cpu')})")
 
 
 def _as_builtin(ours: torch.nn.Module, theirs: torch.nn.Module) -> dict[str, torch.Tensor]:
