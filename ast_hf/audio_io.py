@@ -175,6 +175,9 @@ def open_audio(source: Any, sampling_rate: int, source_rate: int | None = None,
         return open_audio(source[key], sampling_rate, source_rate=source["sampling_rate"])
     if isinstance(source, (np.ndarray, torch.Tensor)):
         return _array_stream(source, sampling_rate, source_rate)
+    if source_rate is not None and not isinstance(source, (np.ndarray, torch.Tensor)):
+        raise ValueError(f"sampling_rate={source_rate} was given with a {type(source).__name__}; files carry their "
+                         "own rate (it is read from the file). Pass sampling_rate only with an array or tensor.")
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.exists(path):
@@ -204,37 +207,39 @@ def open_audio(source: Any, sampling_rate: int, source_rate: int | None = None,
 
 def _decoded_stream(source: Any, name: str, sampling_rate: int, chunk_seconds: float) -> AudioStream:
     """An AudioStream over torchcodec's decoder: consecutive `get_samples_played_in_range` calls continue where the
-    last one stopped (sample for sample what one `get_all_samples` call returns, checked for wav/flac/ogg/mp3)."""
+    last one stopped (sample for sample what one `get_all_samples` call returns, checked for wav/flac/ogg/mp3).
+    FFmpeg resamples; the channels are averaged here (FFmpeg's own downmix to one channel adds them at -3 dB, so a
+    stereo file would come out 1.41 times louder than its mean). Reading stops when the decoder runs out, not at
+    the container's duration, which is an estimate for some formats (ADTS AAC, MP3 without a header)."""
     try:
         from torchcodec.decoders import AudioDecoder
     except ImportError as error:
         raise ImportError("Decoding audio files needs torchcodec and FFmpeg's libraries: pip install torchcodec, "
                           "apt-get install ffmpeg (scripts/setup.sh does both).") from error
     try:
-        decoder = AudioDecoder(source, sample_rate=sampling_rate, num_channels=1)
+        decoder = AudioDecoder(source, sample_rate=sampling_rate)
         duration = decoder.metadata.duration_seconds
     except Exception as error:  # noqa: BLE001 (FFmpeg raises RuntimeErrors of every kind for unreadable input)
         raise AudioReadError(f"{name}: not readable audio ({decoder_reason(error)}).") from error
     begin = decoder.metadata.begin_stream_seconds or 0.0
 
     def chunks() -> Iterator[torch.Tensor]:
-        start = begin
-        while duration is None or start < begin + duration:
-            # With an unknown duration the reader asks beyond the end; the decoder then says it found nothing.
-            stop = start + chunk_seconds if duration is None else min(start + chunk_seconds, begin + duration)
+        start, decoded = begin, 0
+        while True:
             try:
-                samples = decoder.get_samples_played_in_range(start, stop).data  # (1, n)
+                samples = decoder.get_samples_played_in_range(start, start + chunk_seconds).data  # (channels, n)
             except RuntimeError as error:
-                if "No audio frames were decoded" in str(error) and (duration is None or start > begin):
-                    return
                 if "No audio frames were decoded" in str(error):
+                    if decoded:
+                        return  # past the end
                     raise AudioReadError(f"{name}: no audio samples (an empty recording).") from error
-                raise AudioReadError(f"{name}: decoding failed after {start - begin:.2f} s "
+                raise AudioReadError(f"{name}: decoding failed after {decoded / sampling_rate:.2f} s of audio "
                                      f"({decoder_reason(error)}); the file is damaged or truncated.") from error
             if samples.shape[1] == 0:
                 return
-            yield samples[0]
-            start = stop
+            decoded += samples.shape[1]
+            yield samples.mean(dim=0)
+            start += chunk_seconds
 
     return AudioStream(name, sampling_rate, duration, chunks)
 
@@ -263,8 +268,12 @@ def _array_stream(samples: Any, sampling_rate: int, source_rate: int | None) -> 
     clip = clip.float()
     if source_rate is None:
         source_rate = sampling_rate
-    elif isinstance(source_rate, bool) or not isinstance(source_rate, (int, np.integer)) or source_rate <= 0:
-        raise TypeError(f"sampling_rate={source_rate!r} must be a positive integer number of samples per second.")
+    elif isinstance(source_rate, float) and source_rate.is_integer():
+        source_rate = int(source_rate)
+    if isinstance(source_rate, bool) or not isinstance(source_rate, (int, np.integer)):
+        raise TypeError(f"sampling_rate={source_rate!r} must be an integer number of samples per second.")
+    if source_rate <= 0:
+        raise ValueError(f"sampling_rate={source_rate} must be positive (samples per second).")
     if source_rate != sampling_rate:
         clip = torchaudio.functional.resample(clip, int(source_rate), sampling_rate)
     return AudioStream("<array>", sampling_rate, clip.shape[0] / sampling_rate, lambda: iter([clip]))

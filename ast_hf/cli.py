@@ -70,10 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
                                "directory that gets one FILE_STEM.png each")
     classify.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     classify.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
-    classify.add_argument("--multi-label", dest="multi_label", action="store_true", default=None,
-                          help="sigmoid scores, maximum over windows (default: from the model)")
-    classify.add_argument("--single-label", dest="multi_label", action="store_false",
-                          help="softmax scores, mean over windows (default: from the model)")
+    labels = classify.add_mutually_exclusive_group()
+    labels.add_argument("--multi-label", dest="multi_label", action="store_true", default=None,
+                        help="sigmoid scores, maximum over windows (default: from the model)")
+    labels.add_argument("--single-label", dest="multi_label", action="store_false",
+                        help="softmax scores, mean over windows (default: from the model)")
     classify.add_argument("--optimize", choices=["bf16", "int8", "compile", "auto"], default=None,
                           help="faster inference (README 'Fast inference'): bf16 where the CPU/GPU has native "
                                "bfloat16, int8 dynamic quantisation on CPUs, torch.compile; default float32")
@@ -110,8 +111,8 @@ def run_classify(args: argparse.Namespace) -> int:
         raise CommandError(f"--top-k {args.top_k}: pass a positive number of labels.")
     if args.batch_size < 1:
         raise CommandError(f"--batch-size {args.batch_size}: pass a positive number of windows.")
-    if args.hop is not None and not args.hop > 0:
-        raise CommandError(f"--hop {args.hop}: pass a positive number of seconds.")
+    if args.hop is not None and not 0 < args.hop < float("inf"):
+        raise CommandError(f"--hop {args.hop}: pass a positive, finite number of seconds.")
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         raise CommandError(f"--threshold {args.threshold}: pass a score between 0 and 1.")
     events = args.events or args.threshold is not None
@@ -125,7 +126,7 @@ def run_classify(args: argparse.Namespace) -> int:
 
     from .audio_io import AudioReadError
 
-    results: list[tuple[str, dict[str, Any]]] = []
+    results: list[tuple[str, dict[str, Any]]] = [(name, {"error": f"{name}: {reason}"}) for name, reason in failures]
     progress = ProgressBar(len(files), enabled=not args.no_progress)
     for path in files:
         progress.start_file(path)
@@ -137,6 +138,7 @@ def run_classify(args: argparse.Namespace) -> int:
             progress.clear()
             print(f"ast-hf classify: error: {error}", file=sys.stderr)
             failures.append((path, str(error)))
+            results.append((path, {"error": str(error)}))
             continue
         except ValueError as error:  # e.g. a hop longer than this model's window
             raise CommandError(str(error)) from error
@@ -152,18 +154,20 @@ def run_classify(args: argparse.Namespace) -> int:
             plt.close(figure)
     progress.close()
 
+    # Machine-readable output keeps a failed file as {"file", "error"} (a CSV row of kind "error"), in input order.
+    tagged = [(path, result) for path, result in results if "error" not in result]
     if args.json:
         json.dump([{"file": path, **result} for path, result in results], sys.stdout, indent=1)
         print()
     elif args.csv:
         write_csv(results, sys.stdout)
     else:
-        print_table(results, events)
-    for path in plots:
-        if any(path == done for done, _ in results):
+        print_table(tagged, events)
+    for path, _ in tagged:
+        if path in plots:
             print(f"plot: {plots[path]}", file=sys.stderr)
     if failures:
-        return EXIT_SOME_FAILED if results else EXIT_FAILED
+        return EXIT_SOME_FAILED if tagged else EXIT_FAILED
     return EXIT_OK
 
 
@@ -188,13 +192,13 @@ def expand_inputs(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
 
 
 def plot_paths(plot: str, files: list[str]) -> dict[str, str]:
-    """Where each file's plot goes: `plot` itself for one file; for several, `plot` is a directory (created) with
-    one STEM.png per file (STEM_2.png, ... when stems repeat)."""
-    if len(files) == 1:
-        parent = os.path.dirname(os.path.abspath(plot))
-        if not os.path.isdir(parent):
-            raise CommandError(f"--plot {plot}: the directory {parent} does not exist.")
-        return {files[0]: plot}
+    """Where each file's plot goes: for one file `plot` itself (".png" added when it has no suffix), or
+    `plot`/STEM.png when `plot` is an existing directory; for several files `plot` is a directory (created) with
+    one STEM.png per file (STEM_2.png, ... when stems repeat). Missing parent directories are created."""
+    if len(files) == 1 and not os.path.isdir(plot):
+        path = plot if Path(plot).suffix else f"{plot}.png"
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return {files[0]: path}
     if os.path.isfile(plot):
         raise CommandError(f"--plot {plot} is a file; with {len(files)} inputs pass a directory for one plot each.")
     os.makedirs(plot, exist_ok=True)
@@ -213,23 +217,51 @@ def plot_paths(plot: str, files: list[str]) -> dict[str, str]:
 def load_tagger(model: str, device: str, optimize: str | None = None) -> Any:
     """The "audio-tagging" pipeline for `model` on `device` (`optimize`: a fast_inference mode); a CommandError
     saying what is wrong otherwise."""
+    import re
+
     import torch
 
     import ast_hf  # noqa: F401 (registers the pipeline and the Auto classes)
 
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise CommandError(f"--device {device}: pass cpu, cuda or cuda:N.")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CommandError(f"--device {device}: no CUDA GPU is available here; use --device cpu.")
-    if not (os.path.isdir(model) or (model.count("/") == 1 and not os.path.exists(model))):
-        raise CommandError(f"--model {model}: no such directory (and not a Hub id of the form owner/name).")
+    check_model_directory(model)
     from transformers import pipeline
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # stderr is for this command's progress and errors, not "Loading weights"
+    logging.set_verbosity_error()
     try:
         return pipeline("audio-tagging", model=model, device=device, optimize=optimize)
-    except (OSError, ValueError, TypeError) as error:
+    except Exception as error:  # noqa: BLE001 (safetensors, Hub and config errors of every kind: one line each)
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CommandError(f"--model {model}: cannot load it as an AST classifier ({first})") from error
+
+
+def check_model_directory(model: str) -> None:
+    """A CommandError naming what is missing when `model` is a local path that is not a model directory. Anything
+    else that does not exist locally is taken for a Hub id (owner/name or name)."""
+    if os.path.isfile(model):
+        raise CommandError(f"--model {model}: a file, not a model directory (config.json, model.safetensors, "
+                           "preprocessor_config.json).")
+    if not os.path.isdir(model):
+        if os.path.isabs(model) or model.startswith((".", "~")) or model.count("/") > 1:
+            raise CommandError(f"--model {model}: no such directory.")
+        return
+    names = set(os.listdir(model))
+    if "config.json" not in names:
+        raise CommandError(f"--model {model}: no config.json; pass a directory written by save_pretrained.")
+    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+               "pytorch_model.bin.index.json")
+    if not names.intersection(weights):
+        raise CommandError(f"--model {model}: no weights (model.safetensors); pass a directory written by "
+                           "save_pretrained (an ONNX export directory is for onnxruntime).")
+    if "preprocessor_config.json" not in names:
+        raise CommandError(f"--model {model}: no preprocessor_config.json; save the feature extractor the model was "
+                           "trained with next to it: ast_hf.ASTFeatureExtractor(mean=..., std=..., max_length=...)"
+                           f".save_pretrained({model!r}).")
 
 
 class ProgressBar:
@@ -282,6 +314,9 @@ def write_csv(results: list[tuple[str, dict[str, Any]]], stream: Any) -> None:
     writer = csv.writer(stream, lineterminator="\n")
     writer.writerow(["file", "kind", "start", "end", "label", "score"])
     for path, result in results:
+        if "error" in result:
+            writer.writerow([path, "error", "", "", result["error"], ""])
+            continue
         for item in result["clip"]:
             writer.writerow([path, "clip", 0.0, round(result["duration"], 4), item["label"], round(item["score"], 6)])
         for segment in result["segments"]:
@@ -298,6 +333,7 @@ def write_csv(results: list[tuple[str, dict[str, Any]]], stream: Any) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    check_model_directory(args.model)  # a model without its extractor would export AudioSet's statistics
     try:
         from .onnx_export import export_onnx
     except ImportError as error:
@@ -306,7 +342,8 @@ def run_export(args: argparse.Namespace) -> int:
     try:
         written = export_onnx(args.model, args.output_dir, opset=args.opset, quantize=args.quantize)
     except (OSError, ValueError, TypeError) as error:
-        raise CommandError(str(error).strip().splitlines()[0]) from error
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CommandError(f"{args.output_dir}: {reason}" if isinstance(error, OSError) else reason) from error
     print(json.dumps(written, indent=1, default=str))
     return EXIT_OK
 
@@ -316,8 +353,16 @@ def run_demo(args: argparse.Namespace) -> int:
         from .demo_app import launch
     except ImportError as error:
         raise CommandError(f"The demo needs gradio ({error}); pip install 'ast_hf[demo]'.") from error
+    if args.top_k < 1:
+        raise CommandError(f"--top-k {args.top_k}: pass a positive number of labels.")
+    if args.port is not None and not 0 < args.port < 65536:
+        raise CommandError(f"--port {args.port}: pass a port from 1 to 65535.")
     tagger = load_tagger(args.model, "cpu")  # the same checks and one-line errors as classify, before serving
-    launch(tagger, host=args.host, port=args.port, top_k=args.top_k)
+    try:
+        launch(tagger, host=args.host, port=args.port, top_k=args.top_k)
+    except (OSError, OverflowError, ValueError) as error:  # a port in use, an address that is not this machine's
+        raise CommandError(f"cannot serve on {args.host}:{args.port or 'default port'} ({error}); pick another "
+                           "--port or --host.") from error
     return EXIT_OK
 
 

@@ -3,9 +3,10 @@
 `pipeline("audio-tagging", model=ID_OR_DIR)` (registered with transformers' PIPELINE_REGISTRY when ast_hf is
 imported) classifies a whole recording window by window and answers "what, and when":
 
-- Windows of the extractor's `max_length` frames (10.24 s for AudioSet checkpoints) start every `hop` seconds (half
-  a window by default). The last window is the audio that remains, run at its own length (ast_hf runs any number
-  of frames), never zero padding; a recording shorter than one window is one window of its own length.
+- Windows of the extractor's `max_length` frames (10.255 s of audio for AudioSet's 1024 frames: 400 + 1023 x 160
+  samples) start every `hop` seconds (half a window by default). The last window is the audio that remains, run
+  at its own length (ast_hf runs any number of frames), never zero padding; a recording shorter than one window
+  is one window of its own length.
 - The file is decoded chunk by chunk (`ast_hf.audio_io.open_audio`: torchcodec/FFmpeg, resampled to the
   extractor's rate and averaged to mono as it is decoded), windows are classified `batch_size` at a time and only
   each window's logits are kept, so memory does not grow with the recording's length beyond 4 bytes per label
@@ -154,7 +155,11 @@ class AudioTaggingPipeline(Pipeline):
                 raise TypeError("A list of numbers is ambiguous here (a list is a batch of inputs); pass one clip as "
                                 "a numpy array or torch tensor with sampling_rate=.")
             return [self(item, **kwargs) for item in inputs]
-        batch_size = kwargs.pop("batch_size", None) or self._batch_size or DEFAULT_BATCH_SIZE
+        batch_size = kwargs.pop("batch_size", None)
+        batch_size = self._batch_size if batch_size is None else batch_size
+        batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} must be a positive integer (windows per forward pass).")
         kwargs.pop("num_workers", None)  # windows are batched here; there is no DataLoader to give workers
         preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
         preprocess_params = {**self._preprocess_params, **preprocess_params}
@@ -173,8 +178,8 @@ class AudioTaggingPipeline(Pipeline):
         if sampling_rate is not None:
             preprocess["sampling_rate"] = sampling_rate
         if hop is not None:
-            if isinstance(hop, bool) or not isinstance(hop, (int, float)) or not hop > 0:
-                raise ValueError(f"hop={hop!r} must be a positive number of seconds.")
+            if isinstance(hop, bool) or not isinstance(hop, (int, float)) or not 0 < hop < float("inf"):
+                raise ValueError(f"hop={hop!r} must be a positive, finite number of seconds.")
             forward["hop"] = float(hop)
         if progress is not None:
             forward["progress"] = progress

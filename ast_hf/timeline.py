@@ -78,7 +78,9 @@ def plot_timeline(audio: Any, result: dict[str, Any], path: str | os.PathLike | 
         2, 1, sharex=True, figsize=(12, 3.2 + 0.3 * len(labels)),
         gridspec_kw={"height_ratios": [3, max(1.2, 0.3 * len(labels))]}, constrained_layout=True)
     image = top.imshow(spectrogram, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
-               extent=(0.0, spectrogram.shape[1] * seconds_per_column, 0, spectrogram.shape[0]))
+               # The last frame's 25 ms window ends 15 ms after its 10 ms column.
+               extent=(0.0, spectrogram.shape[1] * seconds_per_column + (FRAME_LENGTH - FRAME_SHIFT) /
+                       extractor.sampling_rate, 0, spectrogram.shape[0]))
     top.set_ylabel("mel bin")
     figure.colorbar(image, ax=top, label="log-mel (normalised)", pad=0.01, fraction=0.03)  # keeps both axes aligned
     top.set_xlim(0.0, duration)

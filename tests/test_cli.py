@@ -135,6 +135,9 @@ def test_bad_files_get_one_line_each_and_the_rest_is_printed(word_model, recordi
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "/nonexistent/model"], "--model /nonexistent/model: no such directory"),
+    (["--model", "/nonexistent"], "--model /nonexistent: no such directory"),
+    (["--device", "tpu"], "--device tpu: pass cpu, cuda or cuda:N"),
+    (["--hop", "inf"], "--hop inf: pass a positive, finite"),
     (["--top-k", "0"], "--top-k 0"),
     (["--hop", "-1"], "--hop -1.0"),
     (["--threshold", "3"], "--threshold 3.0"),
@@ -153,10 +156,45 @@ def test_cuda_without_a_gpu_is_one_line(word_model, recordings, capsys):
     assert status == 2 and "no CUDA GPU" in err
 
 
-def test_a_model_directory_that_is_not_a_model(tmp_path, recordings, capsys):
+def test_model_directories_that_are_not_models(word_model, tmp_path, recordings, capsys):
     (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_text("garbage")
+    (tmp_path / "preprocessor_config.json").write_text("{}")
     status, _, err = run(capsys, "classify", recordings["up"], "--model", tmp_path)
     assert status == 2 and "cannot load it" in err and len(err.strip().splitlines()) == 1, err
+    for missing, message in (("model.safetensors", "no weights"), ("preprocessor_config.json",
+                                                                   "no preprocessor_config.json")):
+        folder = tmp_path / f"without_{missing}"
+        shutil.copytree(word_model, folder)
+        (folder / missing).unlink()
+        for command in (["classify", recordings["up"], "--model", folder], ["export-onnx", folder, tmp_path / "x"]):
+            status, out, err = run(capsys, *command)
+            assert status == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    status, _, err = run(capsys, "classify", recordings["up"], "--model", recordings["up"])
+    assert status == 2 and "a file, not a model directory" in err
+
+
+def test_json_and_csv_keep_failed_files(word_model, recordings, tmp_path, capsys):
+    status, out, _ = run(capsys, "classify", tmp_path / "missing.wav", recordings["up"], "--model", word_model,
+                         "--json")
+    assert status == 1
+    entries = json.loads(out)
+    assert sorted(entries[0]) == ["error", "file"] and "no such file" in entries[0]["error"]
+    assert entries[1]["clip"][0]["label"] == "up"
+    status, out, _ = run(capsys, "classify", recordings["up"], tmp_path / "gone.flac", "--model", word_model, "--csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    errors = [row for row in rows if row["kind"] == "error"]
+    assert status == 1 and len(errors) == 1 and "gone.flac" in errors[0]["file"]
+    assert "no such file" in errors[0]["label"]
+
+
+def test_conflicting_flags_and_demo_arguments(word_model, recordings, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        cli.main(["classify", str(recordings["up"]), "--model", str(word_model), "--multi-label", "--single-label"])
+    assert exit_status.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    for args, message in ((["--top-k", "0"], "--top-k 0"), (["--port", "99999"], "--port 99999")):
+        status, _, err = run(capsys, "demo", "--model", word_model, *args)
+        assert status == 2 and message in err
 
 
 def test_no_command_prints_help(capsys):

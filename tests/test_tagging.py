@@ -191,7 +191,7 @@ def test_file_objects_bytes_dicts_and_lists(tagger, tmp_path):
     for result in (by_path, by_handle, by_bytes, by_bytesio, by_dict, by_tensor):
         assert result["clip"][0]["label"] == "yes"
     assert by_handle == by_path == by_bytes == by_bytesio
-    both = tagger([str(path), word], sampling_rate=16000)
+    both = tagger([str(path), {"array": word, "sampling_rate": 16000}])
     assert isinstance(both, list) and [r["clip"][0]["label"] for r in both] == ["yes", "yes"]
     assert list(tagger(item for item in [str(path)]))[0] == by_path
 
@@ -230,6 +230,24 @@ def test_a_long_recording_finds_each_word_in_its_windows(tagger, tmp_path):
         begin, end = spans[event["label"]]
         assert event["start"] <= begin and end <= event["end"] and event["end"] - event["start"] <= 4.0
         assert event["score"] >= 0.5
+
+
+def test_files_are_averaged_over_channels_and_read_to_their_end(tmp_path, speech):
+    """The samples a file yields: the mean of its channels (FFmpeg's own downmix would add them at -3 dB), and all
+    of them even where the container's duration is an estimate (ADTS AAC)."""
+    from ast_hf.audio_io import open_audio
+
+    clip = np.concatenate([speech[2], speech[1]])
+    stereo = np.stack([clip, 0.5 * clip, -0.25 * clip, clip], axis=1)  # (N, 4): mean 0.5625 x clip
+    soundfile.write(tmp_path / "four.wav", stereo, 16000, subtype="FLOAT")
+    decoded = torch.cat(list(open_audio(str(tmp_path / "four.wav"), 16000, chunk_seconds=1.3).chunks()))
+    np.testing.assert_allclose(decoded.numpy(), 0.5625 * clip, atol=1e-6)
+    wav = write_audio(tmp_path / "long.wav", np.tile(clip, 6))
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), "-c:a", "aac", "-b:a", "32k",
+                    str(tmp_path / "long.aac")], check=True)
+    total = sum(len(chunk) for chunk in open_audio(str(tmp_path / "long.aac"), 16000, chunk_seconds=4.0).chunks())
+    # AAC adds encoder delay and padding (about 0.1 s); what matters is that no tail is lost.
+    assert 6 * len(clip) - 0.02 * 16000 < total < 6 * len(clip) + 0.15 * 16000, (total / 16000, 6 * len(clip) / 16000)
 
 
 def test_merge_events_by_hand():
@@ -304,9 +322,13 @@ def test_bad_arguments_are_refused_with_the_fix(tmp_path, speech):
     tagger = pipeline("audio-tagging", model=str(tmp_path))
     for kwargs, message in (({"hop": 0}, "hop=0"), ({"hop": 5.0}, "longer than the window"),
                             ({"top_k": 0}, "top_k=0"), ({"threshold": 2}, "threshold=2"),
-                            ({"topk": 3}, "Unknown argument"), ({"sampling_rate": "16000"}, "sampling_rate")):
+                            ({"topk": 3}, "Unknown argument"), ({"sampling_rate": "16000"}, "sampling_rate"),
+                            ({"hop": float("inf")}, "finite"), ({"batch_size": -1}, "batch_size=-1"),
+                            ({"batch_size": 2.5}, "batch_size=2.5"), ({"sampling_rate": 0}, "must be positive")):
         with pytest.raises((ValueError, TypeError), match=message):
             tagger(speech[1], **kwargs)
+    with pytest.raises(ValueError, match="files carry their own rate"):
+        tagger(str(write_audio(tmp_path / "clip.wav", speech[1])), sampling_rate=8000)
     with pytest.raises(TypeError, match="list of numbers"):
         tagger([0.1, 0.2, 0.3])
     with pytest.raises(TypeError, match="Cannot read audio from a int"):
