@@ -99,6 +99,7 @@ CHUNK_SECONDS = 30.0
 MAX_CHANNELS = 16
 # WAV data sizes that mean "unknown length" (streamed writers such as `espeak-ng --stdout` put these in the header).
 _UNKNOWN_WAV_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF, 0x7FFFF000)
+_WAV_HEAD_BYTES = 1 << 16  # where a WAV's "data" chunk header is looked for
 
 
 def decoder_reason(error: Exception) -> str:
@@ -109,10 +110,15 @@ def decoder_reason(error: Exception) -> str:
     return (text or type(error).__name__)[:160]
 
 
-def wav_truncation(head: bytes, size: int) -> str | None:
-    """Why a RIFF/WAVE file whose first bytes are `head` (at least 4 KB, or the whole file) and whose size is `size`
-    bytes is cut short, None when it is whole or not a WAV. FFmpeg decodes what is there without complaint and
-    reports the shortened length, so the header's data size is the only witness."""
+def wav_truncation(source: str | os.PathLike | bytes | bytearray) -> str | None:
+    """Why a RIFF/WAVE file (a path, or the file's bytes) is cut short, None when it is whole or not a WAV. FFmpeg
+    decodes what is there without complaint and reports the shortened length, so the header's data size is the
+    only witness."""
+    if isinstance(source, (bytes, bytearray)):
+        head, size = bytes(source[:_WAV_HEAD_BYTES]), len(source)
+    else:
+        with open(source, "rb") as handle:
+            head, size = handle.read(_WAV_HEAD_BYTES), os.fstat(handle.fileno()).st_size
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
         return None
     position = 12
@@ -162,11 +168,11 @@ def open_audio(source: Any, sampling_rate: int, source_rate: int | None = None,
     source: a file path (any format FFmpeg reads: wav, flac, ogg, mp3, m4a, ...), encoded file bytes, a binary
         file-like object, a dict {"array" or "raw": samples, "sampling_rate": rate} (datasets' and transformers'
         audio dicts), or a 1-D/2-D numpy array or torch tensor of samples at `source_rate`.
-    Files are decoded with torchcodec (FFmpeg) `chunk_seconds` at a time; FFmpeg resamples (swresample) and averages
-    the channels to mono as it decodes, so only one chunk is in memory. Arrays are averaged over channels (a 2-D
-    array's short side, at most 16, is taken for channels) and resampled with torchaudio in one go, since they are
-    in memory already. An AudioReadError (a ValueError) names the file and the reason when it is missing, not audio
-    or truncated; a TypeError names a source of another kind.
+    Files are decoded with torchcodec (FFmpeg) `chunk_seconds` at a time, FFmpeg resampling (swresample) as it
+    decodes and each chunk averaged over its channels, so only one chunk is in memory. Arrays are averaged over
+    channels (a 2-D array's short side, at most 16, is taken for channels) and resampled with torchaudio in one go,
+    since they are in memory already. An AudioReadError (a ValueError) names the file and the reason when it is
+    missing, not audio or truncated; a TypeError names a source of another kind.
     """
     if isinstance(source, Mapping):
         key = "array" if "array" in source else "raw" if "raw" in source else None
@@ -175,7 +181,7 @@ def open_audio(source: Any, sampling_rate: int, source_rate: int | None = None,
         return open_audio(source[key], sampling_rate, source_rate=source["sampling_rate"])
     if isinstance(source, (np.ndarray, torch.Tensor)):
         return _array_stream(source, sampling_rate, source_rate)
-    if source_rate is not None and not isinstance(source, (np.ndarray, torch.Tensor)):
+    if source_rate is not None:  # arrays returned above
         raise ValueError(f"sampling_rate={source_rate} was given with a {type(source).__name__}; files carry their "
                          "own rate (it is read from the file). Pass sampling_rate only with an array or tensor.")
     if isinstance(source, (str, os.PathLike)):
@@ -186,15 +192,14 @@ def open_audio(source: Any, sampling_rate: int, source_rate: int | None = None,
             raise AudioReadError(f"{path}: a directory, not an audio file.")
         if os.path.getsize(path) == 0:
             raise AudioReadError(f"{path}: an empty file (0 bytes).")
-        with open(path, "rb") as handle:
-            reason = wav_truncation(handle.read(1 << 16), os.path.getsize(path))
+        reason = wav_truncation(path)
         if reason:
             raise AudioReadError(f"{path}: {reason}.")
         return _decoded_stream(path, path, sampling_rate, chunk_seconds)
     if isinstance(source, (bytes, bytearray)):
         if not source:
             raise AudioReadError("<bytes>: empty (0 bytes).")
-        reason = wav_truncation(bytes(source[:1 << 16]), len(source))
+        reason = wav_truncation(source)
         if reason:
             raise AudioReadError(f"<bytes>: {reason}.")
         return _decoded_stream(bytes(source), "<bytes>", sampling_rate, chunk_seconds)

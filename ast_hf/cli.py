@@ -137,7 +137,6 @@ def run_classify(args: argparse.Namespace) -> int:
             progress.done_file()
             progress.clear()
             print(f"ast-hf classify: error: {error}", file=sys.stderr)
-            failures.append((path, str(error)))
             results.append((path, {"error": str(error)}))
             continue
         except ValueError as error:  # e.g. a hop longer than this model's window
@@ -154,7 +153,8 @@ def run_classify(args: argparse.Namespace) -> int:
             plt.close(figure)
     progress.close()
 
-    # Machine-readable output keeps a failed file as {"file", "error"} (a CSV row of kind "error"), in input order.
+    # Machine-readable output keeps a failed input as {"file", "error"} (a CSV row of kind "error"): inputs that
+    # are not files first, then the files in order.
     tagged = [(path, result) for path, result in results if "error" not in result]
     if args.json:
         json.dump([{"file": path, **result} for path, result in results], sys.stdout, indent=1)
@@ -166,7 +166,7 @@ def run_classify(args: argparse.Namespace) -> int:
     for path, _ in tagged:
         if path in plots:
             print(f"plot: {plots[path]}", file=sys.stderr)
-    if failures:
+    if len(tagged) < len(results):
         return EXIT_SOME_FAILED if tagged else EXIT_FAILED
     return EXIT_OK
 

@@ -314,6 +314,15 @@ def load_ast_model(source: str, cache_dir: str | None = None) -> ASTForAudioClas
     return model.eval()
 
 
+def from_builtin_model(model: Any) -> ASTForAudioClassification:
+    """transformers' built-in ASTForAudioClassification (an instance) as ast_hf's, on the same device, with every
+    weight checked by `load_ast_model`. Through a save_pretrained round trip: transformers 5 names the built-in's
+    parameters differently in memory, and its save_pretrained writes the Hub names that ast_hf loads."""
+    with tempfile.TemporaryDirectory(prefix="ast_hf_builtin_") as folder:
+        model.save_pretrained(folder)
+        return load_ast_model(folder).to(model.device)
+
+
 def ast_directory(source: str, cache_dir: str | None = None) -> str:
     """The local directory of an AST checkpoint (downloading a Hub id), after checking that config.json says AST."""
     path = Path(source)

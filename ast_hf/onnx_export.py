@@ -40,7 +40,7 @@ import transformers
 from torch import nn
 
 from .configuration_ast import ASTConfig
-from .convert import ast_directory, load_ast_model
+from .convert import ast_directory, from_builtin_model, load_ast_model
 from .feature_extraction_ast import ASTFeatureExtractor
 from .modeling_ast import ASTForAudioClassification, check_right_padded, remove_stale_staging
 
@@ -148,12 +148,8 @@ def _load_model_and_extractor(model: Any, extractor: ASTFeatureExtractor | None
         folder = ast_directory(os.fspath(model))  # ValueError (ConversionError) for a file or a non-AST config
         model = load_ast_model(folder).float()  # transformers 5 keeps the stored dtype (float16 checkpoints)
     elif isinstance(model, transformers.ASTForAudioClassification):
-        # transformers 5 names the built-in's parameters differently in memory; its save_pretrained writes the Hub
-        # names, which ast_hf loads.
         folder = model.name_or_path or None
-        with tempfile.TemporaryDirectory() as saved:
-            model.save_pretrained(saved)
-            model = load_ast_model(saved).float()
+        model = from_builtin_model(model).float()
     elif isinstance(model, ASTForAudioClassification):
         folder = model.name_or_path or None
     else:

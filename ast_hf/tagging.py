@@ -25,7 +25,6 @@ into ast_hf's (same weights, same features), which run windows shorter than the 
 
 from __future__ import annotations
 
-import tempfile
 import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -97,16 +96,15 @@ def batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 def as_ast_hf(model: Any, feature_extractor: Any) -> tuple[ASTForAudioClassification, ASTFeatureExtractor]:
     """ast_hf's classifier and extractor for an AST checkpoint loaded either way: ast_hf's as they are, transformers'
-    built-in ones converted (same weights through a save/load round trip, which maps the built-in's parameter names;
-    same extractor settings). Other models get a TypeError."""
+    built-in ones converted (`convert.from_builtin_model`: same weights, every one checked; same extractor
+    settings). Other models get a TypeError."""
     if not isinstance(model, ASTForAudioClassification):
         if getattr(model.config, "model_type", None) != BUILTIN_AST_MODEL_TYPE or not hasattr(model, "classifier"):
             raise TypeError(f"The {TASK!r} pipeline runs Audio Spectrogram Transformer classifiers (ast_hf's or "
                             f"transformers' built-in); got {type(model).__name__}. Pass an AST checkpoint.")
-        with tempfile.TemporaryDirectory(prefix="ast_hf_builtin_") as folder:
-            model.save_pretrained(folder)
-            converted = ASTForAudioClassification.from_pretrained(folder, dtype=model.dtype)
-        model = converted.to(model.device).eval()
+        from .convert import from_builtin_model
+
+        model = from_builtin_model(model)
     if feature_extractor is None:
         raise ValueError(f"The {TASK!r} pipeline needs the checkpoint's feature extractor (preprocessor_config.json);"
                          " pass feature_extractor=ast_hf.ASTFeatureExtractor(...) with the settings it was trained "
@@ -220,7 +218,8 @@ class AudioTaggingPipeline(Pipeline):
         logits, starts, ends = [], [], []
         for batch in batches(windows(audio.chunks(), window, hop_samples), batch_size):
             clips = [samples for _, samples in batch]
-            width = max(max(_frames(clip) for clip in clips), patch)  # a window shorter than one patch is padded
+            # A window shorter than one patch is padded to one (the padding masked).
+            width = max(max(num_frames(clip.shape[0]) for clip in clips), patch)
             features = extractor(clips, sampling_rate=rate, padding="max_length", max_length=width, truncation=True,
                                  return_attention_mask=True, return_tensors="pt", device=self.device)
             output = self.model(input_values=features["input_values"], attention_mask=features["attention_mask"])
@@ -279,10 +278,6 @@ def merge_events(segments: list[dict[str, Any]], threshold: float,
 def _top(scores: torch.Tensor, k: int, id2label: dict[int, str]) -> list[dict[str, Any]]:
     values, indices = scores.topk(k)
     return [{"label": id2label[int(i)], "score": float(v)} for v, i in zip(values, indices, strict=True)]
-
-
-def _frames(clip: torch.Tensor) -> int:
-    return num_frames(clip.shape[0])
 
 
 def plot_timeline(*args: Any, **kwargs: Any) -> Any:

@@ -122,11 +122,7 @@ def _audio_problem(cell: Mapping[str, Any], decode: bool = True) -> str | None:
     path, data = cell.get("path"), cell.get("bytes")
     if data is None and (not path or not os.path.isfile(path)):
         return "file not found"
-    if data is None:
-        with open(path, "rb") as handle:
-            truncated = wav_truncation(handle.read(1 << 16), os.path.getsize(path))
-    else:
-        truncated = wav_truncation(bytes(data[:1 << 16]), len(data))
+    truncated = wav_truncation(path if data is None else data)
     if truncated:
         return truncated
     if decode:
