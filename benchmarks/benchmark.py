@@ -9,6 +9,9 @@ Ratios are built-in time / ast_hf time (above 1 means ast_hf is faster).
 (d) fast inference (issue 13), base config, 8 clips x 1024 frames, the same weights: the built-in in float32 and
     loaded in bfloat16, ast_hf in float32 and in each mode of `ast_hf.optimize_for_inference` this machine runs
     natively, with the float32/bfloat16 matmul GFLOP/s of the same run; skip with --skip_fast.
+(e) training steps (forward + backward + Adam), base config, 2 clips x 1024 frames, float32 weights: the built-in
+    against ast_hf with sdpa, structured Patchout, bfloat16 autocast, gradient checkpointing and torch.compile, in
+    clips/s and the process's peak memory (each case in a fresh process); skip with --skip_training.
 Everything printed is also written to benchmarks/RESULTS.md with the machine (CPU model and flags, cores, versions).
 """
 
@@ -83,6 +86,8 @@ def main() -> None:
     parser.add_argument("--forward_repeats", type=int, default=3, help="timed runs of (b) and (c)")
     parser.add_argument("--skip_fast", action="store_true", help="skip (d), the fast-inference modes")
     parser.add_argument("--compile", action="store_true", help="(d) also times mode 'compile' (minutes to compile)")
+    parser.add_argument("--skip_training", action="store_true", help="skip (e), the training steps")
+    parser.add_argument("--training_steps", type=int, default=3, help="timed steps of each (e) case")
     parser.add_argument("--results", default="benchmarks/RESULTS.md", help="where the report is written")
     args = parser.parse_args()
     report = Report()
@@ -145,6 +150,9 @@ def main() -> None:
           f"GFLOP/s ({flops / 1e12:.2f} TFLOP per forward)")
     if not args.skip_fast:
         fast_inference(ours_model, theirs_model, config, print, args.compile)
+    if not args.skip_training:
+        del ours_model, theirs_model
+        training_throughput(print, args.training_steps)
     report.write(args.results)
 
 
@@ -225,6 +233,91 @@ def fast_inference(ours_model, theirs_model, config, print, with_compile: bool) 
               f"{flops / seconds / 1e9:.0f} | {change:.4f} |")
     print(f"2048^2 matmul: float32 {gflops['float32']:.0f} GFLOP/s, bfloat16 {gflops['bfloat16']:.0f} GFLOP/s "
           f"(native bfloat16: {native_bf16('cpu')})")
+
+
+# (e): Patchout at the paper scale. PaSST's structured Patchout for 10-second AudioSet clips (a 12 x 99 grid there)
+# drops 40 time columns and 4 frequency rows; on AST's 12 x 101 grid the same counts keep 8 x 61 = 488 of the 1212
+# patches (40%), the proportions PaSST trained its AudioSet models with.
+PATCHOUT = (40, 4)
+TRAINING_CASES = {
+    "built-in, sdpa": {"builtin": True},
+    "ast_hf, sdpa": {},
+    "ast_hf, Patchout 40 x 4": {"patchout": PATCHOUT},
+    "ast_hf, Patchout 40 x 4, bf16 autocast": {"patchout": PATCHOUT, "autocast": True},
+    "ast_hf, Patchout 40 x 4, gradient checkpointing": {"patchout": PATCHOUT, "checkpointing": True},
+    "ast_hf, Patchout 40 x 4, torch.compile": {"patchout": PATCHOUT, "compile": True},
+    "ast_hf, Patchout 40 x 4, fused Adam": {"patchout": PATCHOUT, "fused": True},
+}
+
+
+def peak_rss_mb(reset: bool = False) -> float:
+    """The process's peak resident memory (VmHWM) in MB; `reset` first sets the peak to the current size."""
+    if reset:
+        with open("/proc/self/clear_refs", "w", encoding="utf-8") as handle:
+            handle.write("5")
+    with open("/proc/self/status", encoding="utf-8") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("VmHWM")) / 1024
+
+
+def training_case(spec: dict, batch: int, frames: int, steps: int, results) -> None:
+    """One (e) case in its own process: (median seconds per step, peak MB during the steps) into `results`."""
+    torch.manual_seed(0)
+    fields = dict(num_labels=527, problem_type="multi_label_classification")
+    if spec.get("builtin"):
+        model = transformers.ASTForAudioClassification._from_config(transformers.ASTConfig(**fields),
+                                                                    attn_implementation="sdpa")
+    else:
+        time_columns, frequency_rows = spec.get("patchout", (0, 0))
+        model = ast_hf.ASTForAudioClassification._from_config(
+            ast_hf.ASTConfig(**fields, patchout_time=time_columns, patchout_frequency=frequency_rows),
+            attn_implementation="sdpa")
+    model.train()
+    if spec.get("checkpointing"):
+        model.gradient_checkpointing_enable()
+    if spec.get("compile"):
+        model.compile()  # in place
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5, fused=bool(spec.get("fused")))
+    inputs = torch.randn(batch, frames, 128)
+    labels = (torch.rand(batch, 527) < 0.01).float()
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(spec.get("autocast"))):
+            loss = model(inputs, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()  # warm-up: Adam's state, compilation
+    if spec.get("compile"):
+        step()
+    peak_rss_mb(reset=True)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    results.put((statistics.median(times), peak_rss_mb()))
+
+
+def training_throughput(print, steps: int, batch: int = 2, frames: int = 1024) -> None:
+    """(e): each case of TRAINING_CASES in a fresh process (peak memory is per process), side by side."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    measured = {}
+    for name, spec in TRAINING_CASES.items():
+        results = context.Queue()
+        process = context.Process(target=training_case, args=(spec, batch, frames, steps, results))
+        process.start()
+        measured[name] = results.get()
+        process.join()
+    base_seconds, base_peak = measured["built-in, sdpa"]
+    print(f"\n(e) training steps (forward + backward + Adam), base config, {batch} x {frames} frames, float32 "
+          f"weights, median of {steps} steps; peak = the process's peak resident memory during the steps")
+    print("| setting | s/step | clips/s | vs built-in | peak MB | vs built-in peak |\n|---|---|---|---|---|---|")
+    for name, (seconds, peak) in measured.items():
+        print(f"| {name} | {seconds:.2f} | {batch / seconds:.2f} | {base_seconds / seconds:.2f}x | {peak:.0f} | "
+              f"{peak - base_peak:+.0f} MB |")
 
 
 def _as_builtin(ours: torch.nn.Module, theirs: torch.nn.Module) -> dict[str, torch.Tensor]:

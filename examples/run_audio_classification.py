@@ -44,6 +44,7 @@ class ASTTrainer(Trainer):
         self.eval_collator = eval_collator
         self.sample_weights = sample_weights
         self.updates_per_epoch = 1
+        self.examples_trained = 0  # by this process (the collator may run in DataLoader workers)
         # --label_smoothing_factor is applied by the training collator to its targets (so that it composes with
         # mixup's soft targets); the Trainer's own smoother would apply it a second time.
         self.label_smoother = None
@@ -63,6 +64,21 @@ class ASTTrainer(Trainer):
             folder.mkdir(parents=True, exist_ok=True)
             self.averager.save(folder / AveragingCallback.FILE)
         super()._save_checkpoint(model, trial)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self.examples_trained += len(inputs["labels"])
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def get_train_dataloader(self):
+        if not isinstance(self.train_dataset, training.StreamingClips):
+            return super().get_train_dataloader()
+        # The stream is this process's own part already (split_dataset_by_node) and yields whole batches:
+        # accelerate's prepare would shard it a second time.
+        args = self.args
+        return torch.utils.data.DataLoader(
+            self.train_dataset, batch_size=None, collate_fn=self.data_collator,
+            num_workers=args.dataloader_num_workers, pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers, prefetch_factor=args.dataloader_prefetch_factor)
 
     def set_initial_training_values(self, args, dataloader):
         values = super().set_initial_training_values(args, dataloader)
@@ -107,6 +123,17 @@ class EpochCallback(TrainerCallback):
         self.collator.epoch = int(state.epoch + 1e-6)
 
 
+class StreamResumeCallback(TrainerCallback):
+    """A resumed streaming run skips the batches that the checkpoint had trained on (StreamingClips.start_batch,
+    read without decoding) in place of the Trainer's fast-forward, which would decode every one of them."""
+
+    def __init__(self, clips: training.StreamingClips) -> None:
+        self.clips = clips
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.clips.start_batch = state.global_step * args.gradient_accumulation_steps
+
+
 class AveragingCallback(TrainerCallback):
     """Feeds the model's weights at the end of each epoch to a WeightAverager."""
 
@@ -132,19 +159,23 @@ def build_trainer(model_args, data_args, recipe, training_args, raw, labels, mul
     training_args.resume_from_checkpoint = training.resolve_checkpoint(training_args.resume_from_checkpoint,
                                                                       training_args.output_dir)
     averaging.restore(training_args.resume_from_checkpoint)
+    callbacks = [averaging, EpochCallback(parts.train_collator)]
+    if isinstance(raw.get("train"), training.StreamingClips):
+        training_args.ignore_data_skip = True  # StreamResumeCallback skips, without decoding
+        callbacks.append(StreamResumeCallback(raw["train"]))
     return ASTTrainer(model=parts.model, args=training_args, train_dataset=raw["train"] if training_args.do_train
                       else None, eval_dataset=raw.get("validation"), data_collator=parts.train_collator,
                       eval_collator=parts.eval_collator, recipe=recipe, averager=averaging.averager,
                       sample_weights=parts.sample_weights, processing_class=parts.extractor,
                       compute_metrics=training.compute_metrics_fn(multi_label),
-                      callbacks=[averaging, EpochCallback(parts.train_collator)])
+                      callbacks=callbacks)
 
 
 def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_label, description,
             push_repo: str | None = None) -> dict[str, Any]:
     """Train and/or evaluate one model on raw["train"] / raw["validation"]; returns the metrics."""
     trainer = build_trainer(model_args, data_args, recipe, training_args, raw, labels, multi_label)
-    extractor, train_collator, averager = trainer.processing_class, trainer.data_collator, trainer.averager
+    extractor, averager = trainer.processing_class, trainer.averager
     metrics: dict[str, Any] = {}
     output_dir = Path(training_args.output_dir)
     if training_args.do_train:
@@ -169,7 +200,7 @@ def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_lab
         record=training.run_record(recipe, data_args, model_args, training_args, trainer.model, extractor),
         description=description, model_name=output_dir.name,
         base_model=model_args.model_name_or_path or model_args.deit_name_or_path,
-        examples_collated=train_collator.examples_seen, push_repo=push_repo,
+        examples_collated=trainer.examples_trained, push_repo=push_repo,
         push_private=training_args.hub_private_repo, push_token=training_args.hub_token)
     return metrics
 
@@ -193,6 +224,9 @@ def check_trainer_arguments(args: TrainingArguments, data_args: training.DataArg
     if args.push_to_hub and data_args.cross_validation_folds > 0:
         problems.append("--push_to_hub with --cross_validation_folds trains one model per fold; push the fold "
                         "you want afterwards (huggingface_hub's upload_folder).")
+    if args.dataloader_persistent_workers and args.dataloader_num_workers > 0 and not data_args.streaming:
+        problems.append("--dataloader_persistent_workers: the training collator draws its augmentations per epoch, "
+                        "and persistent workers would keep their first epoch's copy of it; leave it out.")
     if problems:
         raise ValueError("\n".join(problems))
 
@@ -214,11 +248,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
                         if training_args.process_index == 0 else logging.WARNING)
     transformers.utils.logging.set_verbosity_warning()
+    training.check_streaming_arguments(data_args, training_args.max_steps, sources, recipe.balanced_sampling)
     with training_args.main_process_first(desc="dataset preparation"):
         raw, labels, multi_label, description = training.prepare_data(data_args, training_args.seed,
                                                                       model_args.cache_dir)
-    logger.info("data: %s; %d training clips, %d labels (%s)", description, len(raw["train"]), len(labels),
-                "multi-label" if multi_label else "single-label")
+    if data_args.streaming:
+        raw["train"] = training.streaming_clips(
+            raw["train"], data_args, labels, multi_label, 16000, training_args.per_device_train_batch_size,
+            training_args.seed, training_args.process_index, training_args.world_size)
+        logger.info("data: %s, streamed (shuffle buffer %d clips, process %d of %d reads its own part); %d labels",
+                    description, data_args.shuffle_buffer_size, training_args.process_index,
+                    training_args.world_size, len(labels))
+    else:
+        logger.info("data: %s; %d training clips, %d labels (%s)", description, len(raw["train"]), len(labels),
+                    "multi-label" if multi_label else "single-label")
     training_args.do_train, training_args.do_eval = training.resolve_run_steps(
         training_args.do_train, training_args.do_eval, sources,
         "validation" in raw or data_args.cross_validation_folds > 0, training_args.eval_strategy,

@@ -6,6 +6,7 @@ examples/run_audio_classification_no_trainer.py (accelerate), one module per con
 - `augmentation`: mixup, SpecAugment, noise and roll (REFERENCE section 4), pure functions;
 - `collator`: rows -> batches, the augmentations drawn per batch;
 - `sampling`: the reference's balanced sampler;
+- `streaming`: --streaming, the training data read as a stream, a part per process;
 - `optimization`: optimiser, schedule, weight averaging;
 - `metrics`: accuracy; mAP, mAUC, d-prime;
 - `plots`: training curves, confusion matrix;
@@ -60,6 +61,7 @@ from .plots import plot_confusion_matrix, plot_training_curves, save_confusion_m
 from .publishing import push_output_dir, run_record, write_json, write_model_card
 from .runs import RunParts, build_run, evaluate_with_accelerator, finish_run, with_training_statistics
 from .sampling import balanced_sample_weights, balanced_sampler, dataset_sample_weights
+from .streaming import StreamingClips, check_streaming_arguments, load_training_stream, streaming_clips
 
 __all__ = [
     "AudioCollator",
@@ -69,6 +71,7 @@ __all__ = [
     "ModelArguments",
     "RecipeArguments",
     "RunParts",
+    "StreamingClips",
     "WeightAverager",
     "balanced_sample_weights",
     "balanced_sampler",
@@ -78,6 +81,7 @@ __all__ = [
     "check_argument_conflicts",
     "check_cross_validation",
     "check_model_source",
+    "check_streaming_arguments",
     "check_audio_files",
     "check_one_data_source",
     "classification_metric",
@@ -94,6 +98,7 @@ __all__ = [
     "finish_run",
     "label_names",
     "load_audio_datasets",
+    "load_training_stream",
     "make_collators",
     "mask_band",
     "mix_waveforms",
@@ -112,6 +117,7 @@ __all__ = [
     "resolve_run_steps",
     "run_record",
     "save_confusion_matrix",
+    "streaming_clips",
     "training_curves_figure",
     "warmup_steps_of",
     "warn_inert_settings",

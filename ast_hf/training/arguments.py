@@ -45,6 +45,15 @@ class DataArguments:
                 "training uses: finds truncated or corrupt data, empty files and NaN samples), 'header' (only read "
                 "each header: faster on very large sets, misses bad data behind a good header) or 'none'",
         "choices": ["decode", "header", "none"]})
+    streaming: bool = field(default=False, metadata={
+        "help": "read the training data as a stream (datasets' IterableDataset: --dataset_name, --train_dir or "
+                "--train_file) instead of loading it whole; needs --max_steps; each process of a torchrun run reads "
+                "its own part (split_dataset_by_node); evaluation stays a map-style split"})
+    labels_file: str | None = field(default=None, metadata={
+        "help": "--streaming: the label names (a CSV like ast_hf/data's, or one label a line) when the stream's label "
+                "column is not a ClassLabel; without it the label column is read through once first"})
+    shuffle_buffer_size: int = field(default=10000, metadata={
+        "help": "--streaming: clips held in the shuffle buffer (memory grows with it, not with the data set)"})
     commands_clips_per_word: int = field(default=300, metadata={"help": "embedded espeak-ng data: train clips/word"})
     commands_eval_clips_per_word: int = field(default=50, metadata={"help": "embedded data: eval clips per word"})
 

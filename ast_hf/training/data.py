@@ -4,7 +4,7 @@ checked before training, labels encoded; the embedded espeak-ng data when none i
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,20 +50,21 @@ def _audiofolder_label_advice(folder: str, label_column: str) -> str:
             "column).")
 
 
-def load_audio_datasets(args: DataArguments, sampling_rate: int = 16000, cache_dir: str | None = None):
-    """A DatasetDict with "train" and "validation" from a Hub name, audiofolders or CSV/JSON files, the audio
-    column cast to `datasets.Audio(sampling_rate)` (resampled on decode)."""
+def load_audio_datasets(args: DataArguments, sampling_rate: int = 16000, cache_dir: str | None = None,
+                        wanted: Sequence[str] = ("train", "validation")):
+    """A DatasetDict with "train" and "validation" (those of them `wanted`) from a Hub name, audiofolders or
+    CSV/JSON files, the audio column cast to `datasets.Audio(sampling_rate)` (resampled on decode)."""
     import datasets
 
     check_one_data_source(args)
     if args.dataset_name:
+        names = {"train": args.train_split_name, "validation": args.eval_split_name}
         raw = datasets.DatasetDict({
-            "train": datasets.load_dataset(args.dataset_name, args.dataset_config_name, split=args.train_split_name,
-                                           cache_dir=cache_dir),
-            "validation": datasets.load_dataset(args.dataset_name, args.dataset_config_name,
-                                                split=args.eval_split_name, cache_dir=cache_dir)})
+            name: datasets.load_dataset(args.dataset_name, args.dataset_config_name, split=names[name],
+                                        cache_dir=cache_dir) for name in wanted})
     elif args.train_dir:
-        splits = {"train": args.train_dir, "validation": args.validation_dir}
+        splits = {name: folder for name, folder in (("train", args.train_dir), ("validation", args.validation_dir))
+                  if name in wanted}
         for name, folder in splits.items():
             if folder:
                 _check_audio_folder(folder, "--train_dir" if name == "train" else "--validation_dir")
@@ -73,7 +74,7 @@ def load_audio_datasets(args: DataArguments, sampling_rate: int = 16000, cache_d
         files = {"train": args.train_file, "validation": args.validation_file}
         raw = datasets.DatasetDict()
         for name, path in files.items():
-            if not path:
+            if not path or name not in wanted:
                 continue
             if not os.path.isfile(path):
                 raise ValueError(f"--{name if name == 'train' else 'validation'}_file {path!r} does not exist.")
@@ -92,7 +93,7 @@ def load_audio_datasets(args: DataArguments, sampling_rate: int = 16000, cache_d
             raw[name] = split
     else:
         raise ValueError("Give a data set: --dataset_name, --train_dir (audiofolder) or --train_file (CSV/JSON).")
-    if "train" not in raw:
+    if "train" in wanted and "train" not in raw:
         raise ValueError("No training split was found; check --train_split_name / --train_dir / --train_file.")
     for name in list(raw):
         if args.audio_column_name not in raw[name].column_names:
@@ -202,8 +203,9 @@ def _resolve_row(row: Mapping[str, Any], column: str, base: str) -> dict[str, An
 
 
 def label_names(dataset: Any, label_column: str) -> tuple[list[str], bool]:
-    """(label names in id order, multi_label) of a training split: ClassLabel names, sorted string labels, or the
-    union of list-of-labels cells (multi-label, AudioSet style)."""
+    """(label names in id order, multi_label) of a training split, or of a stream (--streaming; its label column
+    alone is read, no audio): ClassLabel names, sorted string labels, or the union of list-of-labels cells
+    (multi-label, AudioSet style)."""
     feature = dataset.features[label_column]
     names = getattr(feature, "names", None)
     if names is not None:
@@ -211,7 +213,10 @@ def label_names(dataset: Any, label_column: str) -> tuple[list[str], bool]:
     inner = getattr(feature, "feature", None)
     if inner is not None and getattr(inner, "names", None) is not None:
         return list(inner.names), True
-    values = dataset[label_column]
+    import datasets
+
+    values = (list(dataset[label_column]) if isinstance(dataset, datasets.Dataset)
+              else [row[label_column] for row in dataset.select_columns([label_column])])
     empty = [i for i, v in enumerate(values) if v is None or (isinstance(v, str) and not v.strip())]
     if empty:
         raise ValueError(f"{len(empty)} of {len(values)} training rows have no label in column {label_column!r} "
@@ -276,6 +281,21 @@ def prepare_data(data_args: DataArguments, seed: int, cache_dir: str | None = No
     description = data_args.dataset_name or data_args.train_dir or data_args.train_file
     if not description:
         description = embedded_data(data_args)
+    if data_args.streaming:  # the training split as an undecoded stream, the evaluation split loaded
+        from .streaming import load_training_stream, stream_label_names
+
+        stream = load_training_stream(data_args)
+        labels, multi_label = stream_label_names(stream, data_args)
+        raw = load_audio_datasets(data_args, cache_dir=cache_dir, wanted=("validation",))
+        raw = encode_label_column(raw, data_args.label_column_name, {label: i for i, label in enumerate(labels)},
+                                  multi_label)
+        if "validation" in raw and data_args.max_eval_samples:
+            raw["validation"] = raw["validation"].select(range(min(data_args.max_eval_samples,
+                                                                   len(raw["validation"]))))
+        if data_args.max_train_samples:
+            stream = stream.take(data_args.max_train_samples)
+        raw["train"] = stream  # labels encoded as it is read (StreamingClips)
+        return raw, labels, multi_label, description
     raw = load_audio_datasets(data_args, cache_dir=cache_dir)
     labels, multi_label = label_names(raw["train"], data_args.label_column_name)
     label2id = {label: i for i, label in enumerate(labels)}

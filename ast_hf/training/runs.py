@@ -103,8 +103,12 @@ def finish_run(output_dir: str | Path, *, is_main_process: bool, process_index: 
         write_model_card(output_dir, push_repo or model_name, scores, description, record, base_model)
         if push_repo:
             push_output_dir(output_dir, push_repo, private=push_private, token=push_token)
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux; DataLoader workers not counted
     write_json(output_dir / f"process_{process_index}.json",
-               {"rank": process_index, "world_size": world_size, "examples_collated_for_training": examples_collated})
+               {"rank": process_index, "world_size": world_size, "examples_collated_for_training": examples_collated,
+                "peak_memory_mb": round(peak, 1)})
 
 
 __all__ = ["RunParts", "build_run", "evaluate_with_accelerator", "finish_run", "with_training_statistics"]

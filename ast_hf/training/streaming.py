@@ -1,0 +1,165 @@
+"""--streaming: the training data read as a stream (datasets' IterableDataset) instead of loaded whole, so that a
+data set of millions of clips (AudioSet) trains in the memory of its shuffle buffer.
+
+Each process of a torchrun/accelerate run reads its own part of the stream (`datasets.split_dataset_by_node`),
+shuffled through a buffer, re-shuffled at each pass. `StreamingClips` turns that stream into training batches
+(lists of rows for the collator): endless, so that every process always has a next batch and training stops at
+`--max_steps`; batch b of a process goes to DataLoader worker b % workers, so that workers change nothing in what
+is trained on; a resumed run skips the batches already trained on without decoding them and then continues the
+same stream exactly. Each row carries `_row`, its position in the stream (unique over processes and passes),
+from which the collator draws that row's augmentations.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from ..audio_io import decode_audio
+from .arguments import DataArguments
+from .data import _check_audio_folder, _resolve_row, check_one_data_source, encode_label, label_names
+
+
+def stream_label_names(stream: Any, args: DataArguments) -> tuple[list[str], bool]:
+    """(label names, multi_label) of a training stream: its ClassLabel names, else --labels_file, else one pass over
+    the stream (which reads the files whole: give --labels_file for a large data set)."""
+    from ..presets import read_labels
+
+    feature = stream.features[args.label_column_name]
+    has_names = getattr(feature, "names", None) or getattr(getattr(feature, "feature", None), "names", None)
+    if args.labels_file and not has_names:
+        return read_labels(args.labels_file), hasattr(feature, "feature")  # a list type: several labels a clip
+    return label_names(stream, args.label_column_name)
+
+
+def load_training_stream(args: DataArguments) -> Any:
+    """The training split of --dataset_name, --train_dir (audiofolder) or --train_file (CSV/JSON) as a
+    `datasets.IterableDataset`, its audio column left undecoded ({"bytes", "path"} cells)."""
+    import datasets
+
+    check_one_data_source(args)
+    if args.dataset_name:
+        stream = datasets.load_dataset(args.dataset_name, args.dataset_config_name, split=args.train_split_name,
+                                       streaming=True)
+    elif args.train_dir:
+        _check_audio_folder(args.train_dir, "--train_dir")
+        stream = datasets.load_dataset("audiofolder", data_dir=args.train_dir, split="train", streaming=True)
+    elif args.train_file:
+        if not os.path.isfile(args.train_file):
+            raise ValueError(f"--train_file {args.train_file!r} does not exist.")
+        kind = "json" if args.train_file.endswith((".json", ".jsonl")) else "csv"
+        stream = datasets.load_dataset(kind, data_files=args.train_file, split="train", streaming=True)
+        stream = stream.map(_resolve_row, fn_kwargs={"column": args.audio_column_name,
+                                                     "base": os.path.dirname(os.path.abspath(args.train_file))})
+    else:
+        raise ValueError("--streaming needs a data set: --dataset_name, --train_dir (audiofolder) or --train_file "
+                         "(CSV/JSON).")
+    if stream.features is None:  # CSV/JSON streams learn their columns from the first rows
+        stream = stream._resolve_features()
+    for column, flag in ((args.audio_column_name, "--audio_column_name"), (args.label_column_name,
+                                                                          "--label_column_name")):
+        if column not in stream.column_names:
+            raise ValueError(f"The training stream has no column {column!r} (columns: {stream.column_names}); set "
+                             f"{flag}.")
+    if getattr(stream.features[args.audio_column_name], "dtype", None) == "large_string":
+        stream = stream.cast_column(args.audio_column_name, datasets.Value("string"))
+    return stream.cast_column(args.audio_column_name, datasets.Audio(decode=False))
+
+
+class StreamingClips(torch.utils.data.IterableDataset):
+    """Training batches (lists of rows: decoded audio, encoded label, `_row`) from this process's part of a
+    stream; use it with `DataLoader(clips, batch_size=None, collate_fn=collator)`. `start_batch`: batches of this
+    process already trained on (a resumed run), skipped undecoded."""
+
+    def __init__(self, stream: Any, *, audio_column: str, label_column: str, label2id: Mapping[str, int],
+                 multi_label: bool, sampling_rate: int, batch_size: int, seed: int, buffer_size: int,
+                 rank: int = 0, world_size: int = 1) -> None:
+        from datasets.distributed import split_dataset_by_node
+
+        if batch_size < 1 or buffer_size < 1:
+            raise ValueError(f"batch_size={batch_size} and shuffle_buffer_size={buffer_size} must be >= 1.")
+        self.stream = split_dataset_by_node(stream, rank=rank, world_size=world_size).shuffle(
+            seed=seed, buffer_size=buffer_size)
+        self.audio_column, self.label_column = audio_column, label_column
+        self.label2id, self.multi_label = dict(label2id), multi_label
+        self.sampling_rate, self.batch_size = sampling_rate, batch_size
+        self.rank, self.world_size = rank, world_size
+        self.start_batch = 0
+
+    def batches(self) -> Iterator[tuple[int, dict[str, list[Any]]]]:
+        """(index, undecoded batch) over endless passes through this process's shuffled part of the stream."""
+        index, epoch = 0, 0
+        while True:
+            self.stream.set_epoch(epoch)  # a new shuffle each pass
+            empty = True
+            # .iter(), not iteration: in a DataLoader worker datasets would hand each worker whole shards itself
+            for batch in self.stream.iter(batch_size=self.batch_size):
+                empty = False
+                yield index, batch
+                index += 1
+            if empty:
+                raise ValueError(f"Process {self.rank} of {self.world_size} got no training clips from the stream: "
+                                 "the data set has fewer clips (or files) than processes; use fewer processes.")
+            epoch += 1
+
+    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        import datasets
+
+        worker = torch.utils.data.get_worker_info()
+        workers, worker_id = (worker.num_workers, worker.id) if worker is not None else (1, 0)
+        audio = datasets.Audio(sampling_rate=self.sampling_rate)
+        for index, batch in self.batches():
+            if index < self.start_batch or index % workers != worker_id:
+                continue
+            size = len(batch[self.audio_column])
+            first = index * self.batch_size  # this process's stream positions (a last short batch leaves a gap)
+            yield [{self.audio_column: {"array": decode_audio(audio.decode_example(batch[self.audio_column][i]),
+                                                              self.sampling_rate),
+                                        "sampling_rate": self.sampling_rate},
+                    self.label_column: encode_label(batch[self.label_column][i], self.label2id, self.multi_label),
+                    "_row": (first + i) * self.world_size + self.rank}
+                   for i in range(size)]
+
+
+def check_streaming_arguments(data_args: DataArguments, max_steps: int, sources: Mapping[str, str],
+                              balanced_sampling: bool, supported: bool = True) -> None:
+    """Refuse what a stream cannot do, and the streaming settings without --streaming, rather than ignore them.
+    `supported`: whether the calling script trains from a stream (the Trainer example does)."""
+    if not data_args.streaming:
+        given = [f"--{name}" for name in ("labels_file", "shuffle_buffer_size") if name in sources]
+        if given:
+            raise ValueError(f"{' and '.join(given)} act only with --streaming; add it, or leave them out.")
+        return
+    if not supported:
+        raise ValueError("--streaming is supported by examples/run_audio_classification.py (the Trainer example, "
+                         "also under torchrun); run that script, or leave --streaming out.")
+    problems: list[str] = []
+    if max_steps <= 0:
+        problems.append("--streaming needs --max_steps N: a stream has no length, so epochs cannot be counted.")
+    if balanced_sampling:
+        problems.append("--balanced_sampling draws clips by index, which a stream does not have; leave it out, or "
+                        "drop --streaming.")
+    if data_args.cross_validation_folds > 0:
+        problems.append("--cross_validation_folds needs the whole data set in memory; drop --streaming.")
+    if data_args.compute_stats:
+        problems.append("--compute_stats reads the whole training set first; give --dataset_mean/--dataset_std (or "
+                        "a --dataset_preset) with --streaming.")
+    for name in ("skip_bad_audio", "check_audio"):
+        if name in sources:
+            problems.append(f"--{name} checks loaded splits before training; with --streaming each training clip is "
+                            "decoded only when it is trained on (an unreadable one stops training with the "
+                            "decoder's error), and the evaluation split is checked as always. Leave it out.")
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
+def streaming_clips(stream: Any, data_args: DataArguments, labels: Sequence[str], multi_label: bool,
+                    sampling_rate: int, batch_size: int, seed: int, rank: int, world_size: int) -> StreamingClips:
+    """The StreamingClips of one process of the run."""
+    return StreamingClips(stream, audio_column=data_args.audio_column_name, label_column=data_args.label_column_name,
+                          label2id={label: i for i, label in enumerate(labels)}, multi_label=multi_label,
+                          sampling_rate=sampling_rate, batch_size=batch_size, seed=seed,
+                          buffer_size=data_args.shuffle_buffer_size, rank=rank, world_size=world_size)
