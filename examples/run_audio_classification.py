@@ -248,7 +248,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
                         if training_args.process_index == 0 else logging.WARNING)
     transformers.utils.logging.set_verbosity_warning()
-    training.check_streaming_arguments(data_args, training_args.max_steps, sources, recipe.balanced_sampling)
+    training.check_streaming_arguments(data_args, training_args.max_steps, sources, recipe, {
+        "--eval_strategy": str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)),
+        "--save_strategy": str(getattr(training_args.save_strategy, "value", training_args.save_strategy))})
     with training_args.main_process_first(desc="dataset preparation"):
         raw, labels, multi_label, description = training.prepare_data(data_args, training_args.seed,
                                                                       model_args.cache_dir)

@@ -100,9 +100,9 @@ def test_streaming_parts_workers_and_resume(word_wavs, tmp_path, monkeypatch):
 
 
 def test_streaming_arguments_refused_with_the_fix():
-    def check(sources=(), max_steps=10, supported=True, **data):
+    def check(sources=(), max_steps=10, supported=True, recipe=None, strategies=None, **data):
         training.check_streaming_arguments(training.DataArguments(**data), max_steps, dict.fromkeys(sources, "cli"),
-                                           balanced_sampling=False, supported=supported)
+                                           recipe or training.RecipeArguments(), strategies, supported=supported)
 
     check(streaming=True, dataset_name="x")  # fine
     with pytest.raises(ValueError, match="needs --max_steps"):
@@ -113,12 +113,15 @@ def test_streaming_arguments_refused_with_the_fix():
         check(streaming=True, supported=False)
     with pytest.raises(ValueError, match="--check_audio checks loaded splits"):
         check(["check_audio"], streaming=True)
+    with pytest.raises(ValueError, match="--multistep_start_epoch 8, --eval_strategy epoch count epochs"):
+        check(streaming=True, recipe=training.RecipeArguments(multistep_start_epoch=8),
+              strategies={"--eval_strategy": "epoch", "--save_strategy": "no"})
     with pytest.raises(ValueError, match="--compute_stats"):
         check(streaming=True, compute_stats=True)
 
 
-STREAM = [*TINY, "--streaming", "--shuffle_buffer_size", "64", "--eval_strategy", "no", "--report_to", "none",
-          "--freqm", "8", "--timem", "4", "--mixup", "0.5"]
+STREAM = [*TINY, "--streaming", "--shuffle_buffer_size", "64", "--eval_strategy", "no",
+          "--multistep_start_epoch", "0", "--freqm", "8", "--timem", "4", "--mixup", "0.5"]
 
 
 @pytest.mark.slow

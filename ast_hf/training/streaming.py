@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..audio_io import decode_audio
-from .arguments import DataArguments
+from .arguments import DataArguments, RecipeArguments
 from .data import _check_audio_folder, _resolve_row, check_one_data_source, encode_label, label_names
 
 
@@ -125,9 +125,11 @@ class StreamingClips(torch.utils.data.IterableDataset):
 
 
 def check_streaming_arguments(data_args: DataArguments, max_steps: int, sources: Mapping[str, str],
-                              balanced_sampling: bool, supported: bool = True) -> None:
+                              recipe: RecipeArguments, epoch_strategies: Mapping[str, str] | None = None,
+                              supported: bool = True) -> None:
     """Refuse what a stream cannot do, and the streaming settings without --streaming, rather than ignore them.
-    `supported`: whether the calling script trains from a stream (the Trainer example does)."""
+    `epoch_strategies`: the run's evaluation/saving strategies by flag; `supported`: whether the calling script
+    trains from a stream (the Trainer example does)."""
     if not data_args.streaming:
         given = [f"--{name}" for name in ("labels_file", "shuffle_buffer_size") if name in sources]
         if given:
@@ -139,11 +141,20 @@ def check_streaming_arguments(data_args: DataArguments, max_steps: int, sources:
     problems: list[str] = []
     if max_steps <= 0:
         problems.append("--streaming needs --max_steps N: a stream has no length, so epochs cannot be counted.")
-    if balanced_sampling:
+    if recipe.balanced_sampling:
         problems.append("--balanced_sampling draws clips by index, which a stream does not have; leave it out, or "
                         "drop --streaming.")
     if data_args.cross_validation_folds > 0:
         problems.append("--cross_validation_folds needs the whole data set in memory; drop --streaming.")
+    # A stream has no epochs (it is read pass after pass, as one epoch): what counts epochs would never act.
+    epoch_settings = [f"--{name} {getattr(recipe, name)}" for name in ("multistep_start_epoch", "average_end_epoch")
+                      if getattr(recipe, name) > 0]
+    epoch_settings += [f"{flag} epoch" for flag, value in (epoch_strategies or {}).items() if value == "epoch"]
+    if epoch_settings:
+        problems.append(f"{', '.join(epoch_settings)} count epochs, which a stream does not have; with --streaming "
+                        "set --multistep_start_epoch 0 and --average_end_epoch 0 (use --lr_scheduler_type and "
+                        "--warmup_steps), and evaluate/save by steps (--eval_strategy steps --eval_steps N, "
+                        "--save_strategy steps --save_steps N).")
     if data_args.compute_stats:
         problems.append("--compute_stats reads the whole training set first; give --dataset_mean/--dataset_std (or "
                         "a --dataset_preset) with --streaming.")
