@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     training.check_argument_conflicts(recipe, sources)
     training.check_cross_validation(data_args, sources, supported=False)
     training.check_model_source(model_args)
-    training.check_streaming_arguments(data_args, args.max_train_steps or 0, sources, recipe, supported=False)
+    training.check_streaming_arguments(data_args, 0, sources, recipe, supported=False)
     training.warn_inert_settings(recipe, args.num_train_epochs, data_args.max_length)
     tracking = args.report_to not in ("none", "")
     # The seedable sampler draws epoch e's order from (seed, e): a run resumed mid-epoch sees the same order.
