@@ -99,6 +99,45 @@ def test_streaming_parts_workers_and_resume(word_wavs, tmp_path, monkeypatch):
         clips_of(stream.take(0), 0, 1)
 
 
+def test_prepare_data_streams_the_training_split_of_every_source(word_wavs, tmp_path, monkeypatch):
+    """--dataset_name (parquet), --train_dir (audiofolder) and --train_file (CSV): the training split becomes an
+    undecoded stream whose rows decode to 16 kHz audio with encoded labels; evaluation stays a loaded split with
+    the same label ids; a missing column is named."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
+    words = word_wavs[:12]
+    for split in ("train", "validation"):
+        for wav in words:
+            target = tmp_path / "folders" / split / wav.parent.name / wav.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(wav, target)
+    (tmp_path / "train.csv").write_text("audio,label\n" + "".join(f"{w},{w.parent.name}\n" for w in words))
+    sources = {"dataset_name": str(write_parquet_clips(tmp_path / "parquet", words, count=12, per_shard=6)),
+               "train_dir": str(tmp_path / "folders" / "train")}
+    names = sorted({w.parent.name for w in words})
+    for source in ({"dataset_name": sources["dataset_name"]},
+                   {"train_dir": sources["train_dir"], "validation_dir": str(tmp_path / "folders" / "validation")},
+                   {"train_file": str(tmp_path / "train.csv")}):
+        args = training.DataArguments(streaming=True, **source)
+        raw, labels, multi_label, _ = training.prepare_data(args, seed=0)
+        assert isinstance(raw["train"], datasets.IterableDataset) and not multi_label, source
+        assert len(labels) > 1 and set(labels) <= set(names) and labels == sorted(labels), (source, labels)
+        label2id = {label: i for i, label in enumerate(labels)}
+        if "validation" in raw:
+            assert not isinstance(raw["validation"], datasets.IterableDataset)
+            assert set(raw["validation"]["label"]) <= set(label2id.values())  # encoded with the stream's ids
+        clips = training.StreamingClips(raw["train"], audio_column="audio", label_column="label",
+                                        label2id=label2id, multi_label=False, sampling_rate=16000, batch_size=4,
+                                        seed=0, buffer_size=4)
+        batch = next(iter(clips))
+        assert len(batch) == 4 and all(row["label"] in label2id.values() and row["audio"]["array"].ndim == 1
+                                       for row in batch), source
+    with pytest.raises(ValueError, match="no column 'word'.*--label_column_name"):
+        training.prepare_data(training.DataArguments(streaming=True, label_column_name="word",
+                                                     train_file=str(tmp_path / "train.csv")), seed=0)
+
+
 def test_streaming_arguments_refused_with_the_fix():
     def check(sources=(), max_steps=10, supported=True, recipe=None, strategies=None, **data):
         training.check_streaming_arguments(training.DataArguments(**data), max_steps, dict.fromkeys(sources, "cli"),

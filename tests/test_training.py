@@ -209,6 +209,27 @@ def test_patchout_drops_columns_and_rows_only_in_training():
         tiny_config(patchout_time=-1)
 
 
+def test_gradient_checkpointing_with_patchout_recomputes_each_layer_and_changes_no_gradient():
+    """--gradient_checkpointing (transformers' flag) with Patchout: every layer runs again in the backward pass (so
+    its activations were not kept), on the same kept patches and dropout draws: the gradients are the plain ones."""
+    config = tiny_config(patchout_time=3, patchout_frequency=2, hidden_dropout_prob=0.1, num_labels=3)
+    plain = randomize(ast_hf.ASTForAudioClassification(config)).train()
+    checkpointed = randomize(ast_hf.ASTForAudioClassification(config)).train()
+    checkpointed.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    inputs, labels = torch.randn(2, 128, 128), torch.tensor([0, 2])
+    calls = []
+    mlp = checkpointed.audio_spectrogram_transformer.encoder.layer[0].intermediate
+    mlp.register_forward_hook(lambda *_: calls.append(1))
+    grads = []
+    for model in (plain, checkpointed):
+        torch.manual_seed(5)  # the same Patchout and dropout draws
+        model(inputs, labels=labels).loss.backward()
+        grads.append({name: p.grad for name, p in model.named_parameters()})
+    assert len(calls) == 2  # the layer's MLP ran in the forward pass, then again in the backward pass
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=0, atol=1e-6, msg=name)
+
+
 # ---- the embedded data --------------------------------------------------------------------------------------
 
 

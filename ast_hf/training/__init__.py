@@ -61,7 +61,7 @@ from .plots import plot_confusion_matrix, plot_training_curves, save_confusion_m
 from .publishing import push_output_dir, run_record, write_json, write_model_card
 from .runs import RunParts, build_run, evaluate_with_accelerator, finish_run, with_training_statistics
 from .sampling import balanced_sample_weights, balanced_sampler, dataset_sample_weights
-from .streaming import StreamingClips, check_streaming_arguments, load_training_stream, streaming_clips
+from .streaming import StreamingClips, check_streaming_arguments, streaming_clips
 
 __all__ = [
     "AudioCollator",
@@ -98,7 +98,6 @@ __all__ = [
     "finish_run",
     "label_names",
     "load_audio_datasets",
-    "load_training_stream",
     "make_collators",
     "mask_band",
     "mix_waveforms",

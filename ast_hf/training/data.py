@@ -4,7 +4,7 @@ checked before training, labels encoded; the embedded espeak-ng data when none i
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,65 +50,80 @@ def _audiofolder_label_advice(folder: str, label_column: str) -> str:
             "column).")
 
 
+def _load_split(args: DataArguments, name: str, cache_dir: str | None, streaming: bool) -> Any:
+    """One split ("train" or "validation") from the one data source in the arguments, None where that source has
+    no such split; a `datasets.IterableDataset` when `streaming`."""
+    import datasets
+
+    if args.dataset_name:
+        return datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=cache_dir,
+                                     split=args.train_split_name if name == "train" else args.eval_split_name,
+                                     streaming=streaming)
+    flag = "train" if name == "train" else "validation"
+    if args.train_dir:
+        folder = getattr(args, f"{flag}_dir")
+        if not folder:
+            return None
+        _check_audio_folder(folder, f"--{flag}_dir")
+        return datasets.load_dataset("audiofolder", data_dir=folder, split="train", streaming=streaming)
+    if args.train_file:
+        path = getattr(args, f"{flag}_file")
+        if not path:
+            return None
+        if not os.path.isfile(path):
+            raise ValueError(f"--{flag}_file {path!r} does not exist.")
+        kind = "json" if path.endswith((".json", ".jsonl")) else "csv"
+        try:
+            split = datasets.load_dataset(kind, data_files=path, split="train", streaming=streaming)
+        except ValueError as error:  # datasets: 'Instruction "train" corresponds to no data!'
+            if "corresponds to no data" not in str(error):
+                raise
+            raise ValueError(f"{path} holds no rows (a header at most); add one row per clip.") from error
+        if split.features is None:  # CSV/JSON streams learn their columns from the first rows
+            split = split._resolve_features()
+        if args.audio_column_name not in split.column_names:
+            raise ValueError(f"{path} has no column {args.audio_column_name!r} (columns: {split.column_names}); "
+                             "set --audio_column_name to the column that holds the audio paths.")
+        return split.map(_resolve_row, fn_kwargs={"column": args.audio_column_name,
+                                                  "base": os.path.dirname(os.path.abspath(path))})
+    raise ValueError("Give a data set: --dataset_name, --train_dir (audiofolder) or --train_file (CSV/JSON).")
+
+
 def load_audio_datasets(args: DataArguments, sampling_rate: int = 16000, cache_dir: str | None = None,
-                        wanted: Sequence[str] = ("train", "validation")):
-    """A DatasetDict with "train" and "validation" (those of them `wanted`) from a Hub name, audiofolders or
-    CSV/JSON files, the audio column cast to `datasets.Audio(sampling_rate)` (resampled on decode)."""
+                        stream_train: bool = False):
+    """A DatasetDict with "train" and (where the source has one) "validation" from a Hub name, audiofolders or
+    CSV/JSON files, the audio column cast to `datasets.Audio(sampling_rate)` (resampled on decode) and every clip
+    checked. `stream_train` (--streaming): "train" is a `datasets.IterableDataset` instead, its audio left
+    undecoded ({"bytes", "path"} cells) and unchecked (a stream is checked as it is decoded)."""
     import datasets
 
     check_one_data_source(args)
-    if args.dataset_name:
-        names = {"train": args.train_split_name, "validation": args.eval_split_name}
-        raw = datasets.DatasetDict({
-            name: datasets.load_dataset(args.dataset_name, args.dataset_config_name, split=names[name],
-                                        cache_dir=cache_dir) for name in wanted})
-    elif args.train_dir:
-        splits = {name: folder for name, folder in (("train", args.train_dir), ("validation", args.validation_dir))
-                  if name in wanted}
-        for name, folder in splits.items():
-            if folder:
-                _check_audio_folder(folder, "--train_dir" if name == "train" else "--validation_dir")
-        raw = datasets.DatasetDict({name: datasets.load_dataset("audiofolder", data_dir=folder, split="train")
-                                    for name, folder in splits.items() if folder})
-    elif args.train_file:
-        files = {"train": args.train_file, "validation": args.validation_file}
-        raw = datasets.DatasetDict()
-        for name, path in files.items():
-            if not path or name not in wanted:
-                continue
-            if not os.path.isfile(path):
-                raise ValueError(f"--{name if name == 'train' else 'validation'}_file {path!r} does not exist.")
-            kind = "json" if path.endswith((".json", ".jsonl")) else "csv"
-            try:
-                split = datasets.load_dataset(kind, data_files=path, split="train")
-            except ValueError as error:  # datasets: 'Instruction "train" corresponds to no data!'
-                if "corresponds to no data" not in str(error):
-                    raise
-                raise ValueError(f"{path} holds no rows (a header at most); add one row per clip.") from error
-            if args.audio_column_name not in split.column_names:
-                raise ValueError(f"{path} has no column {args.audio_column_name!r} (columns: {split.column_names});"
-                                 f" set --audio_column_name to the column that holds the audio paths.")
-            base = os.path.dirname(os.path.abspath(path))
-            split = split.map(_resolve_row, fn_kwargs={"column": args.audio_column_name, "base": base})
+    raw = datasets.DatasetDict()
+    for name in ("train", "validation"):
+        split = _load_split(args, name, cache_dir, streaming=stream_train and name == "train")
+        if split is not None:
             raw[name] = split
-    else:
-        raise ValueError("Give a data set: --dataset_name, --train_dir (audiofolder) or --train_file (CSV/JSON).")
-    if "train" in wanted and "train" not in raw:
+    if "train" not in raw:
         raise ValueError("No training split was found; check --train_split_name / --train_dir / --train_file.")
     for name in list(raw):
-        if args.audio_column_name not in raw[name].column_names:
+        split, streamed = raw[name], isinstance(raw[name], datasets.IterableDataset)
+        if split.features is None:  # a stream that learns its columns from the first rows
+            split = split._resolve_features()
+        if args.audio_column_name not in split.column_names:
             raise ValueError(f"Split {name!r} has no column {args.audio_column_name!r} (columns: "
-                             f"{raw[name].column_names}); set --audio_column_name.")
-        if args.label_column_name not in raw[name].column_names:
+                             f"{split.column_names}); set --audio_column_name.")
+        if args.label_column_name not in split.column_names:
             folder = args.train_dir if name == "train" else args.validation_dir
             advice = _audiofolder_label_advice(folder, args.label_column_name) if folder else ""
             raise ValueError(f"Split {name!r} has no column {args.label_column_name!r} (columns: "
-                             f"{raw[name].column_names}); set --label_column_name.{advice}")
-        feature = raw[name].features[args.audio_column_name]
-        if getattr(feature, "dtype", None) == "large_string":  # CSV paths: Arrow casts only `string` to Audio
-            raw[name] = raw[name].cast_column(args.audio_column_name, datasets.Value("string"))
-        raw[name] = raw[name].cast_column(args.audio_column_name, datasets.Audio(sampling_rate=sampling_rate))
-        raw[name] = check_audio_files(raw[name], args.audio_column_name, name, skip=args.skip_bad_audio,
+                             f"{split.column_names}); set --label_column_name.{advice}")
+        if getattr(split.features[args.audio_column_name], "dtype", None) == "large_string":
+            split = split.cast_column(args.audio_column_name, datasets.Value("string"))  # Arrow casts only `string`
+        if streamed:
+            raw[name] = split.cast_column(args.audio_column_name, datasets.Audio(decode=False))
+            continue
+        split = split.cast_column(args.audio_column_name, datasets.Audio(sampling_rate=sampling_rate))
+        raw[name] = check_audio_files(split, args.audio_column_name, name, skip=args.skip_bad_audio,
                                       mode=args.check_audio)
     return raw
 
@@ -281,29 +296,23 @@ def prepare_data(data_args: DataArguments, seed: int, cache_dir: str | None = No
     description = data_args.dataset_name or data_args.train_dir or data_args.train_file
     if not description:
         description = embedded_data(data_args)
-    if data_args.streaming:  # the training split as an undecoded stream, the evaluation split loaded
-        from .streaming import load_training_stream, stream_label_names
+    raw = load_audio_datasets(data_args, cache_dir=cache_dir, stream_train=data_args.streaming)
+    if data_args.streaming:  # the training split an undecoded stream, its labels encoded as it is read
+        from .streaming import stream_label_names
 
-        stream = load_training_stream(data_args)
-        labels, multi_label = stream_label_names(stream, data_args)
-        raw = load_audio_datasets(data_args, cache_dir=cache_dir, wanted=("validation",))
-        raw = encode_label_column(raw, data_args.label_column_name, {label: i for i, label in enumerate(labels)},
-                                  multi_label)
-        if "validation" in raw and data_args.max_eval_samples:
-            raw["validation"] = raw["validation"].select(range(min(data_args.max_eval_samples,
-                                                                   len(raw["validation"]))))
+        train = raw.pop("train")
+        labels, multi_label = stream_label_names(train, data_args)
+    else:
+        labels, multi_label = label_names(raw["train"], data_args.label_column_name)
+    raw = encode_label_column(raw, data_args.label_column_name, {label: i for i, label in enumerate(labels)},
+                              multi_label)
+    if data_args.streaming:
+        raw["train"] = train.take(data_args.max_train_samples) if data_args.max_train_samples else train
+    else:
         if data_args.max_train_samples:
-            stream = stream.take(data_args.max_train_samples)
-        raw["train"] = stream  # labels encoded as it is read (StreamingClips)
-        return raw, labels, multi_label, description
-    raw = load_audio_datasets(data_args, cache_dir=cache_dir)
-    labels, multi_label = label_names(raw["train"], data_args.label_column_name)
-    label2id = {label: i for i, label in enumerate(labels)}
-    raw = encode_label_column(raw, data_args.label_column_name, label2id, multi_label)
-    if data_args.max_train_samples:
-        raw["train"] = raw["train"].shuffle(seed=seed).select(range(min(data_args.max_train_samples,
-                                                                        len(raw["train"]))))
-    raw["train"] = raw["train"].add_column("_row", list(range(len(raw["train"]))))  # seeds the augmentation
+            raw["train"] = raw["train"].shuffle(seed=seed).select(range(min(data_args.max_train_samples,
+                                                                            len(raw["train"]))))
+        raw["train"] = raw["train"].add_column("_row", list(range(len(raw["train"]))))  # seeds the augmentation
     if "validation" in raw and data_args.max_eval_samples:
         raw["validation"] = raw["validation"].select(range(min(data_args.max_eval_samples, len(raw["validation"]))))
     return raw, labels, multi_label, description

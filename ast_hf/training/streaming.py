@@ -12,7 +12,6 @@ from which the collator draws that row's augmentations.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -20,7 +19,7 @@ import torch
 
 from ..audio_io import decode_audio
 from .arguments import DataArguments, RecipeArguments
-from .data import _check_audio_folder, _resolve_row, check_one_data_source, encode_label, label_names
+from .data import encode_label, label_names
 
 
 def stream_label_names(stream: Any, args: DataArguments) -> tuple[list[str], bool]:
@@ -33,40 +32,6 @@ def stream_label_names(stream: Any, args: DataArguments) -> tuple[list[str], boo
     if args.labels_file and not has_names:
         return read_labels(args.labels_file), hasattr(feature, "feature")  # a list type: several labels a clip
     return label_names(stream, args.label_column_name)
-
-
-def load_training_stream(args: DataArguments) -> Any:
-    """The training split of --dataset_name, --train_dir (audiofolder) or --train_file (CSV/JSON) as a
-    `datasets.IterableDataset`, its audio column left undecoded ({"bytes", "path"} cells)."""
-    import datasets
-
-    check_one_data_source(args)
-    if args.dataset_name:
-        stream = datasets.load_dataset(args.dataset_name, args.dataset_config_name, split=args.train_split_name,
-                                       streaming=True)
-    elif args.train_dir:
-        _check_audio_folder(args.train_dir, "--train_dir")
-        stream = datasets.load_dataset("audiofolder", data_dir=args.train_dir, split="train", streaming=True)
-    elif args.train_file:
-        if not os.path.isfile(args.train_file):
-            raise ValueError(f"--train_file {args.train_file!r} does not exist.")
-        kind = "json" if args.train_file.endswith((".json", ".jsonl")) else "csv"
-        stream = datasets.load_dataset(kind, data_files=args.train_file, split="train", streaming=True)
-        stream = stream.map(_resolve_row, fn_kwargs={"column": args.audio_column_name,
-                                                     "base": os.path.dirname(os.path.abspath(args.train_file))})
-    else:
-        raise ValueError("--streaming needs a data set: --dataset_name, --train_dir (audiofolder) or --train_file "
-                         "(CSV/JSON).")
-    if stream.features is None:  # CSV/JSON streams learn their columns from the first rows
-        stream = stream._resolve_features()
-    for column, flag in ((args.audio_column_name, "--audio_column_name"), (args.label_column_name,
-                                                                          "--label_column_name")):
-        if column not in stream.column_names:
-            raise ValueError(f"The training stream has no column {column!r} (columns: {stream.column_names}); set "
-                             f"{flag}.")
-    if getattr(stream.features[args.audio_column_name], "dtype", None) == "large_string":
-        stream = stream.cast_column(args.audio_column_name, datasets.Value("string"))
-    return stream.cast_column(args.audio_column_name, datasets.Audio(decode=False))
 
 
 class StreamingClips(torch.utils.data.IterableDataset):
