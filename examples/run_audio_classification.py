@@ -181,6 +181,9 @@ def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_lab
     if training_args.do_train:
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         metrics.update(result.metrics)
+        if data_args.streaming:  # a stream has no epochs: the Trainer's count is steps / max_steps, not passes
+            metrics.pop("epoch", None)
+            metrics["train_steps"] = trainer.state.global_step
         if averager.apply(trainer.model):
             logger.info("weights averaged over epochs %d-%d (%d checkpoints)", averager.start_epoch,
                         averager.end_epoch, averager.count)
@@ -227,6 +230,12 @@ def check_trainer_arguments(args: TrainingArguments, data_args: training.DataArg
     if args.dataloader_persistent_workers and args.dataloader_num_workers > 0 and not data_args.streaming:
         problems.append("--dataloader_persistent_workers: the training collator draws its augmentations per epoch, "
                         "and persistent workers would keep their first epoch's copy of it; leave it out.")
+    if args.torch_compile and not data_args.pad_to_max_length:
+        problems.append("--torch_compile true needs batches of one length in training: with batches padded to their "
+                        "longest clip (the default without --pad_to_max_length) torch's inductor fails to compile "
+                        "the backward pass once a second length arrives ('cannot determine truth value of "
+                        "Relational'). Add --pad_to_max_length true, or leave --torch_compile out. (Inference "
+                        "compiles for any length: ast_hf.optimize_for_inference(model, mode='compile').)")
     if problems:
         raise ValueError("\n".join(problems))
 

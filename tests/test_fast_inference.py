@@ -94,7 +94,7 @@ def test_the_pipeline_and_the_command_line_take_the_mode(word_model, speech, cap
     assert '"label": "up"' in captured.out
 
 
-def test_refusals_and_the_automatic_choice():
+def test_refusals_and_the_automatic_choice(tmp_path):
     model = tiny_model()
     with pytest.raises(ValueError, match="mode='fp8' is not an inference mode"):
         optimize_for_inference(model, "fp8")
@@ -105,6 +105,16 @@ def test_refusals_and_the_automatic_choice():
         half = optimize_for_inference(model, "bf16")
     with pytest.raises(ValueError, match="quantises a float32 model"):
         optimize_for_inference(half, "int8")
+    if not native_bf16("cpu"):
+        with pytest.raises(ValueError, match="mode='auto' \\(here 'int8'\\) quantises a float32 model"):
+            optimize_for_inference(half, "auto")
+    quantised = optimize_for_inference(model, "int8")
+    for mode in ("bf16", "int8"):
+        with pytest.raises(ValueError, match=f"mode='{mode}': this model is already int8-quantised"):
+            optimize_for_inference(quantised, mode)
+    with pytest.raises(ValueError, match="cannot be saved as a checkpoint. Save the float32 model"):
+        quantised.save_pretrained(tmp_path / "int8")
+    model.save_pretrained(tmp_path / "float32")  # the original is untouched and saves
     assert resolve_mode("auto", "cpu") == ("bf16" if native_bf16("cpu") else "int8")
     if not native_bf16("cpu"):
         with pytest.warns(UserWarning, match="bfloat16 is not native"):

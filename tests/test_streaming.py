@@ -93,6 +93,7 @@ def test_streaming_parts_workers_and_resume(word_wavs, tmp_path, monkeypatch):
     assert first_pass != second_pass  # re-shuffled each pass
     assert clips_of(stream, 0, 1, workers=2, batches=12) == one  # workers: same batches in the same order
     assert clips_of(stream, 0, 1, start=5, batches=7) == one[5:]  # a resumed run continues the stream exactly
+    assert clips_of(stream, 0, 1, workers=2, start=5, batches=7) == one[5:]  # both at once
     rank0, rank1 = (sum(clips_of(stream, rank, 2, batches=3), []) for rank in (0, 1))
     assert sorted(rank0 + rank1) == list(range(24))  # one pass: each process its own part (2 shards of 4)
     with pytest.raises(ValueError, match="fewer clips"):
@@ -136,6 +137,17 @@ def test_prepare_data_streams_the_training_split_of_every_source(word_wavs, tmp_
     with pytest.raises(ValueError, match="no column 'word'.*--label_column_name"):
         training.prepare_data(training.DataArguments(streaming=True, label_column_name="word",
                                                      train_file=str(tmp_path / "train.csv")), seed=0)
+    (tmp_path / "two.txt").write_text("\n".join(names[:2]) + "\n")
+    with pytest.raises(ValueError, match="--labels_file .* already names its classes"):  # not silently unused
+        training.prepare_data(training.DataArguments(streaming=True, train_dir=sources["train_dir"],
+                                                     labels_file=str(tmp_path / "two.txt")), seed=0)
+    args = training.DataArguments(streaming=True, train_file=str(tmp_path / "train.csv"),
+                                  labels_file=str(tmp_path / "two.txt"))
+    raw, labels, _, _ = training.prepare_data(args, seed=0)
+    assert labels == names[:2]
+    clips = training.streaming_clips(raw["train"], args, labels, False, 16000, 12, 0, 0, 1)
+    with pytest.raises(ValueError, match="is not among the training labels.*come from --labels_file .*two.txt"):
+        next(iter(clips))
 
 
 def test_streaming_arguments_refused_with_the_fix():
@@ -165,19 +177,24 @@ STREAM = [*TINY, "--streaming", "--shuffle_buffer_size", "64", "--eval_strategy"
 
 @pytest.mark.slow
 def test_streaming_trainer_runs_resume_workers_and_torchrun_memory(word_wavs, tmp_path):
-    """The Trainer example end to end: with 2 DataLoader workers, and resumed from a checkpoint, the final weights
-    equal the uninterrupted single-worker run's exactly (augmentations included); under torchrun (2 processes)
-    the peak memory of each process with 4x the clips (4x the shards, of the same size) stays within 40 MB. (A
-    shuffled stream reads up to 10 shards at a time, datasets' max_buffer_input_shards: both sizes give each
-    process more than that, so that what is compared is the number of clips.)"""
+    """The Trainer example end to end: with 2 DataLoader workers, and resumed from a checkpoint with 2 workers, the
+    final weights equal the uninterrupted single-worker run's exactly (augmentations included); under torchrun (2
+    processes) the peak memory of each process with 4x the clips (4x the shards, of the same size) stays within 40
+    MB. (A shuffled stream reads up to 10 shards at a time, datasets' max_buffer_input_shards: both sizes give
+    each process more than that, so that what is compared is the number of clips.)"""
     small = write_parquet_clips(tmp_path / "small", word_wavs, count=800, per_shard=20)
     common = [sys.executable, str(TRAINER), RECIPE, "--dataset_name", str(small), *STREAM, "--max_steps", "6",
               "--save_strategy", "steps", "--save_steps", "3", "--do_eval", "false"]
     run([*common, "--output_dir", str(tmp_path / "plain")])
     run([*common, "--dataloader_num_workers", "2", "--output_dir", str(tmp_path / "workers")])
     shutil.copytree(tmp_path / "plain" / "checkpoint-3", tmp_path / "resumed" / "checkpoint-3")
-    run([*common, "--resume_from_checkpoint", "last", "--output_dir", str(tmp_path / "resumed")])
+    run([*common, "--resume_from_checkpoint", "last", "--dataloader_num_workers", "2",  # both at once
+         "--output_dir", str(tmp_path / "resumed")])
     plain = final_weights(tmp_path / "plain")
+    results = json.loads((tmp_path / "plain" / "all_results.json").read_text())
+    assert results["train_steps"] == 6 and "epoch" not in results  # a stream has no epochs to report
+    card = (tmp_path / "plain" / "README.md").read_text()
+    assert '"max_steps": 6' in card and '"streaming": true' in card and "num_train_epochs" not in card
     assert max_difference(plain, final_weights(tmp_path / "workers")) == 0.0
     assert max_difference(plain, final_weights(tmp_path / "resumed")) == 0.0
 

@@ -463,6 +463,11 @@ def test_examples_retarget_a_trained_ast_and_convert_a_deit(tmp_path):
         training.RecipeArguments(patchout_time=2), words, multi_label=True, describe=lambda _: None)
     assert model.config.problem_type == "multi_label_classification" and model.config.patchout_time == 2
     assert model.config.num_hidden_layers == 1 and model.config.patch_grid == (12, 12)
+    with pytest.raises(ValueError, match="--patchout_frequency 12 drops all 12 frequency rows of the 12 x 12 patch "
+                                         "grid.*at most --patchout_frequency 11"):
+        training.prepare_model_and_extractor(
+            training.ModelArguments(deit_name_or_path=str(tmp_path / "deit")), data,
+            training.RecipeArguments(patchout_frequency=12), words, multi_label=True, describe=lambda _: None)
     with pytest.raises(ValueError, match="exactly one of"):
         training.prepare_model_and_extractor(training.ModelArguments(), data, training.RecipeArguments(), words,
                                              multi_label=False)

@@ -237,6 +237,7 @@ def test_label_smoothing_is_cross_entropy_with_smoothing(speech):
     (["--load_best_model_at_end", "true", "--average_end_epoch", "3", "--eval_strategy", "epoch", "--save_strategy",
       "epoch"], "--load_best_model_at_end conflicts with average_end_epoch=3"),
     (["--push_to_hub", "true", "--cross_validation_folds", "5"], "trains one model per fold"),
+    (["--torch_compile", "true"], "--torch_compile true needs batches of one length.*--pad_to_max_length true"),
 ])
 def test_trainer_arguments_the_script_handles_itself_are_refused(tmp_path, argv, message):
     example = load_example("run_audio_classification")

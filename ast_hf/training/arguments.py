@@ -47,7 +47,8 @@ class DataArguments:
         "choices": ["decode", "header", "none"]})
     streaming: bool = field(default=False, metadata={
         "help": "read the training data as a stream (datasets' IterableDataset: --dataset_name, --train_dir or "
-                "--train_file) instead of loading it whole; needs --max_steps; each process of a torchrun run reads "
+                "--train_file) instead of loading it whole; the Trainer example (run_audio_classification.py) only, "
+                "with its --max_steps; each process of a torchrun run reads "
                 "its own part (split_dataset_by_node); evaluation stays a map-style split"})
     labels_file: str | None = field(default=None, metadata={
         "help": "--streaming: the label names (a CSV like ast_hf/data's, or one label a line) when the stream's label "

@@ -129,6 +129,13 @@ def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArgum
         config = ASTConfig(**{**MODEL_SIZES[model_args.model_size], "layer_norm_eps": 1e-6, "max_length": 1024,
                               **geometry, **label_fields, **extras})
         model = ASTForAudioClassification._from_config(config, attn_implementation=model_args.attn_implementation)
+    grid_f, grid_t = model.config.patch_grid  # at max_length
+    for flag, dropped, size, kind in (("--patchout_time", recipe.patchout_time, grid_t, "time columns"),
+                                      ("--patchout_frequency", recipe.patchout_frequency, grid_f, "frequency rows")):
+        if dropped >= size:
+            raise ValueError(f"{flag} {dropped} drops all {size} {kind} of the {grid_f} x {grid_t} patch grid "
+                             f"(max_length={model.config.max_length}); Patchout keeps at least one, so at most "
+                             f"{flag} {size - 1} can act. Give a smaller value (PaSST drops about 40% of a grid).")
     settings = extractor.to_dict() if extractor is not None else {}
     if data_args.dataset_mean is not None:
         settings["mean"] = data_args.dataset_mean

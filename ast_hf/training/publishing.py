@@ -40,7 +40,12 @@ def run_record(recipe: RecipeArguments, data_args: DataArguments, model_args: Mo
         record["optim"] = "adamw_torch"  # the accelerate loop's
     if recipe.multistep_start_epoch > 0:
         record["lr_scheduler_type"] = "warm-up + MultiStepLR (multistep_*)"
+    if getattr(args, "max_steps", 0) > 0:  # the Trainer stops at max_steps: the epoch count did not apply
+        record.pop("num_train_epochs", None)
+        record["max_steps"] = args.max_steps
     record.update({name: getattr(data_args, name) for name in _RECORDED_DATA})
+    if data_args.streaming:
+        record.update(streaming=True, shuffle_buffer_size=data_args.shuffle_buffer_size)
     record.update({name: getattr(model_args, name) for name in _RECORDED_MODEL if getattr(model_args, name, None)})
     if model is not None:
         config = model.config

@@ -4,10 +4,11 @@ data set of millions of clips (AudioSet) trains in the memory of its shuffle buf
 Each process of a torchrun/accelerate run reads its own part of the stream (`datasets.split_dataset_by_node`),
 shuffled through a buffer, re-shuffled at each pass. `StreamingClips` turns that stream into training batches
 (lists of rows for the collator): endless, so that every process always has a next batch and training stops at
-`--max_steps`; batch b of a process goes to DataLoader worker b % workers, so that workers change nothing in what
-is trained on; a resumed run skips the batches already trained on without decoding them and then continues the
-same stream exactly. Each row carries `_row`, its position in the stream (unique over processes and passes),
-from which the collator draws that row's augmentations.
+`--max_steps`; batch b of a process goes to DataLoader worker (b - first batch) % workers, the order in which the
+DataLoader takes batches from its workers, so that workers change nothing in what is trained on; a resumed run
+skips the batches already trained on without decoding them and then continues the same stream exactly. Each row
+carries `_row`, its position in the stream (unique over processes and passes), from which the collator draws that
+row's augmentations.
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ def stream_label_names(stream: Any, args: DataArguments) -> tuple[list[str], boo
 
     feature = stream.features[args.label_column_name]
     has_names = getattr(feature, "names", None) or getattr(getattr(feature, "feature", None), "names", None)
-    if args.labels_file and not has_names:
+    if args.labels_file and has_names:
+        raise ValueError(f"--labels_file {args.labels_file!r} is given, but the stream's label column "
+                         f"{args.label_column_name!r} already names its classes ({len(has_names)}: "
+                         f"{', '.join(has_names[:5])}{', ...' if len(has_names) > 5 else ''}): those are used. Leave "
+                         "--labels_file out.")
+    if args.labels_file:
         return read_labels(args.labels_file), hasattr(feature, "feature")  # a list type: several labels a clip
     return label_names(stream, args.label_column_name)
 
@@ -41,7 +47,7 @@ class StreamingClips(torch.utils.data.IterableDataset):
 
     def __init__(self, stream: Any, *, audio_column: str, label_column: str, label2id: Mapping[str, int],
                  multi_label: bool, sampling_rate: int, batch_size: int, seed: int, buffer_size: int,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, labels_source: str | None = None) -> None:
         from datasets.distributed import split_dataset_by_node
 
         if batch_size < 1 or buffer_size < 1:
@@ -52,6 +58,7 @@ class StreamingClips(torch.utils.data.IterableDataset):
         self.label2id, self.multi_label = dict(label2id), multi_label
         self.sampling_rate, self.batch_size = sampling_rate, batch_size
         self.rank, self.world_size = rank, world_size
+        self.labels_source = labels_source  # where label2id came from, for the error of a label not in it
         self.start_batch = 0
 
     def batches(self) -> Iterator[tuple[int, dict[str, list[Any]]]]:
@@ -77,15 +84,22 @@ class StreamingClips(torch.utils.data.IterableDataset):
         workers, worker_id = (worker.num_workers, worker.id) if worker is not None else (1, 0)
         audio = datasets.Audio(sampling_rate=self.sampling_rate)
         for index, batch in self.batches():
-            if index < self.start_batch or index % workers != worker_id:
+            # the DataLoader takes batches from worker 0, 1, ... in turn: the first one due goes to worker 0
+            if index < self.start_batch or (index - self.start_batch) % workers != worker_id:
                 continue
             size = len(batch[self.audio_column])
             first = index * self.batch_size  # this process's stream positions (a last short batch leaves a gap)
+            try:
+                labels = [encode_label(value, self.label2id, self.multi_label) for value in batch[self.label_column]]
+            except ValueError as error:
+                if self.labels_source is None:
+                    raise
+                raise ValueError(f"{error} The training labels come from {self.labels_source}: add the missing "
+                                 "label there.") from error
             yield [{self.audio_column: {"array": decode_audio(audio.decode_example(batch[self.audio_column][i]),
                                                               self.sampling_rate),
                                         "sampling_rate": self.sampling_rate},
-                    self.label_column: encode_label(batch[self.label_column][i], self.label2id, self.multi_label),
-                    "_row": (first + i) * self.world_size + self.rank}
+                    self.label_column: labels[i], "_row": (first + i) * self.world_size + self.rank}
                    for i in range(size)]
 
 
@@ -138,4 +152,5 @@ def streaming_clips(stream: Any, data_args: DataArguments, labels: Sequence[str]
     return StreamingClips(stream, audio_column=data_args.audio_column_name, label_column=data_args.label_column_name,
                           label2id={label: i for i, label in enumerate(labels)}, multi_label=multi_label,
                           sampling_rate=sampling_rate, batch_size=batch_size, seed=seed,
-                          buffer_size=data_args.shuffle_buffer_size, rank=rank, world_size=world_size)
+                          buffer_size=data_args.shuffle_buffer_size, rank=rank, world_size=world_size,
+                          labels_source=f"--labels_file {data_args.labels_file}" if data_args.labels_file else None)
