@@ -276,7 +276,7 @@ def training_case(spec: dict, batch: int, frames: int, steps: int, results) -> N
             attn_implementation="sdpa")
     model.train()
     if spec.get("checkpointing"):
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()  # transformers 5: gradient_checkpointing_enable is deprecated
     if spec.get("compile"):
         model.compile()  # in place
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5, fused=bool(spec.get("fused")))

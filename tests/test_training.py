@@ -210,12 +210,13 @@ def test_patchout_drops_columns_and_rows_only_in_training():
 
 
 def test_gradient_checkpointing_with_patchout_recomputes_each_layer_and_changes_no_gradient():
-    """--gradient_checkpointing (transformers' flag) with Patchout: every layer runs again in the backward pass (so
-    its activations were not kept), on the same kept patches and dropout draws: the gradients are the plain ones."""
+    """--activation_checkpointing (transformers 5's name of --gradient_checkpointing) with Patchout: every layer runs
+    again in the backward pass (its activations were not kept), on the same kept patches and dropout draws: the
+    gradients are the plain ones."""
     config = tiny_config(patchout_time=3, patchout_frequency=2, hidden_dropout_prob=0.1, num_labels=3)
     plain = randomize(ast_hf.ASTForAudioClassification(config)).train()
     checkpointed = randomize(ast_hf.ASTForAudioClassification(config)).train()
-    checkpointed.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    checkpointed.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     inputs, labels = torch.randn(2, 128, 128), torch.tensor([0, 2])
     calls = []
     mlp = checkpointed.audio_spectrogram_transformer.encoder.layer[0].intermediate
