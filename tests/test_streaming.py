@@ -148,6 +148,9 @@ def test_prepare_data_streams_the_training_split_of_every_source(word_wavs, tmp_
     clips = training.streaming_clips(raw["train"], args, labels, False, 16000, 12, 0, 0, 1)
     with pytest.raises(ValueError, match="is not among the training labels.*come from --labels_file .*two.txt"):
         next(iter(clips))
+    args.validation_file = str(tmp_path / "train.csv")  # evaluation clips outside the file: the file is named too
+    with pytest.raises(ValueError, match="is not among the training labels.*come from --labels_file .*two.txt"):
+        training.prepare_data(args, seed=0)
 
 
 def test_streaming_arguments_refused_with_the_fix():
@@ -158,7 +161,7 @@ def test_streaming_arguments_refused_with_the_fix():
     check(streaming=True, dataset_name="x")  # fine
     with pytest.raises(ValueError, match="needs --max_steps"):
         check(streaming=True, max_steps=-1)
-    with pytest.raises(ValueError, match="act only with --streaming"):
+    with pytest.raises(ValueError, match="acts only with --streaming"):
         check(["labels_file"], labels_file="labels.txt")
     with pytest.raises(ValueError, match="run_audio_classification.py"):
         check(streaming=True, supported=False)

@@ -304,8 +304,14 @@ def prepare_data(data_args: DataArguments, seed: int, cache_dir: str | None = No
         labels, multi_label = stream_label_names(train, data_args)
     else:
         labels, multi_label = label_names(raw["train"], data_args.label_column_name)
-    raw = encode_label_column(raw, data_args.label_column_name, {label: i for i, label in enumerate(labels)},
-                              multi_label)
+    try:
+        raw = encode_label_column(raw, data_args.label_column_name, {label: i for i, label in enumerate(labels)},
+                                  multi_label)
+    except ValueError as error:
+        if not (data_args.streaming and data_args.labels_file):
+            raise
+        raise ValueError(f"{error} The training labels come from --labels_file {data_args.labels_file}: add the "
+                         "missing label there.") from error
     if data_args.streaming:
         raw["train"] = train.take(data_args.max_train_samples) if data_args.max_train_samples else train
     else:

@@ -112,7 +112,8 @@ def check_streaming_arguments(data_args: DataArguments, max_steps: int, sources:
     if not data_args.streaming:
         given = [f"--{name}" for name in ("labels_file", "shuffle_buffer_size") if name in sources]
         if given:
-            raise ValueError(f"{' and '.join(given)} act only with --streaming; add it, or leave them out.")
+            raise ValueError(f"{' and '.join(given)} {'act' if len(given) > 1 else 'acts'} only with --streaming; "
+                             f"add it, or leave {'them' if len(given) > 1 else 'it'} out.")
         return
     if not supported:
         raise ValueError("--streaming is supported by examples/run_audio_classification.py (the Trainer example, "
