@@ -245,27 +245,31 @@ def label_names(dataset: Any, label_column: str) -> tuple[list[str], bool]:
     return sorted({str(v) for v in values}), False
 
 
-def encode_label(value: Any, label2id: Mapping[str, int], multi_label: bool) -> Any:
-    """A cell of the label column -> class index (single-label) or list of indices (multi-label)."""
+def encode_label(value: Any, label2id: Mapping[str, int], multi_label: bool, labels_source: str | None = None) -> Any:
+    """A cell of the label column -> class index (single-label) or list of indices (multi-label). `labels_source`:
+    where `label2id` came from (e.g. "--labels_file F"), named when a label is not in it."""
     def one(x: Any) -> int:
         if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
             return int(x)
         if x is None or (isinstance(x, str) and not x.strip()):
             raise ValueError("A clip has no label (an empty cell in the label column); fill it in or remove the row.")
         if str(x) not in label2id:
-            raise ValueError(f"Label {x!r} is not among the training labels {sorted(label2id)[:10]}...")
+            where = (f" The training labels come from {labels_source}: add the missing label there."
+                     if labels_source else "")
+            raise ValueError(f"Label {x!r} is not among the training labels {sorted(label2id)[:10]}...{where}")
         return label2id[str(x)]
     if multi_label:
         return [one(x) for x in (value if isinstance(value, (list, tuple)) else [value])]
     return one(value)
 
 
-def encode_label_column(dataset: Any, column: str, label2id: Mapping[str, int], multi_label: bool) -> Any:
+def encode_label_column(dataset: Any, column: str, label2id: Mapping[str, int], multi_label: bool,
+                        labels_source: str | None = None) -> Any:
     """The label column of every split as class indices (int64) or lists of indices (multi-label)."""
     import datasets
 
     def encode(row: Mapping[str, Any]) -> dict[str, Any]:
-        return {column: encode_label(row[column], label2id, multi_label)}
+        return {column: encode_label(row[column], label2id, multi_label, labels_source)}
 
     def encoded(split: Any) -> Any:
         features = split.features.copy()
@@ -289,6 +293,11 @@ def embedded_data(data_args: DataArguments) -> str:
             f"{len(spec.train_accents)} accents; evaluation on held-out accents {', '.join(spec.eval_accents)})")
 
 
+def labels_source(data_args: DataArguments) -> str | None:
+    """Where a run's label list comes from when it is not the training data itself: --labels_file (--streaming)."""
+    return f"--labels_file {data_args.labels_file}" if data_args.streaming and data_args.labels_file else None
+
+
 def prepare_data(data_args: DataArguments, seed: int, cache_dir: str | None = None):
     """(DatasetDict with encoded labels, label names, multi_label, description of the data). Without a data set
     in the arguments, the embedded espeak-ng commands. Call it inside `main_process_first()`."""
@@ -304,14 +313,8 @@ def prepare_data(data_args: DataArguments, seed: int, cache_dir: str | None = No
         labels, multi_label = stream_label_names(train, data_args)
     else:
         labels, multi_label = label_names(raw["train"], data_args.label_column_name)
-    try:
-        raw = encode_label_column(raw, data_args.label_column_name, {label: i for i, label in enumerate(labels)},
-                                  multi_label)
-    except ValueError as error:
-        if not (data_args.streaming and data_args.labels_file):
-            raise
-        raise ValueError(f"{error} The training labels come from --labels_file {data_args.labels_file}: add the "
-                         "missing label there.") from error
+    raw = encode_label_column(raw, data_args.label_column_name, {label: i for i, label in enumerate(labels)},
+                              multi_label, labels_source(data_args))
     if data_args.streaming:
         raw["train"] = train.take(data_args.max_train_samples) if data_args.max_train_samples else train
     else:

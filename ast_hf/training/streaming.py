@@ -20,7 +20,7 @@ import torch
 
 from ..audio_io import decode_audio
 from .arguments import DataArguments, RecipeArguments
-from .data import encode_label, label_names
+from .data import encode_label, label_names, labels_source
 
 
 def stream_label_names(stream: Any, args: DataArguments) -> tuple[list[str], bool]:
@@ -89,17 +89,12 @@ class StreamingClips(torch.utils.data.IterableDataset):
                 continue
             size = len(batch[self.audio_column])
             first = index * self.batch_size  # this process's stream positions (a last short batch leaves a gap)
-            try:
-                labels = [encode_label(value, self.label2id, self.multi_label) for value in batch[self.label_column]]
-            except ValueError as error:
-                if self.labels_source is None:
-                    raise
-                raise ValueError(f"{error} The training labels come from {self.labels_source}: add the missing "
-                                 "label there.") from error
             yield [{self.audio_column: {"array": decode_audio(audio.decode_example(batch[self.audio_column][i]),
                                                               self.sampling_rate),
                                         "sampling_rate": self.sampling_rate},
-                    self.label_column: labels[i], "_row": (first + i) * self.world_size + self.rank}
+                    self.label_column: encode_label(batch[self.label_column][i], self.label2id, self.multi_label,
+                                                    self.labels_source),
+                    "_row": (first + i) * self.world_size + self.rank}
                    for i in range(size)]
 
 
@@ -154,4 +149,4 @@ def streaming_clips(stream: Any, data_args: DataArguments, labels: Sequence[str]
                           label2id={label: i for i, label in enumerate(labels)}, multi_label=multi_label,
                           sampling_rate=sampling_rate, batch_size=batch_size, seed=seed,
                           buffer_size=data_args.shuffle_buffer_size, rank=rank, world_size=world_size,
-                          labels_source=f"--labels_file {data_args.labels_file}" if data_args.labels_file else None)
+                          labels_source=labels_source(data_args))
