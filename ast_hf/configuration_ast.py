@@ -46,7 +46,8 @@ class ASTConfig(PreTrainedConfig):
         `patch_size`, for the same reason (a gap of frames between patches is refused, not warned about).
     max_length (int, defaults to 1024): frames of the stored positional grid (10.24 s at 100 frames/s). Inputs
         of any other length still run: see `ASTEmbeddings`.
-    num_mel_bins (int, defaults to 128): mel bins of the stored positional grid.
+    num_mel_bins (int, defaults to 128): mel bins of the input and of the stored positional grid; inputs with
+        another count are refused (frames may vary, the mel scale may not).
     patchout_time (int, defaults to 0): time columns of patches dropped at random in each training forward
         (structured Patchout, Koutini et al. 2021); 0 keeps all. Never applied in eval mode.
     patchout_frequency (int, defaults to 0): frequency rows of patches dropped likewise.

@@ -2,9 +2,10 @@
 arXiv 2104.01778): a ViT/DeiT encoder over overlapping 16x16 patches of a log-mel spectrogram.
 
 Parameter names follow the Hub format of transformers' built-in AST, so checkpoints move between the two
-unchanged. Unlike the built-in port this model takes spectrograms of any length (and any number of mel bins):
-the positional embedding is resampled to the input's patch grid by `resample_patch_grid`, the one rule also used
-by the DeiT -> AST conversion, and an `attention_mask` over frames masks the patches of padding.
+unchanged. Unlike the built-in port this model takes spectrograms of any length: the positional embedding is
+resampled to the input's patch grid by `resample_patch_grid`, the one rule also used by the DeiT -> AST
+conversion, and an `attention_mask` over frames masks the patches of padding. The mel-bin count is the config's
+(`check_mel_bins`); another one is a different model (`ast_hf.convert.retarget_model(model, num_mel_bins=...)`).
 """
 
 from __future__ import annotations
@@ -188,6 +189,25 @@ def as_tensor(name: str, value: Any) -> torch.Tensor:
 def _is_integer(dtype: torch.dtype) -> bool:
     """Integer dtypes (int8 ... int64, uint8 ...), not bool: class indices may come in any of them."""
     return not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
+
+
+def check_mel_bins(shape: tuple[int, ...], num_mel_bins: int) -> None:
+    """Raise a ValueError unless a (batch, frames, mel bins) input has the model's `num_mel_bins` on its last axis.
+
+    Frames may be any number, mel bins may not: the patch projection and the frequency rows of the positional grid
+    were trained on one mel scale, and a (batch, mels, frames) tensor (torchaudio's layout) or the features of an
+    extractor with another mel count would otherwise run and give meaningless logits."""
+    if shape[2] == num_mel_bins:
+        return
+    message = (f"input_values has shape {shape}: {shape[2]} mel bins, but the model expects (batch, frames, "
+               f"num_mel_bins) = (batch, frames, {num_mel_bins}).")
+    extractor = (f"compute the features with the model's mel count: ASTFeatureExtractor(num_mel_bins={num_mel_bins}), "
+                 "or ASTFeatureExtractor.from_pretrained of the same checkpoint")
+    if shape[1] == num_mel_bins:  # also what 128 frames of other features look like: both fixes are named
+        raise ValueError(f"{message} It looks like (batch, mels, frames): transpose it with "
+                         f"input_values.transpose(1, 2). If these are {shape[2]}-bin features, {extractor}.")
+    raise ValueError(f"{message} To fix it, {extractor}. (A model for {shape[2]} mel bins is another model: "
+                     f"ast_hf.convert.retarget_model(model, num_mel_bins={shape[2]}) re-targets this one.)")
 
 
 def check_right_padded(attention_mask: torch.Tensor, real: torch.Tensor, frames: torch.Tensor) -> None:
@@ -531,7 +551,8 @@ class ASTModel(ASTPreTrainedModel):
     ) -> BaseModelOutputWithPooling:
         r"""
         input_values (`torch.FloatTensor` of shape `(batch_size, frames, num_mel_bins)`): normalised log-mel
-            spectrograms from [`ASTFeatureExtractor`]; any frames >= patch_size and mel bins >= patch_size.
+            spectrograms from [`ASTFeatureExtractor`]; any frames >= patch_size, exactly `config.num_mel_bins` mel
+            bins (another count raises a ValueError that says how to fix the input, e.g. a transposed tensor).
         attention_mask (`torch.Tensor` of shape `(batch_size, frames)`, *optional*): 1 for real frames, 0 for
             padding (from the feature extractor with `padding="longest", return_attention_mask=True`). Patches of
             padding are masked so that a clip's output in a padded batch equals its output alone. The batch must be
@@ -597,6 +618,7 @@ class ASTModel(ASTPreTrainedModel):
             raise ValueError("input_values contains NaN or Inf; the logits would be NaN. Check the audio and the "
                              "feature extractor's mean/std (ASTFeatureExtractor refuses such audio itself).")
         frames, mel_bins = input_values.shape[1:]
+        check_mel_bins(tuple(input_values.shape), self.config.num_mel_bins)
         self.config.patch_grid_for(frames, mel_bins)  # raises for a spectrogram smaller than one patch
         return input_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
 

@@ -73,17 +73,41 @@ def test_positional_rule_by_hand():
     torch.testing.assert_close(out[0, 2:].reshape(2, 2, 5), embeddings[0, 2:].reshape(3, 4, 5)[:2, :2])
 
 
-def test_any_length_and_mel_size_runs_and_stored_grid_is_unchanged():
-    model = tiny_model()
-    stored = model.audio_spectrogram_transformer.embeddings.position_embeddings
-    with torch.no_grad():
-        for frames, mels in ((16, 128), (100, 128), (128, 128), (513, 128), (128, 64), (300, 160)):
-            outputs = model(torch.randn(2, frames, mels), output_hidden_states=True)
-            f, t = (mels - 16) // 10 + 1, (frames - 16) // 10 + 1
-            assert outputs.logits.shape == (2, 5)
-            assert outputs.hidden_states[-1].shape == (2, 2 + f * t, 32)
-        used = model.audio_spectrogram_transformer.embeddings.position_embeddings_for((12, 12))
-        assert used is stored
+def test_any_length_runs_at_the_configured_mel_size_and_stored_grid_is_unchanged():
+    """Frames may vary; the mel count is the config's (a model for 64 or 160 bins is built as such)."""
+    for mels in (128, 64, 160):
+        model = tiny_model(num_mel_bins=mels)
+        stored = model.audio_spectrogram_transformer.embeddings.position_embeddings
+        with torch.no_grad():
+            for frames in (16, 100, 128, 513):
+                outputs = model(torch.randn(2, frames, mels), output_hidden_states=True)
+                f, t = (mels - 16) // 10 + 1, (frames - 16) // 10 + 1
+                assert outputs.logits.shape == (2, 5)
+                assert outputs.hidden_states[-1].shape == (2, 2 + f * t, 32)
+            used = model.audio_spectrogram_transformer.embeddings.position_embeddings_for(model.config.patch_grid)
+            assert used is stored
+
+
+def test_another_mel_count_is_refused_with_the_fix():
+    """A (batch, mels, frames) tensor (torchaudio's layout) and the features of an extractor with another mel count
+    used to run silently (128 frames x 300 mel bins); now each is a ValueError with the shape and the fix."""
+    model = tiny_model()  # 128 mel bins
+    with pytest.raises(ValueError) as transposed:
+        model(torch.randn(1, 128, 300))
+    message = str(transposed.value)
+    assert "(1, 128, 300)" in message and "(batch, frames, num_mel_bins) = (batch, frames, 128)" in message
+    assert "looks like (batch, mels, frames): transpose it with input_values.transpose(1, 2)" in message
+    assert model(torch.randn(1, 128, 300).transpose(1, 2)).logits.shape == (1, 5)
+    speech = np.sin(np.arange(32000) / 10.0).astype(np.float32)
+    for max_length, transpose_hint in ((200, False), (128, True)):  # 128 frames could also be a transposed input
+        extractor = ast_hf.ASTFeatureExtractor(num_mel_bins=64, max_length=max_length)
+        with pytest.raises(ValueError) as other:
+            model(**extractor(speech, sampling_rate=16000, return_tensors="pt", truncation=True))
+        message = str(other.value)
+        assert f"(1, {max_length}, 64): 64 mel bins" in message and "ASTFeatureExtractor(num_mel_bins=128)" in message
+        assert "from_pretrained of the same checkpoint" in message and ("transpose" in message) == transpose_hint
+    with pytest.raises(ValueError, match="transpose"):
+        ast_hf.ASTModel(tiny_config())(torch.randn(2, 128, 100), attention_mask=torch.ones(2, 128))
 
 
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
@@ -187,7 +211,8 @@ def test_outputs_tuple_attentions_and_gradient_checkpointing():
         (np.zeros((1, 128, 128), np.float32), TypeError, "return_tensors='pt'"),
         (torch.zeros(1, 128, 128, dtype=torch.long), TypeError, "float"),
         (torch.randn(1, 10, 128), ValueError, "at least 16 frames"),
-        (torch.randn(1, 128, 10), ValueError, "at least 16 mel bins"),
+        (torch.randn(1, 128, 10), ValueError, "transpose it"),
+        (torch.randn(1, 200, 64), ValueError, r"num_mel_bins=128\)"),
     ],
 )
 def test_bad_model_input(inputs, error, words):
