@@ -243,18 +243,27 @@ def token_mask(real_columns: torch.Tensor, num_frequency_patches: int) -> torch.
 
 
 class ASTPatchEmbeddings(nn.Module):
-    """(B, T, F) spectrogram -> (B, f * t, D) patch embeddings, patches in frequency-major order."""
+    """(B, T, F) spectrogram -> (B, f * t, D) patch embeddings, patches in frequency-major order.
+
+    The model's input embeddings (`get_input_embeddings`): its output is one tensor, as the built-in's, so that
+    transformers' `enable_input_require_grads` (PEFT/LoRA with gradient checkpointing) can hook it."""
 
     def __init__(self, config: ASTConfig) -> None:
         super().__init__()
-        self.projection = nn.Conv2d(1, config.hidden_size, kernel_size=config.patch_size,
-                                    stride=(config.frequency_stride, config.time_stride))
+        self.patch_size = config.patch_size
+        self.strides = (config.frequency_stride, config.time_stride)
+        self.projection = nn.Conv2d(1, config.hidden_size, kernel_size=config.patch_size, stride=self.strides)
 
-    def forward(self, input_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
         spectrogram = input_values.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
         patches = self.projection(spectrogram)  # (B, D, f, t)
-        grid = (patches.shape[2], patches.shape[3])
-        return patches.flatten(2).transpose(1, 2), grid  # (B, f * t, D)
+        return patches.flatten(2).transpose(1, 2)  # (B, f * t, D)
+
+    def grid(self, input_values: torch.Tensor) -> tuple[Any, Any]:
+        """(f, t) patches of a (B, T, F) input: the conv's output size, from the shape alone."""
+        frames, mel_bins = input_values.shape[1:]
+        return (patches_along(mel_bins, self.patch_size, self.strides[0]),
+                patches_along(frames, self.patch_size, self.strides[1]))
 
 
 class ASTEmbeddings(nn.Module):
@@ -273,7 +282,8 @@ class ASTEmbeddings(nn.Module):
     def forward(self, input_values: torch.Tensor,
                 time_patches: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
         batch_size = input_values.shape[0]
-        patches, grid = self.patch_embeddings(input_values)  # (B, N, D), (f, t)
+        patches = self.patch_embeddings(input_values)  # (B, N, D)
+        grid = self.patch_embeddings.grid(input_values)  # (f, t)
         cls_tokens = self.cls_token.expand(batch_size, -1, -1)
         distillation_tokens = self.distillation_token.expand(batch_size, -1, -1)
         embeddings = torch.cat((cls_tokens, distillation_tokens, patches), dim=1)  # (B, N + 2, D)
@@ -458,6 +468,20 @@ class ASTEncoder(nn.Module):
 
 
 class ASTPreTrainedModel(PreTrainedModel):
+    r"""Base class of the AST models: config class, capabilities, weight initialisation and the crash-safe save.
+
+    PEFT / LoRA: the Linear layers of encoder layer N are, under `audio_spectrogram_transformer.encoder.layer.N.`,
+    `attention.attention.query`, `attention.attention.key`, `attention.attention.value` (self-attention
+    projections), `attention.output.dense` (attention output), `intermediate.dense` (MLP in) and `output.dense` (MLP
+    out); the head is `classifier.layernorm` + `classifier.dense`. (transformers' built-in AST names them `q_proj`,
+    `k_proj`, `v_proj`, `o_proj`, `mlp.fc1`, `mlp.fc2` in memory.) PEFT matches `target_modules` by name suffix:
+    `["query", "value"]` (the usual LoRA choice) or `["query", "key", "value"]` select every layer's projections;
+    "output.dense" also matches `attention.output.dense` and "dense" matches the head too, so the MLP out alone is
+    the regex `r".*\.layer\.\d+\.output\.dense"`. A new head is trained with `modules_to_save=["classifier"]`.
+    Gradient checkpointing works with LoRA: `get_input_embeddings()` returns a module whose output is a tensor, which
+    transformers' `enable_input_require_grads` (called by PEFT) hooks.
+    """
+
     config_class = ASTConfig
     config: ASTConfig
     base_model_prefix = "audio_spectrogram_transformer"

@@ -1,0 +1,94 @@
+"""ast_hf on transformers' own paths: PEFT/LoRA with gradient checkpointing, a directory re-saved by the built-in
+class, and loading at another clip length (`from_pretrained(..., max_length=...)`). Tiny random models, no network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_model
+
+import ast_hf
+
+peft = pytest.importorskip("peft", reason="peft is a dev extra (pip install -e .[dev]); the LoRA test needs it")
+
+
+# ---- PEFT / LoRA with gradient checkpointing ---------------------------------------------------------------------
+
+
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    # transformers 5.2x renamed it; gradient_checkpointing_enable is a deprecated alias there (FutureWarning).
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+
+
+def test_enable_input_require_grads_hooks_a_tensor():
+    """transformers' enable_input_require_grads calls requires_grad_ on the output of get_input_embeddings();
+    it raised AttributeError ('tuple' object has no attribute 'requires_grad_') when that output was a tuple."""
+    model = tiny_model()
+    model.enable_input_require_grads()
+    seen = []
+    model.get_input_embeddings().register_forward_hook(lambda module, args, output: seen.append(output))
+    with torch.no_grad():
+        model(torch.randn(1, 128, 128))
+    assert isinstance(seen[0], torch.Tensor) and seen[0].shape == (1, 144, 32)
+
+
+def test_lora_with_gradient_checkpointing_trains_saves_and_reloads(tmp_path):
+    """The issue's script: gradient checkpointing on, LoRA on query/value, forward + backward; then a few AdamW steps
+    on fixed data, and the saved adapter reloaded onto the saved base gives the same logits."""
+    base = tiny_model(hidden_dropout_prob=0.0)
+    base.save_pretrained(tmp_path / "base")
+    enable_checkpointing(base)
+    model = peft.get_peft_model(base.train(), peft.LoraConfig(r=4, target_modules=["query", "value"]))
+    layers = base.audio_spectrogram_transformer.encoder.layer
+    assert all(layer.gradient_checkpointing for layer in layers)
+    adapters = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    assert len(adapters) == 2 * 2 * 2  # 2 layers x (query, value) x (lora_A, lora_B)
+    assert all("lora_" in name and (".query." in name or ".value." in name) for name in adapters)
+    frozen = {name: p.detach().clone() for name, p in model.named_parameters() if not p.requires_grad}
+
+    generator = torch.Generator().manual_seed(0)
+    inputs, labels = torch.randn(4, 64, 128, generator=generator), torch.tensor([0, 1, 2, 3])
+    optimizer = torch.optim.AdamW(adapters.values(), lr=1e-2)
+    losses = []
+    for step in range(6):
+        loss = model(input_values=inputs, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        if step == 0:
+            # B starts at zero (so A's first gradient is zero); B's gradient is what proves the path is connected.
+            assert all(p.grad is not None for p in adapters.values())
+            assert all(p.grad.abs().sum() > 0 for n, p in adapters.items() if "lora_B" in n)
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(p.grad.abs().sum() > 0 for p in adapters.values())  # A's too, once B has moved
+    assert losses[-1] < losses[0] - 0.05, losses
+    for name, p in model.named_parameters():
+        if name in frozen:
+            assert torch.equal(p, frozen[name]), name  # base weights untouched
+
+    model.eval()
+    with torch.no_grad():
+        trained = model(input_values=inputs).logits
+    model.save_pretrained(tmp_path / "adapter")
+    fresh = ast_hf.ASTForAudioClassification.from_pretrained(tmp_path / "base")
+    reloaded = peft.PeftModel.from_pretrained(fresh, tmp_path / "adapter").eval()
+    plain = ast_hf.ASTForAudioClassification.from_pretrained(tmp_path / "base").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_values=inputs).logits, trained, rtol=0, atol=1e-6)
+        assert (trained - plain(inputs).logits).abs().max() > 1e-3  # the adapter is what was reloaded
+
+
+@pytest.mark.parametrize("targets, expected", [
+    (["query", "key", "value"], ["attention.attention.query", "attention.attention.key", "attention.attention.value"]),
+    (["attention.output.dense"], ["attention.output.dense"]),
+    (["intermediate.dense"], ["intermediate.dense"]),
+    (r".*\.layer\.\d+\.output\.dense", ["output.dense"]),  # "output.dense" alone would match attention.output too
+])
+def test_lora_target_names_of_the_model_docstring(targets, expected):
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    model = tiny_model(num_hidden_layers=1)
+    config = peft.LoraConfig(r=2, target_modules=targets)
+    found = [name for name, _ in model.named_modules() if check_target_module_exists(config, name)]
+    assert found == [f"audio_spectrogram_transformer.encoder.layer.0.{name}" for name in expected]
