@@ -7,10 +7,15 @@ loads into the other. The config is the single source of truth for every module 
 from __future__ import annotations
 
 import numbers
+import os
+from collections.abc import Callable
 from typing import Any
 
 from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 # model_type written by transformers' own port; its config.json files are accepted by ASTConfig.from_dict.
 BUILTIN_AST_MODEL_TYPE = "audio-spectrogram-transformer"
@@ -213,7 +218,64 @@ def samples_for_frames(num_frames: int) -> int:
     return FRAME_LENGTH + (num_frames - 1) * FRAME_SHIFT
 
 
+def auto_map_with_code_in(auto_map: dict[str, Any], directory: str | os.PathLike) -> dict[str, Any]:
+    """The entries of a config's `auto_map` that still load from `directory`: those whose code file
+    ("modeling_ast.ASTModel" -> modeling_ast.py) is in it, and those that name another repository ("repo--...")."""
+    def loads(reference: Any) -> bool:
+        references = reference if isinstance(reference, (list, tuple)) else [reference]
+        return all(ref is None or "--" in ref
+                   or os.path.isfile(os.path.join(directory, ref.rsplit(".", 1)[0] + ".py")) for ref in references)
+
+    return {name: reference for name, reference in auto_map.items() if loads(reference)}
+
+
+def _builtin_save_keeping_loadable_auto_map(save_pretrained: Callable[..., Any]) -> Callable[..., Any]:
+    """transformers' own ASTConfig.save_pretrained, leaving out the `auto_map` entries whose code is not in the
+    save directory.
+
+    Why: transformers' built-in ASTForAudioClassification loads an ast_hf directory (config.json: model_type
+    "ast_hf", ast_hf's auto_map) and keeps the auto_map as a plain attribute, but its save_pretrained copies no code
+    (its classes are transformers' own). The re-saved directory then says model_type "audio-spectrogram-transformer"
+    with an auto_map naming configuration_ast.py & co., which are not there, and
+    `AutoModelForAudioClassification.from_pretrained(dir, trust_remote_code=True)` fails with an OSError about
+    configuration_ast.py (transformers follows auto_map whenever remote code is trusted, ast_hf imported or not).
+    What the built-in saved is a built-in checkpoint, so it is written as one: without the entries that cannot
+    load. Installed on `import ast_hf` only (not by remote-code copies of this file); a built-in save made without
+    ast_hf imported keeps transformers' behaviour."""
+    def save(self: PreTrainedConfig, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        auto_map = self.__dict__.get("auto_map")
+        if not isinstance(auto_map, dict):
+            return save_pretrained(self, save_directory, *args, **kwargs)
+        kept = auto_map_with_code_in(auto_map, save_directory)
+        if kept == auto_map:
+            return save_pretrained(self, save_directory, *args, **kwargs)
+        logger.warning("Not writing auto_map entries %s into %s: their code files are not in that directory (a "
+                       "built-in class saves no code), so they would make trust_remote_code=True loads fail.",
+                       sorted(set(auto_map) - set(kept)), os.path.join(save_directory, "config.json"))
+        if kept:
+            self.auto_map = kept
+        else:
+            del self.__dict__["auto_map"]
+        try:
+            return save_pretrained(self, save_directory, *args, **kwargs)
+        finally:
+            self.auto_map = auto_map
+
+    save.ast_hf_original = save_pretrained  # type: ignore[attr-defined]
+    return save
+
+
+def keep_builtin_saves_loadable() -> None:
+    """Wrap transformers' built-in ASTConfig.save_pretrained with `_builtin_save_keeping_loadable_auto_map` (once)."""
+    from transformers import ASTConfig as BuiltinASTConfig
+
+    if not hasattr(BuiltinASTConfig.save_pretrained, "ast_hf_original"):
+        BuiltinASTConfig.save_pretrained = _builtin_save_keeping_loadable_auto_map(BuiltinASTConfig.save_pretrained)
+
+
 # save_pretrained copies this file (and feature_extraction_ast.py, which it imports) and writes auto_map["AutoConfig"].
 ASTConfig.register_for_auto_class()
+if __package__ == "ast_hf":  # the installed package; a remote-code copy leaves transformers' classes alone
+    keep_builtin_saves_loadable()
 
 __all__ = ["ASTConfig", "patch_grid_size", "patches_along", "samples_for_frames"]

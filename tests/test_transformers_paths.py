@@ -3,9 +3,14 @@ class, and loading at another clip length (`from_pretrained(..., max_length=...)
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 import torch
+import transformers
 from conftest import tiny_model
+from transformers.testing_utils import CaptureLogger
 
 import ast_hf
 
@@ -92,3 +97,43 @@ def test_lora_target_names_of_the_model_docstring(targets, expected):
     config = peft.LoraConfig(r=2, target_modules=targets)
     found = [name for name, _ in model.named_modules() if check_target_module_exists(config, name)]
     assert found == [f"audio_spectrogram_transformer.encoder.layer.0.{name}" for name in expected]
+
+
+# ---- an ast_hf directory re-saved by transformers' built-in class ------------------------------------------------
+
+BUILTIN_WARNING = ("You are using a model of type `ast_hf` to instantiate a model of type "
+                   "`audio-spectrogram-transformer`. This may be expected if you are loading a checkpoint that shares "
+                   "a subset of the architecture")
+
+
+def test_directory_resaved_by_the_builtin_class_loads_with_the_auto_classes(tmp_path):
+    """ast_hf's config.json carries an auto_map (remote code); transformers' built-in class kept it on re-save without
+    the code files, so trust_remote_code=True failed with OSError (configuration_ast.py). Now the built-in's save
+    leaves out the entries whose code is not in the directory, and every Auto load gives the original logits."""
+    original = tiny_model()
+    original.save_pretrained(tmp_path / "ours")
+    assert "AutoConfig" in json.loads((tmp_path / "ours" / "config.json").read_text())["auto_map"]
+    configuration_logger = transformers.utils.logging.get_logger("transformers.configuration_utils")
+    with CaptureLogger(configuration_logger) as captured:
+        builtin = transformers.ASTForAudioClassification.from_pretrained(tmp_path / "ours")
+    assert BUILTIN_WARNING in captured.out  # transformers' own warning; the docs quote it
+    assert type(builtin).__module__.startswith("transformers.models.audio_spectrogram_transformer")
+    builtin.save_pretrained(tmp_path / "resaved")
+    config = json.loads((tmp_path / "resaved" / "config.json").read_text())
+    assert config["model_type"] == "audio-spectrogram-transformer" and "auto_map" not in config
+    assert sorted(os.listdir(tmp_path / "resaved")) == ["config.json", "model.safetensors"]
+    assert builtin.config.auto_map  # the in-memory config is left as loaded
+
+    inputs = torch.randn(2, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = original(inputs).logits
+        for kwargs in ({}, {"trust_remote_code": True}, {"trust_remote_code": False}):
+            model = transformers.AutoModelForAudioClassification.from_pretrained(tmp_path / "resaved", **kwargs)
+            torch.testing.assert_close(model.eval()(inputs).logits, expected, rtol=0, atol=1e-5)
+        ours = ast_hf.ASTForAudioClassification.from_pretrained(tmp_path / "resaved").eval()
+        torch.testing.assert_close(ours(inputs).logits, expected, rtol=0, atol=1e-5)
+
+    # Saved over a directory that has ast_hf's code, the entries still load, and so are kept.
+    builtin.save_pretrained(tmp_path / "ours")
+    kept = json.loads((tmp_path / "ours" / "config.json").read_text())
+    assert kept["model_type"] == "audio-spectrogram-transformer" and kept["auto_map"] == builtin.config.auto_map
