@@ -28,7 +28,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs
+from transformers.utils import TransformersKwargs, logging
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -36,6 +36,14 @@ from .configuration_ast import ASTConfig, patches_along
 
 NUM_PREFIX_TOKENS = 2  # [CLS] and DeiT's distillation token
 IGNORE_INDEX = -100  # class index that cross-entropy skips (torch's and transformers' convention)
+
+logger = logging.get_logger(__name__)
+
+# Config fields that set the stored positional grid and that a trained model can change: given to from_pretrained,
+# the stored embeddings are resampled to the new grid (`ASTPreTrainedModel.set_patch_grid`), not re-initialised.
+GRID_FIELDS = ("max_length", "frequency_stride", "time_stride", "num_mel_bins")
+# from_pretrained arguments that say where and how to read the checkpoint's own config.json.
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
 # save_pretrained writes into `<save_directory>/.partial-<pid>-*` first (see ASTPreTrainedModel.save_pretrained).
 _STAGING_PREFIX = ".partial-"
@@ -505,6 +513,72 @@ class ASTPreTrainedModel(PreTrainedModel):
         config.validate_fields()
         config.validate_architecture()
         super().__init__(config, *args, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None, *model_args: Any,
+                        **kwargs: Any) -> Any:
+        """`PreTrainedModel.from_pretrained`, where a clip length, stride or mel count other than the checkpoint's
+        (`max_length=256`, `time_stride=12`, ... or a `config` that says so, as the Auto classes pass it) resamples
+        the stored positional embeddings to the new patch grid, as `ast_hf.convert.retarget_model` and timm's
+        `create_model(img_size=...)` do, keeping the CLS and distillation rows, and logs one line saying so. (The
+        plain transformers load would re-initialise the whole positional embedding with `ignore_mismatched_sizes=True`
+        and refuse to load without it.) The model is first loaded at the stored grid, then `set_patch_grid`."""
+        changes = {name: kwargs.pop(name) for name in GRID_FIELDS if name in kwargs}
+        config = kwargs.get("config")
+        if isinstance(config, ASTConfig) and pretrained_model_name_or_path is not None:
+            try:
+                stored = ASTConfig.from_pretrained(pretrained_model_name_or_path,
+                                                   **{name: kwargs[name] for name in _HUB_KWARGS if name in kwargs})
+            except (OSError, ValueError):  # no readable config.json there: nothing to compare with
+                stored = None
+            if stored is not None:
+                changes = {**{name: getattr(config, name) for name in GRID_FIELDS}, **changes}
+                config = copy.deepcopy(config)
+                for name in GRID_FIELDS:
+                    setattr(config, name, getattr(stored, name))
+                kwargs["config"] = config
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading info) with output_loading_info
+        model.set_patch_grid(**changes)
+        return loaded
+
+    def set_patch_grid(self, **changes: Any) -> None:
+        """Change `max_length`, `frequency_stride`, `time_stride` and/or `num_mel_bins` of this model in place: the
+        stored positional embeddings are resampled from the old patch grid to the new one by
+        `resample_position_embeddings(crop="center")` (centre cut or bilinear interpolation, time first; prefix rows
+        kept), the rule of `ast_hf.checkpoint_surgery.retarget_state_dict`; the patch projection keeps its weights
+        and takes the new strides. The same grid changes nothing."""
+        unknown = sorted(set(changes) - set(GRID_FIELDS))
+        if unknown:
+            raise ValueError(f"set_patch_grid changes {', '.join(GRID_FIELDS)}, not {unknown}.")
+        config = self.config
+        before = {name: getattr(config, name) for name in GRID_FIELDS}
+        changed = {name: value for name, value in changes.items() if value != before[name]}
+        if not changed:
+            return
+        old_grid = config.patch_grid
+        for name, value in changed.items():
+            setattr(config, name, value)
+        try:
+            config.validate_fields()
+            config.validate_architecture()
+            new_grid = config.patch_grid
+        except (TypeError, ValueError):
+            for name, value in before.items():
+                setattr(config, name, value)
+            raise
+        embeddings = self.base_model.embeddings
+        stored = embeddings.position_embeddings
+        with torch.no_grad():
+            resampled = resample_position_embeddings(stored.detach(), old_grid, new_grid, crop="center")
+        embeddings.position_embeddings = nn.Parameter(resampled.contiguous(), requires_grad=stored.requires_grad)
+        embeddings.grid = new_grid
+        patch_embeddings = embeddings.patch_embeddings
+        patch_embeddings.strides = (config.frequency_stride, config.time_stride)
+        patch_embeddings.projection.stride = patch_embeddings.strides
+        settings = ", ".join(f"{name} {before[name]} -> {value}" for name, value in changed.items())
+        logger.warning(f"Resampled the stored position embeddings from the {old_grid[0]} x {old_grid[1]} patch grid "
+                       f"to {new_grid[0]} x {new_grid[1]} ({settings}), CLS and distillation rows kept.")
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)

@@ -13,6 +13,8 @@ from conftest import tiny_model
 from transformers.testing_utils import CaptureLogger
 
 import ast_hf
+from ast_hf import convert
+from ast_hf.modeling_ast import resample_position_embeddings
 
 peft = pytest.importorskip("peft", reason="peft is a dev extra (pip install -e .[dev]); the LoRA test needs it")
 
@@ -137,3 +139,60 @@ def test_directory_resaved_by_the_builtin_class_loads_with_the_auto_classes(tmp_
     builtin.save_pretrained(tmp_path / "ours")
     kept = json.loads((tmp_path / "ours" / "config.json").read_text())
     assert kept["model_type"] == "audio-spectrogram-transformer" and kept["auto_map"] == builtin.config.auto_map
+
+
+# ---- from_pretrained at another clip length or stride --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ignore_mismatched_sizes", [True, False])
+@pytest.mark.parametrize("changes, grid", [(dict(max_length=256), (12, 25)), (dict(max_length=64), (12, 5)),
+                                           (dict(max_length=256, frequency_stride=12, time_stride=12), (10, 21))])
+def test_loading_at_another_grid_resamples_the_stored_positions(tmp_path, changes, grid, ignore_mismatched_sizes):
+    """from_pretrained(ckpt, max_length=256, ignore_mismatched_sizes=True) re-initialised the whole positional
+    embedding (CLS and distillation rows too), and refused to load without ignore_mismatched_sizes. Now the stored
+    12 x 12 grid is resampled as retarget_model does, both ways, with one log line."""
+    source = tiny_model()
+    source.save_pretrained(tmp_path)
+    stored = source.audio_spectrogram_transformer.embeddings.position_embeddings.detach()
+    logger = transformers.utils.logging.get_logger("ast_hf.modeling_ast")
+    with CaptureLogger(logger) as captured:
+        model = ast_hf.ASTForAudioClassification.from_pretrained(
+            tmp_path, ignore_mismatched_sizes=ignore_mismatched_sizes, **changes).eval()
+    assert model.config.patch_grid == grid and all(getattr(model.config, k) == v for k, v in changes.items())
+    settings = ", ".join(f"{name} {getattr(source.config, name)} -> {value}" for name, value in changes.items())
+    assert captured.out.strip() == (f"Resampled the stored position embeddings from the 12 x 12 patch grid to "
+                                    f"{grid[0]} x {grid[1]} ({settings}), CLS and distillation rows kept.")
+    positions = model.audio_spectrogram_transformer.embeddings.position_embeddings
+    expected = resample_position_embeddings(stored, (12, 12), grid, crop="center")
+    assert positions.shape == (1, 2 + grid[0] * grid[1], 32)
+    torch.testing.assert_close(positions.detach(), expected, rtol=0, atol=0)
+    assert torch.equal(positions[:, :2], stored[:, :2])  # CLS and distillation rows as stored
+
+    reference = convert.retarget_model(source, **changes)
+    inputs = torch.randn(2, 256, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = model(inputs).logits
+        assert bool(torch.isfinite(logits).all())
+        torch.testing.assert_close(logits, reference(inputs).logits, rtol=0, atol=1e-6)
+
+
+def test_auto_class_and_builtin_checkpoint_load_at_another_length(tmp_path):
+    """The Auto classes hand from_pretrained a config with the new max_length already in it; a checkpoint of
+    transformers' built-in AST resamples the same way."""
+    inputs = torch.randn(1, 256, 128, generator=torch.Generator().manual_seed(1))
+    for builtin in (False, True):
+        source = tiny_model(builtin=builtin, seed=3)
+        source.save_pretrained(tmp_path / str(builtin))
+        reference = convert.retarget_model(convert.load_ast_model(str(tmp_path / str(builtin))), max_length=256)
+        # A built-in checkpoint loads into transformers' own class through the Auto classes (which refuses another
+        # max_length), so it goes through ast_hf's class here.
+        loader = ast_hf.ASTForAudioClassification if builtin else transformers.AutoModelForAudioClassification
+        model = loader.from_pretrained(tmp_path / str(builtin), max_length=256)
+        assert type(model).__module__ == "ast_hf.modeling_ast" and model.config.patch_grid == (12, 25)
+        with torch.no_grad():
+            torch.testing.assert_close(model.eval()(inputs).logits, reference(inputs).logits, rtol=0, atol=1e-6)
+    # The same grid as stored: nothing resampled, nothing logged.
+    logger = transformers.utils.logging.get_logger("ast_hf.modeling_ast")
+    with CaptureLogger(logger) as captured:
+        same = ast_hf.ASTForAudioClassification.from_pretrained(tmp_path / "False", max_length=128)
+    assert captured.out == "" and same.config.patch_grid == (12, 12)
