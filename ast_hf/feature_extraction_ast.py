@@ -51,6 +51,12 @@ MAX_AMPLITUDE = 1e15
 MAX_AUDIO_CHANNELS = 8
 # Frames per second of the Kaldi framing (10 ms shift), for messages in seconds.
 FRAMES_PER_SECOND = 100
+# The shortest default output of a checkpoint that runs clips at their own length: one 16-frame patch, the patch
+# size of every AST (a shorter spectrogram has no patch to embed).
+MIN_DEFAULT_FRAMES = 16
+# A call-time max_length more than this many times the extractor's own is most likely a number of samples given
+# where frames are meant (transformers' tutorials pass max_length=16000 to waveform extractors): it warns once.
+SUSPICIOUS_MAX_LENGTH_RATIO = 4
 
 # Kaldi's analysis windows (torchaudio.compliance.kaldi.fbank's window_type); every AST checkpoint used "hanning".
 WINDOW_TYPES = ("hanning", "hamming", "povey", "rectangular", "blackman")
@@ -382,6 +388,15 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
     return_attention_mask (bool, defaults to False): also return the (batch, frames) mask of real frames.
     subtract_waveform_mean (bool, defaults to False): subtract each clip's mean before the fbank, as the authors'
         training code does; transformers' extractor (and so the default) does not.
+    pad_to_max_length (bool, defaults to `not return_attention_mask`): how the checkpoint was trained, and so how
+        every entry point feeds it by default. True: every clip was padded to `max_length` frames and the model saw
+        the padding (the paper's recipes and every released AST): the default call pads to `max_length` and returns
+        no mask, so a short clip gets exactly the input it would have had in training. False: clips ran at their own
+        length in masked batches (ast_hf's fine-tuning default): the default call pads to the longest clip of the
+        call (at least `MIN_DEFAULT_FRAMES`) and returns the attention mask. Saved in preprocessor_config.json by
+        the fine-tuning scripts; a file without it (transformers' extractor, older ast_hf files) loads as
+        `not return_attention_mask`, i.e. padded for every released checkpoint. Explicit call arguments
+        (`padding=`, `return_attention_mask=`) override it.
     window_type (str, defaults to "hanning"): Kaldi's analysis window, as `torchaudio.compliance.kaldi.fbank`'s
         `window_type`: "hanning" (Hann), "hamming", "povey", "rectangular" or "blackman" (blackman_coeff 0.42); see
         `kaldi_window`. With a pretrained checkpoint keep "hanning": every released AST was trained with it (the
@@ -413,6 +428,7 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         return_attention_mask: bool = False,
         subtract_waveform_mean: bool = False,
         window_type: str = "hanning",
+        pad_to_max_length: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
@@ -443,6 +459,19 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         self.return_attention_mask = return_attention_mask
         self.subtract_waveform_mean = subtract_waveform_mean
         self.window_type = window_type
+        if pad_to_max_length is None:
+            pad_to_max_length = not return_attention_mask
+        if not isinstance(pad_to_max_length, bool):
+            raise TypeError(f"pad_to_max_length={pad_to_max_length!r} must be True (the model was trained on clips "
+                            "padded to max_length) or False (on clips at their own length with an attention mask).")
+        if pad_to_max_length and return_attention_mask:
+            raise ValueError(
+                "pad_to_max_length=True with return_attention_mask=True: a padded-trained model saw its padding "
+                "unmasked, and a mask would hide it. Pass pad_to_max_length=False for a model trained on masked "
+                "batches, or return_attention_mask=False for a padded-trained one (call-time "
+                "return_attention_mask=True still gives the mask where you need it)."
+            )
+        self.pad_to_max_length = pad_to_max_length
         # Filterbank blocks and window, made once per (device, num_mel_bins, window_type).
         self._constants: dict[tuple[torch.device, int, str], tuple[list[MelBlock], torch.Tensor]] = {}
         self._warned_truncation = False  # the implicit-truncation warning is given once per extractor
@@ -458,14 +487,21 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
             for name, parameter in inspect.signature(cls.__init__).parameters.items()
             if parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and name != "self"
         ]
-        saved = feature_extractor_dict
+        saved = dict(feature_extractor_dict)
+        if "pad_to_max_length" in kwargs:  # a load-time choice of the input convention brings its mask default along
+            pad = kwargs.pop("pad_to_max_length")
+            saved.update(pad_to_max_length=pad, return_attention_mask=not pad if isinstance(pad, bool) else False)
+        elif "pad_to_max_length" not in saved:  # transformers' extractor and older files: padded unless masked
+            saved["pad_to_max_length"] = not kwargs.get("return_attention_mask", saved.get("return_attention_mask"))
         missing = {name: kwargs.pop(name) for name in arguments if name in kwargs and name not in saved}
-        return super().from_dict({**saved, **missing}, **kwargs)
+        settings = {**saved, **missing}
+        return super().from_dict(settings, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
         output.pop("_constants", None)
         output.pop("_warned_truncation", None)
+        output.pop("_warned_max_length", None)
         # "ASTFeatureExtractor" as feature_extractor_type would make AutoFeatureExtractor pick transformers' class of
         # the same name. Without it, AutoFeatureExtractor goes through the model config (model_type "ast_hf").
         output.pop("feature_extractor_type", None)
@@ -488,7 +524,7 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         raw_speech: np.ndarray | torch.Tensor | Sequence[float] | Sequence[np.ndarray | torch.Tensor],
         sampling_rate: int | None = None,
         return_tensors: str | None = None,
-        padding: bool | str = "max_length",
+        padding: bool | str | None = None,
         max_length: int | None = None,
         truncation: bool | None = None,
         return_attention_mask: bool | None = None,
@@ -505,13 +541,19 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         sampling_rate: rate of `raw_speech`; a rate other than `self.sampling_rate` raises a ValueError, a value
             that is not a number (e.g. the string "16000") a TypeError.
         return_tensors: "pt", "np" or None (a list of numpy arrays, one per clip).
-        padding: "max_length" (default: every clip to `max_length` frames), "longest"/True (to the longest clip
-            in the batch, at most `max_length` when truncating) or False/"do_not_pad" (each clip keeps its frames).
-        max_length: frames, overriding `self.max_length` for this call.
+        padding: "max_length" (every clip to `max_length` frames), "longest"/True (to the longest clip in the
+            batch, at most `max_length` when truncating) or False/"do_not_pad" (each clip keeps its frames; with
+            return_tensors="np" or None a list of per-clip arrays, as the clips' lengths may differ). Default: the
+            checkpoint's convention (`pad_to_max_length`): "max_length" for a padded-trained checkpoint, else
+            "longest" with at least `MIN_DEFAULT_FRAMES` frames.
+        max_length: frames (10 ms each, not samples), overriding `self.max_length` for this call. A value more than
+            `SUSPICIOUS_MAX_LENGTH_RATIO` times `self.max_length` warns once (it is most likely samples).
         truncation: cut clips longer than `max_length` frames. The default (None) cuts too, and warns once per
             extractor the first time a clip loses frames (how many, in frames and seconds), since a pipeline over a
             long file otherwise classifies its first `max_length` frames only; pass True to cut without the warning.
-        return_attention_mask: return the (batch, frames) int mask of real (not padded) frames.
+        return_attention_mask: return the (batch, frames) int mask of real (not padded) frames. Default:
+            `self.return_attention_mask`, and always for a checkpoint trained on masked batches
+            (`pad_to_max_length=False`).
         device: where to compute ("cpu", "cuda", ...); with return_tensors="pt" the tensors stay there.
         """
         # Arguments, checked in this order so that the first wrong one is the one reported.
@@ -520,11 +562,19 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         self._check_sampling_rate(sampling_rate)
         if kwargs:
             raise TypeError(f"Unexpected argument(s) {sorted(kwargs)} to {type(self).__name__}.__call__.")
-        max_length = _check_integer("max_length", self.max_length if max_length is None else max_length, minimum=1)
+        if max_length is not None:
+            max_length = _check_integer("max_length", max_length, minimum=1)
+            self._warn_if_samples(max_length)
+        max_length = _check_integer("max_length", self.max_length, minimum=1) if max_length is None else max_length
         warn_if_cut = truncation is None
         truncation = True if truncation is None else truncation
+        pad_to_max_length = getattr(self, "pad_to_max_length", True)
         if return_attention_mask is None:
-            return_attention_mask = self.return_attention_mask
+            return_attention_mask = self.return_attention_mask or not pad_to_max_length
+        min_frames = 1
+        if padding is None:
+            padding = "max_length" if pad_to_max_length else "longest"
+            min_frames = 1 if pad_to_max_length else min(MIN_DEFAULT_FRAMES, max_length)
         padding = _padding_strategy(padding)
         if return_tensors not in (None, "pt", "np"):
             raise ValueError(f"return_tensors={return_tensors!r} is not supported; use 'pt', 'np' or None.")
@@ -537,6 +587,8 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         if warn_if_cut and not self._warned_truncation and max(lengths) > max_length:
             self._warn_truncation(lengths, max_length)
         width = _padded_width(padding, kept, max_length, return_tensors)  # None: each clip keeps its own frames
+        if width is not None:
+            width = max(width, min_frames)
 
         # Features, then padding after each clip's kept frames.
         fbank = torch.empty(len(clips), max(width or 0, max(kept)), self.num_mel_bins, device=device)  # (B, T, M)
@@ -564,6 +616,23 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
                 f"torchaudio.functional.resample(waveform, {sampling_rate}, {self.sampling_rate}), or cast a "
                 f"datasets column with Audio(sampling_rate={self.sampling_rate})."
             )
+
+    def _warn_if_samples(self, max_length: int) -> None:
+        """Warn once when a call-time max_length is far above the checkpoint's: most likely samples, not frames."""
+        if max_length <= SUSPICIOUS_MAX_LENGTH_RATIO * self.max_length or getattr(self, "_warned_max_length", False):
+            return
+        as_frames = num_frames(max_length)
+        warnings.warn(
+            f"max_length={max_length} is in frames (10 ms each): {max_length / FRAMES_PER_SECOND:.2f} s per clip, "
+            f"while this feature extractor (its checkpoint) uses max_length={self.max_length} frames "
+            f"({self.max_length / FRAMES_PER_SECOND:.2f} s). If {max_length} was meant as samples, that is "
+            f"{as_frames} frames at {self.sampling_rate} Hz: pass max_length={as_frames}, or leave max_length out to "
+            "use the checkpoint's. Padding far beyond the training length changes a padded-trained model's "
+            "predictions and costs time. (Shown once per feature extractor.)",
+            UserWarning,
+            stacklevel=3,
+        )
+        self._warned_max_length = True
 
     def _warn_truncation(self, lengths: list[int], max_length: int) -> None:
         longest = max(range(len(lengths)), key=lengths.__getitem__)
@@ -623,7 +692,9 @@ def _padded_width(padding: str, kept: list[int], max_length: int, return_tensors
             f"padding=False with return_tensors={return_tensors!r} needs clips of equal length, got "
             f"{sorted(set(kept))} frames. Use padding='longest' (with return_attention_mask=True) instead."
         )
-    return None
+    # Clips of one length stack into one array or tensor, as transformers' extractors return them; without
+    # return_tensors each clip is its own array.
+    return kept[0] if return_tensors is not None else None
 
 
 def _split_padded(

@@ -297,18 +297,22 @@ class OnnxAudioClassifier:
     """An exported model.onnx run by onnxruntime: ASTFeatureExtractor's features in, (batch, num_labels) logits out.
 
         classifier = OnnxAudioClassifier.from_directory("ast-onnx")          # or quantized=True
-        features = extractor(clips, sampling_rate=16000, padding="longest", return_attention_mask=True,
-                             return_tensors="np")
-        logits = classifier(features["input_values"], features["attention_mask"])   # numpy (batch, num_labels)
-        labels = [classifier.id2label[int(i)] for i in logits.argmax(-1)]
+        classifier.classify("speech.wav", top_k=3)   # [{"label", "score"}, ...]: the audio-classification pipeline's
+        features = classifier.feature_extractor(clips, sampling_rate=16000, return_tensors="np")
+        logits = classifier(features["input_values"], features.get("attention_mask"))  # numpy (batch, num_labels)
+
+    The features come from the export directory's preprocessor_config.json, called with its defaults, so the input
+    convention the checkpoint was trained with (padded to max_length, or its own length with a mask) is followed.
+    Computing them needs torch (ast_hf's extractor); onnxruntime then runs the model without it.
     """
 
     def __init__(self, path: str | os.PathLike, config: ASTConfig | None = None,
-                 providers: list[str] | None = None) -> None:
+                 providers: list[str] | None = None, feature_extractor: ASTFeatureExtractor | None = None) -> None:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No ONNX file at {str(path)!r}; write one with ast_hf.onnx_export.export_onnx.")
         self.path = str(path)
         self.config = config
+        self.feature_extractor = feature_extractor
         self.id2label = dict(config.id2label) if config is not None else {}
         self.session = onnxruntime.InferenceSession(self.path, providers=providers or ["CPUExecutionProvider"])
         self.num_mel_bins = self.session.get_inputs()[0].shape[2]  # static in the exported graph
@@ -322,7 +326,29 @@ class OnnxAudioClassifier:
             hint = " Export with quantize='int8' to write it." if quantized else ""
             raise FileNotFoundError(f"{str(path)!r} does not exist; write it with "
                                     f"ast_hf.onnx_export.export_onnx(model, {str(directory)!r}).{hint}")
-        return cls(path, ASTConfig.from_pretrained(directory), providers=providers)
+        extractor = None
+        if (Path(directory) / "preprocessor_config.json").is_file():
+            extractor = ASTFeatureExtractor.from_pretrained(directory)
+        return cls(path, ASTConfig.from_pretrained(directory), providers=providers, feature_extractor=extractor)
+
+    def classify(self, audio: Any, sampling_rate: int | None = None, top_k: int = 5) -> list[dict[str, Any]]:
+        """The top_k labels of one clip as `pipeline("audio-classification")` gives them: a file path, file bytes or
+        a mono array at `sampling_rate` (any rate and channel count, read as the pipelines read it), featurised by
+        the directory's extractor with the checkpoint's convention, cut to its max_length frames (with a warning),
+        softmax scores (sigmoid for a multi-label config)."""
+        if self.feature_extractor is None or self.config is None:
+            raise ValueError("classify needs the export directory's config.json and preprocessor_config.json; load "
+                             "the classifier with OnnxAudioClassifier.from_directory(directory).")
+        from .audio_io import open_audio
+
+        extractor = self.feature_extractor
+        samples = torch.cat(list(open_audio(audio, extractor.sampling_rate, source_rate=sampling_rate).chunks()))
+        features = extractor(samples, sampling_rate=extractor.sampling_rate, return_tensors="np")
+        logits = torch.from_numpy(self(features["input_values"], features.get("attention_mask")))[0]
+        multi = self.config.problem_type == "multi_label_classification"
+        scores = logits.sigmoid() if multi else logits.softmax(-1)
+        values, indices = scores.topk(min(top_k, scores.shape[0]))
+        return [{"score": float(v), "label": self.id2label[int(i)]} for v, i in zip(values, indices, strict=True)]
 
     def __call__(self, input_values: Any, attention_mask: Any = None) -> np.ndarray:
         """(B, T, F) features and the (B, T) mask of real frames (right-padded, as the extractor returns it with

@@ -4,9 +4,12 @@
 imported) classifies a whole recording window by window and answers "what, and when":
 
 - Windows of the extractor's `max_length` frames (10.255 s of audio for AudioSet's 1024 frames: 400 + 1023 x 160
-  samples) start every `hop` seconds (half a window by default). The last window is the audio that remains, run
-  at its own length (ast_hf runs any number of frames), never zero padding; a recording shorter than one window
-  is one window of its own length.
+  samples) start every `hop` seconds (half a window by default). The last window is the audio that remains; a
+  recording shorter than one window is one window. A window shorter than `max_length` is fed the way the
+  checkpoint was trained (the extractor's `pad_to_max_length`, saved in preprocessor_config.json): padded to
+  `max_length` frames without a mask for a padded-trained checkpoint (every released AST, and any checkpoint
+  whose file lacks the field), at its own length with an attention mask for one trained on masked batches. So a
+  short file gets the scores `pipeline("audio-classification")` gives it. `pad_to_max_length=` overrides.
 - The file is decoded chunk by chunk (`ast_hf.audio_io.open_audio`: torchcodec/FFmpeg, resampled to the
   extractor's rate and averaged to mono as it is decoded), windows are classified `batch_size` at a time and only
   each window's logits are kept, so memory does not grow with the recording's length beyond 4 bytes per label
@@ -124,8 +127,10 @@ class AudioTaggingPipeline(Pipeline):
     Parameters (at construction or per call): top_k (labels per window and for the recording, default 5), hop
     (seconds between window starts, default half a window), batch_size (windows per forward pass, default 4),
     events (merge windows into events, default False), threshold (an event label's smallest score, default 0.5),
-    multi_label (sigmoid scores and max over windows; default from the model), sampling_rate (of array input),
-    progress (called with (seconds done, seconds in all or None) after each batch). At construction only:
+    multi_label (sigmoid scores and max over windows; default from the model), pad_to_max_length (True: pad short
+    windows to max_length, unmasked; False: run them at their own length, masked; default the extractor's, i.e.
+    how the checkpoint was trained), sampling_rate (of array input), progress (called with (seconds done, seconds
+    in all or None) after each batch). At construction only:
     optimize ("bf16", "int8", "compile" or "auto": `ast_hf.fast_inference.optimize_for_inference`; default None,
     float32 as loaded).
 
@@ -168,11 +173,18 @@ class AudioTaggingPipeline(Pipeline):
     def _sanitize_parameters(self, top_k: int | None = None, hop: float | None = None, events: bool | None = None,
                              threshold: float | None = None, multi_label: bool | None = None,
                              sampling_rate: int | None = None, progress: Callable[[float, float | None], Any] | None
-                             = None, **unknown: Any) -> tuple[dict, dict, dict]:
+                             = None, pad_to_max_length: bool | None = None,
+                             **unknown: Any) -> tuple[dict, dict, dict]:
         if unknown:
             raise TypeError(f"Unknown argument(s) {sorted(unknown)} for the {TASK!r} pipeline; it takes top_k, hop, "
-                            "batch_size, events, threshold, multi_label, sampling_rate and progress.")
+                            "batch_size, events, threshold, multi_label, pad_to_max_length, sampling_rate and "
+                            "progress.")
         preprocess, forward, postprocess = {}, {}, {}
+        if pad_to_max_length is not None:
+            if not isinstance(pad_to_max_length, bool):
+                raise TypeError(f"pad_to_max_length={pad_to_max_length!r} must be True, False or None (the "
+                                "checkpoint's convention).")
+            forward["pad_to_max_length"] = pad_to_max_length
         if sampling_rate is not None:
             preprocess["sampling_rate"] = sampling_rate
         if hop is not None:
@@ -203,9 +215,12 @@ class AudioTaggingPipeline(Pipeline):
         return {"audio": open_audio(inputs, rate, source_rate=sampling_rate)}
 
     def _forward(self, model_inputs: dict[str, Any], hop: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 progress: Callable[[float, float | None], Any] | None = None) -> dict[str, Any]:
+                 progress: Callable[[float, float | None], Any] | None = None,
+                 pad_to_max_length: bool | None = None) -> dict[str, Any]:
         audio: AudioStream = model_inputs["audio"]
         extractor = self.feature_extractor
+        if pad_to_max_length is None:
+            pad_to_max_length = extractor.pad_to_max_length
         rate = extractor.sampling_rate
         window = samples_for_frames(extractor.max_length)
         hop_samples = window // 2 if hop is None else round(hop * rate)
@@ -218,11 +233,7 @@ class AudioTaggingPipeline(Pipeline):
         logits, starts, ends = [], [], []
         for batch in batches(windows(audio.chunks(), window, hop_samples), batch_size):
             clips = [samples for _, samples in batch]
-            # A window shorter than one patch is padded to one (the padding masked).
-            width = max(max(num_frames(clip.shape[0]) for clip in clips), patch)
-            features = extractor(clips, sampling_rate=rate, padding="max_length", max_length=width, truncation=True,
-                                 return_attention_mask=True, return_tensors="pt", device=self.device)
-            output = self.model(input_values=features["input_values"], attention_mask=features["attention_mask"])
+            output = self.model(**self.window_features(clips, pad_to_max_length, patch))
             logits.append(output.logits.float().cpu())  # (b, labels)
             starts += [start for start, _ in batch]
             ends += [start + clip.shape[0] for start, clip in batch]
@@ -230,6 +241,20 @@ class AudioTaggingPipeline(Pipeline):
                 progress(ends[-1] / rate, audio.duration)
         return {"logits": torch.cat(logits), "starts": torch.tensor(starts), "ends": torch.tensor(ends),
                 "rate": rate}
+
+    def window_features(self, clips: list[torch.Tensor], pad_to_max_length: bool, patch: int) -> dict[str, Any]:
+        """The model inputs of a batch of windows (each at most `max_length` frames), in the checkpoint's convention:
+        padded to `max_length` with no mask, as padded-trained models saw clips in training; or at their own length
+        with the attention mask (a window shorter than one patch padded to one, the padding masked)."""
+        extractor = self.feature_extractor
+        common = dict(sampling_rate=extractor.sampling_rate, padding="max_length", truncation=True,
+                      return_tensors="pt", device=self.device)
+        if pad_to_max_length:
+            features = extractor(clips, max_length=extractor.max_length, return_attention_mask=False, **common)
+            return {"input_values": features["input_values"]}
+        width = max(max(num_frames(clip.shape[0]) for clip in clips), patch)
+        features = extractor(clips, max_length=width, return_attention_mask=True, **common)
+        return {"input_values": features["input_values"], "attention_mask": features["attention_mask"]}
 
     def postprocess(self, model_outputs: dict[str, Any], top_k: int = DEFAULT_TOP_K, events: bool = False,
                     threshold: float = DEFAULT_THRESHOLD, multi_label: bool | None = None) -> dict[str, Any]:

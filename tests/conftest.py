@@ -138,7 +138,10 @@ def train_word_model(folder: Path, steps: int = 300, seed: int = 0) -> Path:
         loss.backward()
         optimizer.step()
     model.eval().save_pretrained(folder)
-    extractor.save_pretrained(folder)
+    # It never saw zero padding (every training input is a full window of noise with a word in it), so a clip
+    # shorter than a window is best run at its own length: the convention saved with its extractor.
+    ast_hf.ASTFeatureExtractor(**{**extractor.to_dict(), "pad_to_max_length": False,
+                                  "return_attention_mask": True}).save_pretrained(folder)
     return folder
 
 

@@ -44,10 +44,13 @@ def write_audio(path: Path, clip: np.ndarray, rate: int = 16000, channels: int =
     return path
 
 
-def save_checkpoint(folder: Path, **config) -> ast_hf.ASTForAudioClassification:
+def save_checkpoint(folder: Path, pad_to_max_length: bool = True, **config) -> ast_hf.ASTForAudioClassification:
+    """A tiny random classifier of LABELS and its extractor (128 frames) in `folder`, saved as padded-trained or,
+    with pad_to_max_length=False, as trained on masked batches."""
     model = tiny_model(id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)}, **config)
     model.save_pretrained(folder)
-    ast_hf.ASTFeatureExtractor(max_length=128).save_pretrained(folder)
+    ast_hf.ASTFeatureExtractor(max_length=128, pad_to_max_length=pad_to_max_length,
+                               return_attention_mask=not pad_to_max_length).save_pretrained(folder)
     return model
 
 
@@ -94,11 +97,11 @@ def test_segments_are_the_model_run_on_each_window_by_hand(tmp_path, speech):
     assert result["segments"][-1]["end"] == pytest.approx(len(recording) / 16000)
     starts = [round(segment["start"] * 16000) for segment in result["segments"]]
     assert starts == list(range(0, starts[-1] + 1, 8000)) and starts[-1] + window >= len(recording)
-    assert len(recording) - starts[-1] < window  # the last window is the remaining audio, not zero padding
+    assert len(recording) - starts[-1] < window  # the last window is the remaining audio
     for start, segment in zip(starts, result["segments"], strict=True):
         clip = recording[start:start + window]
-        with torch.no_grad():
-            features = extractor(clip, sampling_rate=16000, padding="longest", return_tensors="pt")
+        with torch.no_grad():  # padded to max_length as this (padded-trained) checkpoint expects: the default call
+            features = extractor(clip, sampling_rate=16000, return_tensors="pt")
             expected = model(**features).logits[0].softmax(-1)
         for item in segment["labels"]:
             assert item["score"] == pytest.approx(float(expected[LABELS.index(item["label"])]), abs=1e-5)
@@ -125,24 +128,33 @@ def test_multi_label_scores_are_sigmoids_and_the_recording_takes_the_maximum(tmp
         assert item["score"] == pytest.approx(best, abs=1e-6)
 
 
-def test_a_clip_shorter_than_a_window_runs_at_its_own_length(tmp_path, speech):
-    model = save_checkpoint(tmp_path)
+@pytest.mark.parametrize("pad_to_max_length", [True, False])
+def test_a_clip_shorter_than_a_window_is_fed_as_the_checkpoint_was_trained(tmp_path, speech, pad_to_max_length):
+    """Padded-trained: the clip padded to max_length, no mask (as the extractor's default call gives it). Trained
+    on masked batches: the clip at its own length with the mask (one patch at least)."""
+    model = save_checkpoint(tmp_path, pad_to_max_length=pad_to_max_length)
     tagger = pipeline("audio-tagging", model=str(tmp_path))
     for clip in (speech[0], speech[0][:300]):  # 0.5 s, and less than one 25 ms frame
         result = tagger(clip, sampling_rate=16000)
         assert len(result["segments"]) == 1
         assert result["segments"][0]["end"] == pytest.approx(len(clip) / 16000)
-        features = ast_hf.ASTFeatureExtractor(max_length=128)(clip, sampling_rate=16000, padding="longest",
-                                                               return_tensors="pt", return_attention_mask=True)
-        frames = features["input_values"].shape[1]
-        if frames < 16:  # shorter than one patch: padded to one patch, the padding masked
-            features = ast_hf.ASTFeatureExtractor(max_length=16)(clip, sampling_rate=16000, return_tensors="pt",
-                                                                 return_attention_mask=True)
+        if pad_to_max_length:
+            features = ast_hf.ASTFeatureExtractor(max_length=128)(clip, sampling_rate=16000, return_tensors="pt")
+            assert features["input_values"].shape[1] == 128 and "attention_mask" not in features
+        else:
+            features = ast_hf.ASTFeatureExtractor(max_length=128)(clip, sampling_rate=16000, padding="longest",
+                                                                   return_tensors="pt", return_attention_mask=True)
+            if features["input_values"].shape[1] < 16:  # shorter than one patch: padded to one, the padding masked
+                features = ast_hf.ASTFeatureExtractor(max_length=16)(clip, sampling_rate=16000, return_tensors="pt",
+                                                                     return_attention_mask=True)
         with torch.no_grad():
             expected = model(**features).logits[0].softmax(-1)
         top = result["clip"][0]
         assert top["score"] == pytest.approx(float(expected.max()), abs=1e-5)
         assert top["label"] == LABELS[int(expected.argmax())]
+        # An explicit argument overrides the checkpoint's convention.
+        other = tagger(clip, sampling_rate=16000, pad_to_max_length=not pad_to_max_length)
+        assert abs(other["clip"][0]["score"] - top["score"]) > 1e-4
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -155,7 +167,7 @@ def test_every_format_rate_and_channel_count_is_heard_alike(tagger, tmp_path):
     stereo: FFmpeg resamples and downmixes while decoding; every file scores as the same samples passed as an array
     at that rate (resampled by torchaudio), and every file above 8 kHz gives the word. (At 8 kHz nothing above
     4 kHz is left of the speech, and this small model, trained on 16 kHz audio, may hear another word.)"""
-    word = speak("down", "en-us", 150, 50)
+    word = speak("down", "en-us", 165, 50)  # a voice and speed it heard
     assert tagger(word, sampling_rate=16000)["clip"][0]["label"] == "down"
     for rate in (8000, 22050, 44100, 48000):
         at_rate = torchaudio.functional.resample(torch.from_numpy(word), 16000, rate).numpy()

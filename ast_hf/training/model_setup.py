@@ -142,6 +142,8 @@ def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArgum
     if data_args.dataset_std is not None:
         settings["std"] = data_args.dataset_std
     settings.update(max_length=model.config.max_length, num_mel_bins=model.config.num_mel_bins)
-    if not data_args.pad_to_max_length:  # trained on masked batches: inference (the pipeline) masks too
-        settings["return_attention_mask"] = True
+    # The input convention this run trains with, saved in preprocessor_config.json: every entry point then feeds the
+    # model the same way (padded to max_length without a mask, or at its own length with one).
+    padded = data_args.pad_to_max_length
+    settings.update(pad_to_max_length=padded, return_attention_mask=not padded)
     return model, ASTFeatureExtractor(**settings)
