@@ -317,12 +317,16 @@ def same_labels(a: ASTConfig, b: ASTConfig) -> bool:
     return a.num_labels == b.num_labels and dict(a.id2label) == dict(b.id2label)
 
 
-def label_fields(labels: list[str]) -> dict[str, Any]:
-    """id2label/label2id of a classification head; at least two unique labels (one label would make
-    transformers' loss a regression, and every prediction that one label with score 1)."""
+def label_fields(labels: list[str], problem_type: str | None = None) -> dict[str, Any]:
+    """id2label/label2id of a head; at least two unique labels for a classifier (one label would make
+    transformers' loss a regression, and every prediction that one label with score 1). One name is a single
+    regression target, accepted with problem_type="regression" only."""
+    if len(labels) == 1 and problem_type == "regression":
+        return {"id2label": {0: labels[0]}, "label2id": {labels[0]: 0}}
     if len(labels) < 2:
         raise ConversionError(f"A classifier needs at least two labels; got {len(labels)}: {labels}. Check the "
-                              "labels file (one label a line) or the data's label column.")
+                              "labels file (one label a line) or the data's label column"
+                              + ("; for one regression target pass --problem_type regression." if labels else "."))
     if len(set(labels)) != len(labels):
         duplicates = sorted({label for label in labels if labels.count(label) > 1})[:5]
         raise ConversionError(f"Labels must be unique; repeated: {duplicates}.")

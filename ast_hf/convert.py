@@ -411,16 +411,23 @@ def exchange_paths(first: str | os.PathLike, second: str | os.PathLike) -> bool:
     raise OSError(code, os.strerror(code), str(second))
 
 
-def head_labels(labels_file: str | None = None, num_labels: int | None = None, dataset: str | None = None
-                ) -> dict[str, Any]:
+def head_labels(labels_file: str | None = None, num_labels: int | None = None, dataset: str | None = None,
+                problem_type: str | None = None) -> dict[str, Any]:
     """The config fields of a new head's labels, from (in this order) a labels file, a count (LABEL_0..), or a
     data-set preset; {} when none is given (the head keeps its labels). The converters' --labels_file,
-    --num_labels and --dataset."""
+    --num_labels and --dataset. One output (a single regression target, MSE loss) needs problem_type="regression"
+    said explicitly: one label of a classifier would be a model that always predicts it."""
     if labels_file:
-        return label_fields(read_labels(labels_file))
+        return label_fields(read_labels(labels_file), problem_type)
     if num_labels is not None:
+        if num_labels == 1 and problem_type == "regression":
+            return {"num_labels": 1}
         if num_labels < 2:
-            raise ConversionError(f"--num_labels {num_labels}: a classifier needs at least 2 labels.")
+            raise ConversionError(
+                f"--num_labels {num_labels}: a classifier needs at least 2 labels"
+                + ("; for one regression target (MSE loss) pass --problem_type regression." if num_labels == 1
+                   else ", a regression head at least 1 output.")
+            )
         return {"num_labels": num_labels}
     if dataset:
         return label_fields(dataset_labels(dataset))

@@ -31,7 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--frequency_stride", type=int, default=10)
     parser.add_argument("--time_stride", type=int, default=10)
     labels = parser.add_mutually_exclusive_group()
-    labels.add_argument("--num_labels", type=int, help="labels LABEL_0..LABEL_{n-1}")
+    labels.add_argument("--num_labels", type=int, help="labels LABEL_0..LABEL_{n-1} (1: one regression target, "
+                        "with --problem_type regression)")
     labels.add_argument("--labels_file", help="CSV like ast_hf/data/*.csv (display_name column) or one label a line")
     parser.add_argument("--dataset", choices=sorted(presets.DATASETS), help="normalisation stats, default "
                         "max_length, problem_type and (without --num_labels/--labels_file) labels of this data set")
@@ -53,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def target_labels(args: argparse.Namespace) -> dict[str, Any]:
-    labels = convert.head_labels(args.labels_file, args.num_labels, args.dataset)
+    labels = convert.head_labels(args.labels_file, args.num_labels, args.dataset, args.problem_type)
     if not labels:
         raise ConversionError("Say what the new head predicts: --num_labels N, --labels_file FILE or --dataset "
                               f"{'|'.join(sorted(presets.DATASETS))}.")

@@ -31,7 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--frequency_stride", type=int)
     parser.add_argument("--time_stride", type=int)
     labels = parser.add_mutually_exclusive_group()
-    labels.add_argument("--num_labels", type=int)
+    labels.add_argument("--num_labels", type=int, help="a new head of N labels (1: one regression target, with "
+                        "--problem_type regression)")
     labels.add_argument("--labels_file")
     parser.add_argument("--dataset", choices=sorted(presets.DATASETS),
                         help="labels (unless given otherwise), stats, max_length and problem_type of this data set")
@@ -55,7 +56,7 @@ def changes_from_args(args: argparse.Namespace) -> dict[str, Any]:
         changes["max_length"] = settings["max_length"]
     if "problem_type" not in changes and "problem_type" in settings:
         changes["problem_type"] = settings["problem_type"]
-    changes.update(convert.head_labels(args.labels_file, args.num_labels, args.dataset))
+    changes.update(convert.head_labels(args.labels_file, args.num_labels, args.dataset, changes.get("problem_type")))
     return changes
 
 

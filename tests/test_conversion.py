@@ -404,3 +404,28 @@ def test_converter_pushes_to_a_local_hub(deit_dir, tmp_path):
         assert load_file(str(repo / "model.safetensors")).keys() == hub_tensors(tmp_path / "out").keys()
     finally:
         server.shutdown()
+
+
+def test_one_regression_target_through_the_converters(deit_dir, tmp_path, capsys):
+    """--num_labels 1 is a single regression target (MSE) when --problem_type regression says so; without it the
+    converters refuse it and name the option."""
+    out = tmp_path / "regression"
+    assert deit_cli.main(["--deit", str(deit_dir), "--output_dir", str(out), "--num_labels", "1", "--problem_type",
+                          "regression", "--max_length", "128"]) == 0
+    model = ast_hf.ASTForAudioClassification.from_pretrained(out).eval()
+    assert (model.config.num_labels, model.config.problem_type) == (1, "regression")
+    inputs, targets = torch.randn(2, 128, 128), torch.tensor([[0.5], [-1.0]])
+    output = model(inputs, labels=targets)
+    torch.testing.assert_close(output.loss, F.mse_loss(output.logits, targets))
+    assert retarget_cli.main(["--model", str(out), "--output_dir", str(tmp_path / "retargeted"), "--num_labels", "1",
+                              "--problem_type", "regression", "--max_length", "64"]) == 0
+    retargeted = ast_hf.ASTConfig.from_pretrained(tmp_path / "retargeted")
+    assert (retargeted.num_labels, retargeted.problem_type, retargeted.max_length) == (1, "regression", 64)
+    capsys.readouterr()
+    for main, source in ((deit_cli.main, ["--deit", str(deit_dir)]), (retarget_cli.main, ["--model", str(out)])):
+        assert main([*source, "--output_dir", str(tmp_path / "refused"), "--num_labels", "1"]) == 2
+        assert "--problem_type regression" in capsys.readouterr().err and not (tmp_path / "refused").exists()
+    (tmp_path / "one.txt").write_text("loudness\n")
+    assert deit_cli.main(["--deit", str(deit_dir), "--output_dir", str(tmp_path / "named"), "--labels_file",
+                          str(tmp_path / "one.txt"), "--problem_type", "regression", "--max_length", "128"]) == 0
+    assert ast_hf.ASTConfig.from_pretrained(tmp_path / "named").id2label == {0: "loudness"}
