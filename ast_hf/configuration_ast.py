@@ -42,6 +42,9 @@ class ASTConfig(PreTrainedConfig):
     initializer_range (float, defaults to 0.02): std of the truncated normal used for fresh weights.
     layer_norm_eps (float, defaults to 1e-12): LayerNorm epsilon; 1e-12 as in every MIT/ast-* Hub config (their
         reference logits were made with it); models converted from timm/DeiT use 1e-6.
+    classifier_layer_norm_eps (float, *optional*, defaults to None = `layer_norm_eps`): epsilon of the classifier
+        head's LayerNorm alone; the authors' head is `nn.LayerNorm(768)` (1e-5) on a timm encoder (1e-6), so their
+        converted checkpoints set 1e-5. transformers' built-in AST has no such field (its head uses layer_norm_eps).
     patch_size (int, defaults to 16): square patch side in (mel bins, frames); 16 so DeiT weights transfer.
     qkv_bias (bool, defaults to True): bias on the query/key/value projections.
     frequency_stride (int, defaults to 10): stride of the patch split along frequency; 16 means no overlap. At most
@@ -78,6 +81,8 @@ class ASTConfig(PreTrainedConfig):
     attention_probs_dropout_prob: float = 0.0
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
+    # None keeps the head on layer_norm_eps, so built-in configs (which lack the field) load unchanged.
+    classifier_layer_norm_eps: float | None = None
     patch_size: int = 16
     qkv_bias: bool = True
     frequency_stride: int = 10
@@ -118,6 +123,13 @@ class ASTConfig(PreTrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value!r} must be a probability in [0, 1].")
+        for name in ("layer_norm_eps", "classifier_layer_norm_eps"):
+            value = getattr(self, name)
+            if value is None and name == "classifier_layer_norm_eps":
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value < 1.0:
+                raise ValueError(f"{name}={value!r} must be a small positive number (1e-12, 1e-6 or 1e-5)"
+                                 + (", or None for layer_norm_eps." if name == "classifier_layer_norm_eps" else "."))
         if not isinstance(self.hidden_act, str) or self.hidden_act not in ACT2FN:
             raise ValueError(f"hidden_act={self.hidden_act!r} is not an activation transformers knows; use 'gelu' "
                              "(DeiT's) or another key of transformers.activations.ACT2FN.")

@@ -743,7 +743,8 @@ class ASTModel(ASTPreTrainedModel):
 class ASTMLPHead(nn.Module):
     def __init__(self, config: ASTConfig) -> None:
         super().__init__()
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        eps = getattr(config, "classifier_layer_norm_eps", None)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps if eps is None else eps)
         self.dense = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:

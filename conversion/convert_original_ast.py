@@ -7,10 +7,13 @@
 
 The authors' files hold `module.v.*` (a DeiT with fused qkv and two unused image heads) and `module.mlp_head.*`;
 they are read with torch.load(weights_only=True). --dataset picks the label names (ast_hf/data), the
-normalisation statistics, max_length and problem_type (multi-label for AudioSet). Their LayerNorm eps is timm's
-1e-6. A transformers AST directory or Hub id is loaded as it is and re-saved as ast_hf (labels and stats from its
-own files unless --dataset is given); its config.json must say it is an AST and every weight must fit,
-else the conversion stops with exit status 2 and writes nothing.
+normalisation statistics, max_length and problem_type (multi-label for AudioSet). Their encoder's LayerNorm eps
+is timm's 1e-6, their head's `nn.LayerNorm(768)` PyTorch's 1e-5 (`classifier_layer_norm_eps`); the feature
+extractor is written with their preprocessing: the waveform mean subtracted (`waveform - waveform.mean()` in
+their dataloader) and every clip padded to max_length (they trained on padded clips). A transformers AST
+directory or Hub id is loaded as it is and re-saved as ast_hf (labels and stats from its own files unless
+--dataset is given); its config.json must say it is an AST and every weight must fit, else the conversion stops
+with exit status 2 and writes nothing.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_mel_bins", type=int, default=128)
     parser.add_argument("--max_length", type=int, help="frames (default: the data set's)")
     parser.add_argument("--num_attention_heads", type=int, help="default hidden_size / 64")
-    parser.add_argument("--layer_norm_eps", type=float, default=1e-6, help="the authors' code uses timm's 1e-6")
+    parser.add_argument("--layer_norm_eps", type=float, default=1e-6, help="the authors' encoder uses timm's 1e-6")
+    parser.add_argument("--classifier_layer_norm_eps", type=float, default=1e-5,
+                        help="the authors' head is nn.LayerNorm(768): PyTorch's 1e-5")
     parser.add_argument("--audio", help="audio file (WAV, FLAC, Ogg, MP3; any rate, mixed to mono) for the "
                         "verification forward (default: espeak-ng speech)")
     parser.add_argument("--overwrite", action="store_true")
@@ -73,7 +78,8 @@ def from_authors_file(args: argparse.Namespace) -> tuple[ast_hf.ASTForAudioClass
         hidden_size=hidden, num_attention_heads=args.num_attention_heads or surgery.default_heads(hidden),
         num_hidden_layers=arch["num_hidden_layers"], intermediate_size=arch["intermediate_size"],
         qkv_bias=arch["qkv_bias"], patch_size=arch["patch_size"],
-        layer_norm_eps=args.layer_norm_eps, num_mel_bins=args.num_mel_bins, max_length=max_length,
+        layer_norm_eps=args.layer_norm_eps, classifier_layer_norm_eps=args.classifier_layer_norm_eps,
+        num_mel_bins=args.num_mel_bins, max_length=max_length,
         frequency_stride=args.frequency_stride, time_stride=args.time_stride,
         problem_type=settings["problem_type"], **surgery.label_fields(labels))
     if config.patch_grid != grid:
@@ -82,9 +88,16 @@ def from_authors_file(args: argparse.Namespace) -> tuple[ast_hf.ASTForAudioClass
             f"time_stride={args.time_stride} gives {config.patch_grid[0]} x {config.patch_grid[1]}; pass the "
             "--max_length and strides it was trained with."
         )
-    extractor = ast_hf.ASTFeatureExtractor(max_length=max_length, num_mel_bins=args.num_mel_bins,
-                                           mean=settings["mean"], std=settings["std"])
+    extractor = ast_hf.ASTFeatureExtractor(**authors_extractor_settings(max_length, args.num_mel_bins, settings))
     return convert.build_model(config, weights), extractor
+
+
+def authors_extractor_settings(max_length: int, num_mel_bins: int, settings: dict) -> dict:
+    """ASTFeatureExtractor settings of the authors' preprocessing (their dataloader): their data set's statistics,
+    the waveform mean subtracted before the fbank, and every clip padded (or cut) to max_length frames, as they
+    trained."""
+    return dict(max_length=max_length, num_mel_bins=num_mel_bins, mean=settings["mean"], std=settings["std"],
+                subtract_waveform_mean=True, pad_to_max_length=True)
 
 
 def from_transformers(args: argparse.Namespace) -> tuple[ast_hf.ASTForAudioClassification, ast_hf.ASTFeatureExtractor]:

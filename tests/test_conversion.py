@@ -4,6 +4,7 @@ timm weights, and transformers' built-in AST."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -103,8 +104,10 @@ def expected_positions(source: torch.Tensor, f: int, t: int, old: tuple[int, int
 
 
 def reference_forward(timm: dict[str, torch.Tensor], head: dict[str, torch.Tensor], positions: torch.Tensor,
-                      spectrogram: torch.Tensor, strides: tuple[int, int], heads: int, eps: float) -> torch.Tensor:
-    """An AST forward written from the timm weights: summed-channel patch conv, pre-LN blocks, averaged tokens."""
+                      spectrogram: torch.Tensor, strides: tuple[int, int], heads: int, eps: float,
+                      head_eps: float | None = None) -> torch.Tensor:
+    """An AST forward written from the timm weights: summed-channel patch conv, pre-LN blocks, averaged tokens;
+    `head_eps` is the head LayerNorm's (default `eps`; the authors' nn.LayerNorm(768) has 1e-5)."""
     x = spectrogram.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
     weight = timm["patch_embed.proj.weight"].sum(dim=1, keepdim=True)
     x = F.conv2d(x, weight, timm["patch_embed.proj.bias"], stride=strides).flatten(2).transpose(1, 2)  # (B, N, D)
@@ -126,7 +129,8 @@ def reference_forward(timm: dict[str, torch.Tensor], head: dict[str, torch.Tenso
         i += 1
     x = F.layer_norm(x, (dim,), timm["norm.weight"], timm["norm.bias"], eps)
     pooled = (x[:, 0] + x[:, 1]) / 2
-    pooled = F.layer_norm(pooled, (dim,), head["classifier.layernorm.weight"], head["classifier.layernorm.bias"], eps)
+    pooled = F.layer_norm(pooled, (dim,), head["classifier.layernorm.weight"], head["classifier.layernorm.bias"],
+                          eps if head_eps is None else head_eps)
     return F.linear(pooled, head["classifier.dense.weight"], head["classifier.dense.bias"])
 
 
@@ -248,17 +252,36 @@ def authors_state_dict(hub: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def test_authors_checkpoint_converts_with_the_same_logits(tmp_path, speech):
     reference = builtin_ast()  # hidden 64 -> 1 head by the hidden/64 rule, as in the authors' base models
     reference.save_pretrained(tmp_path / "builtin")
-    torch.save(authors_state_dict(hub_tensors(tmp_path / "builtin")), tmp_path / "speechcommands_10_10.pth")
+    authors = authors_state_dict(hub_tensors(tmp_path / "builtin"))
+    torch.save(authors, tmp_path / "speechcommands_10_10.pth")
     out = tmp_path / "ast"
     assert original_cli.main(["--checkpoint", str(tmp_path / "speechcommands_10_10.pth"), "--dataset",
                               "speechcommands", "--output_dir", str(out)]) == 0
     model = ast_hf.ASTForAudioClassification.from_pretrained(out).eval()
     assert model.config.id2label[0] == "backward" and model.config.num_labels == 35
+    # The authors' model: timm blocks (LayerNorm eps 1e-6), head nn.LayerNorm(768) (PyTorch's 1e-5).
+    assert (model.config.layer_norm_eps, model.classifier.layernorm.eps) == (1e-6, 1e-5)
     extractor = ast_hf.ASTFeatureExtractor.from_pretrained(out)
     assert (extractor.mean, extractor.std, extractor.max_length) == (-6.845978, 5.5654526, 128)
+    # Their dataloader: waveform - waveform.mean(), then the fbank padded/cut to the target length.
+    saved = json.loads((out / "preprocessor_config.json").read_text())
+    assert saved["subtract_waveform_mean"] is True and saved["pad_to_max_length"] is True
     features = extractor(speech, sampling_rate=16000, return_tensors="pt")
+    assert features["input_values"].shape == (len(speech), 128, 128)
+    timm = {k[len("module.v."):]: v for k, v in authors.items() if k.startswith("module.v.")}
+    head = {"classifier.layernorm.weight": authors["module.mlp_head.0.weight"],
+            "classifier.layernorm.bias": authors["module.mlp_head.0.bias"],
+            "classifier.dense.weight": authors["module.mlp_head.1.weight"],
+            "classifier.dense.bias": authors["module.mlp_head.1.bias"]}
     with torch.no_grad():
-        torch.testing.assert_close(model(**features).logits, reference.eval()(**features).logits, rtol=0, atol=1e-4)
+        logits = model(**features).logits
+        theirs = reference_forward(timm, head, timm["pos_embed"], features["input_values"], (10, 10), heads=1,
+                                   eps=1e-6, head_eps=1e-5)
+        timm_eps_head = reference_forward(timm, head, timm["pos_embed"], features["input_values"], (10, 10), heads=1,
+                                          eps=1e-6)
+        torch.testing.assert_close(logits, theirs, rtol=0, atol=2e-6)  # ~2e-7; with the head at 1e-6 it was ~4e-5
+        assert (timm_eps_head - theirs).abs().max() > 1e-5  # the head's eps is visible at this tolerance
+        torch.testing.assert_close(logits, reference.eval()(**features).logits, rtol=0, atol=1e-4)
 
 
 def test_audioset_settings_make_a_multi_label_model(tmp_path):

@@ -351,3 +351,17 @@ def test_patchout_never_drops_patches_in_eval_mode(speech):
             torch.testing.assert_close(on.last_hidden_state, off.last_hidden_state, rtol=0, atol=0)
     tokens = torch.randn(2, 2 + grid_f * grid_t, 32)
     assert with_patchout.patchout(tokens, (grid_f, grid_t))[0] is tokens
+
+
+def test_classifier_layer_norm_eps_defaults_to_layer_norm_eps(tmp_path):
+    """The head's LayerNorm eps is its own field (the authors' head: 1e-5 on a 1e-6 encoder); unset, it is
+    layer_norm_eps, so built-in checkpoints (no such field) load as before."""
+    model = tiny_model(layer_norm_eps=1e-6, classifier_layer_norm_eps=1e-5)
+    assert model.classifier.layernorm.eps == 1e-5
+    assert {m.eps for n, m in model.named_modules() if isinstance(m, torch.nn.LayerNorm) and "classifier" not in n} \
+        == {1e-6}
+    builtin_model(layer_norm_eps=1e-6).save_pretrained(tmp_path)
+    loaded = ast_hf.ASTForAudioClassification.from_pretrained(tmp_path)
+    assert loaded.config.classifier_layer_norm_eps is None and loaded.classifier.layernorm.eps == 1e-6
+    with pytest.raises(ValueError, match="classifier_layer_norm_eps=0 must be a small positive number"):
+        tiny_config(classifier_layer_norm_eps=0)
