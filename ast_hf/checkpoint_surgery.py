@@ -92,11 +92,24 @@ FORMAT_NAMES = {
 }
 
 
+# Swin's hierarchical stages (timm `layers.N.blocks.M.*`, transformers `encoder.layers.N.blocks.M.*`) and its
+# relative position bias: a window-attention model whose weights have no place in a ViT-shaped AST.
+_SWIN_KEY = re.compile(r"(^|\.)layers\.\d+\.blocks\.\d+\.|relative_position_bias_table")
+AST_SOURCE_HINT = "AST needs a ViT/DeiT checkpoint (e.g. facebook/deit-base-distilled-patch16-384)"
+
+
+def swin_message(found: str) -> str:
+    return f"{found}: this is a Swin model; {AST_SOURCE_HINT}."
+
+
 def detect_format(state_dict: Mapping[str, torch.Tensor]) -> str:
     """"timm" (timm / original DeiT files), "original_ast" (the authors' AST), "hf_vit" (transformers
     DeiT/ViT, Hub names or transformers 5 in-memory names), "hf_ast" (transformers' or ast_hf's AST). Raises a
-    ConversionError that lists the keys found."""
+    ConversionError that lists the keys found, or that names a Swin model as such."""
     keys = set(state_dict)
+    swin = sorted(k for k in keys if _SWIN_KEY.search(k))
+    if swin:
+        raise ConversionError(swin_message(f"The checkpoint holds Swin tensors (e.g. {swin[0]!r})"))
     if any(k.startswith("module.v.") for k in keys):
         return "original_ast"
     if any(k.startswith(PREFIX) for k in keys):
@@ -334,6 +347,7 @@ def label_fields(labels: list[str], problem_type: str | None = None) -> dict[str
 
 
 __all__ = [
+    "AST_SOURCE_HINT",
     "ConversionError",
     "FORMAT_NAMES",
     "PREFIX",
@@ -349,6 +363,7 @@ __all__ = [
     "original_ast_to_hf",
     "retarget_state_dict",
     "same_labels",
+    "swin_message",
     "timm_to_canonical",
     "unwrap_state_dict",
 ]

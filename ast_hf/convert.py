@@ -38,6 +38,7 @@ from .checkpoint_surgery import (
     label_fields,
     new_head,
     retarget_state_dict,
+    swin_message,
     timm_to_canonical,
     unwrap_state_dict,
 )
@@ -193,6 +194,9 @@ def load_image_encoder(source: str, num_attention_heads: int | None = None, laye
     Heads come from the source config, else `num_attention_heads`, else hidden_size / 64; the layer-norm eps from
     the source config, else timm's 1e-6 (`layer_norm_eps` overrides)."""
     state_dict, source_config, description = read_image_source(source, cache_dir)
+    model_type = str((source_config or {}).get("model_type", ""))
+    if model_type.startswith("swin"):
+        raise ConversionError(swin_message(f"{source!r} has model_type {model_type!r} (config.json)"))
     describe(f"read {len(state_dict)} tensors from {description}")
     kind = detect_format(state_dict)
     if kind == "timm":
@@ -342,6 +346,8 @@ def ast_directory(source: str, cache_dir: str | None = None) -> str:
         model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
     except (ValueError, AttributeError) as error:
         raise ConversionError(f"{str(config_file)!r} is not a JSON object ({error}).") from error
+    if str(model_type).startswith("swin"):
+        raise ConversionError(swin_message(f"{source!r} holds a {model_type!r} model (config.json)"))
     if model_type not in AST_MODEL_TYPES:
         raise ConversionError(
             f"{source!r} holds a {model_type!r} model (config.json), not an AST ({' or '.join(AST_MODEL_TYPES)}). "
@@ -355,6 +361,17 @@ def ast_directory(source: str, cache_dir: str | None = None) -> str:
 # Labels of a new head and atomic output
 
 
+def check_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """The resolved output directory, after refusing a path that is a file, or a non-empty directory without
+    `overwrite`. The converters call it before reading anything, so a wrong --output_dir fails at once."""
+    output_dir = Path(output_dir).resolve()
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConversionError(f"{str(output_dir)!r} exists and is a file; pass a directory path as --output_dir.")
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise ConversionError(f"{str(output_dir)!r} exists and is not empty; pass --overwrite or another directory.")
+    return output_dir
+
+
 @contextmanager
 def atomic_directory(output_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory beside `output_dir`; on success it replaces `output_dir` in one step, on any
@@ -364,11 +381,7 @@ def atomic_directory(output_dir: str | os.PathLike, overwrite: bool = False) -> 
     the staging directory `.NAME.partial-PID-*` is only renamed into place once complete, and an existing output is
     swapped with it atomically (Linux renameat2 RENAME_EXCHANGE; elsewhere two renames, between which the path is
     briefly absent). Staging directories of killed processes are removed by the next write to the same output."""
-    output_dir = Path(output_dir).resolve()
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ConversionError(f"{str(output_dir)!r} exists and is a file; pass a directory path as --output_dir.")
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise ConversionError(f"{str(output_dir)!r} exists and is not empty; pass --overwrite or another directory.")
+    output_dir = check_output_dir(output_dir, overwrite)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     for kind in ("partial", "old"):
         remove_stale_staging(output_dir.parent, f".{output_dir.name}.{kind}-")
@@ -503,6 +516,7 @@ def run_conversion(build: Callable[[], tuple[ASTForAudioClassification, Any]], o
     directory written)."""
 
     try:
+        check_output_dir(output_dir, overwrite)  # before any reading or converting (checked again when writing)
         model, extractor = build()  # every build path checks the keys: build_model or load_ast_model
         print("weights: no missing or unexpected keys")
         verify(model, extractor, audio)
@@ -523,6 +537,7 @@ __all__ = [
     "ast_directory",
     "atomic_directory",
     "build_model",
+    "check_output_dir",
     "count_parameters",
     "download_checkpoint",
     "exchange_paths",

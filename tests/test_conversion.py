@@ -452,3 +452,45 @@ def test_one_regression_target_through_the_converters(deit_dir, tmp_path, capsys
     assert deit_cli.main(["--deit", str(deit_dir), "--output_dir", str(tmp_path / "named"), "--labels_file",
                           str(tmp_path / "one.txt"), "--problem_type", "regression", "--max_length", "128"]) == 0
     assert ast_hf.ASTConfig.from_pretrained(tmp_path / "named").id2label == {0: "loudness"}
+
+
+def test_a_non_empty_output_dir_is_refused_before_reading_anything(deit_dir, tmp_path, capsys):
+    """The converters refused a non-empty --output_dir only after converting; now before any source is read."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    bogus = str(tmp_path / "no_such_checkpoint.pth")
+    runs = [(deit_cli.main, ["--deit", bogus, "--num_labels", "2"]), (deit_cli.main, ["--deit", str(deit_dir),
+                                                                                     "--num_labels", "2"]),
+            (original_cli.main, ["--checkpoint", bogus, "--dataset", "esc50"]),
+            (retarget_cli.main, ["--model", bogus, "--num_labels", "2"])]
+    for main, arguments in runs:
+        assert main([*arguments, "--output_dir", str(tmp_path / "out")]) == 2
+        captured = capsys.readouterr()
+        assert "exists and is not empty; pass --overwrite" in captured.err and "does not exist" not in captured.err
+        assert captured.out == ""  # nothing read ("read N tensors from ...") and nothing converted
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["keep.txt"]
+
+
+def test_a_swin_checkpoint_is_named_as_such(tmp_path, capsys):
+    """A Swin (config model_type "swin", or Swin tensor names) was reported by an unexpected tensor name."""
+    config = transformers.SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2],
+                                     window_size=2)
+    swin = randomize(transformers.SwinModel(config))
+    swin.save_pretrained(tmp_path / "swin")
+    torch.save(swin.state_dict(), tmp_path / "swin_state_dict.pth")  # transformers 5's in-memory names
+    timm_names = {"patch_embed.proj.weight": torch.zeros(8, 3, 4, 4), "patch_embed.proj.bias": torch.zeros(8),
+                  "layers.0.blocks.0.attn.relative_position_bias_table": torch.zeros(9, 1),
+                  "layers.0.blocks.0.attn.qkv.weight": torch.zeros(24, 8)}
+    torch.save(timm_names, tmp_path / "swin_timm.pth")
+    expected = "this is a Swin model; AST needs a ViT/DeiT checkpoint (e.g. facebook/deit-base-distilled-patch16-384)"
+    runs = [(deit_cli.main, ["--deit", str(tmp_path / "swin"), "--num_labels", "2"], "model_type 'swin'"),
+            (deit_cli.main, ["--deit", str(tmp_path / "swin_state_dict.pth"), "--num_labels", "2"], "blocks.0"),
+            (deit_cli.main, ["--deit", str(tmp_path / "swin_timm.pth"), "--num_labels", "2"],
+             "layers.0.blocks.0.attn"),
+            (original_cli.main, ["--checkpoint", str(tmp_path / "swin"), "--dataset", "esc50"], "'swin' model"),
+            (original_cli.main, ["--checkpoint", str(tmp_path / "swin_timm.pth"), "--dataset", "esc50"], "Swin")]
+    for main, arguments, found in runs:
+        assert main([*arguments, "--output_dir", str(tmp_path / "out")]) == 2, arguments
+        error = capsys.readouterr().err
+        assert expected in error and found in error, (arguments, error)
+        assert not (tmp_path / "out").exists()
