@@ -28,6 +28,54 @@ class AudioReadError(ValueError):
     """An audio file that does not exist or cannot be decoded; the message names the file and the decoders tried."""
 
 
+class DecoderUnavailableError(ImportError):
+    """No audio file can be decoded here: torchcodec is not installed, or it cannot load FFmpeg's libraries. The
+    message is one line naming the missing piece and the command that installs it."""
+
+
+def _decoder_unavailable(error: Exception) -> DecoderUnavailableError:
+    """The one-line DecoderUnavailableError for torchcodec's failure `error` (an ImportError when torchcodec is not
+    installed; its RuntimeError "Could not load libtorchcodec" when FFmpeg's libraries are missing or the torchcodec
+    build does not match torch)."""
+    if isinstance(error, ImportError):
+        return DecoderUnavailableError(
+            "Decoding audio files needs torchcodec, which is not installed: pip install torchcodec (it also needs "
+            "FFmpeg's libraries: apt-get install ffmpeg).", name="torchcodec")
+    import torch
+
+    return DecoderUnavailableError(
+        "Decoding audio files needs FFmpeg's shared libraries (FFmpeg 4 to 9), which torchcodec could not load: "
+        "apt-get install ffmpeg (or conda install -c conda-forge ffmpeg); if FFmpeg is installed, install the "
+        f"torchcodec release made for torch {torch.__version__.split('+')[0]} (pip install -U torchcodec).",
+        name="torchcodec")
+
+
+def _is_missing_ffmpeg(error: Exception) -> bool:
+    """Whether torchcodec's `error` says it could not load its FFmpeg-linked core library (not a bad file)."""
+    return "Could not load libtorchcodec" in str(error)
+
+
+# A valid 16 kHz mono WAV of one silent sample: what check_file_decoding asks torchcodec to open.
+_ONE_SAMPLE_WAV = (b"RIFF" + struct.pack("<I", 38) + b"WAVE"
+                   + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)  # PCM, mono, 16 kHz, 16 bit
+                   + b"data" + struct.pack("<I", 2) + b"\x00\x00")
+
+
+def check_file_decoding() -> None:
+    """A DecoderUnavailableError naming what is missing when audio files cannot be decoded here (torchcodec, or
+    FFmpeg's libraries); nothing otherwise. It opens a one-sample WAV in memory, so it checks the real decoder."""
+    try:
+        from torchcodec.decoders import AudioDecoder
+
+        AudioDecoder(_ONE_SAMPLE_WAV)
+    except ImportError as error:
+        raise _decoder_unavailable(error) from error
+    except Exception as error:  # noqa: BLE001 (torchcodec reports a library it cannot load as a RuntimeError)
+        if _is_missing_ffmpeg(error):
+            raise _decoder_unavailable(error) from error
+        raise
+
+
 def decode_audio(cell: Any, sampling_rate: int) -> Any:
     """The samples of one audio cell: a dict with "array" (+ "sampling_rate"), a torchcodec AudioDecoder (datasets
     4+), or an array/tensor/list as it is. Multi-channel decoded audio is averaged to mono."""
@@ -219,12 +267,13 @@ def _decoded_stream(source: Any, name: str, sampling_rate: int, chunk_seconds: f
     try:
         from torchcodec.decoders import AudioDecoder
     except ImportError as error:
-        raise ImportError("Decoding audio files needs torchcodec and FFmpeg's libraries: pip install torchcodec, "
-                          "apt-get install ffmpeg (scripts/setup.sh does both).") from error
+        raise _decoder_unavailable(error) from error
     try:
         decoder = AudioDecoder(source, sample_rate=sampling_rate)
         duration = decoder.metadata.duration_seconds
     except Exception as error:  # noqa: BLE001 (FFmpeg raises RuntimeErrors of every kind for unreadable input)
+        if _is_missing_ffmpeg(error):  # no file is readable here: not this file's fault
+            raise _decoder_unavailable(error) from error
         raise AudioReadError(f"{name}: not readable audio ({decoder_reason(error)}).") from error
     begin = decoder.metadata.begin_stream_seconds or 0.0
 
@@ -284,5 +333,6 @@ def _array_stream(samples: Any, sampling_rate: int, source_rate: int | None) -> 
     return AudioStream("<array>", sampling_rate, clip.shape[0] / sampling_rate, lambda: iter([clip]))
 
 
-__all__ = ["AUDIO_SUFFIXES", "CHUNK_SECONDS", "AudioReadError", "AudioStream", "decode_audio", "decoder_reason",
-           "espeak_available", "espeak_speech", "open_audio", "read_audio_file", "wav_truncation"]
+__all__ = ["AUDIO_SUFFIXES", "CHUNK_SECONDS", "AudioReadError", "AudioStream", "DecoderUnavailableError",
+           "check_file_decoding", "decode_audio", "decoder_reason", "espeak_available", "espeak_speech", "open_audio",
+           "read_audio_file", "wav_truncation"]

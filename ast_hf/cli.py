@@ -1,14 +1,16 @@
 """`ast-hf`, the command line: tag recordings, export a model to ONNX, start the web demo.
 
     ast-hf classify FILE_OR_DIR... --model ID_OR_DIR [--top-k K] [--hop S] [--threshold T] [--json | --csv]
-                    [--events] [--plot OUT.png] [--device cpu|cuda] [--batch-size N]
+                    [--events] [--plot OUT.png] [--device cpu|cuda] [--batch-size N] [--[no-]pad-to-max-length]
     ast-hf export-onnx MODEL OUT_DIR [--opset N] [--quantize int8]
-    ast-hf demo --model ID_OR_DIR [--host H] [--port P]
+    ast-hf demo --model ID_OR_DIR [--host H] [--port P] [--hop S] [--share] [--[no-]pad-to-max-length]
 
 Like `huggingface-cli`/`transformers` commands: one entry point, a subcommand per job, `--help` on each. classify
 prints a table by default (JSON or CSV on request) to stdout and progress and errors to stderr. A file that cannot be
 read gets one line naming it and the reason and the other files are still tagged; the exit status is 0 when every
-file was tagged, 1 when some failed (the rest are printed) and 2 when none could be (or the arguments are wrong).
+file was tagged, 1 when some failed (the rest are printed) and 2 when none could be (or the arguments are wrong). A
+package or library the command needs and does not find here (FFmpeg for decoding, matplotlib for --plot, gradio for
+the demo) is one line naming it and the command that installs it, exit status 2.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_FAILED = 0, 1, 2
+PAD_HELP = ("input convention: default the checkpoint's (preprocessor_config.json pad_to_max_length; padded if "
+            "absent)")
 
 
 class CommandError(Exception):
@@ -78,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--optimize", choices=["bf16", "int8", "compile", "auto"], default=None,
                           help="faster inference (README 'Fast inference'): bf16 where the CPU/GPU has native "
                                "bfloat16, int8 dynamic quantisation on CPUs, torch.compile; default float32")
+    add_padding_flags(classify)
     classify.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     classify.set_defaults(run=run_classify)
 
@@ -98,8 +103,38 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     demo.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
     demo.add_argument("--top-k", type=int, default=5, help="labels shown (default 5)")
+    demo.add_argument("--hop", type=float, default=None,
+                      help="seconds between segment starts (default: half the model's window)")
+    demo.add_argument("--share", action="store_true",
+                      help="also serve a public gradio.live link (Gradio's share=True); anyone with it can use the "
+                           "demo")
+    add_padding_flags(demo)
     demo.set_defaults(run=run_demo)
     return parser
+
+
+def add_padding_flags(command: argparse.ArgumentParser) -> None:
+    """--pad-to-max-length / --no-pad-to-max-length (dest pad_to_max_length; None: the checkpoint's convention)."""
+    padding = command.add_mutually_exclusive_group()
+    padding.add_argument("--pad-to-max-length", dest="pad_to_max_length", action="store_true", default=None,
+                         help=f"pad windows shorter than the model's length to it, unmasked; {PAD_HELP}")
+    padding.add_argument("--no-pad-to-max-length", dest="pad_to_max_length", action="store_false",
+                         help=f"run short windows at their own length with an attention mask; {PAD_HELP}")
+
+
+def check_hop(hop: float | None) -> None:
+    if hop is not None and not 0 < hop < float("inf"):
+        raise CommandError(f"--hop {hop}: pass a positive, finite number of seconds.")
+
+
+def require_file_decoding() -> None:
+    """A CommandError of one line when audio files cannot be decoded here (torchcodec or FFmpeg missing)."""
+    from .audio_io import DecoderUnavailableError, check_file_decoding
+
+    try:
+        check_file_decoding()
+    except DecoderUnavailableError as error:
+        raise CommandError(str(error)) from error
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -111,8 +146,7 @@ def run_classify(args: argparse.Namespace) -> int:
         raise CommandError(f"--top-k {args.top_k}: pass a positive number of labels.")
     if args.batch_size < 1:
         raise CommandError(f"--batch-size {args.batch_size}: pass a positive number of windows.")
-    if args.hop is not None and not 0 < args.hop < float("inf"):
-        raise CommandError(f"--hop {args.hop}: pass a positive, finite number of seconds.")
+    check_hop(args.hop)
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         raise CommandError(f"--threshold {args.threshold}: pass a score between 0 and 1.")
     events = args.events or args.threshold is not None
@@ -121,8 +155,19 @@ def run_classify(args: argparse.Namespace) -> int:
         print(f"ast-hf classify: error: {name}: {reason}", file=sys.stderr)
     if not files:
         return EXIT_FAILED
+    require_file_decoding()  # before the model loads: without a decoder no file can be tagged
+    if args.plot:
+        from .timeline import require_matplotlib
+
+        try:
+            require_matplotlib()
+        except ImportError as error:
+            raise CommandError(f"--plot: {error}") from error
     plots = plot_paths(args.plot, files) if args.plot else {}
     tagger = load_tagger(args.model, args.device, optimize=args.optimize)
+    options = {}
+    if args.pad_to_max_length is not None:  # else the pipeline follows the checkpoint's convention
+        options["pad_to_max_length"] = args.pad_to_max_length
 
     from .audio_io import AudioReadError
 
@@ -132,7 +177,8 @@ def run_classify(args: argparse.Namespace) -> int:
         progress.start_file(path)
         try:
             result = tagger(path, top_k=args.top_k, hop=args.hop, events=events, batch_size=args.batch_size,
-                            threshold=args.threshold, multi_label=args.multi_label, progress=progress.update)
+                            threshold=args.threshold, multi_label=args.multi_label, progress=progress.update,
+                            **options)
         except AudioReadError as error:
             progress.done_file()
             progress.clear()
@@ -351,15 +397,29 @@ def run_export(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     try:
         from .demo_app import launch
-    except ImportError as error:
-        raise CommandError(f"The demo needs gradio ({error}); pip install 'ast_hf[demo]'.") from error
+    except ImportError as error:  # demo_app's message names the package and the pip command
+        raise CommandError(str(error)) from error
     if args.top_k < 1:
         raise CommandError(f"--top-k {args.top_k}: pass a positive number of labels.")
     if args.port is not None and not 0 < args.port < 65536:
         raise CommandError(f"--port {args.port}: pass a port from 1 to 65535.")
+    check_hop(args.hop)
+    require_file_decoding()  # every upload and recording is a file to decode
     tagger = load_tagger(args.model, "cpu")  # the same checks and one-line errors as classify, before serving
+    if args.hop is not None:  # the page would only say so at the first upload
+        from .configuration_ast import samples_for_frames
+
+        extractor = tagger.feature_extractor
+        window = samples_for_frames(extractor.max_length)
+        if round(args.hop * extractor.sampling_rate) > window:
+            raise CommandError(f"--hop {args.hop}: longer than the window ({window / extractor.sampling_rate:.2f} s: "
+                               f"{extractor.max_length} frames); pass at most that many seconds.")
+    options = {}
+    if args.pad_to_max_length is not None:
+        options["pad_to_max_length"] = args.pad_to_max_length
     try:
-        launch(tagger, host=args.host, port=args.port, top_k=args.top_k)
+        launch(tagger, host=args.host, port=args.port, share=args.share, top_k=args.top_k, hop=args.hop,
+               **options)
     except (OSError, OverflowError, ValueError) as error:  # a port in use, an address that is not this machine's
         raise CommandError(f"cannot serve on {args.host}:{args.port or 'default port'} ({error}); pick another "
                            "--port or --host.") from error

@@ -5,7 +5,7 @@ heat map) and a table of segments. Everything shown comes from the "audio-taggin
     from ast_hf.demo_app import launch
     launch("path/to/checkpoint")            # serves http://127.0.0.1:7860 until interrupted
 
-Needs gradio and matplotlib (`pip install gradio matplotlib`).
+Needs gradio and matplotlib (`pip install 'ast_hf[demo]'`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ try:
     import gradio as gr
     import matplotlib  # noqa: F401  (plot_timeline draws with it)
 except ImportError as error:
-    raise ImportError(f"The web demo needs gradio and matplotlib ({error}); install them with "
-                      "`pip install gradio matplotlib` (or `pip install 'ast_hf[demo]'`).") from error
+    missing = error.name or "gradio and matplotlib"
+    raise ImportError(f"The web demo needs {missing}, which is not installed: pip install 'ast_hf[demo]' (gradio and "
+                      "matplotlib).", name=error.name) from error
 
 DESCRIPTION = """\
 Upload a recording (WAV, FLAC, Ogg, MP3, ...) or record one with the microphone, then press **Submit**.
@@ -76,11 +77,14 @@ def _check_upload(audio_path: str | None) -> Path:
     return path
 
 
-def build_demo(model: Any, top_k: int = 5, hop: float | None = None, examples: list[str] | None = None):
+def build_demo(model: Any, top_k: int = 5, hop: float | None = None, examples: list[str] | None = None,
+               pad_to_max_length: bool | None = None):
     """The demo page (a gradio.Blocks) of `model`: a model directory or Hub id, or an "audio-tagging" pipeline.
 
     top_k: labels shown for the whole recording. hop: seconds between segment starts (None: the pipeline's default).
-    examples: audio files offered as examples under the input.
+    examples: audio files offered as examples under the input. pad_to_max_length: the input convention of the
+    pipeline (True: short windows padded to the model's length, False: run at their own length with a mask; None:
+    the checkpoint's, from its preprocessor_config.json).
     """
     from ast_hf.audio_io import AudioReadError
     from ast_hf.tagging import plot_timeline
@@ -90,15 +94,23 @@ def build_demo(model: Any, top_k: int = 5, hop: float | None = None, examples: l
     if hop is not None and not hop > 0:
         raise ValueError(f"hop={hop!r}; pass a positive number of seconds between segments, or None for the "
                          "pipeline's default.")
+    if pad_to_max_length is not None and not isinstance(pad_to_max_length, bool):
+        raise TypeError(f"pad_to_max_length={pad_to_max_length!r}; pass True, False or None (the checkpoint's).")
     tagger = load_tagger(model)
     name = _model_name(model, tagger)
+    # Passed only when set, so that the page follows the checkpoint's convention by default.
+    options = {"top_k": top_k, "hop": hop}
+    if pad_to_max_length is not None:
+        options["pad_to_max_length"] = pad_to_max_length
 
     def tag(audio_path: str | None):
         path = _check_upload(audio_path)
         try:
-            result = tagger(str(path), top_k=top_k, hop=hop)
+            result = tagger(str(path), **options)
             timeline_image = _timeline_image(plot_timeline, str(path), result, f"{name}: {path.name}",
                                              tagger.feature_extractor)
+        except ImportError as error:  # a decoder or plotting package missing on the server: its one-line message
+            raise gr.Error(str(error)) from error
         except (AudioReadError, ValueError, RuntimeError, OSError) as error:
             # Gradio keeps the upload under a temporary folder; the user knows the file by its name.
             message = str(error).replace(str(path), path.name).replace(str(path.parent) + os.sep, "")
@@ -142,11 +154,12 @@ def build_demo(model: Any, top_k: int = 5, hop: float | None = None, examples: l
 def launch(model: Any, host: str = "127.0.0.1", port: int | None = None, share: bool = False, **kw):
     """Serve the demo of `model` (see build_demo) on http://HOST:PORT and block until interrupted.
 
-    port None: Gradio's first free port from 7860. share: also a public gradio.live link. `top_k`, `hop` and
-    `examples` in kw go to build_demo, the rest to gradio.Blocks.launch; with prevent_thread_lock=True it returns the
-    running demo instead of blocking (close it with demo.close()).
+    port None: Gradio's first free port from 7860. share: also a public gradio.live link. `top_k`, `hop`,
+    `examples` and `pad_to_max_length` in kw go to build_demo, the rest to gradio.Blocks.launch; with
+    prevent_thread_lock=True it returns the running demo instead of blocking (close it with demo.close()).
     """
-    demo = build_demo(model, **{key: kw.pop(key) for key in ("top_k", "hop", "examples") if key in kw})
+    demo = build_demo(model, **{key: kw.pop(key) for key in ("top_k", "hop", "examples", "pad_to_max_length")
+                                if key in kw})
     prevent_thread_lock = kw.pop("prevent_thread_lock", False)
     kw.setdefault("quiet", True)  # the URL is printed below, once
     _, local_url, share_url = demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True,

@@ -51,12 +51,25 @@ def pooled_spectrogram(audio: Any, extractor: ASTFeatureExtractor, duration: flo
     return spectrogram.T.numpy(), per_column / FRAMES_PER_SECOND
 
 
+MATPLOTLIB_MISSING = ("Plotting needs matplotlib, which is not installed: pip install matplotlib (or pip install "
+                      "'ast_hf[demo]', which also has the web demo).")
+
+
+def require_matplotlib() -> None:
+    """An ImportError of one line naming matplotlib and the pip command when it cannot be imported."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        raise ImportError(MATPLOTLIB_MISSING, name="matplotlib") from error
+
+
 def plot_timeline(audio: Any, result: dict[str, Any], path: str | os.PathLike | None = None, title: str | None = None,
                   sampling_rate: int | None = None, extractor: ASTFeatureExtractor | None = None,
                   max_columns: int = MAX_COLUMNS) -> Any:
     """A matplotlib Figure of `audio` (anything the pipeline takes) and its tagging `result`; saved as PNG (or any
     format matplotlib writes, by the suffix) when `path` is given. `extractor` is the pipeline's
     (`tagger.feature_extractor`); the default is AudioSet's settings."""
+    require_matplotlib()
     import matplotlib
 
     if path is not None:
@@ -97,4 +110,4 @@ def plot_timeline(audio: Any, result: dict[str, Any], path: str | os.PathLike | 
     return figure
 
 
-__all__ = ["plot_timeline", "pooled_spectrogram"]
+__all__ = ["plot_timeline", "pooled_spectrogram", "require_matplotlib"]

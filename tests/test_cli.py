@@ -3,6 +3,7 @@ process for the many argument and file cases (same code, no process start-up eac
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -230,3 +231,111 @@ def test_export_onnx_command_and_the_int8_files_agreement(word_model, tmp_path, 
     print(f"int8 on {len(clips)} spoken words: top-1 agreement {agreement:.3f}, largest probability change "
           f"{change:.4f}")
     assert agreement >= 0.9 and change < 0.2
+
+
+def test_padding_flags_parse_to_the_pipeline_argument():
+    parser = cli.build_parser()
+    for command in (["classify", "a.wav"], ["demo"]):
+        base = [*command, "--model", "m"]
+        assert parser.parse_args(base).pad_to_max_length is None  # the checkpoint's convention
+        assert parser.parse_args([*base, "--pad-to-max-length"]).pad_to_max_length is True
+        assert parser.parse_args([*base, "--no-pad-to-max-length"]).pad_to_max_length is False
+        with pytest.raises(SystemExit):
+            parser.parse_args([*base, "--pad-to-max-length", "--no-pad-to-max-length"])
+    subcommands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    for name in ("classify", "demo"):
+        help_text = " ".join(subcommands.choices[name].format_help().split())
+        assert "input convention: default the checkpoint's (preprocessor_config.json pad_to_max_length; padded if " \
+               "absent)" in help_text, name
+
+
+def test_padding_flags_reach_the_pipeline(word_model, recordings, capsys):
+    """`--pad-to-max-length` / `--no-pad-to-max-length` give the pipeline's result for True / False; no flag its
+    default. A file shorter than the model's window is the case where the two differ."""
+    tagger = pipeline("audio-tagging", model=str(word_model))
+    path = recordings["up"]
+    try:
+        expected = {value: tagger(str(path), top_k=3, pad_to_max_length=value) for value in (None, True, False)}
+    except TypeError as error:
+        pytest.skip(f"the audio-tagging pipeline takes no pad_to_max_length yet ({error})")
+    for flag, value in (([], None), (["--pad-to-max-length"], True), (["--no-pad-to-max-length"], False)):
+        status, out, err = run(capsys, "classify", path, "--model", word_model, "--json", "--top-k", "3", *flag)
+        assert status == 0, err
+        clip = json.loads(out)[0]["clip"]
+        assert [item["label"] for item in clip] == [item["label"] for item in expected[value]["clip"]], flag
+        assert [item["score"] for item in clip] == pytest.approx(
+            [item["score"] for item in expected[value]["clip"]], abs=1e-6), flag
+    assert expected[True]["clip"][0]["score"] != pytest.approx(expected[False]["clip"][0]["score"], abs=1e-6)
+
+
+def test_demo_hop_and_share_arguments(word_model, capsys):
+    args = cli.build_parser().parse_args(["demo", "--model", "m", "--hop", "0.25", "--share"])
+    assert args.hop == 0.25 and args.share is True
+    assert cli.build_parser().parse_args(["demo", "--model", "m"]).share is False
+    for hop, message in (("-1", "--hop -1.0: pass a positive, finite"), ("inf", "--hop inf: pass a positive"),
+                         ("60", "--hop 60.0: longer than the window (1.29 s: 128 frames)")):
+        status, _, err = run(capsys, "demo", "--model", word_model, "--hop", hop)
+        assert status == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_demo_with_every_option_reaches_the_server(word_model, capsys):
+    """A valid --hop, --share and a padding flag pass the checks and reach Gradio's launch, which fails fast here on
+    a port already in use (the one-line error of a busy port, not a traceback from an unknown argument)."""
+    pytest.importorskip("gradio", reason="the web demo needs gradio (pip install 'ast_hf[demo]')")
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        status, _, err = run(capsys, "demo", "--model", word_model, "--port", port, "--hop", "0.32", "--share",
+                             "--no-pad-to-max-length")
+    assert status == 2 and f"cannot serve on 127.0.0.1:{port}" in err and "Traceback" not in err, err
+
+
+@pytest.mark.slow
+def test_demo_serves_with_the_hop_and_padding_given(word_model, recordings, tmp_path):
+    """`ast-hf demo --hop 0.32 --no-pad-to-max-length` as a process; the page's tag API (gradio_client) returns the
+    segments of the pipeline called with hop=0.32 and pad_to_max_length=False."""
+    gradio_client = pytest.importorskip("gradio_client", reason="the demo's API client comes with gradio")
+    import socket
+    import time
+
+    tagger = pipeline("audio-tagging", model=str(word_model))
+    path = tmp_path / "yes no up.wav"  # 2.6 s: several windows of 1.3 s, 0.32 s apart
+    soundfile.write(path, np.concatenate([speak(word, "en", 165, 50) for word in ("yes", "no", "up")]), 16000)
+    try:
+        expected = tagger(str(path), hop=0.32, pad_to_max_length=False)
+    except TypeError as error:
+        pytest.skip(f"the audio-tagging pipeline takes no pad_to_max_length yet ({error})")
+    padded = tagger(str(path), hop=0.32, pad_to_max_length=True)  # what the page would show without the flag
+    assert padded["clip"][0]["score"] != pytest.approx(expected["clip"][0]["score"], abs=1e-5)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([shutil.which("ast-hf"), "demo", "--model", str(word_model), "--port", str(port),
+                               "--hop", "0.32", "--no-pad-to-max-length"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        line = server.stdout.readline()  # "AST demo of ... running on URL" once it serves
+        assert "running on" in line, line + server.stdout.read() if server.poll() is not None else line
+        client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                labels, _, table = client.predict(gradio_client.handle_file(str(path)), api_name="/tag")
+                break
+            except Exception:  # noqa: BLE001 (the app may still be starting)
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    starts = [row[0] for row in table["data"]]
+    assert starts == [round(segment["start"], 2) for segment in expected["segments"]]
+    assert len(starts) > 1 and starts[1] == pytest.approx(0.32)
+    assert labels["label"] == expected["clip"][0]["label"]
+    scores = {item["label"]: item["confidence"] for item in labels["confidences"]}
+    for item in expected["clip"]:
+        assert scores[item["label"]] == pytest.approx(item["score"], abs=1e-5)

@@ -1,0 +1,189 @@
+"""What each install runs, and what a missing piece says.
+
+The core install (`pip install ast_hf`, setup.cfg's install_requires) is rebuilt here as a folder that links only the
+distributions of install_requires and their own requirements, and the CLI runs on it in a Python that sees nothing
+else (`python -I -S`): `ast-hf classify` tags a file, `--plot` and `demo` name what they lack. Packages of the
+extras are made unimportable in the full environment with `sys.modules[name] = None` (what Python does for a
+module that is not there: ImportError, and importlib.util.find_spec says None); FFmpeg's libraries are hidden in
+a private mount namespace. Then scripts/setup.sh as a user who is not root, and the model card's usage snippet.
+"""
+
+from __future__ import annotations
+
+import configparser
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from conftest import ROOT, speak
+from packaging.requirements import Requirement
+
+
+def core_requirements() -> list[str]:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    return [line.strip() for line in config["options"]["install_requires"].splitlines() if line.strip()]
+
+
+def distribution_closure(requirements: list[str]) -> dict[str, importlib.metadata.Distribution]:
+    """The installed distributions that `pip install` of `requirements` brings: each requirement and, recursively,
+    the requirements its metadata lists for this platform and for the extras asked of it."""
+    found: dict[str, importlib.metadata.Distribution] = {}
+    extras: dict[str, set[str]] = {}
+    pending = [Requirement(text) for text in requirements]
+    while pending:
+        requirement = pending.pop()
+        key = requirement.name.lower().replace("_", "-")
+        if key in found and set(requirement.extras) <= extras[key]:
+            continue
+        try:
+            distribution = importlib.metadata.distribution(requirement.name)
+        except importlib.metadata.PackageNotFoundError:
+            pytest.fail(f"{requirement.name} (a requirement of the core install) is not installed here; run "
+                        "bash scripts/setup.sh")
+        found[key] = distribution
+        extras.setdefault(key, set()).update(requirement.extras)
+        for text in distribution.requires or []:
+            needed = Requirement(text)
+            if needed.marker is None or any(needed.marker.evaluate({"extra": extra}) for extra in {"", *extras[key]}):
+                pending.append(needed)
+    return found
+
+
+@pytest.fixture(scope="module")
+def core_site(tmp_path_factory) -> Path:
+    """A folder with links to the top-level packages (and metadata) of the core install's distributions and to
+    ast_hf: the site-packages of `pip install ast_hf` on this machine."""
+    site = tmp_path_factory.mktemp("core_site")
+    for distribution in distribution_closure(core_requirements()).values():
+        base = Path(distribution.locate_file(""))
+        for top in {Path(name).parts[0] for name in distribution.files or []}:
+            if top in ("..", "__pycache__") or top.endswith(".pth") or (site / top).exists():
+                continue  # scripts in bin/, and .pth hooks (an editable install's) that would add other paths
+            if (base / top).exists():
+                (site / top).symlink_to(base / top)
+    (site / "ast_hf").symlink_to(ROOT / "ast_hf")
+    return site
+
+
+def run_cli(args: list, site: Path | None = None, unimportable: tuple[str, ...] = (), cwd: Path | None = None,
+            command: str = "from ast_hf.cli import main; sys.exit(main())") -> subprocess.CompletedProcess:
+    """`ast-hf ARGS` in a fresh Python: the full environment, or only `site` (`python -I -S`: no site-packages, no
+    PYTHONPATH); the packages in `unimportable` absent."""
+    prelude = "import sys; "
+    if site is not None:
+        prelude += f"sys.path[:0] = [{str(site)!r}]; "
+    prelude += "".join(f"sys.modules[{name!r}] = None; " for name in unimportable)
+    python = [sys.executable, "-I", "-S"] if site is not None else [sys.executable]
+    return subprocess.run([*python, "-c", prelude + command, *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def assert_one_line(done: subprocess.CompletedProcess, *expected: str) -> str:
+    """Exit status 2 and a single stderr line holding each of `expected`, no traceback."""
+    assert done.returncode == 2, (done.returncode, done.stderr[-3000:])
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr[-3000:]
+    for text in expected:
+        assert text in done.stderr, done.stderr
+    return done.stderr.strip()
+
+
+@pytest.fixture(scope="module")
+def spoken(tmp_path_factory) -> Path:
+    """A spoken word the word model knows, as a WAV file."""
+    path = tmp_path_factory.mktemp("spoken") / "up.wav"
+    clip = np.concatenate([np.zeros(3200, np.float32), speak("up", "en", 165, 50), np.zeros(3200, np.float32)])
+    soundfile.write(path, clip, 16000)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The core install
+
+
+def test_core_install_is_what_setup_cfg_says(core_site):
+    assert "torchcodec" in {Requirement(text).name for text in core_requirements()}
+    assert (core_site / "torchcodec").exists() and (core_site / "transformers").exists()
+    for extra_only in ("gradio", "matplotlib", "datasets", "soundfile", "onnxruntime"):
+        assert not (core_site / extra_only).exists(), extra_only
+
+
+def test_core_install_classifies_a_file(core_site, word_model, spoken):
+    """README's first command after installing: `ast-hf classify file.wav --model M`, on the core install only."""
+    done = run_cli(["classify", spoken, "--model", word_model, "--top-k", "2"], site=core_site)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].split()[:3] == ["file", "duration", "top"] and lines[1].split()[3] == "up", done.stdout
+
+
+def test_core_install_plot_and_demo_name_their_extra(core_site, word_model, spoken, tmp_path):
+    done = run_cli(["classify", spoken, "--model", word_model, "--plot", tmp_path / "up.png"], site=core_site)
+    assert_one_line(done, "--plot", "matplotlib", "pip install matplotlib")
+    assert done.stdout == "" and not (tmp_path / "up.png").exists()
+    done = run_cli(["demo", "--model", word_model], site=core_site)
+    assert_one_line(done, "gradio", "pip install 'ast_hf[demo]'")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Missing pieces in the full environment
+
+
+def test_classify_without_torchcodec_names_it(word_model, spoken):
+    done = run_cli(["classify", spoken, "--model", word_model], unimportable=("torchcodec",))
+    assert_one_line(done, "torchcodec", "pip install torchcodec", "apt-get install ffmpeg")
+
+
+def test_plot_without_matplotlib_names_it(word_model, spoken, tmp_path):
+    done = run_cli(["classify", spoken, "--model", word_model, "--plot", tmp_path / "up.png"],
+                   unimportable=("matplotlib",))
+    assert_one_line(done, "matplotlib", "pip install matplotlib")
+
+
+@pytest.mark.slow
+def test_demo_without_gradio_or_matplotlib_names_it(word_model):
+    pytest.importorskip("gradio", reason="the demo's message for a missing matplotlib needs gradio installed")
+    for missing in ("gradio", "matplotlib"):
+        done = run_cli(["demo", "--model", word_model], unimportable=(missing,))
+        assert_one_line(done, f"needs {missing}", "pip install 'ast_hf[demo]'")
+
+
+def test_demo_upload_without_torchcodec_is_a_message_on_the_page(word_model, spoken):
+    """The page's handler (what the Submit button runs) gives a gr.Error naming torchcodec, not a traceback."""
+    pytest.importorskip("gradio", reason="the web demo needs gradio (pip install 'ast_hf[demo]')")
+    code = ("import gradio as gr; from ast_hf.demo_app import build_demo; "
+            "demo = build_demo(sys.argv[1]); "
+            "tag = next(f.fn for f in demo.fns.values() if f.api_name == 'tag'); "
+            "exec('try:\\n tag(sys.argv[2])\\nexcept gr.Error as error:\\n print(\"gr.Error:\", error.message)')")
+    done = run_cli([word_model, spoken], unimportable=("torchcodec",), command=code)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("gr.Error: ") and "pip install torchcodec" in done.stdout, done.stdout
+
+
+def hidden_library() -> str | None:
+    """The file of FFmpeg's libavutil that torchcodec loads here, or None."""
+    listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    paths = [line.split("=>")[-1].strip() for line in listing.splitlines() if "libavutil.so" in line]
+    return os.path.realpath(paths[0]) if paths else None
+
+
+@pytest.mark.slow
+def test_classify_and_demo_without_ffmpeg_name_it(word_model, spoken):
+    """FFmpeg's libavutil replaced by an empty file in a private mount namespace (this process and the machine keep
+    theirs): torchcodec cannot load its core, and the command says to install FFmpeg."""
+    library = hidden_library()
+    if os.geteuid() != 0 or not shutil.which("unshare") or library is None:
+        pytest.skip("hiding FFmpeg needs root, unshare (util-linux) and FFmpeg's libavutil found by ldconfig")
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no private mount namespace here: {probe.stderr.decode().strip()}")
+    for args in (["classify", spoken, "--model", word_model], ["demo", "--model", word_model]):
+        command = [sys.executable, "-m", "ast_hf.cli", *map(str, args)]
+        done = subprocess.run(["unshare", "--mount", "sh", "-c", 'mount --bind /dev/null "$0" && exec "$@"', library,
+                               *command], capture_output=True, text=True, timeout=300)
+        assert_one_line(done, "FFmpeg", "apt-get install ffmpeg", "pip install -U torchcodec")
