@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +188,67 @@ def test_classify_and_demo_without_ffmpeg_name_it(word_model, spoken):
         done = subprocess.run(["unshare", "--mount", "sh", "-c", 'mount --bind /dev/null "$0" && exec "$@"', library,
                                *command], capture_output=True, text=True, timeout=300)
         assert_one_line(done, "FFmpeg", "apt-get install ffmpeg", "pip install -U torchcodec")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# scripts/setup.sh as a user who is not root
+
+
+@pytest.fixture()
+def user_copy():
+    """scripts/setup.sh copied to a folder anyone may read, with a bin/ to be the PATH; and the user to run it as
+    (nobody). Skipped where this process cannot switch user."""
+    if os.geteuid() != 0 or not shutil.which("runuser"):
+        pytest.skip("running setup.sh as another user needs root and runuser")
+    try:
+        import pwd
+
+        pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody' to run setup.sh as")
+    with tempfile.TemporaryDirectory(prefix="ast_setup_") as folder:
+        root = Path(folder)
+        (root / "scripts").mkdir()
+        (root / "bin").mkdir()
+        shutil.copy(ROOT / "scripts" / "setup.sh", root / "scripts" / "setup.sh")
+        for path in (root, root / "scripts", root / "bin"):
+            path.chmod(0o755)
+        yield root
+
+
+def run_setup_as_user(root: Path, programs: tuple[str, ...], skip_pip: bool) -> subprocess.CompletedProcess:
+    """setup.sh as user nobody with only `programs` (links to this machine's) on the PATH."""
+    for program in ("dirname", "id", *programs):
+        if shutil.which(program) is None:
+            pytest.skip(f"{program} is not installed here")
+        (root / "bin" / program).unlink(missing_ok=True)
+        (root / "bin" / program).symlink_to(shutil.which(program))
+    env = [f"PATH={root / 'bin'}", "HOME=/tmp", *(["SETUP_SKIP_PIP=1"] if skip_pip else [])]
+    return subprocess.run(["runuser", "-u", "nobody", "--", "env", "-i", *env, "/bin/bash",
+                           str(root / "scripts" / "setup.sh")], capture_output=True, text=True, timeout=60)
+
+
+def test_setup_as_user_without_the_browser_warns_and_goes_on(user_copy):
+    done = run_setup_as_user(user_copy, ("espeak-ng", "sox", "ffmpeg"), skip_pip=True)
+    assert done.returncode == 0, done.stderr
+    assert "warning: chromium missing: the browser test (tests/test_demo.py) will be skipped" in done.stderr
+    assert "warning: chromium-driver missing" in done.stderr and "pip step skipped" in done.stderr
+
+
+def test_setup_as_user_without_a_required_program_stops_with_the_apt_command(user_copy):
+    done = run_setup_as_user(user_copy, ("espeak-ng", "ffmpeg"), skip_pip=True)
+    assert done.returncode == 1
+    assert "sox missing" in done.stderr and "sudo apt-get install -y sox" in done.stderr, done.stderr
+
+
+def test_setup_as_user_with_a_system_python_says_to_make_a_venv(user_copy):
+    """Debian's /usr/bin/python3 is externally managed (PEP 668): pip refuses to install into it, --user too."""
+    system_python = Path("/usr/bin/python3")
+    marker = subprocess.run([str(system_python), "-c", "import sysconfig; print(sysconfig.get_path('stdlib'))"],
+                            capture_output=True, text=True).stdout.strip() if system_python.exists() else ""
+    if not marker or not (Path(marker) / "EXTERNALLY-MANAGED").exists():
+        pytest.skip("needs an externally managed /usr/bin/python3 (Debian 12 and later)")
+    (user_copy / "bin" / "python3").symlink_to(system_python)
+    done = run_setup_as_user(user_copy, ("espeak-ng", "sox", "ffmpeg"), skip_pip=False)
+    assert done.returncode == 1
+    assert "PEP 668" in done.stderr and "python3 -m venv" in done.stderr, done.stderr
