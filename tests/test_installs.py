@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import configparser
 import importlib.metadata
+import json
 import os
 import shutil
 import subprocess
@@ -22,8 +23,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from conftest import ROOT, speak
+from conftest import ROOT, speak, tiny_model
 from packaging.requirements import Requirement
+
+import ast_hf
 
 
 def core_requirements() -> list[str]:
@@ -252,3 +255,81 @@ def test_setup_as_user_with_a_system_python_says_to_make_a_venv(user_copy):
     done = run_setup_as_user(user_copy, ("espeak-ng", "sox", "ffmpeg"), skip_pip=False)
     assert done.returncode == 1
     assert "PEP 668" in done.stderr and "python3 -m venv" in done.stderr, done.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model card's usage snippet
+
+
+def card_usage(folder: Path) -> str:
+    """The model= value of the card's `pipeline(...)` line."""
+    line = next(line for line in (folder / "README.md").read_text().splitlines() if "pipeline(" in line)
+    return json.loads(line.split("model=", 1)[1].rstrip(")"))
+
+
+def saved_model(folder: Path) -> Path:
+    tiny_model().save_pretrained(folder)
+    ast_hf.ASTFeatureExtractor(max_length=128).save_pretrained(folder)
+    return folder
+
+
+def test_card_of_a_local_model_loads_it_from_anywhere(tmp_path):
+    from transformers import pipeline
+
+    from ast_hf.training.publishing import write_model_card
+
+    out = saved_model(tmp_path / "outputs" / "espeak_commands")
+    write_model_card(out, out.name, {"eval_accuracy": 0.5}, "espeak-ng commands", {"model_size": "tiny"}, None)
+    card = (out / "README.md").read_text()
+    assert "trained from scratch (model size tiny) with ast_hf" in card and "fine-tuned" not in card
+    reference = card_usage(out)
+    assert reference == str(out.resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cwd = os.getcwd()
+    try:
+        os.chdir(elsewhere)
+        classifier = pipeline("audio-classification", model=reference)
+    finally:
+        os.chdir(cwd)
+    assert classifier(np.zeros(16000, np.float32), top_k=1)[0]["label"].startswith("LABEL_")
+
+
+def test_card_of_a_fine_tuned_model_names_its_base_and_hub_id(tmp_path):
+    from ast_hf.training.publishing import write_model_card
+
+    out = tmp_path / "espeak_commands"
+    out.mkdir()
+    write_model_card(out, "someone/espeak-commands", {}, "espeak-ng commands",
+                     {"model_name_or_path": "MIT/ast-finetuned-audioset-10-10-0.4593"},
+                     "MIT/ast-finetuned-audioset-10-10-0.4593")
+    card = (out / "README.md").read_text()
+    assert "fine-tuned from `MIT/ast-finetuned-audioset-10-10-0.4593` with ast_hf" in card
+    assert "from scratch" not in card and card_usage(out) == "someone/espeak-commands"
+    write_model_card(out, out.name, {}, "espeak-ng commands", {"deit_name_or_path": "facebook/deit-base"},
+                     "facebook/deit-base", hub_model_id="someone/x")
+    assert card_usage(out) == "someone/x" and "fine-tuned from `facebook/deit-base`" in (out / "README.md").read_text()
+
+
+def test_pushed_card_loads_the_repo_the_push_created(tmp_path):
+    """--push_to_hub without --hub_model_id pushes to OWNER/FOLDER: the card on the Hub names that repo (a Hub API
+    served on 127.0.0.1, tests/fake_hub.py; the push in a fresh process that reads HF_ENDPOINT)."""
+    from fake_hub import serve
+
+    from ast_hf.training.publishing import write_model_card
+
+    out = saved_model(tmp_path / "espeak_commands")
+    write_model_card(out, out.name, {}, "espeak-ng commands", {"model_size": "tiny"}, None)
+    assert card_usage(out) == str(out.resolve())
+    server, url = serve(tmp_path / "hub")
+    env = {**os.environ, "HF_ENDPOINT": url, "HF_TOKEN": "hf_local_test", "HF_HUB_DISABLE_XET": "1",
+           "HF_HOME": str(tmp_path / "hf_home")}
+    code = ("import sys; from ast_hf.training.publishing import push_output_dir; "
+            "push_output_dir(sys.argv[1], 'espeak_commands')")
+    try:
+        done = subprocess.run([sys.executable, "-c", code, str(out)], env=env, capture_output=True, text=True,
+                              timeout=120)
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert card_usage(tmp_path / "hub" / "tester" / "espeak_commands") == "tester/espeak_commands"

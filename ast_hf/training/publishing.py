@@ -58,22 +58,48 @@ def run_record(recipe: RecipeArguments, data_args: DataArguments, model_args: Mo
 
 
 def write_model_card(output_dir: str | os.PathLike, model_name: str, metrics: Mapping[str, Any], dataset: str,
-                     recipe: Mapping[str, Any], base_model: str | None) -> None:
-    """README.md with the Hub metadata header, the metrics, the data set and the recipe that produced them."""
+                     recipe: Mapping[str, Any], base_model: str | None, hub_model_id: str | None = None) -> None:
+    """README.md with the Hub metadata header, the metrics, the data set and the recipe that produced them.
+
+    model_name heads the card; the usage snippet loads `hub_model_id`, else `model_name` when it differs from the
+    folder's name (the Hub repo the run pushes to), else the absolute path of `output_dir` (a folder name alone only
+    loads from its parent directory). push_output_dir puts the repo id it created into the snippet. The model is
+    "fine-tuned from" `base_model` (or the recipe's model_name_or_path / deit_name_or_path) and "trained from
+    scratch" without one (--model_size).
+    """
+    reference = hub_model_id or (model_name if model_name != Path(output_dir).name else
+                                 str(Path(output_dir).resolve()))
+    pretrained = base_model or recipe.get("model_name_or_path") or recipe.get("deit_name_or_path")
+    if pretrained:
+        origin = f"fine-tuned from `{pretrained}`"
+    else:
+        size = recipe.get("model_size")
+        origin = f"trained from scratch (model size {size})" if size else "trained from scratch"
     lines = ["---", "library_name: transformers", "pipeline_tag: audio-classification", "tags:", "- ast_hf",
              "- audio-spectrogram-transformer", "- audio-classification"]
     if base_model:
         lines.append(f"base_model: {base_model}")
     lines += ["---", "", f"# {model_name}", "",
-              "An Audio Spectrogram Transformer (Gong, Chung, Glass, Interspeech 2021) fine-tuned with "
-              f"ast_hf on {dataset}.", "", "## Evaluation", "", "| metric | value |",
-              "|---|---|"]
+              f"An Audio Spectrogram Transformer (Gong, Chung, Glass, Interspeech 2021) {origin} with ast_hf on "
+              f"{dataset}.", "", "## Evaluation", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items())]
     lines += ["", "## Recipe", "", "```json", json.dumps(dict(recipe), indent=2, sort_keys=True, default=str), "```",
               "", "## Use", "", "```python", "import ast_hf  # or trust_remote_code=True without it",
-              "from transformers import pipeline",
-              f'classifier = pipeline("audio-classification", model="{model_name}")', "```", ""]
+              "from transformers import pipeline", _usage_line(reference), "```", ""]
     Path(output_dir, "README.md").write_text("\n".join(lines))
+
+
+_USAGE_PREFIX = 'classifier = pipeline("audio-classification", model='
+
+
+def _usage_line(reference: str) -> str:
+    return f"{_USAGE_PREFIX}{json.dumps(reference)})"  # JSON quoting is a valid Python string literal
+
+
+def _point_usage_at(card: Path, repo_id: str) -> None:
+    """Make the usage snippet of the model card `card` load `repo_id`."""
+    lines = card.read_text().split("\n")
+    card.write_text("\n".join(_usage_line(repo_id) if line.startswith(_USAGE_PREFIX) else line for line in lines))
 
 
 def push_output_dir(output_dir: str | os.PathLike, repo_id: str, private: bool | None = None,
@@ -83,7 +109,10 @@ def push_output_dir(output_dir: str | os.PathLike, repo_id: str, private: bool |
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
-    api.create_repo(repo_id, exist_ok=True, private=private)
+    repo_id = api.create_repo(repo_id, exist_ok=True, private=private).repo_id  # with the owner's namespace
+    card = Path(output_dir, "README.md")
+    if card.is_file():
+        _point_usage_at(card, repo_id)  # the pushed card loads the model from the Hub, not from this machine
     info = api.upload_folder(folder_path=str(output_dir), repo_id=repo_id, commit_message="ast_hf fine-tuning run",
                              ignore_patterns=["checkpoint-*", "step_*", "runs/*", "process_*.json", "*.bin",
                                               "**/events.out.tfevents*", "events.out.tfevents*", "**/hparams.yml",
