@@ -95,10 +95,11 @@ WORDS = ["yes", "no", "up", "down"]
 SILENCE = "_silence_"
 
 
-def train_word_model(folder: Path, steps: int = 300, seed: int = 0) -> Path:
+def train_word_model(folder: Path, steps: int = 600, seed: int = 0) -> Path:
     """Train a tiny AST (128 frames, Speech Commands statistics) on espeak-ng's four WORDS in three voices at several
     speeds and pitches, plus quiet noise as SILENCE, and save model and extractor to `folder`. Its job is to find
-    each word in a long recording, not to generalise to unheard voices: it is tested on the voices it heard."""
+    each word in a long recording and in a short file, not to generalise to unheard voices: it is tested on the
+    voices it heard."""
     from ast_hf.presets import dataset_settings
 
     torch.manual_seed(seed)
@@ -124,22 +125,24 @@ def train_word_model(folder: Path, steps: int = 300, seed: int = 0) -> Path:
     model.train()
     for _ in range(steps):
         rows = torch.from_numpy(generator.choice(len(clips), size=32, replace=False))
-        # Each clip anywhere in the 1.28 s window, as a word in a long recording falls anywhere in one, over quiet
-        # noise of a random level (recordings are rarely digital silence).
+        # Half the clips anywhere in a 1.28 s window, as a word in a long recording falls anywhere in one, the other
+        # half alone with up to 0.3 s before and after (a short file, run at its own length with the mask), each over
+        # quiet noise of a random level (recordings are rarely digital silence).
         placed = []
-        for i in rows.tolist():
-            window = generator.standard_normal(20480).astype(np.float32) * generator.uniform(0.0, 3e-3)
-            begin = int(generator.integers(0, max(1, 20480 - len(clips[i]))))
-            window[begin:begin + len(clips[i])] += clips[i][:20480]
+        for n, i in enumerate(rows.tolist()):
+            length = 20480 if n % 2 == 0 else min(20480, len(clips[i]) + int(generator.integers(0, 9600)))
+            window = generator.standard_normal(length).astype(np.float32) * generator.uniform(0.0, 3e-3)
+            begin = int(generator.integers(0, max(1, length - len(clips[i]))))
+            window[begin:begin + len(clips[i])] += clips[i][:length - begin]
             placed.append(window)
-        batch = extractor(placed, sampling_rate=16000, return_tensors="pt")
+        batch = extractor(placed, sampling_rate=16000, padding="longest", return_attention_mask=True,
+                          return_tensors="pt")
         loss = model(**batch, labels=targets[rows]).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     model.eval().save_pretrained(folder)
-    # It never saw zero padding (every training input is a full window of noise with a word in it), so a clip
-    # shorter than a window is best run at its own length: the convention saved with its extractor.
+    # Trained on masked batches of clips at their own length: the convention saved with its extractor.
     ast_hf.ASTFeatureExtractor(**{**extractor.to_dict(), "pad_to_max_length": False,
                                   "return_attention_mask": True}).save_pretrained(folder)
     return folder

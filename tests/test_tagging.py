@@ -218,7 +218,7 @@ def test_a_long_recording_finds_each_word_in_its_windows(tagger, tmp_path):
     recording = np.random.default_rng(0).standard_normal(12 * rate).astype(np.float32) * 1e-4
     spans = {}
     for (word, offset), voice in zip(offsets.items(), ("en", "en-us", "en-gb", "en"), strict=True):
-        clip = speak(word, voice, 160, 50)
+        clip = speak(word, voice, 165, 50)  # voices and a speed the model heard
         begin = int(offset * rate)
         recording[begin:begin + len(clip)] += clip
         spans[word] = (offset, offset + len(clip) / rate)
