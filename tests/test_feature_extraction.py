@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,13 @@ import torchaudio
 import transformers
 
 from ast_hf import ASTFeatureExtractor, compute_normalization_stats
-from ast_hf.feature_extraction_ast import batched_kaldi_fbank, hann_window, kaldi_mel_banks, mel_band_groups
+from ast_hf.feature_extraction_ast import (
+    batched_kaldi_fbank,
+    hann_window,
+    kaldi_mel_banks,
+    mel_band_groups,
+    num_frames,
+)
 
 KALDI = dict(htk_compat=True, sample_frequency=16000, use_energy=False, window_type="hanning", num_mel_bins=128,
              dither=0.0, frame_shift=10)
@@ -204,3 +212,42 @@ def test_normalization_stats_on_a_datasets_dataset(speech):
     dataset = datasets.Dataset.from_dict(rows)
     mean, std = compute_normalization_stats(dataset)
     assert (mean, std) == pytest.approx(compute_normalization_stats(speech), abs=1e-6)
+
+
+def test_padding_false_stacks_clips_of_one_length_into_one_array(speech):
+    extractor = ASTFeatureExtractor(max_length=512)
+    same = [speech[0], speech[0][::-1].copy()]
+    out = extractor(same, sampling_rate=16000, padding=False, return_tensors="np")["input_values"]
+    assert isinstance(out, np.ndarray) and out.shape == (2, num_frames(len(speech[0])), 128)
+    ragged = extractor(speech[:2], sampling_rate=16000, padding=False)["input_values"]  # no return_tensors
+    assert isinstance(ragged, list) and [len(x) for x in ragged] == [num_frames(len(c)) for c in speech[:2]]
+
+
+def test_a_max_length_that_looks_like_samples_warns_once_in_frames(speech):
+    extractor = ASTFeatureExtractor(max_length=128)
+    with pytest.warns(UserWarning, match=r"max_length=16000 is in frames .* uses max_length=128 frames .* 98 frames"):
+        out = extractor(speech[0], sampling_rate=16000, max_length=16000, truncation=True, return_tensors="np")
+    assert out["input_values"].shape[1] == 16000  # what was asked, with the warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per extractor, and never for lengths near the checkpoint's
+        extractor(speech[0], sampling_rate=16000, max_length=16000, truncation=True)
+        ASTFeatureExtractor(max_length=128)(speech[0], sampling_rate=16000, max_length=512, truncation=True)
+
+
+def test_the_input_convention_sets_the_default_call_and_is_checked():
+    clip = np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1  # 48 frames
+    padded = ASTFeatureExtractor(max_length=128)
+    assert padded.pad_to_max_length is True
+    out = padded(clip, sampling_rate=16000, return_tensors="np")
+    assert out["input_values"].shape == (1, 128, 128) and "attention_mask" not in out
+    masked = ASTFeatureExtractor(max_length=128, pad_to_max_length=False)
+    out = masked([clip, clip[:1000]], sampling_rate=16000, return_tensors="np")
+    assert out["input_values"].shape == (2, 48, 128) and out["attention_mask"].sum(axis=1).tolist() == [48, 4]
+    tiny = masked(clip[:1000], sampling_rate=16000, return_tensors="np")  # 4 frames: one patch of 16 at least
+    assert tiny["input_values"].shape[1] == 16 and tiny["attention_mask"].sum() == 4
+    # Explicit arguments win over the convention.
+    assert masked(clip, sampling_rate=16000, padding="max_length", return_tensors="np")["input_values"].shape[1] == 128
+    with pytest.raises(ValueError, match="pad_to_max_length=True with return_attention_mask=True"):
+        ASTFeatureExtractor(pad_to_max_length=True, return_attention_mask=True)
+    with pytest.raises(TypeError, match="pad_to_max_length='yes'"):
+        ASTFeatureExtractor(pad_to_max_length="yes")
