@@ -116,8 +116,13 @@ def test_directory_resaved_by_the_builtin_class_loads_with_the_auto_classes(tmp_
     original.save_pretrained(tmp_path / "ours")
     assert "AutoConfig" in json.loads((tmp_path / "ours" / "config.json").read_text())["auto_map"]
     configuration_logger = transformers.utils.logging.get_logger("transformers.configuration_utils")
-    with CaptureLogger(configuration_logger) as captured:
-        builtin = transformers.ASTForAudioClassification.from_pretrained(tmp_path / "ours")
+    verbosity = transformers.utils.logging.get_verbosity()
+    transformers.utils.logging.set_verbosity_warning()  # other tests (the CLI in-process) may have set "error"
+    try:
+        with CaptureLogger(configuration_logger) as captured:
+            builtin = transformers.ASTForAudioClassification.from_pretrained(tmp_path / "ours")
+    finally:
+        transformers.utils.logging.set_verbosity(verbosity)
     assert BUILTIN_WARNING in captured.out  # transformers' own warning; the docs quote it
     assert type(builtin).__module__.startswith("transformers.models.audio_spectrogram_transformer")
     builtin.save_pretrained(tmp_path / "resaved")
