@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+import torchaudio
 import transformers
 from conftest import speak, tiny_model
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, pipeline
@@ -52,7 +53,8 @@ def save_checkpoint(folder: Path, convention: str) -> Path:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
-    """Real speech as 16 kHz mono WAV: 0.5 s, exactly one window (1.295 s) and 3 s (more than two windows)."""
+    """Real speech as 16 kHz mono WAV: 0.5 s, exactly one window (1.295 s) and 3 s (more than two windows); and
+    the 0.5 s clip as 44.1 kHz stereo FLAC."""
     folder = tmp_path_factory.mktemp("audio")
     words = np.concatenate([speak("left right up down", "en-us", 140), speak("yes no stop", "en-gb", 150)])
     assert len(words) > 2 * WINDOW
@@ -61,6 +63,11 @@ def files(tmp_path_factory) -> dict[str, Path]:
     for name, clip in clips.items():
         paths[name] = folder / f"{name}.wav"
         soundfile.write(paths[name], clip, 16000, subtype="FLOAT")  # float WAV: every entry point reads the same
+    # A 44.1 kHz stereo FLAC whose channels differ: every entry point resamples and averages the channels alike
+    # (transformers' own pipeline would downmix with FFmpeg at -3 dB: sqrt(2) times louder).
+    at_44k = torchaudio.functional.resample(torch.from_numpy(clips["short"]), 16000, 44100).numpy()
+    paths["stereo"] = folder / "stereo.flac"
+    soundfile.write(paths["stereo"], np.stack([at_44k, 0.6 * at_44k], axis=1), 44100)
     return paths
 
 
@@ -69,12 +76,14 @@ def by_label(items: list[dict]) -> dict[str, float]:
 
 
 def by_hand(folder: Path, path: Path) -> dict[str, float]:
-    """The extractor loaded with the checkpoint (its default call) into the model, softmax over all labels."""
-    import ast_hf.audio_io
+    """The extractor loaded with the checkpoint (its default call) into the model, softmax over all labels. The
+    samples are the file decoded as the entry points decode it (torchcodec, FFmpeg's resampler, the channel mean:
+    tests/test_tagging.py checks that decoding against soundfile and torchaudio)."""
+    from ast_hf.audio_io import open_audio
 
     extractor = AutoFeatureExtractor.from_pretrained(folder)
     model = AutoModelForAudioClassification.from_pretrained(folder).eval()
-    samples = ast_hf.audio_io.read_audio_file(path, 16000)
+    samples = torch.cat(list(open_audio(str(path), 16000).chunks()))
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the long file is cut to the first window (warned)
         features = extractor(samples.numpy(), sampling_rate=16000, return_tensors="pt")
