@@ -196,6 +196,10 @@ class AudioStream:
         self.duration = duration
         self._chunks = chunks
 
+    def samples(self) -> torch.Tensor:
+        """The whole recording as one 1-D float32 tensor (for clip classifiers, which cut it to one window)."""
+        return torch.cat(list(self.chunks()))
+
     def chunks(self) -> Iterator[torch.Tensor]:
         """The samples in order, as 1-D float32 tensors; an AudioReadError naming the recording where decoding
         fails part way, or when it holds no samples."""

@@ -14,15 +14,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import torch
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.audio_classification import AudioClassificationPipeline
 
 from .audio_io import open_audio
-from .configuration_ast import BUILTIN_AST_MODEL_TYPE, ASTConfig
+from .configuration_ast import AST_MODEL_TYPES
 
 TASK = "audio-classification"
-AST_MODEL_TYPES = (ASTConfig.model_type, BUILTIN_AST_MODEL_TYPE)
 
 
 class ASTAudioClassificationPipeline(AudioClassificationPipeline):
@@ -33,8 +31,7 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
         is_file = isinstance(inputs, (bytes, bytearray, os.PathLike)) or (
             isinstance(inputs, str) and not inputs.startswith(("http://", "https://")))
         if is_file and getattr(self.model.config, "model_type", None) in AST_MODEL_TYPES:
-            audio = open_audio(inputs, self.feature_extractor.sampling_rate)
-            inputs = torch.cat(list(audio.chunks())).numpy()  # (samples,) mono at the extractor's rate
+            inputs = open_audio(inputs, self.feature_extractor.sampling_rate).samples().numpy()  # mono, (samples,)
         return super().preprocess(inputs)
 
 

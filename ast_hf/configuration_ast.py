@@ -19,6 +19,8 @@ logger = logging.get_logger(__name__)
 
 # model_type written by transformers' own port; its config.json files are accepted by ASTConfig.from_dict.
 BUILTIN_AST_MODEL_TYPE = "audio-spectrogram-transformer"
+# Both kinds of AST checkpoint ast_hf loads: its own (ASTConfig.model_type) and transformers' built-in port.
+AST_MODEL_TYPES = ("ast_hf", BUILTIN_AST_MODEL_TYPE)
 
 
 # Integer fields and their smallest valid value (checked in ASTConfig.validate_fields).

@@ -42,7 +42,7 @@ from .checkpoint_surgery import (
     timm_to_canonical,
     unwrap_state_dict,
 )
-from .configuration_ast import ASTConfig
+from .configuration_ast import AST_MODEL_TYPES, ASTConfig
 from .modeling_ast import ASTForAudioClassification, remove_stale_staging
 from .presets import dataset_labels, read_labels
 
@@ -284,9 +284,6 @@ def build_model(config: ASTConfig, weights: Mapping[str, torch.Tensor],
         raise ConversionError(f"Converted weights do not fit the AST: missing {result.missing_keys[:6]}, "
                               f"unexpected {result.unexpected_keys[:6]}.")
     return model.eval()
-
-
-AST_MODEL_TYPES = ("ast_hf", "audio-spectrogram-transformer")
 
 
 def load_ast_model(source: str, cache_dir: str | None = None) -> ASTForAudioClassification:

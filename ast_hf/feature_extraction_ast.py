@@ -475,6 +475,7 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         # Filterbank blocks and window, made once per (device, num_mel_bins, window_type).
         self._constants: dict[tuple[torch.device, int, str], tuple[list[MelBlock], torch.Tensor]] = {}
         self._warned_truncation = False  # the implicit-truncation warning is given once per extractor
+        self._warned_max_length = False  # and the samples-for-frames one
 
     @classmethod
     def from_dict(cls, feature_extractor_dict: dict[str, Any], **kwargs: Any) -> Any:
@@ -562,13 +563,13 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         self._check_sampling_rate(sampling_rate)
         if kwargs:
             raise TypeError(f"Unexpected argument(s) {sorted(kwargs)} to {type(self).__name__}.__call__.")
-        if max_length is not None:
-            max_length = _check_integer("max_length", max_length, minimum=1)
+        explicit_length = max_length is not None
+        max_length = _check_integer("max_length", self.max_length if max_length is None else max_length, minimum=1)
+        if explicit_length:
             self._warn_if_samples(max_length)
-        max_length = _check_integer("max_length", self.max_length, minimum=1) if max_length is None else max_length
         warn_if_cut = truncation is None
         truncation = True if truncation is None else truncation
-        pad_to_max_length = getattr(self, "pad_to_max_length", True)
+        pad_to_max_length = self.pad_to_max_length
         if return_attention_mask is None:
             return_attention_mask = self.return_attention_mask or not pad_to_max_length
         min_frames = 1
@@ -619,7 +620,7 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
 
     def _warn_if_samples(self, max_length: int) -> None:
         """Warn once when a call-time max_length is far above the checkpoint's: most likely samples, not frames."""
-        if max_length <= SUSPICIOUS_MAX_LENGTH_RATIO * self.max_length or getattr(self, "_warned_max_length", False):
+        if max_length <= SUSPICIOUS_MAX_LENGTH_RATIO * self.max_length or self._warned_max_length:
             return
         as_frames = num_frames(max_length)
         warnings.warn(

@@ -340,15 +340,15 @@ class OnnxAudioClassifier:
             raise ValueError("classify needs the export directory's config.json and preprocessor_config.json; load "
                              "the classifier with OnnxAudioClassifier.from_directory(directory).")
         from .audio_io import open_audio
+        from .tagging import _top as top_labels
 
         extractor = self.feature_extractor
-        samples = torch.cat(list(open_audio(audio, extractor.sampling_rate, source_rate=sampling_rate).chunks()))
+        samples = open_audio(audio, extractor.sampling_rate, source_rate=sampling_rate).samples()
         features = extractor(samples, sampling_rate=extractor.sampling_rate, return_tensors="np")
         logits = torch.from_numpy(self(features["input_values"], features.get("attention_mask")))[0]
         multi = self.config.problem_type == "multi_label_classification"
         scores = logits.sigmoid() if multi else logits.softmax(-1)
-        values, indices = scores.topk(min(top_k, scores.shape[0]))
-        return [{"score": float(v), "label": self.id2label[int(i)]} for v, i in zip(values, indices, strict=True)]
+        return top_labels(scores, min(top_k, scores.shape[0]), self.id2label)
 
     def __call__(self, input_values: Any, attention_mask: Any = None) -> np.ndarray:
         """(B, T, F) features and the (B, T) mask of real frames (right-padded, as the extractor returns it with

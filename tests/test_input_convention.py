@@ -83,7 +83,7 @@ def by_hand(folder: Path, path: Path) -> dict[str, float]:
 
     extractor = AutoFeatureExtractor.from_pretrained(folder)
     model = AutoModelForAudioClassification.from_pretrained(folder).eval()
-    samples = torch.cat(list(open_audio(str(path), 16000).chunks()))
+    samples = open_audio(str(path), 16000).samples()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the long file is cut to the first window (warned)
         features = extractor(samples.numpy(), sampling_rate=16000, return_tensors="pt")
