@@ -311,7 +311,8 @@ def retarget_state_dict(state_dict: Mapping[str, torch.Tensor], old_config: ASTC
     """Adapt a trained AST to `new_config` (max_length, strides, num_mel_bins, labels), as the authors move their
     AudioSet model to ESC-50 or Speech Commands: the positional grid is centre-cut or bilinearly interpolated
     from the old grid to the new one (time first), the patch projection is kept (its stride is a config matter),
-    and the head is kept when the labels are the same and replaced by a fresh one otherwise."""
+    and the head is kept when the labels are the same, re-ordered when they are the same names in another order,
+    and replaced by a fresh one otherwise."""
     for field in ("hidden_size", "num_hidden_layers", "intermediate_size", "patch_size"):
         if getattr(old_config, field) != getattr(new_config, field):
             raise ConversionError(f"{field} differs ({getattr(old_config, field)} vs {getattr(new_config, field)}): "
@@ -321,8 +322,15 @@ def retarget_state_dict(state_dict: Mapping[str, torch.Tensor], old_config: ASTC
     adapted[key] = resample_position_embeddings(state_dict[key], old_config.patch_grid, new_config.patch_grid,
                                                 crop="center").contiguous()
     if not same_labels(old_config, new_config):
-        adapted = {k: v for k, v in adapted.items() if not k.startswith("classifier.")}
-        adapted.update(new_head(new_config, seed))
+        old_ids = {str(label): int(i) for i, label in old_config.id2label.items()}
+        new_names = [str(new_config.id2label[i]) for i in range(new_config.num_labels)]
+        if sorted(new_names) == sorted(old_ids) and len(new_names) == old_config.num_labels:
+            order = torch.tensor([old_ids[name] for name in new_names])  # row i of the new head: its label's old row
+            for key in ("classifier.dense.weight", "classifier.dense.bias"):
+                adapted[key] = state_dict[key][order].contiguous()
+        else:
+            adapted = {k: v for k, v in adapted.items() if not k.startswith("classifier.")}
+            adapted.update(new_head(new_config, seed))
     return adapted
 
 

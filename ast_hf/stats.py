@@ -22,6 +22,7 @@ def compute_normalization_stats(
     batch_size: int = 32,
     max_clips: int | None = None,
     include_padding: bool = False,
+    progress: bool = True,
 ) -> tuple[float, float]:
     """Mean and standard deviation of the unnormalised fbank over a data set; returns (mean, std).
 
@@ -32,6 +33,7 @@ def compute_normalization_stats(
     include_padding: False (default) uses only real frames, the exact statistics of the audio. True counts the
         frames of padding up to `max_length` as the authors' script does (it averages padded batches), which is
         what to use to reproduce their numbers.
+    progress: show a progress bar (tqdm) once the pass has run for two seconds.
 
     Example: `mean, std = compute_normalization_stats(train_dataset)`, then
     `ASTFeatureExtractor(mean=mean, std=std)`.
@@ -53,7 +55,14 @@ def compute_normalization_stats(
         total_sq += float(fbank.square().sum())
         count += fbank.numel()
 
-    for index, clip in enumerate(_clips(data, audio_column, raw.sampling_rate)):
+    from tqdm.auto import tqdm
+
+    total_clips = len(data) if hasattr(data, "__len__") else None
+    if max_clips is not None and total_clips is not None:
+        total_clips = min(total_clips, max_clips)
+    clips = tqdm(_clips(data, audio_column, raw.sampling_rate), total=total_clips, desc="fbank statistics",
+                 unit="clip", delay=2, disable=not progress)
+    for index, clip in enumerate(clips):
         if max_clips is not None and index >= max_clips:
             break
         batch.append(clip)
@@ -62,6 +71,7 @@ def compute_normalization_stats(
             batch = []
     if batch:
         consume(batch)
+    clips.close()
     if count == 0:
         raise ValueError("The data set holds no audio; pass a non-empty data set or iterable of clips.")
     mean = total / count

@@ -172,13 +172,15 @@ def build_trainer(model_args, data_args, recipe, training_args, raw, labels, mul
 
 
 def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_label, description,
-            push_repo: str | None = None) -> dict[str, Any]:
+            push_repo: str | None = None, facts: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train and/or evaluate one model on raw["train"] / raw["validation"]; returns the metrics."""
     trainer = build_trainer(model_args, data_args, recipe, training_args, raw, labels, multi_label)
     extractor, averager = trainer.processing_class, trainer.averager
     metrics: dict[str, Any] = {}
     output_dir = Path(training_args.output_dir)
     if training_args.do_train:
+        if training_args.resume_from_checkpoint:
+            logger.info("resuming from %s", training_args.resume_from_checkpoint)
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         metrics.update(result.metrics)
         if data_args.streaming:  # a stream has no epochs: the Trainer's count is steps / max_steps, not passes
@@ -203,7 +205,7 @@ def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_lab
         record=training.run_record(recipe, data_args, model_args, training_args, trainer.model, extractor),
         description=description, model_name=output_dir.name,
         base_model=model_args.model_name_or_path or model_args.deit_name_or_path,
-        examples_collated=trainer.examples_trained, push_repo=push_repo,
+        examples_collated=trainer.examples_trained, push_repo=push_repo, data_facts=facts,
         push_private=training_args.hub_private_repo, push_token=training_args.hub_token)
     return metrics
 
@@ -260,10 +262,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     training.check_streaming_arguments(data_args, training_args.max_steps, sources, recipe, {
         "--eval_strategy": str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)),
         "--save_strategy": str(getattr(training_args.save_strategy, "value", training_args.save_strategy))})
+    train = training.train_requested(training_args.do_train, sources)
+    training.follow_model_convention(model_args, data_args, sources, train)
+    if not train and data_args.cross_validation_folds > 0:
+        raise ValueError("--cross_validation_folds trains one model per fold; it cannot run with --do_train false.")
     with training_args.main_process_first(desc="dataset preparation"):
-        raw, labels, multi_label, description = training.prepare_data(data_args, training_args.seed,
-                                                                      model_args.cache_dir)
-    if data_args.streaming:
+        data = training.prepare_data(data_args, training_args.seed, model_args.cache_dir,
+                                     model_labels=training.pretrained_labels(model_args), train=train)
+    raw, labels, multi_label, description = data.raw, data.labels, data.multi_label, data.description
+    if data_args.streaming and train:
         raw["train"] = training.streaming_clips(
             raw["train"], data_args, labels, multi_label, 16000, training_args.per_device_train_batch_size,
             training_args.seed, training_args.process_index, training_args.world_size)
@@ -271,15 +278,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     description, data_args.shuffle_buffer_size, training_args.process_index,
                     training_args.world_size, len(labels))
     else:
-        logger.info("data: %s; %d training clips, %d labels (%s)", description, len(raw["train"]), len(labels),
-                    "multi-label" if multi_label else "single-label")
+        logger.info("data: %s; %s, %d labels (%s)", description, ", ".join(
+            f"{len(raw[name])} {role} clips" for name, role in (("train", "training"), ("validation", "evaluation"))
+            if name in raw), len(labels), "multi-label" if multi_label else "single-label")
     training_args.do_train, training_args.do_eval = training.resolve_run_steps(
         training_args.do_train, training_args.do_eval, sources,
         "validation" in raw or data_args.cross_validation_folds > 0, training_args.eval_strategy,
         trained_model=bool(model_args.model_name_or_path))
     if data_args.cross_validation_folds <= 0:
         metrics = run_one(model_args, data_args, recipe, training_args, raw, labels, multi_label, description,
-                          push_repo)
+                          push_repo, data.facts)
     else:
         metrics = cross_validate(model_args, data_args, recipe, training_args, raw, labels, multi_label,
                                  description)
@@ -311,8 +319,11 @@ def cross_validate(model_args, data_args, recipe, training_args, raw, labels, mu
             "train": everything.filter(lambda row, f=fold: row[data_args.fold_column_name] != f).map(
                 lambda row, index: {"_row": index}, with_indices=True),
             "validation": everything.filter(lambda row, f=fold: row[data_args.fold_column_name] == f)})
+        facts = {"labels": list(labels), "multi_label": multi_label, "training data": description,
+                 "training clips": len(split["train"]), "evaluation data": f"fold {fold} of {description}",
+                 "evaluation clips": len(split["validation"])}
         per_fold[str(fold)] = run_one(model_args, data_args, recipe, training_args, split, labels, multi_label,
-                                      f"{description}, fold {fold} held out")
+                                      f"{description}, fold {fold} held out", facts=facts)
     training_args.output_dir = base_dir
     key = "eval_mAP" if multi_label else "eval_accuracy"
     summary = {f"cv_mean_{key}": float(np.mean([m[key] for m in per_fold.values()])), "folds": per_fold}

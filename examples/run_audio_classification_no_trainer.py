@@ -109,10 +109,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         level=logging.INFO if accelerator.is_main_process else logging.WARNING)
     set_seed(args.seed)
+    train = training.train_requested(args.do_train, sources)
+    training.follow_model_convention(model_args, data_args, sources, train)
     with accelerator.main_process_first():
-        raw, labels, multi_label, description = training.prepare_data(data_args, args.seed, model_args.cache_dir)
-    logger.info("data: %s; %d training clips, %d labels; %d process(es)", description, len(raw["train"]),
-                len(labels), accelerator.num_processes)
+        data = training.prepare_data(data_args, args.seed, model_args.cache_dir,
+                                     model_labels=training.pretrained_labels(model_args), train=train)
+    raw, labels, multi_label, description = data.raw, data.labels, data.multi_label, data.description
+    logger.info("data: %s; %s, %d labels; %d process(es)", description, ", ".join(
+        f"{len(raw[name])} {role} clips" for name, role in (("train", "training"), ("validation", "evaluation"))
+        if name in raw), len(labels), accelerator.num_processes)
     args.do_train, args.do_eval = training.resolve_run_steps(args.do_train, args.do_eval, sources,
                                                              "validation" in raw,
                                                              trained_model=bool(model_args.model_name_or_path))
@@ -124,8 +129,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sampler = None
     if parts.sample_weights is not None:  # the same draws on every process; accelerate shards the batches
         sampler = training.balanced_sampler(parts.sample_weights, args.seed)
-    train_loader = DataLoader(raw["train"], batch_size=args.per_device_train_batch_size, shuffle=sampler is None,
-                              sampler=sampler, collate_fn=train_collator, generator=generator)
+    train_loader = DataLoader(raw["train"] if args.do_train else [], batch_size=args.per_device_train_batch_size,
+                              shuffle=sampler is None and args.do_train, sampler=sampler, collate_fn=train_collator,
+                              generator=generator)
     eval_loader = DataLoader(raw["validation"], batch_size=args.per_device_eval_batch_size,
                              collate_fn=parts.eval_collator) if args.do_eval else None
     optimizer = training.build_optimizer(model, args.learning_rate, (args.adam_beta1, args.adam_beta2),
@@ -141,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                          updates_per_epoch)
     accelerator.register_for_checkpointing(scheduler)
     if tracking:
-        accelerator.init_trackers("ast_hf", config={k: v for k, v in {**vars(recipe), **vars(args)}.items()
+        accelerator.init_trackers("runs", config={k: v for k, v in {**vars(recipe), **vars(args)}.items()
                                                     if isinstance(v, (int, float, str, bool))})
 
     averager = training.WeightAverager(recipe.average_start_epoch, recipe.average_end_epoch)
@@ -224,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         evaluation=evaluation, labels=labels, multi_label=multi_label,
         record=training.run_record(recipe, data_args, model_args, args, unwrapped, extractor), description=description,
         model_name=output_dir.name, base_model=model_args.model_name_or_path or model_args.deit_name_or_path,
-        examples_collated=train_collator.examples_seen,
+        examples_collated=train_collator.examples_seen, data_facts=data.facts,
         push_repo=(args.hub_model_id or output_dir.name) if args.push_to_hub else None)
     if tracking:
         accelerator.end_training()

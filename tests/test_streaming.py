@@ -62,7 +62,8 @@ def word_wavs(commands_root) -> list[Path]:
 
 def clips_of(stream, rank: int, world_size: int, workers: int = 0, batches: int = 6, start: int = 0):
     """The `clip` ids of the first `batches` training batches of process `rank`, read through a DataLoader."""
-    clips = training.StreamingClips(stream, audio_column="audio", label_column="clip", label2id={},
+    clips = training.StreamingClips(stream, audio_column="audio", label_column="clip",
+                                    label2id={str(i): i for i in range(100)},
                                     multi_label=False, sampling_rate=16000, batch_size=4, seed=3, buffer_size=8,
                                     rank=rank, world_size=world_size)
     clips.start_batch = start
@@ -121,7 +122,7 @@ def test_prepare_data_streams_the_training_split_of_every_source(word_wavs, tmp_
                    {"train_dir": sources["train_dir"], "validation_dir": str(tmp_path / "folders" / "validation")},
                    {"train_file": str(tmp_path / "train.csv")}):
         args = training.DataArguments(streaming=True, **source)
-        raw, labels, multi_label, _ = training.prepare_data(args, seed=0)
+        raw, labels, multi_label, _, _ = training.prepare_data(args, seed=0)
         assert isinstance(raw["train"], datasets.IterableDataset) and not multi_label, source
         assert len(labels) > 1 and set(labels) <= set(names) and labels == sorted(labels), (source, labels)
         label2id = {label: i for i, label in enumerate(labels)}
@@ -143,13 +144,14 @@ def test_prepare_data_streams_the_training_split_of_every_source(word_wavs, tmp_
                                                      labels_file=str(tmp_path / "two.txt")), seed=0)
     args = training.DataArguments(streaming=True, train_file=str(tmp_path / "train.csv"),
                                   labels_file=str(tmp_path / "two.txt"))
-    raw, labels, _, _ = training.prepare_data(args, seed=0)
+    raw, labels, _, _, _ = training.prepare_data(args, seed=0)
     assert labels == names[:2]
     clips = training.streaming_clips(raw["train"], args, labels, False, 16000, 12, 0, 0, 1)
     with pytest.raises(ValueError, match="is not among the training labels.*come from --labels_file .*two.txt"):
         next(iter(clips))
     args.validation_file = str(tmp_path / "train.csv")  # evaluation clips outside the file: the file is named too
-    with pytest.raises(ValueError, match="is not among the training labels.*come from --labels_file .*two.txt"):
+    with pytest.raises(ValueError, match=r"--validation_file .*train.csv: \d+ clips? labelled '\w+' \(\w+\.wav(?s:.*)"
+                                         "not among the classes of --labels_file .*two.txt"):
         training.prepare_data(args, seed=0)
 
 

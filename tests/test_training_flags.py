@@ -49,7 +49,7 @@ def train_with(argv: list[str], commands_root: Path, tmp_path: Path):
     model_args, data_args, recipe, training_args = parsed
     training.check_argument_conflicts(recipe, sources)
     training_args.remove_unused_columns = False
-    raw, labels, multi_label, _ = training.prepare_data(data_args, training_args.seed)
+    raw, labels, multi_label, _, _ = training.prepare_data(data_args, training_args.seed)
     trainer = example.build_trainer(model_args, data_args, recipe, training_args, raw, labels, multi_label)
     recorder = UpdateRecorder()
     trainer.add_callback(recorder)

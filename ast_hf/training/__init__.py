@@ -26,20 +26,27 @@ from .arguments import (
     check_cross_validation,
     parse_arguments,
     resolve_run_steps,
+    train_requested,
     warn_inert_settings,
 )
 from .augmentation import draw_mask, mask_band, mix_waveforms, noise_and_roll
 from .checkpoints import CHECKPOINT_MARKERS, cpu_ddp_requested, resolve_checkpoint
 from .collator import AudioCollator, make_collators
 from .data import (
+    ModelLabels,
+    PreparedData,
     check_audio_files,
     check_one_data_source,
+    check_split_labels,
     embedded_data,
     encode_label,
     encode_label_column,
+    label_cell,
     label_names,
     load_audio_datasets,
     prepare_data,
+    split_label_names,
+    split_sources,
 )
 from .metrics import (
     classification_metric,
@@ -48,7 +55,14 @@ from .metrics import (
     confusion_matrix,
     multi_label_scores,
 )
-from .model_setup import MODEL_SIZES, check_model_source, parse_config_overrides, prepare_model_and_extractor
+from .model_setup import (
+    MODEL_SIZES,
+    check_model_source,
+    follow_model_convention,
+    parse_config_overrides,
+    prepare_model_and_extractor,
+    pretrained_labels,
+)
 from .optimization import (
     WeightAverager,
     build_optimizer,
@@ -59,36 +73,31 @@ from .optimization import (
 )
 from .plots import plot_confusion_matrix, plot_training_curves, save_confusion_matrix, training_curves_figure
 from .publishing import push_output_dir, run_record, write_json, write_model_card
-from .runs import RunParts, build_run, evaluate_with_accelerator, finish_run, with_training_statistics
+from .runs import RunParts, build_run, evaluate_with_accelerator, finish_run, print_metrics, with_training_statistics
 from .sampling import balanced_sample_weights, balanced_sampler, dataset_sample_weights
 from .streaming import StreamingClips, check_streaming_arguments, streaming_clips
 
 __all__ = [
     "AudioCollator",
-    "CHECKPOINT_MARKERS",
-    "DataArguments",
-    "MODEL_SIZES",
-    "ModelArguments",
-    "RecipeArguments",
-    "RunParts",
-    "StreamingClips",
-    "WeightAverager",
     "balanced_sample_weights",
     "balanced_sampler",
     "build_optimizer",
     "build_run",
     "build_scheduler",
     "check_argument_conflicts",
+    "check_audio_files",
     "check_cross_validation",
     "check_model_source",
-    "check_streaming_arguments",
-    "check_audio_files",
     "check_one_data_source",
+    "check_split_labels",
+    "check_streaming_arguments",
+    "CHECKPOINT_MARKERS",
     "classification_metric",
     "classification_scores",
     "compute_metrics_fn",
     "confusion_matrix",
     "cpu_ddp_requested",
+    "DataArguments",
     "dataset_sample_weights",
     "draw_mask",
     "embedded_data",
@@ -96,11 +105,16 @@ __all__ = [
     "encode_label_column",
     "evaluate_with_accelerator",
     "finish_run",
+    "follow_model_convention",
+    "label_cell",
     "label_names",
     "load_audio_datasets",
     "make_collators",
     "mask_band",
     "mix_waveforms",
+    "MODEL_SIZES",
+    "ModelArguments",
+    "ModelLabels",
     "multi_label_scores",
     "noise_and_roll",
     "parse_arguments",
@@ -109,17 +123,27 @@ __all__ = [
     "plot_training_curves",
     "prepare_data",
     "prepare_model_and_extractor",
+    "PreparedData",
+    "pretrained_labels",
+    "print_metrics",
     "push_output_dir",
     "recipe_lr_lambda",
+    "RecipeArguments",
     "reference_adam",
     "resolve_checkpoint",
     "resolve_run_steps",
     "run_record",
+    "RunParts",
     "save_confusion_matrix",
+    "split_label_names",
+    "split_sources",
     "streaming_clips",
+    "StreamingClips",
+    "train_requested",
     "training_curves_figure",
     "warmup_steps_of",
     "warn_inert_settings",
+    "WeightAverager",
     "with_training_statistics",
     "write_json",
     "write_model_card",

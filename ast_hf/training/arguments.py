@@ -20,17 +20,32 @@ class DataArguments:
     validation_dir: str | None = field(default=None, metadata={"help": "audiofolder of evaluation audio"})
     train_file: str | None = field(default=None, metadata={"help": "CSV/JSON with a path and a label column"})
     validation_file: str | None = field(default=None, metadata={"help": "CSV/JSON with a path and a label column"})
+    eval_file: str | None = field(default=None, metadata={
+        "help": "the same as --validation_file (the name transformers' audio-classification example uses)"})
     audio_column_name: str = field(default="audio", metadata={"help": "audio column (a path column is cast)"})
-    label_column_name: str = field(default="label", metadata={"help": "a label, or a list of labels (multi-label)"})
+    label_column_name: str = field(default="label", metadata={
+        "help": "a label, or a list of labels (multi-label): in a CSV cell a JSON list, [\"apple\", \"river\"]; "
+                "integer labels are class names (10, 20, 30 make three classes)"})
+    label_separator: str | None = field(default=None, metadata={
+        "help": "split every label cell on this string into a list of labels (multi-label): 'apple;river' with ';'"})
     fold_column_name: str | None = field(default=None, metadata={"help": "cross-validation: fold of each clip"})
     cross_validation_folds: int = field(default=0, metadata={"help": "k > 0: k runs, each holding out one fold"})
-    max_train_samples: int | None = field(default=None, metadata={"help": "truncate the training set"})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "truncate the evaluation set"})
+    max_train_samples: int | None = field(default=None, metadata={
+        "help": "train on a seeded random subset of this many clips (--streaming: the stream's first clips)"})
+    max_eval_samples: int | None = field(default=None, metadata={
+        "help": "evaluate on a seeded random subset of this many clips"})
     dataset_preset: str | None = field(default=None, metadata={
         "help": "a data set of the paper by name (ast_hf.presets: audioset, esc50, speechcommands): its fbank "
                 "mean/std and clip length are the defaults of --dataset_mean, --dataset_std and --max_length"})
     max_length: int | None = field(default=None, metadata={
-        "help": "frames per clip (default: the preset's, else the model's)"})
+        "help": "frames per clip, 100 a second (default: the preset's, else the model's)"})
+    max_length_seconds: float | None = field(default=None, metadata={
+        "help": "the clip length in seconds, in place of --max_length (100 frames a second; the name transformers' "
+                "example uses)"})
+    train_crop: str = field(default="start", metadata={
+        "help": "training clips longer than max_length: 'start' keeps their first max_length frames (the paper's "
+                "recipes), 'random' a random stretch, drawn anew each epoch (transformers' example); evaluation "
+                "always keeps the start", "choices": ["start", "random"]})
     pad_to_max_length: bool = field(default=False, metadata={
         "help": "pad every clip to max_length frames (the reference recipes pin this); default false: pad each batch "
                 "to its longest clip and mask the padding out of attention (the saved feature extractor then returns "
@@ -60,6 +75,22 @@ class DataArguments:
 
 
     def __post_init__(self) -> None:
+        if self.eval_file is not None:
+            if self.validation_file is not None and self.validation_file != self.eval_file:
+                raise ValueError(f"--eval_file {self.eval_file!r} and --validation_file {self.validation_file!r} name "
+                                 "the same thing; give one of them.")
+            self.validation_file, self.eval_file = self.eval_file, None
+        if self.max_length_seconds is not None:
+            if self.max_length is not None:
+                raise ValueError(f"--max_length_seconds {self.max_length_seconds} and --max_length {self.max_length} "
+                                 "both set the clip length; give one of them.")
+            if self.max_length_seconds <= 0:
+                raise ValueError(f"--max_length_seconds {self.max_length_seconds} must be positive.")
+            self.max_length = max(16, round(self.max_length_seconds * 100))  # 10 ms frames; one patch at least
+        if self.train_crop not in ("start", "random"):
+            raise ValueError(f"--train_crop {self.train_crop!r}: use 'start' or 'random'.")
+        if self.label_separator == "":
+            raise ValueError("--label_separator is empty; give the string between labels, e.g. ';'.")
         if self.compute_stats and (self.dataset_mean is not None or self.dataset_std is not None):
             raise ValueError(f"--compute_stats computes the fbank mean/std on the training set, but --dataset_mean "
                              f"{self.dataset_mean} / --dataset_std {self.dataset_std} are given too; use one of them.")
@@ -123,6 +154,10 @@ class ModelArguments:
                 "attention_probs_dropout_prob=0.1\" (from scratch and pretrained)"})
     cache_dir: str | None = field(default=None, metadata={"help": "Hub cache"})
     trust_remote_code: bool = field(default=False, metadata={"help": "for remote-code checkpoints"})
+    ignore_mismatched_sizes: bool = field(default=True, metadata={
+        "help": "accepted for transformers' example: a model whose labels or length differ from the data's is "
+                "always re-targeted in training (positions resampled; a new head unless the classes are the same), "
+                "and the log says so"})
 
 
 # Fields of earlier versions: refused with the name of their replacement, never silently dropped.
@@ -132,6 +167,22 @@ RENAMED_ARGUMENTS = {
     "lr_scheduler_start": "--multistep_start_epoch",
     "lr_scheduler_step": "--multistep_every",
     "lr_scheduler_decay": "--multistep_gamma",
+}
+
+
+# Flags of transformers' audio-classification example that have another form here: refused, naming it.
+TRANSFORMERS_EXAMPLE_FLAGS = {
+    "freeze_feature_encoder": "nothing: AST has no convolutional feature encoder (that flag is wav2vec2's); the "
+                              "spectrogram is computed by the feature extractor, which has no weights",
+    "attention_mask": "--pad_to_max_length false (the default: batches padded to their longest clip, the padding "
+                      "masked) or --pad_to_max_length true (padded to max_length, no mask)",
+    "feature_extractor_name": "--model_name_or_path (its preprocessor_config.json), with --dataset_mean, "
+                              "--dataset_std and --max_length for the settings",
+    "config_name": "--model_name_or_path, --model_size or --config_overrides",
+    "model_revision": "a local copy of that revision given to --model_name_or_path "
+                      "(huggingface_hub.snapshot_download(repo_id, revision=...))",
+    "token": "--hub_token (or huggingface-cli login)",
+    "use_auth_token": "--hub_token (or huggingface-cli login)",
 }
 
 
@@ -182,6 +233,9 @@ def _refuse_renamed(keys: Mapping[str, Any], origin: str) -> None:
     for key in keys:
         if key in RENAMED_ARGUMENTS:
             raise ValueError(f"{key} (in {origin}) is no longer an argument; use {RENAMED_ARGUMENTS[key]}.")
+        if key in TRANSFORMERS_EXAMPLE_FLAGS:
+            raise ValueError(f"--{key} (in {origin}) is a flag of transformers' audio-classification example; here "
+                             f"use {TRANSFORMERS_EXAMPLE_FLAGS[key]}.")
 
 
 def check_argument_conflicts(recipe: RecipeArguments, sources: Mapping[str, str]) -> None:
@@ -254,6 +308,11 @@ def warn_inert_settings(recipe: RecipeArguments, num_train_epochs: float, max_le
     return found
 
 
+def train_requested(do_train: bool, sources: Mapping[str, str]) -> bool:
+    """Whether a run trains: unless --do_train false was given (every data source has training data)."""
+    return do_train if "do_train" in sources else True
+
+
 def resolve_run_steps(do_train: bool, do_eval: bool, sources: Mapping[str, str], has_evaluation_data: bool,
                       eval_strategy: str = "no", trained_model: bool = True) -> tuple[bool, bool]:
     """(train, evaluate) as a user of the examples means them: train unless --do_train false was given (every data
@@ -261,7 +320,7 @@ def resolve_run_steps(do_train: bool, do_eval: bool, sources: Mapping[str, str],
     --do_eval without evaluation data, an evaluation strategy during training without evaluation data or with
     --do_eval false, a run that would do nothing, and evaluating without training a model that was never trained
     (`trained_model` false: built from scratch or with a new head)."""
-    train = do_train if "do_train" in sources else True
+    train = train_requested(do_train, sources)
     if not train and not trained_model:
         raise ValueError("--do_train false evaluates without training, but the model is new (built from scratch or "
                          "with a freshly initialised head): its metrics would be those of random weights. Pass a "

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..audio_io import decode_audio
-from ..feature_extraction_ast import ASTFeatureExtractor
+from ..feature_extraction_ast import FRAME_LENGTH, FRAME_SHIFT, ASTFeatureExtractor
 from .arguments import DataArguments, RecipeArguments
 from .augmentation import draw_mask, mask_band, mix_waveforms, noise_and_roll
 
@@ -20,7 +20,9 @@ class AudioCollator:
     """Rows of (decoded) audio + labels -> a model batch. In training it applies the recipe: waveform mixup with a
     random other clip of the batch, SpecAugment, noise and time roll, each within a clip's real frames. Features
     are padded to `max_length` frames (the recipes' fixed lengths), or with `pad_to_max_length=False` to the
-    batch's longest clip (at least `min_frames`, one patch) with an attention mask."""
+    batch's longest clip (at least `min_frames`, one patch) with an attention mask. `crop` "random": in training a
+    clip longer than `max_length` frames is cut to a random stretch of that length (drawn per epoch), not its start.
+    """
 
     feature_extractor: ASTFeatureExtractor
     num_labels: int
@@ -36,6 +38,7 @@ class AudioCollator:
     label_smoothing: float = 0.0
     pad_to_max_length: bool = True
     min_frames: int = 16
+    crop: str = "start"
     examples_seen: int = 0
     seed: int = 0
     epoch: int = 0  # set by the training loop at the start of each epoch
@@ -54,6 +57,8 @@ class AudioCollator:
         rng = self.batch_rng(rows) if self.train else None
         waves = [torch.as_tensor(np.asarray(decode_audio(row[self.audio_column], rate)), dtype=torch.float32)
                  for row in rows]
+        if rng is not None and self.crop == "random":
+            waves = [self.random_stretch(wave, rng) for wave in waves]
         targets = torch.zeros(len(rows), self.num_labels)
         for i, row in enumerate(rows):
             label = row[self.label_column]
@@ -95,6 +100,14 @@ class AudioCollator:
             return {"input_values": features, "labels": labels}
         return {"input_values": features, "attention_mask": batch["attention_mask"], "labels": labels}
 
+    def random_stretch(self, wave: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """A random stretch of `wave` (N,) that fills max_length frames exactly, the whole clip when it is shorter."""
+        needed = (self.feature_extractor.max_length - 1) * FRAME_SHIFT + FRAME_LENGTH  # samples of max_length frames
+        if wave.shape[0] <= needed:
+            return wave
+        start = int(rng.integers(0, (wave.shape[0] - needed) // FRAME_SHIFT + 1)) * FRAME_SHIFT  # on the frame grid
+        return wave[start:start + needed]
+
     def featurize(self, waves: list[torch.Tensor]) -> Any:
         """Features and attention mask of a batch: padded to max_length, or to the longest clip (>= min_frames)."""
         extractor = self.feature_extractor
@@ -120,7 +133,7 @@ def make_collators(extractor: ASTFeatureExtractor, num_labels: int, multi_label:
     common = dict(feature_extractor=extractor, num_labels=num_labels, multi_label=multi_label,
                   audio_column=data_args.audio_column_name, label_column=data_args.label_column_name,
                   pad_to_max_length=data_args.pad_to_max_length)
-    train = AudioCollator(**common, train=True, mixup=recipe.mixup, freqm=recipe.freqm, timem=recipe.timem,
-                          mask_fill=recipe.mask_fill, label_smoothing=label_smoothing,
+    train = AudioCollator(**common, train=True, crop=data_args.train_crop, mixup=recipe.mixup, freqm=recipe.freqm,
+                          timem=recipe.timem, mask_fill=recipe.mask_fill, label_smoothing=label_smoothing,
                           noise=recipe.noise, seed=seed)
     return train, AudioCollator(**common)

@@ -3,10 +3,11 @@ checked before training, labels encoded; the embedded espeak-ng data when none i
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -15,8 +16,9 @@ from ..audio_io import AUDIO_SUFFIXES, decoder_reason, wav_truncation
 from .arguments import DataArguments
 
 
-def check_one_data_source(args: DataArguments) -> None:
-    """Refuse two data sources at once (one would silently win) and evaluation data without its training data."""
+def check_one_data_source(args: DataArguments, train: bool = True) -> None:
+    """Refuse two data sources at once (one would silently win) and, in a run that trains (`train`), evaluation
+    data without its training data (an evaluation-only run may give the evaluation data alone)."""
     given = [flag for flag, value in (("--dataset_name", args.dataset_name),
                                       ("--train_dir/--validation_dir", args.train_dir or args.validation_dir),
                                       ("--train_file/--validation_file", args.train_file or args.validation_file))
@@ -26,8 +28,19 @@ def check_one_data_source(args: DataArguments) -> None:
                          "CSV/JSON files.")
     for evaluation, training_flag, value in (("--validation_dir", "--train_dir", args.train_dir),
                                              ("--validation_file", "--train_file", args.train_file)):
-        if getattr(args, evaluation[2:]) and not value:
-            raise ValueError(f"{evaluation} is given without {training_flag}; give the training data too.")
+        if train and getattr(args, evaluation[2:]) and not value:
+            raise ValueError(f"{evaluation} is given without {training_flag}; give the training data too (or pass "
+                             "--do_train false to only evaluate a fine-tuned --model_name_or_path on it).")
+
+
+def split_sources(args: DataArguments) -> dict[str, str]:
+    """Where each split comes from, as messages and the model card name it."""
+    if args.dataset_name:
+        return {"train": f"split {args.train_split_name!r} of {args.dataset_name}",
+                "validation": f"split {args.eval_split_name!r} of {args.dataset_name}"}
+    if args.train_dir or args.validation_dir:
+        return {"train": f"--train_dir {args.train_dir}", "validation": f"--validation_dir {args.validation_dir}"}
+    return {"train": f"--train_file {args.train_file}", "validation": f"--validation_file {args.validation_file}"}
 
 
 def _check_audio_folder(folder: str, flag: str) -> None:
@@ -50,23 +63,65 @@ def _audiofolder_label_advice(folder: str, label_column: str) -> str:
             "column).")
 
 
+def _saved_to_disk(path: str, split: str) -> Any:
+    """Split `split` of a `save_to_disk` folder (a DatasetDict's dataset_dict.json beside one folder per split),
+    read with `load_from_disk`, None for any other --dataset_name. `load_dataset` on such a folder gives every split
+    the first split's features, so an evaluation split whose ClassLabel lacks a training class has its integers
+    read with the training names (wrong labels, silently)."""
+    import datasets
+
+    folder = Path(path)
+    if not (folder / "dataset_dict.json").is_file():
+        return None
+    splits = datasets.load_from_disk(str(folder))
+    if split not in splits:
+        raise ValueError(f"The saved data set {path!r} has no split {split!r} (splits: {sorted(splits)}); set "
+                         "--train_split_name / --eval_split_name.")
+    return splits[split]
+
+
+def _split_with_its_own_features(path: str, config: str | None, split: str, cache_dir: str | None,
+                                 streaming: bool) -> Any:
+    """Split `split` of a local folder of parquet or arrow files read from its own files alone, None for any other
+    data set. `load_dataset` on the folder gives every split the features of the first split's files, so the
+    integers of an evaluation split whose ClassLabel lacks a training class would be read with the training names.
+    Each file keeps its split's ClassLabel names in its schema metadata; read alone, they are used."""
+    import datasets
+
+    if not Path(path).is_dir():
+        return None
+    builder = datasets.load_dataset_builder(path, config, cache_dir=cache_dir)
+    files = (builder.config.data_files or {}).get(split)
+    if builder.name not in ("parquet", "arrow") or not files:
+        return None
+    return datasets.load_dataset(builder.name, data_files=list(files), split="train", cache_dir=cache_dir,
+                                 streaming=streaming)
+
+
 def _load_split(args: DataArguments, name: str, cache_dir: str | None, streaming: bool) -> Any:
     """One split ("train" or "validation") from the one data source in the arguments, None where that source has
     no such split; a `datasets.IterableDataset` when `streaming`."""
     import datasets
 
     if args.dataset_name:
+        split_name = args.train_split_name if name == "train" else args.eval_split_name
+        saved = _saved_to_disk(args.dataset_name, split_name)
+        if saved is not None:
+            return saved.to_iterable_dataset() if streaming else saved
+        own = _split_with_its_own_features(args.dataset_name, args.dataset_config_name, split_name, cache_dir,
+                                           streaming)
+        if own is not None:
+            return own
         return datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=cache_dir,
-                                     split=args.train_split_name if name == "train" else args.eval_split_name,
-                                     streaming=streaming)
+                                     split=split_name, streaming=streaming)
     flag = "train" if name == "train" else "validation"
-    if args.train_dir:
+    if args.train_dir or args.validation_dir:
         folder = getattr(args, f"{flag}_dir")
         if not folder:
             return None
         _check_audio_folder(folder, f"--{flag}_dir")
         return datasets.load_dataset("audiofolder", data_dir=folder, split="train", streaming=streaming)
-    if args.train_file:
+    if args.train_file or args.validation_file:
         path = getattr(args, f"{flag}_file")
         if not path:
             return None
@@ -90,20 +145,22 @@ def _load_split(args: DataArguments, name: str, cache_dir: str | None, streaming
 
 
 def load_audio_datasets(args: DataArguments, sampling_rate: int = 16000, cache_dir: str | None = None,
-                        stream_train: bool = False):
+                        stream_train: bool = False, train: bool = True, dropped: dict[str, int] | None = None):
     """A DatasetDict with "train" and (where the source has one) "validation" from a Hub name, audiofolders or
     CSV/JSON files, the audio column cast to `datasets.Audio(sampling_rate)` (resampled on decode) and every clip
     checked. `stream_train` (--streaming): "train" is a `datasets.IterableDataset` instead, its audio left
-    undecoded ({"bytes", "path"} cells) and unchecked (a stream is checked as it is decoded)."""
+    undecoded ({"bytes", "path"} cells) and unchecked (a stream is checked as it is decoded). `train` false (an
+    evaluation-only run): no training split is loaded. `dropped` receives the clips --skip_bad_audio left out
+    of each split."""
     import datasets
 
-    check_one_data_source(args)
+    check_one_data_source(args, train)
     raw = datasets.DatasetDict()
-    for name in ("train", "validation"):
+    for name in ("train", "validation") if train else ("validation",):
         split = _load_split(args, name, cache_dir, streaming=stream_train and name == "train")
         if split is not None:
             raw[name] = split
-    if "train" not in raw:
+    if "train" not in raw and train:
         raise ValueError("No training split was found; check --train_split_name / --train_dir / --train_file.")
     for name in list(raw):
         split, streamed = raw[name], isinstance(raw[name], datasets.IterableDataset)
@@ -125,6 +182,8 @@ def load_audio_datasets(args: DataArguments, sampling_rate: int = 16000, cache_d
         split = split.cast_column(args.audio_column_name, datasets.Audio(sampling_rate=sampling_rate))
         raw[name] = check_audio_files(split, args.audio_column_name, name, skip=args.skip_bad_audio,
                                       mode=args.check_audio)
+        if dropped is not None and len(raw[name]) < len(split):
+            dropped[name] = len(split) - len(raw[name])
     return raw
 
 
@@ -172,9 +231,9 @@ def _audio_problem(cell: Mapping[str, Any], decode: bool = True) -> str | None:
 def check_audio_files(split: Any, column: str, name: str, skip: bool = False, workers: int = 8,
                       mode: str = "decode") -> Any:
     """Check every clip of a split up front (mode "decode": the file exists, decodes and holds finite samples;
-    "header": it exists and its header reads; "none": no check), in parallel, with a progress bar on large sets;
-    report all bad files at once, or drop them with a warning when `skip`. Without this a bad file crashes training
-    at the first batch that holds it, with a decoder error that does not name the file."""
+    "header": it exists and its header reads; "none": no check), in parallel, with a progress bar when it takes
+    more than two seconds; report all bad files at once, or drop them with a warning when `skip`. Without this a
+    bad file crashes training at the first batch that holds it, with a decoder error that does not name the file."""
     from concurrent.futures import ThreadPoolExecutor
     from functools import partial
 
@@ -190,8 +249,8 @@ def check_audio_files(split: Any, column: str, name: str, skip: bool = False, wo
     bad: list[tuple[int, str, str]] = []
     with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=len(split), desc=f"checking {name} audio",
                                                                  disable=len(split) < 2000) as progress:
-        for start in range(0, len(split), 1000):  # chunks: embedded audio bytes never all in memory at once
-            cells = undecoded[start:start + 1000][column]
+        for start in range(0, len(split), 64):  # chunks: embedded audio bytes never all in memory at once
+            cells = undecoded[start:start + 64][column]
             for offset, problem in enumerate(pool.map(partial(_audio_problem, decode=mode == "decode"), cells)):
                 if problem:
                     bad.append((start + offset, cells[offset].get("path") or f"row {start + offset}", problem))
@@ -217,10 +276,49 @@ def _resolve_row(row: Mapping[str, Any], column: str, base: str) -> dict[str, An
     return {column: os.path.join(base, path) if isinstance(path, str) and not os.path.isabs(path) else path}
 
 
-def label_names(dataset: Any, label_column: str) -> tuple[list[str], bool]:
+def label_cell(value: Any, separator: str | None = None) -> Any:
+    """One cell of a label column as a label or a list of labels. A list stays a list; a string that holds a list
+    (a JSON list, ``["apple", "river"]``, how a CSV cell holds several labels; Python's ``['apple', 'river']`` too)
+    becomes one, and so does every string when `separator` (--label_separator) is given: ``apple;river``. Anything
+    else (a label name, an integer) is returned as it is."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if separator:
+        return [part.strip() for part in text.split(separator) if part.strip()]
+    if not text.startswith("["):
+        return value
+    import ast
+
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            parsed = ast.literal_eval(text)  # literals only: never runs code
+        except (ValueError, SyntaxError):
+            raise ValueError(f"Label cell {value!r} starts like a list of labels but is not one. Write several labels "
+                             'as a JSON list (a CSV cell: "[""apple"", ""river""]"), or join them with a separator '
+                             "and pass --label_separator (e.g. apple;river with --label_separator ';').") from None
+    if not isinstance(parsed, (list, tuple)):
+        return value
+    return [str(x) for x in parsed]
+
+
+def split_label_names(split: Any, column: str) -> list[str] | None:
+    """The class names that a split's label column stores as integers (a ClassLabel, or a list of ClassLabels:
+    audiofolders, `save_to_disk`/parquet data with class names), None when its cells are the labels themselves."""
+    feature = (split.features or {}).get(column)
+    names = getattr(feature, "names", None)
+    if names is None:
+        names = getattr(getattr(feature, "feature", None), "names", None)
+    return list(names) if names is not None else None
+
+
+def label_names(dataset: Any, label_column: str, separator: str | None = None) -> tuple[list[str], bool]:
     """(label names in id order, multi_label) of a training split, or of a stream (--streaming; its label column
-    alone is read, no audio): ClassLabel names, sorted string labels, or the union of list-of-labels cells
-    (multi-label, AudioSet style)."""
+    alone is read, no audio): ClassLabel names, sorted string labels, the sorted distinct integers of an integer
+    column (each integer is a class name: 10, 20, 30, 40 make four classes, not 41), or the union of lists of
+    labels (multi-label, AudioSet style; see `label_cell` for the cell formats)."""
     feature = dataset.features[label_column]
     names = getattr(feature, "names", None)
     if names is not None:
@@ -235,49 +333,126 @@ def label_names(dataset: Any, label_column: str) -> tuple[list[str], bool]:
     empty = [i for i, v in enumerate(values) if v is None or (isinstance(v, str) and not v.strip())]
     if empty:
         raise ValueError(f"{len(empty)} of {len(values)} training rows have no label in column {label_column!r} "
-                         f"(rows {empty[:10]}{'...' if len(empty) > 10 else ''}, counting from 0 after the header); "
-                         "fill them in or remove those rows. An empty label is never made a class of its own.")
-    multi = any(isinstance(v, (list, tuple)) for v in values)
-    if multi:
-        return sorted({str(x) for v in values for x in v}), True
-    if values and all(isinstance(v, (int, np.integer)) for v in values):
-        return [str(i) for i in range(max(values) + 1)], False
+                         f"(rows {_some(empty)}, counting from 0 after the header); fill them in or remove those "
+                         "rows. An empty label is never made a class of its own.")
+    values = [label_cell(v, separator) for v in values]
+    if any(isinstance(v, (list, tuple)) for v in values):
+        return sorted({str(x) for v in values for x in (v if isinstance(v, (list, tuple)) else [v])}), True
+    if values and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        return [str(i) for i in sorted({int(v) for v in values})], False
     return sorted({str(v) for v in values}), False
 
 
-def encode_label(value: Any, label2id: Mapping[str, int], multi_label: bool, labels_source: str | None = None) -> Any:
-    """A cell of the label column -> class index (single-label) or list of indices (multi-label). `labels_source`:
-    where `label2id` came from (e.g. "--labels_file F"), named when a label is not in it."""
+def _some(items: list[Any], count: int = 10) -> str:
+    """The first `count` items, and how many more."""
+    shown = ", ".join(map(str, items[:count]))
+    return shown + (f" and {len(items) - count} more" if len(items) > count else "")
+
+
+def encode_label(value: Any, label2id: Mapping[str, int], multi_label: bool, labels_source: str | None = None,
+                 names: list[str] | None = None, separator: str | None = None) -> Any:
+    """A cell of the label column -> class index (single-label) or list of indices (multi-label), by name: `names`
+    are the split's own ClassLabel names (its integers are positions in them, which differ between splits that do
+    not hold the same classes); without them an integer is a class name ("10"). `labels_source`: where `label2id`
+    came from (e.g. "--labels_file F"), named when a label is not in it."""
+    value = label_cell(value, separator)
+
     def one(x: Any) -> int:
-        if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
-            return int(x)
+        if isinstance(x, (int, np.integer)) and not isinstance(x, bool) and names is not None:
+            if not 0 <= int(x) < len(names):
+                raise ValueError(f"A clip has label id {int(x)}, outside its ClassLabel's {len(names)} names (-1 "
+                                 "means no label); give every clip a label.")
+            x = names[int(x)]
         if x is None or (isinstance(x, str) and not x.strip()):
             raise ValueError("A clip has no label (an empty cell in the label column); fill it in or remove the row.")
-        if str(x) not in label2id:
-            where = (f" The training labels come from {labels_source}: add the missing label there."
-                     if labels_source else "")
-            raise ValueError(f"Label {x!r} is not among the training labels {sorted(label2id)[:10]}...{where}")
-        return label2id[str(x)]
+        key = str(int(x)) if isinstance(x, (int, np.integer)) and not isinstance(x, bool) else str(x)
+        if key not in label2id:
+            where = f" The labels come from {labels_source}: add the missing label there." if labels_source else ""
+            raise ValueError(f"Label {key!r} is not among the training labels ({_some(sorted(label2id))}).{where}")
+        return label2id[key]
     if multi_label:
         return [one(x) for x in (value if isinstance(value, (list, tuple)) else [value])]
+    if isinstance(value, (list, tuple)):
+        raise ValueError(f"A clip has a list of labels {list(value)}, but the training data has one label per clip "
+                         "(single-label). Give lists in the training data too to train a multi-label model.")
     return one(value)
 
 
-def encode_label_column(dataset: Any, column: str, label2id: Mapping[str, int], multi_label: bool,
-                        labels_source: str | None = None) -> Any:
-    """The label column of every split as class indices (int64) or lists of indices (multi-label)."""
+def check_split_labels(split: Any, column: str, label2id: Mapping[str, int], multi_label: bool, where: str,
+                       audio_column: str = "audio", labels_source: str = "the training data",
+                       separator: str | None = None) -> list[Any]:
+    """The encoded label column of a loaded split, by name; every label that `label2id` lacks, and every empty
+    cell, reported at once before any training, naming the split (`where`), the labels and their files or rows."""
     import datasets
 
-    def encode(row: Mapping[str, Any]) -> dict[str, Any]:
-        return {column: encode_label(row[column], label2id, multi_label, labels_source)}
+    names = split_label_names(split, column)
+    encoded: list[Any] = []
+    unknown: dict[str, list[int]] = {}
+    empty: list[int] = []
+    for row, value in enumerate(split[column]):
+        try:
+            encoded.append(encode_label(value, label2id, multi_label, names=names, separator=separator))
+        except ValueError:
+            cell = label_cell(value, separator)
+            cells = cell if isinstance(cell, (list, tuple)) else [cell]
+            if not multi_label and isinstance(cell, (list, tuple)):
+                raise ValueError(f"{where}: row {row} has a list of labels {list(cell)}, but the training data has "
+                                 "one label per clip (single-label). Give lists in the training data too to train a "
+                                 "multi-label model.") from None
+            for x in cells:
+                if isinstance(x, (int, np.integer)) and names is not None and 0 <= int(x) < len(names):
+                    x = names[int(x)]
+                if x is None or (isinstance(x, str) and not x.strip()) or (
+                        isinstance(x, (int, np.integer)) and names is not None):
+                    empty.append(row)
+                elif str(x) not in label2id:
+                    unknown.setdefault(str(x), []).append(row)
+            encoded.append(None)
+    if not unknown and not empty:
+        return encoded
+    paths = split.select_columns([audio_column]).cast_column(audio_column, datasets.Audio(decode=False))
 
-    def encoded(split: Any) -> Any:
-        features = split.features.copy()
-        features[column] = datasets.Sequence(datasets.Value("int64")) if multi_label else datasets.Value("int64")
-        return split.map(encode, features=features)
+    def files(rows: list[int]) -> str:
+        cells = paths.select(rows[:3])[audio_column]
+        shown = [os.path.basename(c.get("path") or "") or f"row {r}" for r, c in zip(rows, cells, strict=False)]
+        return ", ".join(shown) + (f" and {len(rows) - 3} more" if len(rows) > 3 else "")
+    problems = [f"{where}: {len(rows)} clip{'s' * (len(rows) != 1)} labelled {label!r} ({files(rows)})"
+                for label, rows in sorted(unknown.items())]
+    if problems:
+        problems.append(f"{'These labels are' if len(unknown) > 1 else 'This label is'} not among the classes of "
+                        f"{labels_source} ({len(label2id)}: {_some(list(label2id), 20)}), so those clips cannot be "
+                        f"scored. Remove them, or {_fix_for_unknown(labels_source)}.")
+    if empty:
+        problems.append(f"{where}: {len(empty)} clip{'s' * (len(empty) != 1)} without a label (rows "
+                        f"{_some(empty)}, counting from 0; {files(empty)}); fill the labels in or remove them.")
+    raise ValueError("\n".join(problems))
+
+
+def _fix_for_unknown(labels_source: str) -> str:
+    if labels_source.startswith("the model"):
+        return "fine-tune the model on data with those classes (leave --do_train false out)"
+    return f"add the class to {labels_source}"
+
+
+def encode_label_column(dataset: Any, column: str, label2id: Mapping[str, int], multi_label: bool,
+                        labels_source: str | None = None, audio_column: str = "audio",
+                        separator: str | None = None, sources: Mapping[str, str] | None = None) -> Any:
+    """The label column of every split as class indices (int64) or lists of indices (multi-label), mapped by name
+    (each split's own ClassLabel names, not its integers); unknown or missing labels refused up front
+    (`check_split_labels`), each split named by `sources[split]` when given."""
+    import datasets
+
+    def encoded(split: Any, name: str = "the split") -> Any:
+        values = check_split_labels(split, column, label2id, multi_label, (sources or {}).get(name, name),
+                                    audio_column, labels_source or "the training data", separator)
+        feature = datasets.List(datasets.Value("int64")) if multi_label else datasets.Value("int64")
+        position = split.column_names.index(column)
+        split = split.remove_columns([column]).add_column(column, values, feature=feature)
+        order = split.column_names[:-1]
+        return split.select_columns([*order[:position], column, *order[position:]])
 
     if isinstance(dataset, datasets.DatasetDict):
-        return datasets.DatasetDict({name: encoded(split) for name, split in dataset.items()})
+        return datasets.DatasetDict({name: encoded(split, name) for name, split in dataset.items()})
     return encoded(dataset)
 
 
@@ -298,30 +473,106 @@ def labels_source(data_args: DataArguments) -> str | None:
     return f"--labels_file {data_args.labels_file}" if data_args.streaming and data_args.labels_file else None
 
 
-def prepare_data(data_args: DataArguments, seed: int, cache_dir: str | None = None):
-    """(DatasetDict with encoded labels, label names, multi_label, description of the data). Without a data set
-    in the arguments, the embedded espeak-ng commands. Call it inside `main_process_first()`."""
-    check_one_data_source(data_args)
-    description = data_args.dataset_name or data_args.train_dir or data_args.train_file
-    if not description:
-        description = embedded_data(data_args)
-    raw = load_audio_datasets(data_args, cache_dir=cache_dir, stream_train=data_args.streaming)
-    if data_args.streaming:  # the training split an undecoded stream, its labels encoded as it is read
-        from .streaming import stream_label_names
+class PreparedData(NamedTuple):
+    """What `prepare_data` returns: the splits with encoded labels, the label names in id order, whether the task
+    is multi-label, a description of the training data, and the facts a model card states about the data."""
 
-        train = raw.pop("train")
-        labels, multi_label = stream_label_names(train, data_args)
+    raw: Any
+    labels: list[str]
+    multi_label: bool
+    description: str
+    facts: dict[str, Any]
+
+
+class ModelLabels(NamedTuple):
+    """The classes of a trained model given to a run: where it is, its label names in id order, multi-label."""
+
+    source: str
+    names: list[str]
+    multi_label: bool
+
+
+def _subset(split: Any, count: int | None, seed: int) -> Any:
+    """A seeded random subset of `count` rows (all rows when count is None or larger): transformers' examples
+    shuffle before they select, so that a subset of data sorted by class holds every class."""
+    if not count or count >= len(split):
+        return split
+    return split.shuffle(seed=seed).select(range(count))
+
+
+def prepare_data(data_args: DataArguments, seed: int, cache_dir: str | None = None,
+                 model_labels: ModelLabels | None = None, train: bool = True) -> PreparedData:
+    """The run's data (`PreparedData`). Without a data set in the arguments, the embedded espeak-ng commands. Call
+    it inside `main_process_first()`.
+
+    Labels are matched by name in every split (an audiofolder without one of the training classes has other
+    ClassLabel integers than the training folder). `model_labels`: the classes of the trained model the run starts
+    from. A run that trains on the same classes keeps the model's order (its head stays as trained); an
+    evaluation-only run (`train` false) scores the model's own classes, refusing evaluation clips of a class the
+    model does not have. --max_train_samples / --max_eval_samples draw seeded random subsets."""
+    check_one_data_source(data_args, train)
+    if not train and model_labels is None:
+        raise ValueError("--do_train false evaluates without training, but the model is new (built from scratch or "
+                         "converted, with a freshly initialised head): its metrics would be those of random weights. "
+                         "Pass a fine-tuned model with --model_name_or_path, or leave --do_train out to train first.")
+    description = data_args.dataset_name or data_args.train_dir or data_args.train_file or ""
+    if not (description or data_args.validation_dir or data_args.validation_file):
+        description = embedded_data(data_args)
+    column, separator = data_args.label_column_name, data_args.label_separator
+    dropped: dict[str, int] = {}
+    raw = load_audio_datasets(data_args, cache_dir=cache_dir, stream_train=data_args.streaming and train,
+                              train=train, dropped=dropped)
+    sources = split_sources(data_args)
+    stream = raw.pop("train") if data_args.streaming and train else None  # labels encoded as it is read
+    if not train:
+        if "validation" not in raw:
+            raise ValueError("--do_train false: there is no evaluation data to evaluate the model on; give "
+                             "--validation_dir, --validation_file or a data set with an --eval_split_name split.")
+        labels, multi_label = list(model_labels.names), model_labels.multi_label
+        data_multi = label_names(raw["validation"], column, separator)[1]
+        if data_multi != multi_label:
+            kind = {True: "multi-label (lists of labels)", False: "single-label"}
+            raise ValueError(f"The evaluation data is {kind[data_multi]}, but the model {model_labels.source} is "
+                             f"{kind[multi_label]}; evaluate it on data of its kind.")
+        known_from = f"the model {model_labels.source}"
     else:
-        labels, multi_label = label_names(raw["train"], data_args.label_column_name)
-    raw = encode_label_column(raw, data_args.label_column_name, {label: i for i, label in enumerate(labels)},
-                              multi_label, labels_source(data_args))
-    if data_args.streaming:
-        raw["train"] = train.take(data_args.max_train_samples) if data_args.max_train_samples else train
-    else:
-        if data_args.max_train_samples:
-            raw["train"] = raw["train"].shuffle(seed=seed).select(range(min(data_args.max_train_samples,
-                                                                            len(raw["train"]))))
+        if stream is not None:
+            from .streaming import stream_label_names
+
+            labels, multi_label = stream_label_names(stream, data_args)
+        else:
+            labels, multi_label = label_names(raw["train"], column, separator)
+        if model_labels is not None and multi_label == model_labels.multi_label and labels != model_labels.names \
+                and sorted(labels) == sorted(model_labels.names):
+            _log(f"the training labels are the classes of {model_labels.source} in another order: the model's "
+                 "order is kept, and its classifier head with it")
+            labels = list(model_labels.names)
+        known_from = labels_source(data_args) or "the training data"
+        feature = None if stream is not None else raw["train"].features[column]
+        if feature is not None and not hasattr(feature, "names") and labels and all(x.lstrip("-").isdigit()
+                                                                                     for x in labels):
+            _log(f"integer labels are class names: {len(labels)} classes ({_some(labels)})")
+    raw = encode_label_column(raw, column, {label: i for i, label in enumerate(labels)}, multi_label, known_from,
+                              data_args.audio_column_name, separator, sources)
+    if stream is not None:  # a stream has no random access: its first clips (it is shuffled through a buffer)
+        raw["train"] = stream.take(data_args.max_train_samples) if data_args.max_train_samples else stream
+    elif train:
+        raw["train"] = _subset(raw["train"], data_args.max_train_samples, seed)
         raw["train"] = raw["train"].add_column("_row", list(range(len(raw["train"]))))  # seeds the augmentation
-    if "validation" in raw and data_args.max_eval_samples:
-        raw["validation"] = raw["validation"].select(range(min(data_args.max_eval_samples, len(raw["validation"]))))
-    return raw, labels, multi_label, description
+    if "validation" in raw:
+        raw["validation"] = _subset(raw["validation"], data_args.max_eval_samples, seed)
+    facts: dict[str, Any] = {"labels": list(labels), "multi_label": multi_label}
+    for name, role in (("train", "training"), ("validation", "evaluation")):
+        if name in raw:
+            facts[f"{role} data"] = sources[name] if name != "train" or not description else description
+            if name != "train" or stream is None:
+                facts[f"{role} clips"] = len(raw[name])
+            if name in dropped:
+                facts[f"{role} clips dropped (unreadable, --skip_bad_audio)"] = dropped[name]
+    return PreparedData(raw, labels, multi_label, description or sources["validation"], facts)
+
+
+def _log(message: str) -> None:
+    import logging
+
+    logging.getLogger("ast_hf.training").info(message)

@@ -3,11 +3,12 @@ or a named size from scratch; --config_overrides."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..feature_extraction_ast import ASTFeatureExtractor
 from .arguments import DataArguments, ModelArguments, RecipeArguments
+from .data import ModelLabels
 
 # Sizes for training from scratch (ViT naming); "tiny" is what the main job and the demo train.
 MODEL_SIZES = {
@@ -81,6 +82,38 @@ def check_model_source(model_args: ModelArguments) -> None:
         raise ValueError(f"--model_size {model_args.model_size!r} is not one of {sorted(MODEL_SIZES)}.")
 
 
+def pretrained_labels(model_args: ModelArguments) -> ModelLabels | None:
+    """The classes of the trained AST that --model_name_or_path names (read from its config.json alone), None for a
+    model built from scratch or converted: a run matches the data's labels to them by name."""
+    if not model_args.model_name_or_path:
+        return None
+    from transformers import PretrainedConfig
+
+    config, _ = PretrainedConfig.get_config_dict(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
+    id2label = config.get("id2label")
+    if id2label:
+        names = [str(id2label[key]) for key in sorted(id2label, key=int)]
+    else:
+        names = [f"LABEL_{i}" for i in range(int(config.get("num_labels", 2)))]
+    multi = config.get("problem_type") == "multi_label_classification"
+    return ModelLabels(model_args.model_name_or_path, names, multi)
+
+
+def follow_model_convention(model_args: ModelArguments, data_args: DataArguments, sources: Mapping[str, str],
+                            train: bool) -> None:
+    """An evaluation-only run (`train` false) feeds the model as it was trained and as the pipeline does: padded to
+    max_length or at each clip's own length with a mask, as its preprocessor_config.json says, unless
+    --pad_to_max_length was given. A run that trains picks its own convention (and saves it)."""
+    if train or "pad_to_max_length" in sources or not model_args.model_name_or_path:
+        return
+    try:
+        saved = ASTFeatureExtractor.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir,
+                                                    trust_remote_code=model_args.trust_remote_code)
+    except OSError:  # no preprocessor_config.json: the default extractor, padded
+        saved = ASTFeatureExtractor()
+    data_args.pad_to_max_length = saved.pad_to_max_length
+
+
 def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArguments, recipe: RecipeArguments,
                                 labels: Sequence[str], multi_label: bool, describe: Callable[[str], None] = print):
     """(ASTForAudioClassification, ASTFeatureExtractor) for the run: a trained AST re-targeted to these labels,
@@ -111,13 +144,24 @@ def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArgum
         except OSError:
             describe(f"{path} has no preprocessor_config.json: default AudioSet feature-extractor settings")
         changes = {k: v for k, v in geometry.items() if getattr(model.config, k) != v}
-        if list(labels) != [model.config.id2label[i] for i in range(model.config.num_labels)]:
+        old_labels = [str(model.config.id2label[i]) for i in range(model.config.num_labels)]
+        if list(labels) != old_labels:
             changes.update(label_fields)
+        if changes and not model_args.ignore_mismatched_sizes:
+            raise ValueError(f"--ignore_mismatched_sizes false, but {path} must be re-targeted to this run "
+                             f"({', '.join(sorted(k for k in changes if k != 'label2id'))} differ); leave the flag "
+                             "out.")
         if changes:
             old = model.config.patch_grid
             model = convert.retarget_model(model, **changes, **extras)
+            head = ""
+            if "id2label" in changes:
+                kept = sorted(labels) == sorted(old_labels)
+                head = ("; classifier head re-ordered to the data's labels" if kept else
+                        f"; new classifier head for the data's {len(labels)} labels ({', '.join(list(labels)[:8])}"
+                        f"{', ...' if len(labels) > 8 else ''}) in place of the model's {len(old_labels)}")
             describe(f"re-targeted {path}: {sorted(k for k in changes if k != 'label2id')}, grid {old} -> "
-                     f"{model.config.patch_grid}")
+                     f"{model.config.patch_grid}{head}")
         else:
             for key, value in extras.items():
                 setattr(model.config, key, value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,35 +58,99 @@ def run_record(recipe: RecipeArguments, data_args: DataArguments, model_args: Mo
 
 
 def write_model_card(output_dir: str | os.PathLike, model_name: str, metrics: Mapping[str, Any], dataset: str,
-                     recipe: Mapping[str, Any], base_model: str | None, hub_model_id: str | None = None) -> None:
-    """README.md with the Hub metadata header, the metrics, the data set and the recipe that produced them.
+                     recipe: Mapping[str, Any], base_model: str | None, hub_model_id: str | None = None,
+                     data_facts: Mapping[str, Any] | None = None,
+                     log_history: Sequence[Mapping[str, Any]] | None = None) -> None:
+    """README.md with the Hub metadata header, the metrics, the data, the per-epoch results, the recipe that
+    produced them and the framework versions.
 
     model_name heads the card; the usage snippet loads `hub_model_id`, else `model_name` when it differs from the
     folder's name (the Hub repo the run pushes to), else the absolute path of `output_dir` (a folder name alone only
     loads from its parent directory). push_output_dir puts the repo id it created into the snippet. The model is
-    "fine-tuned from" `base_model` (or the recipe's model_name_or_path / deit_name_or_path) and "trained from
-    scratch" without one (--model_size).
+    "fine-tuned from" `base_model` (or the recipe's model_name_or_path / deit_name_or_path), a Hub id or the absolute
+    path of a local folder (in the metadata's `base_model` too, never a path relative to where the run was started),
+    and "trained from scratch" without one (--model_size). `data_facts`: the labels and the training and evaluation
+    data with their clip counts (`prepare_data`'s facts); `log_history`: the Trainer's (or the loop's) log, whose
+    evaluations make the results table.
     """
     reference = hub_model_id or (model_name if model_name != Path(output_dir).name else
                                  str(Path(output_dir).resolve()))
     pretrained = base_model or recipe.get("model_name_or_path") or recipe.get("deit_name_or_path")
     if pretrained:
+        local = Path(pretrained).expanduser()
+        if local.exists() or local.is_absolute() or pretrained.startswith("."):  # a folder: named absolutely
+            pretrained = str(local.resolve())
         origin = f"fine-tuned from `{pretrained}`"
     else:
         size = recipe.get("model_size")
         origin = f"trained from scratch (model size {size})" if size else "trained from scratch"
     lines = ["---", "library_name: transformers", "pipeline_tag: audio-classification", "tags:", "- ast_hf",
              "- audio-spectrogram-transformer", "- audio-classification"]
-    if base_model:
-        lines.append(f"base_model: {base_model}")
+    if pretrained and base_model:
+        lines.append(f"base_model: {pretrained}")
     lines += ["---", "", f"# {model_name}", "",
               f"An Audio Spectrogram Transformer (Gong, Chung, Glass, Interspeech 2021) {origin} with ast_hf on "
               f"{dataset}.", "", "## Evaluation", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items())]
+    lines += _data_section(data_facts or {}) + _results_section(log_history or [])
     lines += ["", "## Recipe", "", "```json", json.dumps(dict(recipe), indent=2, sort_keys=True, default=str), "```",
               "", "## Use", "", "```python", "import ast_hf  # or trust_remote_code=True without it",
-              "from transformers import pipeline", _usage_line(reference), "```", ""]
+              "from transformers import pipeline", _usage_line(reference), "```", "", "## Framework versions", ""]
+    lines += [f"- {name} {version}" for name, version in _framework_versions()] + [""]
     Path(output_dir, "README.md").write_text("\n".join(lines))
+
+
+def _data_section(facts: Mapping[str, Any]) -> list[str]:
+    """The card's data: the training and evaluation data and their clip counts, then the labels in id order."""
+    if not facts:
+        return []
+    lines = ["", "## Data", ""]
+    lines += [f"- {key}: {value}" for key, value in facts.items() if key not in ("labels", "multi_label")]
+    labels = list(facts.get("labels", []))
+    if labels:
+        kind = "multi-label: each clip has any number of them" if facts.get("multi_label") else "one per clip"
+        lines += ["", f"{len(labels)} labels ({kind}), in the order of the model's outputs: "
+                  + ", ".join(f"`{label}`" for label in labels[:100]) + (", ..." if len(labels) > 100 else "")]
+    return lines
+
+
+def _results_section(log_history: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Training results, one row per evaluation during training (as transformers' cards have): epoch, step, the
+    last training loss logged before it and the evaluation metrics."""
+    evaluations = [entry for entry in log_history if any(k.startswith("eval_") for k in entry)]
+    if not evaluations:
+        return []
+    keys = sorted({k for entry in evaluations for k in entry if k.startswith("eval_") and not k.endswith(
+        ("_runtime", "_per_second"))})
+    lines = ["", "## Training results", "", "| epoch | step | training loss | " + " | ".join(keys) + " |",
+             "|---" * (3 + len(keys)) + "|"]
+    loss, shown = None, {id(entry) for entry in evaluations}
+    for entry in log_history:
+        if "loss" in entry:
+            loss = entry["loss"]
+        if id(entry) in shown:
+            cells = [_cell(entry.get("epoch")), _cell(entry.get("step")), _cell(loss)]
+            lines.append("| " + " | ".join(cells + [_cell(entry.get(k)) for k in keys]) + " |")
+    return lines
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) and not float(value).is_integer() else f"{value:g}" \
+        if isinstance(value, float) else str(value)
+
+
+def _framework_versions() -> list[tuple[str, str]]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in ("ast_hf", "transformers", "torch", "torchaudio", "datasets", "accelerate"):
+        try:
+            found.append((name, version(name)))
+        except PackageNotFoundError:
+            continue
+    return found
 
 
 _USAGE_PREFIX = 'classifier = pipeline("audio-classification", model='

@@ -42,12 +42,15 @@ def build_run(model_args: ModelArguments, data_args: DataArguments, recipe: Reci
     when --compute_stats is set, the collators and the sampler weights of --balanced_sampling."""
     model, extractor = prepare_model_and_extractor(model_args, data_args, recipe, labels, multi_label,
                                                    describe=describe)
+    if data_args.compute_stats and "train" not in raw:
+        raise ValueError("--compute_stats computes the fbank statistics of the training data, but this run only "
+                         "evaluates (--do_train false): the model's own statistics are used. Leave it out.")
     if data_args.compute_stats:
         extractor = with_training_statistics(extractor, raw["train"], data_args.audio_column_name, describe)
     train_collator, eval_collator = make_collators(extractor, len(labels), multi_label, data_args, recipe, seed,
                                                    label_smoothing)
     weights = None
-    if recipe.balanced_sampling:
+    if recipe.balanced_sampling and "train" in raw:
         weights = dataset_sample_weights(raw["train"], data_args.label_column_name, len(labels), multi_label)
     return RunParts(model, extractor, train_collator, eval_collator, weights)
 
@@ -87,20 +90,28 @@ def finish_run(output_dir: str | Path, *, is_main_process: bool, process_index: 
                evaluation: tuple[np.ndarray, np.ndarray] | None, labels: Sequence[str], multi_label: bool,
                record: Mapping[str, Any], description: str, model_name: str, base_model: str | None,
                examples_collated: int, push_repo: str | None = None, push_private: bool | None = None,
-               push_token: str | None = None) -> None:
-    """Everything after the model (and its extractor) is saved, the same for both examples: all_results.json and
-    the confusion matrix of an evaluation (single-label), and for a run that trained the training curves, the
-    model card and the push of the folder; every process writes process_RANK.json (what it collated)."""
+               push_token: str | None = None, data_facts: Mapping[str, Any] | None = None) -> None:
+    """Everything after the model (and its extractor) is saved, the same for both examples: the final metrics
+    printed and written as transformers' examples do (train_results.json, eval_results.json, all_results.json), the
+    confusion matrix of an evaluation (single-label), and for a run that trained the training curves, the model
+    card (with `data_facts`, what prepare_data says about the data) and the push of the folder; every process
+    writes process_RANK.json (what it collated)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if is_main_process:
+        for split, part in (("train", {k: v for k, v in metrics.items() if not k.startswith("eval_")}),
+                            ("eval", {k: v for k, v in metrics.items() if k.startswith("eval_")})):
+            if part and (split == "eval" or trained):
+                print_metrics(split, part)
+                write_json(output_dir / f"{split}_results.json", part)
         write_json(output_dir / "all_results.json", metrics)
         if evaluation is not None and not multi_label:
             save_confusion_matrix(*evaluation, list(labels), output_dir / "confusion_matrix.png")
     if is_main_process and trained:  # no card, curves or push for a run that trained nothing
         plot_training_curves(log_history, output_dir / "training_curves.png")
         scores = {k: v for k, v in metrics.items() if k.startswith("eval_")}
-        write_model_card(output_dir, push_repo or model_name, scores, description, record, base_model)
+        write_model_card(output_dir, push_repo or model_name, scores, description, record, base_model,
+                         data_facts=data_facts, log_history=log_history)
         if push_repo:
             push_output_dir(output_dir, push_repo, private=push_private, token=push_token)
     import resource
@@ -111,4 +122,14 @@ def finish_run(output_dir: str | Path, *, is_main_process: bool, process_index: 
                 "peak_memory_mb": round(peak, 1)})
 
 
-__all__ = ["RunParts", "build_run", "evaluate_with_accelerator", "finish_run", "with_training_statistics"]
+def print_metrics(split: str, metrics: Mapping[str, Any]) -> None:
+    """The `***** eval metrics *****` block that transformers' Trainer prints at the end of its examples."""
+    print(f"***** {split} metrics *****")
+    width = max(len(key) for key in metrics)
+    for key in sorted(metrics):
+        value = metrics[key]
+        print(f"  {key:<{width}} = {round(value, 4) if isinstance(value, float) else value}")
+
+
+__all__ = ["RunParts", "build_run", "evaluate_with_accelerator", "finish_run", "print_metrics",
+           "with_training_statistics"]

@@ -20,7 +20,7 @@ import torch
 
 from ..audio_io import decode_audio
 from .arguments import DataArguments, RecipeArguments
-from .data import encode_label, label_names, labels_source
+from .data import encode_label, label_names, labels_source, split_label_names
 
 
 def stream_label_names(stream: Any, args: DataArguments) -> tuple[list[str], bool]:
@@ -37,7 +37,7 @@ def stream_label_names(stream: Any, args: DataArguments) -> tuple[list[str], boo
                          "--labels_file out.")
     if args.labels_file:
         return read_labels(args.labels_file), hasattr(feature, "feature")  # a list type: several labels a clip
-    return label_names(stream, args.label_column_name)
+    return label_names(stream, args.label_column_name, args.label_separator)
 
 
 class StreamingClips(torch.utils.data.IterableDataset):
@@ -47,7 +47,8 @@ class StreamingClips(torch.utils.data.IterableDataset):
 
     def __init__(self, stream: Any, *, audio_column: str, label_column: str, label2id: Mapping[str, int],
                  multi_label: bool, sampling_rate: int, batch_size: int, seed: int, buffer_size: int,
-                 rank: int = 0, world_size: int = 1, labels_source: str | None = None) -> None:
+                 rank: int = 0, world_size: int = 1, labels_source: str | None = None,
+                 separator: str | None = None) -> None:
         from datasets.distributed import split_dataset_by_node
 
         if batch_size < 1 or buffer_size < 1:
@@ -59,6 +60,8 @@ class StreamingClips(torch.utils.data.IterableDataset):
         self.sampling_rate, self.batch_size = sampling_rate, batch_size
         self.rank, self.world_size = rank, world_size
         self.labels_source = labels_source  # where label2id came from, for the error of a label not in it
+        self.names = split_label_names(stream, label_column)  # a ClassLabel's names: its integers mean these
+        self.separator = separator
         self.start_batch = 0
 
     def batches(self) -> Iterator[tuple[int, dict[str, list[Any]]]]:
@@ -93,7 +96,7 @@ class StreamingClips(torch.utils.data.IterableDataset):
                                                               self.sampling_rate),
                                         "sampling_rate": self.sampling_rate},
                     self.label_column: encode_label(batch[self.label_column][i], self.label2id, self.multi_label,
-                                                    self.labels_source),
+                                                    self.labels_source, self.names, self.separator),
                     "_row": (first + i) * self.world_size + self.rank}
                    for i in range(size)]
 
@@ -149,4 +152,4 @@ def streaming_clips(stream: Any, data_args: DataArguments, labels: Sequence[str]
                           label2id={label: i for i, label in enumerate(labels)}, multi_label=multi_label,
                           sampling_rate=sampling_rate, batch_size=batch_size, seed=seed,
                           buffer_size=data_args.shuffle_buffer_size, rank=rank, world_size=world_size,
-                          labels_source=labels_source(data_args))
+                          labels_source=labels_source(data_args), separator=data_args.label_separator)
