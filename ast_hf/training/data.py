@@ -248,7 +248,7 @@ def check_audio_files(split: Any, column: str, name: str, skip: bool = False, wo
     undecoded = split.select_columns([column]).cast_column(column, datasets.Audio(decode=False))
     bad: list[tuple[int, str, str]] = []
     with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=len(split), desc=f"checking {name} audio",
-                                                                 disable=len(split) < 2000) as progress:
+                                                                 unit="clip", delay=2) as progress:
         for start in range(0, len(split), 64):  # chunks: embedded audio bytes never all in memory at once
             cells = undecoded[start:start + 64][column]
             for offset, problem in enumerate(pool.map(partial(_audio_problem, decode=mode == "decode"), cells)):
