@@ -308,6 +308,13 @@ def warn_inert_settings(recipe: RecipeArguments, num_train_epochs: float, max_le
     return found
 
 
+# Why an evaluation-only run of a model that was never trained is refused (checked where the run's steps and its
+# data are settled).
+UNTRAINED_EVALUATION = ("--do_train false evaluates without training, but the model is new (built from scratch or "
+                        "converted, with a freshly initialised head): its metrics would be those of random weights. "
+                        "Pass a fine-tuned model with --model_name_or_path, or leave --do_train out to train first.")
+
+
 def train_requested(do_train: bool, sources: Mapping[str, str]) -> bool:
     """Whether a run trains: unless --do_train false was given (every data source has training data)."""
     return do_train if "do_train" in sources else True
@@ -322,9 +329,7 @@ def resolve_run_steps(do_train: bool, do_eval: bool, sources: Mapping[str, str],
     (`trained_model` false: built from scratch or with a new head)."""
     train = train_requested(do_train, sources)
     if not train and not trained_model:
-        raise ValueError("--do_train false evaluates without training, but the model is new (built from scratch or "
-                         "with a freshly initialised head): its metrics would be those of random weights. Pass a "
-                         "fine-tuned model with --model_name_or_path, or leave --do_train out to train first.")
+        raise ValueError(UNTRAINED_EVALUATION)
     evaluate = do_eval if "do_eval" in sources else has_evaluation_data
     strategy = str(getattr(eval_strategy, "value", eval_strategy))
     if evaluate and not has_evaluation_data:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..audio_io import AUDIO_SUFFIXES, decoder_reason, wav_truncation
-from .arguments import DataArguments
+from .arguments import UNTRAINED_EVALUATION, DataArguments
 
 
 def check_one_data_source(args: DataArguments, train: bool = True) -> None:
@@ -349,33 +349,46 @@ def _some(items: list[Any], count: int = 10) -> str:
     return shown + (f" and {len(items) - count} more" if len(items) > count else "")
 
 
+def _label_keys(value: Any, names: list[str] | None, separator: str | None) -> tuple[list[Any], bool]:
+    """The class names in one label cell, and whether it held a list. An integer is a position in the split's
+    ClassLabel `names` (an int left in the list when it is outside them, -1 meaning no label) or, without names,
+    a class name itself ("10"); a missing label is None."""
+    cell = label_cell(value, separator)
+    is_list = isinstance(cell, (list, tuple))
+    keys: list[Any] = []
+    for x in cell if is_list else [cell]:
+        if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
+            x = int(x) if names is None or not 0 <= int(x) < len(names) else names[int(x)]
+            x = str(x) if names is None else x
+        keys.append(None if x is None or (isinstance(x, str) and not x.strip()) else x)
+    return keys, is_list
+
+
 def encode_label(value: Any, label2id: Mapping[str, int], multi_label: bool, labels_source: str | None = None,
                  names: list[str] | None = None, separator: str | None = None) -> Any:
     """A cell of the label column -> class index (single-label) or list of indices (multi-label), by name: `names`
     are the split's own ClassLabel names (its integers are positions in them, which differ between splits that do
     not hold the same classes); without them an integer is a class name ("10"). `labels_source`: where `label2id`
     came from (e.g. "--labels_file F"), named when a label is not in it."""
-    value = label_cell(value, separator)
+    keys, is_list = _label_keys(value, names, separator)
 
-    def one(x: Any) -> int:
-        if isinstance(x, (int, np.integer)) and not isinstance(x, bool) and names is not None:
-            if not 0 <= int(x) < len(names):
-                raise ValueError(f"A clip has label id {int(x)}, outside its ClassLabel's {len(names)} names (-1 "
-                                 "means no label); give every clip a label.")
-            x = names[int(x)]
-        if x is None or (isinstance(x, str) and not x.strip()):
+    def one(key: Any) -> int:
+        if isinstance(key, int):
+            raise ValueError(f"A clip has label id {key}, outside its ClassLabel's {len(names)} names (-1 means no "
+                             "label); give every clip a label.")
+        if key is None:
             raise ValueError("A clip has no label (an empty cell in the label column); fill it in or remove the row.")
-        key = str(int(x)) if isinstance(x, (int, np.integer)) and not isinstance(x, bool) else str(x)
-        if key not in label2id:
+        if str(key) not in label2id:
             where = f" The labels come from {labels_source}: add the missing label there." if labels_source else ""
-            raise ValueError(f"Label {key!r} is not among the training labels ({_some(sorted(label2id))}).{where}")
-        return label2id[key]
+            raise ValueError(f"Label {str(key)!r} is not among the training labels ({_some(sorted(label2id))})."
+                             f"{where}")
+        return label2id[str(key)]
     if multi_label:
-        return [one(x) for x in (value if isinstance(value, (list, tuple)) else [value])]
-    if isinstance(value, (list, tuple)):
-        raise ValueError(f"A clip has a list of labels {list(value)}, but the training data has one label per clip "
+        return [one(key) for key in keys]
+    if is_list:
+        raise ValueError(f"A clip has a list of labels {keys}, but the training data has one label per clip "
                          "(single-label). Give lists in the training data too to train a multi-label model.")
-    return one(value)
+    return one(keys[0])
 
 
 def check_split_labels(split: Any, column: str, label2id: Mapping[str, int], multi_label: bool, where: str,
@@ -390,24 +403,18 @@ def check_split_labels(split: Any, column: str, label2id: Mapping[str, int], mul
     unknown: dict[str, list[int]] = {}
     empty: list[int] = []
     for row, value in enumerate(split[column]):
-        try:
-            encoded.append(encode_label(value, label2id, multi_label, names=names, separator=separator))
-        except ValueError:
-            cell = label_cell(value, separator)
-            cells = cell if isinstance(cell, (list, tuple)) else [cell]
-            if not multi_label and isinstance(cell, (list, tuple)):
-                raise ValueError(f"{where}: row {row} has a list of labels {list(cell)}, but the training data has "
-                                 "one label per clip (single-label). Give lists in the training data too to train a "
-                                 "multi-label model.") from None
-            for x in cells:
-                if isinstance(x, (int, np.integer)) and names is not None and 0 <= int(x) < len(names):
-                    x = names[int(x)]
-                if x is None or (isinstance(x, str) and not x.strip()) or (
-                        isinstance(x, (int, np.integer)) and names is not None):
-                    empty.append(row)
-                elif str(x) not in label2id:
-                    unknown.setdefault(str(x), []).append(row)
-            encoded.append(None)
+        keys, is_list = _label_keys(value, names, separator)
+        if is_list and not multi_label:
+            raise ValueError(f"{where}: row {row} has a list of labels {keys}, but the training data has one label "
+                             "per clip (single-label). Give lists in the training data too to train a multi-label "
+                             "model.")
+        for key in keys:
+            if key is None or isinstance(key, int):  # no label, or an id outside the ClassLabel (-1: no label)
+                empty.append(row)
+            elif str(key) not in label2id:
+                unknown.setdefault(str(key), []).append(row)
+        ids = [label2id.get(str(key)) for key in keys]
+        encoded.append(ids if multi_label else ids[0])
     if not unknown and not empty:
         return encoded
     paths = split.select_columns([audio_column]).cast_column(audio_column, datasets.Audio(decode=False))
@@ -512,9 +519,7 @@ def prepare_data(data_args: DataArguments, seed: int, cache_dir: str | None = No
     model does not have. --max_train_samples / --max_eval_samples draw seeded random subsets."""
     check_one_data_source(data_args, train)
     if not train and model_labels is None:
-        raise ValueError("--do_train false evaluates without training, but the model is new (built from scratch or "
-                         "converted, with a freshly initialised head): its metrics would be those of random weights. "
-                         "Pass a fine-tuned model with --model_name_or_path, or leave --do_train out to train first.")
+        raise ValueError(UNTRAINED_EVALUATION)
     description = data_args.dataset_name or data_args.train_dir or data_args.train_file or ""
     if not (description or data_args.validation_dir or data_args.validation_file):
         description = embedded_data(data_args)
