@@ -185,3 +185,27 @@ def test_training_curves_of_a_short_run_are_not_empty():
     evaluated = training.training_curves_figure([{"eval_accuracy": 0.5, "eval_loss": 1.0, "epoch": 1.0},
                                                  {"eval_accuracy": 0.7, "eval_loss": 0.8, "epoch": 2.0}])
     assert [line.get_label() for line in evaluated.axes[1].lines] == ["accuracy"]
+
+
+def test_zero_byte_files_and_empty_class_folders_are_named(commands_root, tmp_path):
+    """A 0-byte clip is reported as an empty file (not as FFmpeg's internal message); a class folder without audio is
+    named in a warning, since datasets leaves it out of the classes without a word."""
+    folder = tmp_path / "train"
+    for word in ("yes", "no"):
+        shutil.copytree(commands_root / "train" / word, folder / word)
+    (folder / "no" / "metadata.csv").unlink(missing_ok=True)
+    (folder / "yes" / "metadata.csv").unlink(missing_ok=True)
+    (folder / "maybe").mkdir()
+    with pytest.warns(UserWarning, match=r"the class folder 'maybe' holds no audio files, so it is not a class"):
+        raw = training.load_audio_datasets(training.DataArguments(train_dir=str(folder)))
+    assert sorted(raw["train"].features["label"].names) == ["no", "yes"]
+    (folder / "yes" / "zero.flac").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"zero.flac: an empty file \(0 bytes\)"):
+        training.load_audio_datasets(training.DataArguments(train_dir=str(folder)))
+
+
+def test_a_misspelt_flag_names_the_closest_one():
+    with pytest.raises(ValueError, match=r"Unknown arguments: --max_lenght \(did you mean --max_length\?\), "
+                                         r"--zzz_flag\. --help lists"):
+        training.parse_arguments([training.ModelArguments, training.DataArguments, training.RecipeArguments],
+                                 ["--max_lenght", "200", "--zzz_flag", "1"], "outputs/x")

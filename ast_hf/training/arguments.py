@@ -12,7 +12,9 @@ from typing import Any
 
 @dataclass
 class DataArguments:
-    dataset_name: str | None = field(default=None, metadata={"help": "Hub data set name (load_dataset)"})
+    dataset_name: str | None = field(default=None, metadata={
+        "help": "a data set for datasets.load_dataset: a Hub id, or a local folder saved with save_to_disk or of "
+                "parquet files"})
     dataset_config_name: str | None = field(default=None, metadata={"help": "its configuration"})
     train_split_name: str = field(default="train", metadata={"help": "split to train on"})
     eval_split_name: str = field(default="validation", metadata={"help": "split to evaluate on"})
@@ -220,7 +222,24 @@ def parse_arguments(classes: Sequence[type], argv: Sequence[str], default_output
     sources.update({name: "the command line" for name in given if name in known})
     if "--output_dir" not in defaults + argv:
         defaults += ["--output_dir", default_output_dir]
-    return (*parser.parse_args_into_dataclasses(defaults + list(extra_defaults) + argv), sources)
+    try:
+        return (*parser.parse_args_into_dataclasses(defaults + list(extra_defaults) + argv), sources)
+    except ValueError as error:
+        if "not used by the HfArgumentParser" not in str(error):
+            raise
+        raise ValueError(_unknown_flags_message(argv, list(parser._option_string_actions))) from None
+
+
+def _unknown_flags_message(argv: Sequence[str], options: Sequence[str]) -> str:
+    """The flags of `argv` that the parser does not take, each with the closest flag it does take."""
+    import difflib
+
+    unknown = [token.split("=", 1)[0] for token in argv if token.startswith("--")
+               and token.split("=", 1)[0] not in options]
+    named = [f"{flag} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(flag, options, 1, 0.75))
+             else flag for flag in unknown]
+    return (f"Unknown argument{'s' * (len(named) != 1)}: {', '.join(named) or ' '.join(argv)}. --help lists the "
+            "arguments this script takes.")
 
 
 def _flag_name(token: str, known: set[str]) -> str:

@@ -50,6 +50,16 @@ def _check_audio_folder(folder: str, flag: str) -> None:
                          "*.wav (one folder per class), or a metadata.csv with file_name and label columns.")
     if not any(p.suffix.lower() in AUDIO_SUFFIXES for p in path.rglob("*")):
         raise ValueError(f"{flag} {folder!r} holds no audio files ({', '.join(AUDIO_SUFFIXES)}).")
+    empty = sorted(p.name for p in path.iterdir() if p.is_dir() and not any(
+        q.suffix.lower() in AUDIO_SUFFIXES for q in p.rglob("*")))
+    if empty:
+        import warnings
+
+        one = len(empty) == 1
+        what = "it is not a class" if one else "they are not classes"
+        warnings.warn(f"{flag} {folder!r}: the class folder{'' if one else 's'} {', '.join(map(repr, empty))} "
+                      f"hold{'s' if one else ''} no audio files, so {what} of this run; add clips or remove the "
+                      "folder.", stacklevel=2)
 
 
 def _audiofolder_label_advice(folder: str, label_column: str) -> str:
@@ -197,6 +207,8 @@ def _audio_problem(cell: Mapping[str, Any], decode: bool = True) -> str | None:
     path, data = cell.get("path"), cell.get("bytes")
     if data is None and (not path or not os.path.isfile(path)):
         return "file not found"
+    if (len(data) if data is not None else os.path.getsize(path)) == 0:
+        return "an empty file (0 bytes)"
     truncated = wav_truncation(path if data is None else data)
     if truncated:
         return truncated
