@@ -173,9 +173,13 @@ def test_config_overrides_reach_the_model(tmp_path):
             training.DataArguments(**geometry), training.RecipeArguments(), ["0", "1", "2"], multi_label=False,
             describe=lambda _: None)
         assert {m.p for m in pretrained.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}
+    # An optional field (default None) takes a number: the head's layer-norm epsilon of the authors' checkpoints.
+    overrides = training.parse_config_overrides("classifier_layer_norm_eps=1e-5", True)
+    assert overrides == {"classifier_layer_norm_eps": 1e-5}
     for overrides, message in (("hidden_dropout=0.1", "not a field of ASTConfig"),
                                ("hidden_size=64", "fixes the shapes of the pretrained weights"),
-                               ("max_length=64", "use that instead"), ("hidden_dropout_prob=high", "is not a float")):
+                               ("max_length=64", "use that instead"), ("hidden_dropout_prob=high", "is not a float"),
+                               ("classifier_layer_norm_eps=tiny", r"is not a number \(or None\)")):
         with pytest.raises(ValueError, match=message):
             training.prepare_model_and_extractor(
                 training.ModelArguments(model_name_or_path=str(tmp_path / "trained"), config_overrides=overrides),

@@ -10,12 +10,14 @@ from ..feature_extraction_ast import ASTFeatureExtractor
 from .arguments import DataArguments, ModelArguments, RecipeArguments
 from .data import ModelLabels
 
-# Sizes for training from scratch (ViT naming); "tiny" is what the main job and the demo train.
 MODEL_SIZES = {
     "tiny": dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768),
     "small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
 }
+"""The sizes of --model_size, for training from scratch (ViT naming): `ASTConfig` fields per name. "tiny" (192 wide,
+4 layers, 3 heads) is what the main job and the demo train; "small" is 256 wide with 4 layers and 4 heads; "base" is
+ViT-Base (768 wide, 12 layers, 12 heads)."""
 
 
 # Config fields that have their own flag (so that the data, the extractor and the model agree on them).
@@ -32,8 +34,32 @@ SHAPE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "inte
 
 
 def parse_config_overrides(text: str | None, pretrained: bool) -> dict[str, Any]:
-    """"key=value,key=value" -> {field: value typed like the ASTConfig default}; a clear error for an unknown field,
-    a field with its own flag, a shape field of a pretrained model, or a value of the wrong type."""
+    """Parse --config_overrides: `"key=value,key=value"` into ASTConfig fields.
+
+    Each value is typed like the field's `ASTConfig` default: "true"/"false" for booleans, integers (also written
+    as "2.0") for ints, floats and strings as they are. Empty items are skipped.
+
+    Args:
+        text: The flag's value; None or "" gives no overrides.
+        pretrained: The model comes from a checkpoint (pretrained or converted), so the fields that set the shapes
+            of the weights (`hidden_size`, `num_hidden_layers`, `num_attention_heads`, `intermediate_size`,
+            `patch_size`, `qkv_bias`, `num_mel_bins`) cannot change.
+
+    Returns:
+        `{field: typed value}`.
+
+    Raises:
+        ValueError: With a clear message when an item is not `key=value`; when the key is not a field of
+            `ASTConfig`, or is a field with its own flag (`max_length`, the strides, Patchout, the labels and
+            `problem_type`); when it is a shape field and `pretrained`; or when the value is not of the field's
+            type.
+
+    Example:
+        ```python
+        parse_config_overrides("hidden_dropout_prob=0.1,attention_probs_dropout_prob=0.1", pretrained=True)
+        # {"hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
+        ```
+    """
     from ..configuration_ast import ASTConfig
 
     if not text:
@@ -62,18 +88,31 @@ def parse_config_overrides(text: str | None, pretrained: bool) -> dict[str, Any]
                 if raw.lower() not in ("true", "false"):
                     raise ValueError(raw)
                 value: Any = raw.lower() == "true"
+            elif default is None:  # optional fields (classifier_layer_norm_eps): a number, or none
+                value = None if raw.lower() in ("none", "null") else float(raw)
             else:
                 value = type(default)(float(raw)) if isinstance(default, int) and float(raw).is_integer() \
                     else type(default)(raw)
         except ValueError:
-            raise ValueError(f"--config_overrides: {key}={raw!r} is not a {type(default).__name__} (default "
-                             f"{default!r}).") from None
+            kind = "number (or None)" if default is None else type(default).__name__
+            raise ValueError(f"--config_overrides: {key}={raw!r} is not a {kind} (default {default!r}).") from None
         overrides[key] = value
     return overrides
 
 
 def check_model_source(model_args: ModelArguments) -> None:
-    """Exactly one model source, and a known size: checked before any data is loaded (the scripts call it first)."""
+    """Check that the run names exactly one model source, and a known size.
+
+    Checked before any data is loaded (the scripts call it first).
+
+    Args:
+        model_args: The model arguments: --model_name_or_path (an AST), --deit_name_or_path (a DeiT/ViT to
+            convert) or --model_size (one of `MODEL_SIZES`).
+
+    Raises:
+        ValueError: When none or more than one of the three is given, or when --model_size is not one of
+            `MODEL_SIZES`.
+    """
     sources = [x for x in (model_args.model_name_or_path, model_args.deit_name_or_path, model_args.model_size) if x]
     if len(sources) != 1:
         raise ValueError("Give exactly one of --model_name_or_path (an AST), --deit_name_or_path (a DeiT/ViT to "
@@ -83,8 +122,21 @@ def check_model_source(model_args: ModelArguments) -> None:
 
 
 def pretrained_labels(model_args: ModelArguments) -> ModelLabels | None:
-    """The classes of the trained AST that --model_name_or_path names (read from its config.json alone), None for a
-    model built from scratch or converted: a run matches the data's labels to them by name."""
+    """Read the classes of the trained AST that --model_name_or_path names, from its config.json alone.
+
+    A run matches the data's labels to them by name.
+
+    Args:
+        model_args: The model arguments (--model_name_or_path, --cache_dir).
+
+    Returns:
+        The checkpoint, its label names in id order (`LABEL_i` when its config has no `id2label`) and whether it is
+            multi-label (`problem_type`); None for a model built from scratch or converted.
+
+    Raises:
+        OSError: As transformers' `PretrainedConfig.get_config_dict` does, when the config.json cannot be found or
+            read.
+    """
     if not model_args.model_name_or_path:
         return None
     from transformers import PretrainedConfig
@@ -101,9 +153,20 @@ def pretrained_labels(model_args: ModelArguments) -> ModelLabels | None:
 
 def follow_model_convention(model_args: ModelArguments, data_args: DataArguments, sources: Mapping[str, str],
                             train: bool) -> None:
-    """An evaluation-only run (`train` false) feeds the model as it was trained and as the pipeline does: padded to
-    max_length or at each clip's own length with a mask, as its preprocessor_config.json says, unless
-    --pad_to_max_length was given. A run that trains picks its own convention (and saves it)."""
+    """Make an evaluation-only run feed the model as it was trained, as the pipeline does.
+
+    For an evaluation-only run (`train` false) of a trained AST, sets `data_args.pad_to_max_length` from the
+    checkpoint's preprocessor_config.json: padded to max_length, or at each clip's own length with a mask (the
+    default extractor, padded, when the file is missing). A run that trains picks its own convention (and saves
+    it); an explicit --pad_to_max_length always wins.
+
+    Args:
+        model_args: The model arguments (--model_name_or_path, --cache_dir, --trust_remote_code).
+        data_args: The data arguments; `pad_to_max_length` is set in place.
+        sources: `{field: where it was set}` of `parse_arguments`, for every field given explicitly (in the recipe
+            file or on the command line).
+        train: The run trains; then nothing changes.
+    """
     if train or "pad_to_max_length" in sources or not model_args.model_name_or_path:
         return
     try:
@@ -116,8 +179,43 @@ def follow_model_convention(model_args: ModelArguments, data_args: DataArguments
 
 def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArguments, recipe: RecipeArguments,
                                 labels: Sequence[str], multi_label: bool, describe: Callable[[str], None] = print):
-    """(ASTForAudioClassification, ASTFeatureExtractor) for the run: a trained AST re-targeted to these labels,
-    length and strides when they differ; a DeiT/ViT converted on the fly; or a named size from scratch."""
+    """Build the run's model and feature extractor.
+
+    The model is one of:
+
+    - a trained AST (--model_name_or_path), re-targeted to these labels, `max_length` and strides when they
+      differ (a new or re-ordered classifier head; see `ast_hf.convert.retarget_model`);
+    - a DeiT/ViT (--deit_name_or_path) converted on the fly (`max_length` 1024 unless --max_length says
+      otherwise);
+    - a named size (--model_size, one of `MODEL_SIZES`) from scratch, with LayerNorm epsilon 1e-6 and
+      `max_length` 1024 unless --max_length says otherwise.
+
+    Its config gets the problem type, the recipe's Patchout and --config_overrides. The feature extractor has the
+    checkpoint's settings (the default AudioSet ones when it has no preprocessor_config.json, or for the other
+    sources), --dataset_mean/--dataset_std where given, the model's `max_length` and `num_mel_bins`, and the run's
+    input convention: padded to `max_length` without a mask when `data_args.pad_to_max_length`, else at each
+    clip's own length with an attention mask. It is saved with the model, so every entry point feeds it the same
+    way.
+
+    Args:
+        model_args: The model arguments: the model source, --frequency_stride, --time_stride,
+            --config_overrides, --attn_implementation, --ignore_mismatched_sizes, --cache_dir and
+            --trust_remote_code.
+        data_args: The data arguments: --max_length, --dataset_mean, --dataset_std and --pad_to_max_length.
+        recipe: The recipe (--patchout_time and --patchout_frequency).
+        labels: The data's label names, in id order.
+        multi_label: The data is multi-label (`problem_type="multi_label_classification"`).
+        describe: Called with a line of text for each thing worth telling (re-targeting, a missing
+            preprocessor_config.json, the conversion).
+
+    Returns:
+        (tuple[ASTForAudioClassification, ASTFeatureExtractor]): The model and the feature extractor.
+
+    Raises:
+        ValueError: As `parse_config_overrides` and `check_model_source` do; when a trained AST must be re-targeted
+            but --ignore_mismatched_sizes is false; when --patchout_time or --patchout_frequency would drop all the
+            time columns or frequency rows of the patch grid.
+    """
     from .. import convert
     from ..checkpoint_surgery import label_fields as head_label_fields
     from ..configuration_ast import ASTConfig
