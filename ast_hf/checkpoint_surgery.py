@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from .configuration_ast import ASTConfig
-from .modeling_ast import NUM_PREFIX_TOKENS, resample_position_embeddings
+from .patch_grid import NUM_PREFIX_TOKENS, resample_position_embeddings
 
 PREFIX = "audio_spectrogram_transformer."
 

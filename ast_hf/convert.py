@@ -1,8 +1,9 @@
 """Reading, checking and writing AST checkpoints: the I/O around the pure state-dict surgery of
 `ast_hf.checkpoint_surgery`.
 
-- Reading weights safely: safetensors or `torch.load(weights_only=True)`, files that are not checkpoints named for
-  what they are, `save_pretrained` directories (sharded too), Hub ids (`download_checkpoint`, the one Hub download).
+- Reading weights safely (`ast_hf.checkpoint_files`, re-exported here): safetensors or
+  `torch.load(weights_only=True)`, files that are not checkpoints named for what they are, `save_pretrained`
+  directories (sharded too); Hub ids (`download_checkpoint`, the one Hub download).
 - Loading models with every weight accounted for: `load_deit_as_ast` (DeiT/ViT source -> AST), `load_ast_model`
   (an ast_hf or transformers AST directory or Hub id).
 - Writing: `atomic_directory` (a SIGKILL leaves the previous output or none), `write_checkpoint`, and the common
@@ -12,22 +13,27 @@
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import json
 import math
 import os
-import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .audio_io import espeak_available, espeak_speech, read_audio_file
+from .checkpoint_files import (
+    atomic_directory,
+    check_output_dir,
+    exchange_paths,
+    load_pretrained_weights,
+    load_state_dict_file,
+    sniff_file_format,
+    write_checkpoint,
+)
 from .checkpoint_surgery import (
     ConversionError,
     adapt_image_encoder,
@@ -40,120 +46,34 @@ from .checkpoint_surgery import (
     retarget_state_dict,
     swin_message,
     timm_to_canonical,
-    unwrap_state_dict,
 )
 from .configuration_ast import AST_MODEL_TYPES, ASTConfig
-from .modeling_ast import ASTForAudioClassification, remove_stale_staging
+from .modeling_ast import ASTForAudioClassification
 from .presets import dataset_labels, read_labels
-
-# --------------------------------------------------------------------------------------------------------------
-# Reading weights safely
-
-
-def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file or a PyTorch pickle (`.pth`, `.pt`, `.bin`, any name), unwrapped from
-    `{"model": ...}` or `{"state_dict": ...}`. Pickles are read with `torch.load(weights_only=True)`: no code is
-    executed, and a pickle that would build anything but tensors and plain containers is refused. Files that are
-    not checkpoints (audio, text, numpy, HDF5, ...) are named as what they are."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"Checkpoint file {str(path)!r} does not exist.")
-    if path.stat().st_size == 0:
-        raise ConversionError(f"Checkpoint file {str(path)!r} is empty (0 bytes); download it again.")
-    with open(path, "rb") as handle:
-        head = handle.read(_SNIFF_BYTES)
-    kind = sniff_file_format(head, path.stat().st_size)
-    if path.suffix == ".safetensors" or kind == "safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return dict(load_file(str(path)))
-        except (SafetensorError, OSError, ValueError) as error:
-            raise ConversionError(f"{str(path)!r} is not a readable safetensors file ({error}); it may be truncated "
-                                  "or not a safetensors file at all.") from error
-    if kind not in ("zip", "pickle", "unknown"):
-        raise ConversionError(
-            f"Could not read {str(path)!r} as a PyTorch checkpoint: it is {kind}. Pass a state dict saved with "
-            "torch.save (.pth/.pt/.bin), a .safetensors file, or a save_pretrained directory."
-        )
-    try:
-        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # the unpickler raises many types on junk (KeyError, IndexError, EOFError, ...)
-        raise ConversionError(_unreadable_checkpoint_message(path, head, error)) from error
-    return unwrap_state_dict(loaded, str(path))
-
-
-# Bytes read to recognise a file's format.
-_SNIFF_BYTES = 64
-# Magic numbers of files that are sometimes passed where a checkpoint is expected.
-_MAGIC = ((b"RIFF", "a RIFF/WAV audio file"), (b"fLaC", "a FLAC audio file"), (b"OggS", "an Ogg audio file"),
-          (b"ID3", "an MP3 audio file"), (b"\xff\xfb", "an MP3 audio file"), (b"\xff\xf3", "an MP3 audio file"),
-          (b"\x89HDF", "an HDF5 file (a Keras/TensorFlow .h5 model?)"), (b"\x93NUMPY", "a numpy .npy array"),
-          (b"\x1f\x8b", "a gzip archive (unpack it first)"), (b"\x89PNG", "a PNG image"),
-          (b"\xff\xd8\xff", "a JPEG image"))
-
-
-def sniff_file_format(head: bytes, size: int) -> str:
-    """"zip" (torch.save), "pickle" (legacy torch.save / raw pickle), "safetensors", a description of a known
-    non-checkpoint format ("a FLAC audio file"), or "unknown", from a file's first bytes."""
-    if head.startswith(b"PK\x03\x04"):
-        return "zip"
-    if head[:1] == b"\x80":  # pickle protocol 2+
-        return "pickle"
-    if len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
-        return "safetensors"  # 8-byte little-endian header length, then the JSON header
-    for magic, description in _MAGIC:
-        if head.startswith(magic):
-            return description
-    return "unknown"
-
-
-def _unreadable_checkpoint_message(path: Path, head: bytes, error: Exception) -> str:
-    text = str(error)
-    refused = "Weights only load failed" in text  # torch's restricted unpickler stopped before building anything
-    detail = next((line.strip() for line in text.splitlines() if "nsupported" in line), "").split(". Please")[0]
-    sample = head.decode("utf-8", errors="replace").rstrip("\ufffd")  # a character cut at the end is not binary
-    is_text = bool(sample) and all(c.isprintable() or c in "\t\r\n" for c in sample)
-    if refused and ("GLOBAL" in detail or not is_text):
-        return (f"Refused to load {str(path)!r}: it is a pickle that would build Python objects beyond tensors "
-                f"({detail or 'it holds more than tensors'}). Loading it could run arbitrary code, so it was not "
-                "executed (torch.load weights_only=True). If you trust the file, load it yourself and re-save its "
-                "tensors with torch.save(state_dict) or safetensors.")
-    if is_text:
-        return (f"Could not read {str(path)!r} as a PyTorch checkpoint: it is a text file (starts with "
-                f"{sample[:40]!r}); nothing in it was executed. Pass a state dict saved with torch.save, a "
-                ".safetensors file, or a save_pretrained directory.")
-    return (f"Could not read {str(path)!r} as a PyTorch checkpoint ({type(error).__name__}: "
-            f"{' '.join(text.split())[:200]}). A truncated download or a file that is not a state dict gives this.")
-
-
-def load_pretrained_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """All tensors of a `save_pretrained` directory, single file or sharded, safetensors preferred."""
-    directory = Path(directory)
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        index = directory / index_name
-        if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            merged: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                merged.update(load_state_dict_file(directory / shard))
-            return merged
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (directory / name).is_file():
-            return load_state_dict_file(directory / name)
-    raise ConversionError(f"No model.safetensors or pytorch_model.bin in {str(directory)!r} (found "
-                          f"{sorted(p.name for p in directory.iterdir())[:10]}).")
-
 
 # --------------------------------------------------------------------------------------------------------------
 # Image-model sources (DeiT/ViT files, directories, Hub ids) -> an AST
 
 
 def download_checkpoint(source: str, cache_dir: str | None = None, allow_patterns: list[str] | None = None) -> str:
-    """The local folder of a Hub id (owner/name), downloaded with huggingface_hub (its cache, `allow_patterns` of
-    the repository's files); a ConversionError for anything that is neither a local path nor a Hub id, or that
-    cannot be fetched (offline, missing, private)."""
+    """Download a Hub repository and return its local folder; the one Hub download of the converters.
+
+    Called for a `source` that is not an existing local path. Downloads with huggingface_hub's
+    `snapshot_download` into its cache.
+
+    Args:
+        source: A Hub id, `owner/name`.
+        cache_dir: The huggingface_hub cache to use; None for its default.
+        allow_patterns: Glob patterns of the repository's files to download; None for all of them.
+
+    Returns:
+        The local folder of the downloaded snapshot.
+
+    Raises:
+        ConversionError: When `source` is not shaped like a Hub id (not exactly one "/", a weights-file suffix
+            such as `.pth` or `.safetensors`, a leading "." or "~", or an owner part that is a local folder: a
+            local path that does not exist), or when the download fails (offline, missing, private).
+    """
     if source.count("/") != 1 or source.endswith((".pth", ".pt", ".bin", ".safetensors")) \
             or source.startswith((".", "~")) or Path(source).parent.is_dir():
         # owner/name whose owner is a local folder: a local path that does not exist, not a Hub id
@@ -172,8 +92,22 @@ def download_checkpoint(source: str, cache_dir: str | None = None, allow_pattern
 
 def read_image_source(source: str, cache_dir: str | None = None) -> tuple[dict[str, torch.Tensor],
                                                                          dict[str, Any] | None, str]:
-    """(state dict, transformers config dict or None, description) of a weights file, a `save_pretrained`
-    directory or a Hub id."""
+    """Read the weights and config of an image-model source.
+
+    Args:
+        source: A weights file (read with `load_state_dict_file`), a `save_pretrained` directory (its weights with
+            `load_pretrained_weights`, its `config.json` if present) or a Hub id (its `config.json`, `*.json`,
+            `*.safetensors` and `*.bin` files downloaded with `download_checkpoint`).
+        cache_dir: The huggingface_hub cache for a Hub id; None for its default.
+
+    Returns:
+        A tuple `(state_dict, config, description)`: the tensors by name; the transformers config as a dict, or
+            None for a file or a directory without `config.json`; a short description of the source for messages.
+
+    Raises:
+        ConversionError: When the source does not exist and is not a Hub id, cannot be downloaded, or holds no
+            readable weights.
+    """
     path = Path(source)
     if path.is_file():
         return load_state_dict_file(path), None, f"state dict file {source}"
@@ -189,10 +123,33 @@ def read_image_source(source: str, cache_dir: str | None = None) -> tuple[dict[s
 def load_image_encoder(source: str, num_attention_heads: int | None = None, layer_norm_eps: float | None = None,
                        cache_dir: str | None = None, describe: Callable[[str], None] = print
                        ) -> tuple[dict[str, torch.Tensor], dict[str, Any], tuple[int, int]]:
-    """A DeiT/ViT source -> (canonical encoder weights, the ASTConfig architecture fields, source (f, t) grid).
+    """Read a DeiT/ViT image encoder and the `ASTConfig` architecture it implies.
 
-    Heads come from the source config, else `num_attention_heads`, else hidden_size / 64; the layer-norm eps from
-    the source config, else timm's 1e-6 (`layer_norm_eps` overrides)."""
+    timm / original DeiT files and transformers DeiT/ViT weights are both accepted. The number of attention heads
+    comes from the source config, else `num_attention_heads`, else hidden_size / 64 (DeiT-tiny 3, small 6, base
+    12). The layer-norm epsilon comes from `layer_norm_eps` if given, else from the source config (1e-12 where it
+    does not say), else timm's 1e-6 for a source without a config.
+
+    Args:
+        source: A weights file, a `save_pretrained` directory or a Hub id (see `read_image_source`).
+        num_attention_heads: The head count, for a source without a config (its weights do not say).
+        layer_norm_eps: The layer-norm epsilon, overriding the source's.
+        cache_dir: The huggingface_hub cache for a Hub id; None for its default.
+        describe: Called with a line about what was read and found (`print` by default).
+
+    Returns:
+        A tuple `(weights, fields, grid)`: the encoder weights under Hub ViT names (no prefix, image heads
+            dropped); the `ASTConfig` architecture fields (hidden_size, num_hidden_layers, intermediate_size,
+            qkv_bias, patch_size, hidden_act, layer_norm_eps, num_attention_heads); the source's square patch grid
+            `(rows, columns)`, e.g. `(24, 24)` for a 384-pixel model with 16-pixel patches.
+
+    Raises:
+        ConversionError: When the source cannot be read (see `read_image_source`); when it is a Swin model, or
+            already an AST checkpoint (use the AST converters), or holds tensors that have no place in an AST
+            encoder, or a patch grid that is not square; when `num_attention_heads` contradicts the source
+            config, the config's hidden_size contradicts the weights, or the head count does not divide
+            hidden_size.
+    """
     state_dict, source_config, description = read_image_source(source, cache_dir)
     model_type = str((source_config or {}).get("model_type", ""))
     if model_type.startswith("swin"):
@@ -244,9 +201,39 @@ def load_deit_as_ast(source: str, seed: int | None = 0, channel_reduction: str =
                      num_attention_heads: int | None = None, layer_norm_eps: float | None = None,
                      cache_dir: str | None = None, describe: Callable[[str], None] = print,
                      **config_fields: Any) -> ASTForAudioClassification:
-    """Read a DeiT/ViT source (file, directory or Hub id) and convert it into an ASTForAudioClassification with
-    `checkpoint_surgery.adapt_image_encoder` and a new head; `config_fields` are the AST's own (max_length,
-    num_mel_bins, strides, labels, problem_type, ...)."""
+    """Convert a DeiT/ViT image model into an `ASTForAudioClassification` with a new head.
+
+    The encoder is read with `load_image_encoder` and adapted with `checkpoint_surgery.adapt_image_encoder` (the
+    RGB patch projection reduced to one channel, the positional grid cut or interpolated to the AST's, a
+    one-token source's cls token duplicated as the distillation token); the head is freshly initialised. Every
+    weight is checked into the model (`build_model`).
+
+    Args:
+        source: A weights file, a `save_pretrained` directory or a Hub id of a DeiT or ViT.
+        seed: Seed of the new head's initialisation; None for torch's global random state.
+        channel_reduction: How the patch projection's RGB channels become one: "sum" (as the released AST
+            checkpoints) or "mean" (as the paper's text).
+        num_attention_heads: The head count, for a source without a config (see `load_image_encoder`).
+        layer_norm_eps: The layer-norm epsilon, overriding the source's.
+        cache_dir: The huggingface_hub cache for a Hub id; None for its default.
+        describe: Called with lines about what was read and found (`print` by default).
+        **config_fields: The AST's own `ASTConfig` fields: max_length, num_mel_bins, frequency_stride,
+            time_stride, labels (id2label/label2id or num_labels, e.g. from `head_labels`), problem_type, ...
+
+    Returns:
+        The converted model, in eval mode.
+
+    Raises:
+        ConversionError: When the source cannot be read or converted (see `load_image_encoder`), when
+            `channel_reduction` is neither "sum" nor "mean", or when the source's patch size differs from the
+            config's.
+        ValueError: When `config_fields` make an invalid `ASTConfig`.
+
+    Example:
+        ```python
+        model = load_deit_as_ast("facebook/deit-base-distilled-patch16-384", max_length=1024, num_labels=527)
+        ```
+    """
     canonical, fields, source_grid = load_image_encoder(source, num_attention_heads, layer_norm_eps, cache_dir,
                                                         describe)
     config = ASTConfig(**{**fields, **config_fields})
@@ -261,8 +248,33 @@ def load_deit_as_ast(source: str, seed: int | None = 0, channel_reduction: str =
 
 def retarget_model(model: ASTForAudioClassification, seed: int | None = None,
                    **changes: Any) -> ASTForAudioClassification:
-    """A new ASTForAudioClassification with `changes` applied to the config (max_length, frequency_stride,
-    time_stride, num_mel_bins, id2label/label2id or num_labels, problem_type, ...) and the weights re-targeted."""
+    """Re-target a trained AST to a new input length, strides, mel bins or labels.
+
+    The encoder is kept; the positional grid is centre-cut or bilinearly interpolated to the new one (time first),
+    and the head is kept when the labels are the same, re-ordered when they are the same names in another order,
+    and replaced by a fresh one otherwise (`checkpoint_surgery.retarget_state_dict`). `label2id` is derived from
+    a new `id2label` when it is not given.
+
+    Args:
+        model: The trained model; it is not changed.
+        seed: Seed of a new head's initialisation; None for torch's global random state.
+        **changes: Config fields to change: max_length, frequency_stride, time_stride, num_mel_bins,
+            id2label/label2id or num_labels, problem_type, ...
+
+    Returns:
+        A new model with the changed config and re-targeted weights, in eval mode, with `model`'s attention
+            implementation.
+
+    Raises:
+        ConversionError: When a change touches the encoder's architecture (hidden_size, num_hidden_layers,
+            intermediate_size, patch_size).
+        ValueError: When the changed config is invalid.
+
+    Example:
+        ```python
+        esc50 = retarget_model(audioset_model, max_length=512, num_labels=50)
+        ```
+    """
     config_dict = model.config.to_dict()
     if "id2label" in changes and "label2id" not in changes:
         changes["label2id"] = {label: int(i) for i, label in dict(changes["id2label"]).items()}
@@ -277,7 +289,22 @@ def retarget_model(model: ASTForAudioClassification, seed: int | None = None,
 
 def build_model(config: ASTConfig, weights: Mapping[str, torch.Tensor],
                 attn_implementation: str | None = None) -> ASTForAudioClassification:
-    """An ASTForAudioClassification holding exactly `weights`; raises when any key is missing or unexpected."""
+    """Build an `ASTForAudioClassification` holding exactly `weights`.
+
+    Args:
+        config: The model's config.
+        weights: Every tensor of the model, by parameter name (with the `audio_spectrogram_transformer.` and
+            `classifier.` prefixes).
+        attn_implementation: The attention implementation ("eager", "sdpa", ...); None for transformers' default.
+
+    Returns:
+        The model, in eval mode.
+
+    Raises:
+        ConversionError: When any of the model's parameters is missing from `weights`, or `weights` holds a
+            tensor the model does not have (the message names the first few).
+        RuntimeError: When a tensor has the wrong shape for its parameter (from `load_state_dict`).
+    """
     model = ASTForAudioClassification._from_config(config, attn_implementation=attn_implementation)
     result = model.load_state_dict(dict(weights), strict=False)
     if result.missing_keys or result.unexpected_keys:
@@ -287,11 +314,29 @@ def build_model(config: ASTConfig, weights: Mapping[str, torch.Tensor],
 
 
 def load_ast_model(source: str, cache_dir: str | None = None) -> ASTForAudioClassification:
-    """An ast_hf or transformers AST from a `save_pretrained` directory or Hub id, with every weight accounted for.
+    """Load an ast_hf or transformers AST, with every weight accounted for.
 
     `from_pretrained` alone initialises whatever it does not find at random and only logs it, so a DeiT, a
     different model or damaged weights would come back as a random AST. Here the config's model_type must be an
-    AST, and any missing, unexpected or mis-shaped tensor raises a ConversionError that names them."""
+    AST (`ast_directory`), and any missing, unexpected or mis-shaped tensor is an error that names them.
+
+    Args:
+        source: A `save_pretrained` directory or a Hub id, of ast_hf's AST or transformers' built-in one.
+        cache_dir: The huggingface_hub cache for a Hub id; None for its default.
+
+    Returns:
+        The model as ast_hf's `ASTForAudioClassification`, in eval mode.
+
+    Raises:
+        ConversionError: When `source` is a file, cannot be found or downloaded, has no `config.json` or not an
+            AST's (see `ast_directory`); when loading fails; when any weight is missing, unexpected or of the
+            wrong shape.
+
+    Example:
+        ```python
+        model = load_ast_model("MIT/ast-finetuned-audioset-10-10-0.4593")
+        ```
+    """
     folder = ast_directory(source, cache_dir)
     from transformers.utils import logging as transformers_logging
 
@@ -316,16 +361,41 @@ def load_ast_model(source: str, cache_dir: str | None = None) -> ASTForAudioClas
 
 
 def from_builtin_model(model: Any) -> ASTForAudioClassification:
-    """transformers' built-in ASTForAudioClassification (an instance) as ast_hf's, on the same device, with every
-    weight checked by `load_ast_model`. Through a save_pretrained round trip: transformers 5 names the built-in's
-    parameters differently in memory, and its save_pretrained writes the Hub names that ast_hf loads."""
+    """Convert an instance of transformers' built-in `ASTForAudioClassification` into ast_hf's.
+
+    Goes through a `save_pretrained` round trip in a temporary directory: transformers 5 names the built-in's
+    parameters differently in memory, and its `save_pretrained` writes the Hub names that ast_hf loads. Every
+    weight is checked by `load_ast_model`.
+
+    Args:
+        model: The transformers `ASTForAudioClassification` instance.
+
+    Returns:
+        ast_hf's model with the same weights, on `model`'s device, in eval mode.
+
+    Raises:
+        ConversionError: When the saved weights do not load as an AST (see `load_ast_model`).
+    """
     with tempfile.TemporaryDirectory(prefix="ast_hf_builtin_") as folder:
         model.save_pretrained(folder)
         return load_ast_model(folder).to(model.device)
 
 
 def ast_directory(source: str, cache_dir: str | None = None) -> str:
-    """The local directory of an AST checkpoint (downloading a Hub id), after checking that config.json says AST."""
+    """Find the local directory of an AST checkpoint, after checking that its `config.json` says AST.
+
+    Args:
+        source: A `save_pretrained` directory or a Hub id (downloaded with `download_checkpoint`).
+        cache_dir: The huggingface_hub cache for a Hub id; None for its default.
+
+    Returns:
+        The local directory.
+
+    Raises:
+        ConversionError: When `source` is a file (the message says which converter takes it); when it is neither
+            a directory nor a Hub id that can be downloaded; when it has no `config.json`, or one that is not a
+            JSON object; when its model_type is a Swin or anything else that is not in `AST_MODEL_TYPES`.
+    """
     path = Path(source)
     if path.is_file():
         raise ConversionError(
@@ -355,78 +425,39 @@ def ast_directory(source: str, cache_dir: str | None = None) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Labels of a new head and atomic output
-
-
-def check_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-    """The resolved output directory, after refusing a path that is a file, or a non-empty directory without
-    `overwrite`. The converters call it before reading anything, so a wrong --output_dir fails at once."""
-    output_dir = Path(output_dir).resolve()
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ConversionError(f"{str(output_dir)!r} exists and is a file; pass a directory path as --output_dir.")
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise ConversionError(f"{str(output_dir)!r} exists and is not empty; pass --overwrite or another directory.")
-    return output_dir
-
-
-@contextmanager
-def atomic_directory(output_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory beside `output_dir`; on success it replaces `output_dir` in one step, on any
-    failure it is deleted, so no half-written output is ever left behind.
-
-    A process killed mid-write, even by SIGKILL, leaves `output_dir` as it was (the previous directory, or none):
-    the staging directory `.NAME.partial-PID-*` is only renamed into place once complete, and an existing output is
-    swapped with it atomically (Linux renameat2 RENAME_EXCHANGE; elsewhere two renames, between which the path is
-    briefly absent). Staging directories of killed processes are removed by the next write to the same output."""
-    output_dir = check_output_dir(output_dir, overwrite)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    for kind in ("partial", "old"):
-        remove_stale_staging(output_dir.parent, f".{output_dir.name}.{kind}-")
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-{os.getpid()}-", dir=output_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; the result should look like a normal directory
-    try:
-        yield staging
-        if not output_dir.exists():
-            os.replace(staging, output_dir)
-        elif exchange_paths(staging, output_dir):
-            shutil.rmtree(staging, ignore_errors=True)  # it now holds the previous output
-        else:
-            retired = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-{os.getpid()}-", dir=output_dir.parent))
-            os.replace(output_dir, retired / "old")
-            os.replace(staging, output_dir)
-            shutil.rmtree(retired, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def exchange_paths(first: str | os.PathLike, second: str | os.PathLike) -> bool:
-    """Swap two existing paths in one atomic step (Linux renameat2 with RENAME_EXCHANGE). False where the system
-    or file system cannot, so that the caller falls back to two renames."""
-    if sys.platform != "linux":
-        return False
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):  # a libc without renameat2 (glibc < 2.28, musl)
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
-    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False
-    raise OSError(code, os.strerror(code), str(second))
+# Labels of a new head
 
 
 def head_labels(labels_file: str | None = None, num_labels: int | None = None, dataset: str | None = None,
                 problem_type: str | None = None) -> dict[str, Any]:
-    """The config fields of a new head's labels, from (in this order) a labels file, a count (LABEL_0..), or a
-    data-set preset; {} when none is given (the head keeps its labels). The converters' --labels_file,
-    --num_labels and --dataset. One output (a single regression target, MSE loss) needs problem_type="regression"
-    said explicitly: one label of a classifier would be a model that always predicts it."""
+    """Build the config fields of a new head's labels: the converters' `--labels_file`, `--num_labels` and `--dataset`.
+
+    The first of these that is given is used. One output (a single regression target, MSE loss) needs
+    `problem_type="regression"` said explicitly: one label of a classifier would be a model that always predicts
+    it.
+
+    Args:
+        labels_file: A CSV with a `display_name` (or `label`/`name`) column, or a text file with one label a line.
+        num_labels: A number of outputs, named LABEL_0, LABEL_1, ...; at least 2, or 1 with
+            `problem_type="regression"`.
+        dataset: A data-set preset whose labels are used: "audioset", "esc50" or "speechcommands".
+        problem_type: The head's problem type; only "regression" changes what is accepted here (one label or
+            output). It is not part of the returned fields.
+
+    Returns:
+        `{"id2label": ..., "label2id": ...}` for a labels file or a preset, `{"num_labels": n}` for a count, or
+            `{}` when none is given (the head keeps its labels).
+
+    Raises:
+        ConversionError: When the labels file holds fewer than two labels (one without `problem_type="regression"`)
+            or repeated labels, or `num_labels` is below 2 (1 without `problem_type="regression"`).
+        ValueError: When the labels file does not exist or is empty, or `dataset` is not a preset.
+
+    Example:
+        ```python
+        model = load_deit_as_ast("facebook/deit-base-distilled-patch16-384", **head_labels(dataset="esc50"))
+        ```
+    """
     if labels_file:
         return label_fields(read_labels(labels_file), problem_type)
     if num_labels is not None:
@@ -445,10 +476,27 @@ def head_labels(labels_file: str | None = None, num_labels: int | None = None, d
 
 
 def count_parameters(model: torch.nn.Module) -> int:
+    """Count the parameters of a model.
+
+    Args:
+        model: Any torch model.
+
+    Returns:
+        The number of elements of all its parameters, shared ones counted once.
+    """
     return sum(p.numel() for p in model.parameters())
 
 
 def summarize(model: ASTForAudioClassification, describe: Callable[[str], None] = print) -> None:
+    """Describe a model's architecture in one line.
+
+    The line gives the parameter count, the patch grid (frequency x time), num_mel_bins, max_length, the strides,
+    the number of labels and the problem type.
+
+    Args:
+        model: The model to describe.
+        describe: Called with the line (`print` by default).
+    """
     config = model.config
     f, t = config.patch_grid
     describe(f"parameters: {count_parameters(model):,}; grid {f} x {t} = {f * t} patches "
@@ -461,22 +509,21 @@ def summarize(model: ASTForAudioClassification, describe: Callable[[str], None] 
 # Shared by the command-line converters
 
 
-def write_checkpoint(model: ASTForAudioClassification, extractor: Any, output_dir: str | os.PathLike,
-                     overwrite: bool = False) -> Path:
-    """save_pretrained (safetensors weights, config, code, auto_map) + the feature extractor, atomically."""
-    with atomic_directory(output_dir, overwrite=overwrite) as staging:
-        model.save_pretrained(staging)
-        extractor.save_pretrained(staging)
-        reloaded = ASTForAudioClassification.from_pretrained(staging)  # what a user will load, checked before rename
-        mismatched = [k for k, v in model.state_dict().items() if not torch.equal(v, reloaded.state_dict()[k])]
-        if mismatched:
-            raise ConversionError(f"The saved weights do not read back identically: {mismatched[:5]}.")
-    return Path(output_dir)
-
-
 def verification_clip(audio: str | None = None) -> tuple[torch.Tensor, str]:
-    """A real 16 kHz clip for the final forward pass: an audio file if given (WAV, FLAC, Ogg, MP3, ... mixed to
-    mono and resampled to 16 kHz), else espeak-ng speech, else (no espeak-ng) a synthetic chirp, named as such."""
+    """Pick a real 16 kHz clip for the converters' final forward pass.
+
+    Args:
+        audio: An audio file (WAV, FLAC, Ogg, MP3, ...; mixed to mono and resampled to 16 kHz); None for speech
+            synthesised by espeak-ng, or a synthetic 1 s chirp where espeak-ng is not installed.
+
+    Returns:
+        A tuple `(samples, name)`: the mono float32 samples at 16 kHz, and what they are (the file name,
+            "espeak-ng speech '...'" or "synthetic 1 s chirp (no espeak-ng)").
+
+    Raises:
+        ConversionError: When the audio file holds no samples.
+        AudioReadError: When the audio file does not exist or cannot be decoded (a `ValueError`).
+    """
     if audio is None and espeak_available():
         text = "audio spectrogram transformer"
         return torch.from_numpy(espeak_speech(text)), f"espeak-ng speech '{text}'"
@@ -491,7 +538,24 @@ def verification_clip(audio: str | None = None) -> tuple[torch.Tensor, str]:
 
 def verify(model: ASTForAudioClassification, extractor: Any, audio: str | None = None,
            describe: Callable[[str], None] = print) -> torch.Tensor:
-    """Print the architecture summary and run one clip through extractor + model; returns the logits."""
+    """Check a converted model on real audio: describe it and run one clip through extractor and model.
+
+    The clip comes from `verification_clip`; the extractor is called as the pipeline calls it (truncated to its
+    max_length). The summary (`summarize`) and a line with the input shape and the top 3 labels go to `describe`.
+
+    Args:
+        model: The model to check.
+        extractor: Its feature extractor.
+        audio: An audio file to run; None for espeak-ng speech or a chirp (see `verification_clip`).
+        describe: Called with each line (`print` by default).
+
+    Returns:
+        The logits, shape (1, num_labels).
+
+    Raises:
+        ConversionError: When the logits are not all finite, or the audio file holds no samples.
+        AudioReadError: When the audio file does not exist or cannot be decoded (a `ValueError`).
+    """
     summarize(model, describe)
     clip, name = verification_clip(audio)
     features = extractor(clip, sampling_rate=16000, return_tensors="pt", truncation=True)  # as the pipeline cuts
@@ -508,9 +572,28 @@ def verify(model: ASTForAudioClassification, extractor: Any, audio: str | None =
 
 def run_conversion(build: Callable[[], tuple[ASTForAudioClassification, Any]], output_dir: str | os.PathLike,
                    overwrite: bool = False, audio: str | None = None, push_to_hub: str | None = None) -> int:
-    """The common tail of the command-line converters: build the model and extractor, verify them on a real
-    clip, write them atomically, optionally push; returns the exit status (2 with a one-line error and no output
-    directory written)."""
+    """Run the common tail of the command-line converters.
+
+    Checks `output_dir` first, then builds the model and extractor, verifies them on a real clip (`verify`), writes
+    them atomically (`write_checkpoint`) and optionally pushes them to the Hub. A `ConversionError`, `ValueError`,
+    `TypeError` or `OSError` on the way is printed as one line `error: ...` on stderr, and nothing is written.
+
+    Args:
+        build: Builds and returns `(model, extractor)`; it must check every weight (as `build_model` and
+            `load_ast_model` do).
+        output_dir: The checkpoint directory to write.
+        overwrite: Replace an existing non-empty directory.
+        audio: An audio file for the verification; None for espeak-ng speech or a chirp.
+        push_to_hub: A Hub id (`owner/name`) to push the model and extractor to after writing; None not to push.
+
+    Returns:
+        The exit status: 0 on success, 2 after a one-line error.
+
+    Example:
+        ```python
+        sys.exit(run_conversion(lambda: (load_deit_as_ast(args.source), extractor), args.output_dir))
+        ```
+    """
 
     try:
         check_output_dir(output_dir, overwrite)  # before any reading or converting (checked again when writing)

@@ -14,8 +14,8 @@ import inspect
 import math
 import numbers
 import warnings
-from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,23 +23,26 @@ from transformers.feature_extraction_sequence_utils import SequenceFeatureExtrac
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import logging
 
+from .kaldi_fbank import (  # noqa: F401 (FFT_SIZE ... project_mel: also importable from here)
+    CPU_BLOCK_FRAMES,
+    FFT_SIZE,
+    FRAME_LENGTH,
+    FRAME_SHIFT,
+    WINDOW_TYPES,
+    MelBlock,
+    banded_kaldi_fbank,
+    batched_kaldi_fbank,
+    check_window_type,
+    hann_window,
+    kaldi_mel_banks,
+    kaldi_window,
+    mel_band_groups,
+    num_frames,
+    project_mel,
+)
 from .presets import DATASETS
 
 logger = logging.get_logger(__name__)
-
-# Kaldi framing at 16 kHz: 25 ms windows every 10 ms, FFT size = next power of two of the window.
-FRAME_LENGTH = 400
-FRAME_SHIFT = 160
-FFT_SIZE = 512
-PREEMPHASIS = 0.97
-LOW_FREQUENCY = 20.0
-# Kaldi floors the mel energies at float32 epsilon before the log.
-LOG_FLOOR = float(torch.finfo(torch.float32).eps)
-
-# One banded block of the mel projection: (first mel, last mel + 1, first row, last row + 1, weights).
-MelBlock = tuple[int, int, int, int, torch.Tensor]
-# Frames processed together on CPU: the block's temporaries stay in cache (512 and 4096 measured slower).
-CPU_BLOCK_FRAMES = 1024
 
 # Largest sample magnitude accepted. A frame's samples reach at most 2 (waveform mean) x 2 (frame DC removal) x 1.97
 # (pre-emphasis) = 7.88 times the peak, and by Parseval a power bin or mel energy is at most FFT_SIZE x FRAME_LENGTH x
@@ -58,359 +61,64 @@ MIN_DEFAULT_FRAMES = 16
 # where frames are meant (transformers' tutorials pass max_length=16000 to waveform extractors): it warns once.
 SUSPICIOUS_MAX_LENGTH_RATIO = 4
 
-# Kaldi's analysis windows (torchaudio.compliance.kaldi.fbank's window_type); every AST checkpoint used "hanning".
-WINDOW_TYPES = ("hanning", "hamming", "povey", "rectangular", "blackman")
-# Kaldi's default blackman_coeff: 0.42 - 0.5 cos + 0.08 cos(2x), the classic Blackman window.
-BLACKMAN_COEFF = 0.42
-# Other libraries' names of the same windows (numpy, scipy, torch, transformers), for the error message only.
-_WINDOW_ALIASES = {"hann": "hanning", "hann_window": "hanning", "hamming_window": "hamming", "boxcar": "rectangular",
-                   "rect": "rectangular", "ones": "rectangular", "blackman_window": "blackman"}
-
 # Integer PCM is scaled to [-1, 1) by these full-scale values.
 _PCM_FULL_SCALE = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31, np.dtype(np.int8): 2.0**7}
 
 
-def kaldi_mel_banks(num_mel_bins: int, sampling_rate: int, fft_size: int = FFT_SIZE,
-                    low_frequency: float = LOW_FREQUENCY) -> torch.Tensor:
-    """Kaldi's triangular mel filters as a (fft_size // 2 + 1, num_mel_bins) float32 matrix.
-
-    Mel scale 1127 * ln(1 + f / 700); the filters are triangles in the mel domain between num_mel_bins + 2 equally
-    spaced mel points from `low_frequency` to Nyquist, evaluated at the FFT bin frequencies k * sr / fft_size;
-    the Nyquist bin gets no weight. Computed in float32 in Kaldi's order so that the filterbank matches
-    `torchaudio.compliance.kaldi.fbank` bit for bit.
-    """
-    nyquist = sampling_rate / 2.0
-    if not 0.0 <= low_frequency < nyquist:
-        raise ValueError(
-            f"low_frequency={low_frequency} Hz must lie in [0, {nyquist}) at sampling_rate={sampling_rate}."
-        )
-
-    def mel(frequency: float) -> float:
-        return 1127.0 * math.log(1.0 + frequency / 700.0)
-
-    mel_low = mel(low_frequency)
-    delta = (mel(nyquist) - mel_low) / (num_mel_bins + 1)
-    index = torch.arange(num_mel_bins).unsqueeze(1)  # (M, 1)
-    left = mel_low + index * delta
-    centre = mel_low + (index + 1.0) * delta
-    right = mel_low + (index + 2.0) * delta
-    bin_hz = (sampling_rate / fft_size) * torch.arange(fft_size // 2, dtype=torch.float32)
-    bin_mel = 1127.0 * (1.0 + bin_hz / 700.0).log()
-    bin_mel = bin_mel.unsqueeze(0)  # (1, K)
-    up = (bin_mel - left) / (centre - left)  # (M, K)
-    down = (right - bin_mel) / (right - centre)
-    weights = torch.clamp(torch.minimum(up, down), min=0.0)
-    weights = torch.nn.functional.pad(weights, (0, 1))  # (M, K + 1): Nyquist bin
-    return weights.T.contiguous()  # (K + 1, M)
-
-
-def kaldi_window(window_type: str = "hanning", length: int = FRAME_LENGTH) -> torch.Tensor:
-    """Kaldi's analysis window `window_type` of `length` samples, float32, with n = 0 .. N - 1 and N = `length`.
-
-    Computed as `torchaudio.compliance.kaldi.fbank` computes it (`_feature_window_function`), so that the features
-    match `fbank(..., window_type=window_type)`:
-    "hanning": 0.5 - 0.5 cos(2 pi n / (N - 1)), the symmetric Hann window;
-    "hamming": 0.54 - 0.46 cos(2 pi n / (N - 1));
-    "povey": the hanning window to the power 0.85 (Kaldi's own default);
-    "rectangular": ones;
-    "blackman": 0.42 - 0.5 cos(2 pi n / (N - 1)) + 0.08 cos(4 pi n / (N - 1)) (Kaldi's blackman_coeff 0.42).
-    """
-    _check_window_type(window_type)
-    if window_type == "hanning":
-        return torch.hann_window(length, periodic=False, dtype=torch.float32)
-    if window_type == "hamming":
-        return torch.hamming_window(length, periodic=False, alpha=0.54, beta=0.46, dtype=torch.float32)
-    if window_type == "povey":
-        return torch.hann_window(length, periodic=False, dtype=torch.float32).pow(0.85)
-    if window_type == "rectangular":
-        return torch.ones(length, dtype=torch.float32)
-    a = 2 * math.pi / (length - 1)
-    n = torch.arange(length, dtype=torch.float32)
-    return BLACKMAN_COEFF - 0.5 * torch.cos(a * n) + (0.5 - BLACKMAN_COEFF) * torch.cos(2 * a * n)
-
-
-def hann_window(length: int = FRAME_LENGTH) -> torch.Tensor:
-    """Kaldi's "hanning" window, the one every released AST checkpoint used: `kaldi_window("hanning", length)`."""
-    return kaldi_window("hanning", length)
-
-
-def _check_window_type(window_type: Any) -> str:
-    """`window_type` if it is one of `WINDOW_TYPES`; a TypeError/ValueError naming it and the choices otherwise."""
-    choices = ", ".join(repr(name) for name in WINDOW_TYPES)
-    if not isinstance(window_type, str):
-        raise TypeError(f"window_type={window_type!r} is a {type(window_type).__name__}; pass one of {choices}.")
-    if window_type not in WINDOW_TYPES:
-        alias = _WINDOW_ALIASES.get(window_type.lower(), window_type.lower())
-        hint = f" (Kaldi calls it {alias!r})" if alias in WINDOW_TYPES else ""
-        raise ValueError(
-            f"window_type={window_type!r} is not one of Kaldi's windows {choices}{hint}. Pretrained AST checkpoints "
-            "all use 'hanning'."
-        )
-    return window_type
-
-
-def num_frames(num_samples: int) -> int:
-    """Frames of a clip with Kaldi's snip_edges=True; clips shorter than one window give one (zero-padded) frame."""
-    return 1 + max(num_samples - FRAME_LENGTH, 0) // FRAME_SHIFT
-
-
-def mel_band_groups(mel_banks: torch.Tensor, num_groups: int = 8) -> list[MelBlock]:
-    """Split a (K, M) filterbank into `num_groups` blocks of mel columns, each with the FFT bins its filters touch.
-
-    Every triangle is non-zero on a handful of neighbouring bins, so a block of neighbouring filters needs only a
-    slice of the spectrum: with 128 filters over 257 bins, 8 blocks multiply 8x fewer weights than the dense matrix
-    and skip only exact zeros. Each block is (m0, m1, r0, r1, weights) with mel columns [m0, m1), rows [r0, r1) of
-    the interleaved (re^2, im^2) spectrum (bin k at rows 2k and 2k + 1) and weights of shape (r1 - r0, m1 - m0):
-    filter row k repeated twice, so that (re^2, im^2) @ weights = |X|^2 @ mel_banks without a separate sum.
-    """
-    nonzero = mel_banks != 0  # (K, M)
-    bounds = torch.linspace(0, mel_banks.shape[1], num_groups + 1).round().long().tolist()
-    groups = []
-    for m0, m1 in zip(bounds[:-1], bounds[1:], strict=True):
-        if m1 == m0:
-            continue
-        bins = nonzero[:, m0:m1].any(dim=1).nonzero().flatten()
-        k0, k1 = (int(bins.min()), int(bins.max()) + 1) if len(bins) else (0, 1)
-        weights = mel_banks[k0:k1, m0:m1].repeat_interleave(2, dim=0).contiguous()  # (2 (k1 - k0), m1 - m0)
-        groups.append((m0, m1, 2 * k0, 2 * k1, weights))
-    return groups
-
-
-def project_mel(squares: torch.Tensor, groups: list[MelBlock], out: torch.Tensor) -> torch.Tensor:
-    """Mel energies of interleaved (re^2, im^2) spectra, (R, 2 * 257) -> `out` (R, M), block by block."""
-    for m0, m1, r0, r1, weights in groups:
-        torch.mm(squares[:, r0:r1], weights, out=out[:, m0:m1])  # (R, m1 - m0)
-    return out
-
-
-class _Piece(NamedTuple):
-    """Frames [first, stop) of clip number `clip`, at rows [row, row + stop - first) of a block."""
-
-    clip: int
-    first: int
-    stop: int
-    row: int
-
-
-class _BlockBuffers(NamedTuple):
-    """Work memory of one block of frames, reused by every block.
-
-    The frames of a clip overlap in memory (a strided view), so each block is copied here before it is changed in
-    place; the three buffers hold the block after DC removal, after pre-emphasis and window, and after the mel
-    projection.
-    """
-
-    centred: torch.Tensor  # (R, 401): column 0 repeats column 1, as Kaldi's pre-emphasis takes x[-1] := x[0]
-    padded: torch.Tensor  # (R, 512): the windowed frame in columns 0..399; columns 400..511 stay 0
-    energies: torch.Tensor  # (R, M)
-
-
-def batched_kaldi_fbank(
-    waveforms: torch.Tensor | Sequence[torch.Tensor],
-    mel_banks: torch.Tensor,
-    window: torch.Tensor,
-    block_frames: int = CPU_BLOCK_FRAMES,
-    out: torch.Tensor | None = None,
-    normalize: tuple[float, float] | None = None,
-) -> torch.Tensor:
-    """Log-mel filterbank of a batch of waveforms, (B, N) or B clips of any lengths -> (B, frames, M).
-
-    Same maths and float32 operation order as `torchaudio.compliance.kaldi.fbank` with dither 0, no energy and a
-    power spectrum: per frame remove the DC offset, pre-emphasise (x[i] - 0.97 x[i-1], x[-1] := x[0]), window,
-    zero-pad to 512, |rfft|^2, mel projection, log with a floor of float32 eps. The frames of all clips are
-    processed together in blocks of `block_frames` rows (one block on a GPU) so that the temporaries stay in
-    cache; the mel projection uses the banded blocks of `mel_band_groups`.
-
-    mel_banks: the (257, M) filterbank of `kaldi_mel_banks`, on the device of `window`.
-    window: the (400,) analysis window, e.g. `kaldi_window("hanning")`; the computation runs on its device.
-    out: a (B, T, M) tensor; clip b fills out[b, :min(T, frames_b)] and the rest is left untouched. Without it,
-        the result has max(frames_b) frames and rows past a shorter clip's end are zero.
-    normalize: (mean, std) to apply `(log_mel - mean) / (2 std)` while the block is in cache.
-    """
-    if not isinstance(mel_banks, torch.Tensor):
-        raise TypeError(
-            f"mel_banks is a {type(mel_banks).__name__}; pass the (257, num_mel_bins) matrix of kaldi_mel_banks."
-        )
-    clips = list(waveforms.unbind(0)) if isinstance(waveforms, torch.Tensor) and waveforms.ndim == 2 else waveforms
-    return _banded_kaldi_fbank(clips, mel_band_groups(mel_banks), window, block_frames, out, normalize)
-
-
-def _banded_kaldi_fbank(
-    clips: Sequence[torch.Tensor],
-    mel_blocks: list[MelBlock],
-    window: torch.Tensor,
-    block_frames: int = CPU_BLOCK_FRAMES,
-    out: torch.Tensor | None = None,
-    normalize: tuple[float, float] | None = None,
-) -> torch.Tensor:
-    """`batched_kaldi_fbank` with the filterbank already split by `mel_band_groups` (the extractor keeps them)."""
-    device = window.device
-    frames = _get_strided(clips)
-    if out is None:
-        out = torch.zeros(len(frames), max(f.shape[0] for f in frames), mel_blocks[-1][1], device=device)
-    frames = [f[: out.shape[1]] for f in frames]
-    counts = [f.shape[0] for f in frames]
-    block = _allocate_block(_block_rows(block_frames, sum(counts), device), mel_blocks[-1][1], device)
-    for pieces, rows in _plan_blocks(counts, block.centred.shape[0]):
-        log_mel = _block_log_mel(frames, pieces, rows, block, mel_blocks, window)  # (R, M)
-        _write_frames(log_mel, pieces, out, normalize)
-    return out
-
-
-def _block_log_mel(
-    frames: list[torch.Tensor],
-    pieces: list[_Piece],
-    rows: int,
-    block: _BlockBuffers,
-    mel_blocks: list[MelBlock],
-    window: torch.Tensor,
-) -> torch.Tensor:
-    """Log-mel of one block of frames, (R, M) in `block.energies`.
-
-    A function of its own so that the block's spectrum is freed on return: the next block's rfft then reuses its
-    memory while it is warm (kept alive across blocks, it made the fbank 5% to 45% slower in A/B runs here).
-    """
-    centred = _remove_dc_offset(frames, pieces, block.centred[:rows])  # (R, 401)
-    padded = _preemphasize_and_window(centred, block.padded[:rows], window)  # (R, 512)
-    squares = _power_spectrum(padded)  # (R, 257 * 2)
-    return _log_mel(squares, mel_blocks, block.energies[:rows])  # (R, M)
-
-
-def _get_strided(clips: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Kaldi's framing with snip_edges=True: each clip as a (frames, 400) strided view of windows every 160 samples.
-
-    A clip shorter than one window is zero-padded to one frame.
-    """
-    frames = []
-    for clip in clips:
-        if clip.shape[-1] < FRAME_LENGTH:
-            clip = torch.nn.functional.pad(clip, (0, FRAME_LENGTH - clip.shape[-1]))
-        frames.append(clip.unfold(-1, FRAME_LENGTH, FRAME_SHIFT))  # (t_b, 400)
-    return frames
-
-
-def _block_rows(block_frames: int, total: int, device: torch.device) -> int:
-    """Rows of a block: `block_frames` on CPU, every frame at once on a GPU (which wants big kernels)."""
-    if device.type != "cpu":
-        block_frames = total
-    return max(1, min(block_frames, total))
-
-
-def _allocate_block(rows: int, num_mel: int, device: torch.device) -> _BlockBuffers:
-    centred = torch.empty(rows, FRAME_LENGTH + 1, device=device)
-    padded = torch.zeros(rows, FFT_SIZE, device=device)
-    energies = torch.empty(rows, num_mel, device=device)
-    return _BlockBuffers(centred, padded, energies)
-
-
-def _plan_blocks(counts: list[int], block_frames: int) -> Iterator[tuple[list[_Piece], int]]:
-    """The frames of all clips in order, cut into blocks of `block_frames` rows (the last block may be shorter).
-
-    A clip may straddle two or more blocks. Yields each block's pieces and its number of rows.
-    """
-    pieces: list[_Piece] = []
-    rows = 0
-    for clip, count in enumerate(counts):
-        first = 0
-        while first < count:
-            stop = min(count, first + block_frames - rows)
-            pieces.append(_Piece(clip, first, stop, rows))
-            rows += stop - first
-            first = stop
-            if rows == block_frames:
-                yield pieces, rows
-                pieces, rows = [], 0
-    if rows:
-        yield pieces, rows
-
-
-def _remove_dc_offset(frames: list[torch.Tensor], pieces: list[_Piece], centred: torch.Tensor) -> torch.Tensor:
-    """Copies the block's frames into centred[:, 1:], each minus its own mean; returns `centred` (R, 401)."""
-    for clip, first, stop, row in pieces:
-        source = frames[clip][first:stop]  # (t, 400)
-        torch.sub(source, source.mean(dim=-1, keepdim=True), out=centred[row : row + stop - first, 1:])
-    return centred
-
-
-def _preemphasize_and_window(centred: torch.Tensor, padded: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-    """(x[i] - 0.97 x[i-1]) * window[i] with x[-1] := x[0], into padded[:, :400]; returns `padded` (R, 512)."""
-    centred[:, 0] = centred[:, 1]
-    emphasised = padded[:, :FRAME_LENGTH]  # (R, 400)
-    torch.mul(centred[:, :-1], -PREEMPHASIS, out=emphasised)
-    emphasised += centred[:, 1:]
-    emphasised *= window
-    return padded
-
-
-def _power_spectrum(padded: torch.Tensor) -> torch.Tensor:
-    """|rfft|^2 of each row as interleaved (re^2, im^2), (R, 512) -> (R, 257 * 2); the mel weights add the pairs."""
-    return torch.view_as_real(torch.fft.rfft(padded)).square_().view(padded.shape[0], -1)
-
-
-def _log_mel(squares: torch.Tensor, mel_blocks: list[MelBlock], energies: torch.Tensor) -> torch.Tensor:
-    """log(max(mel energy, float32 eps)), computed in `energies` (R, M) and returned."""
-    log_mel = project_mel(squares, mel_blocks, energies)
-    return torch.log(log_mel.clamp_(min=LOG_FLOOR), out=log_mel)
-
-
-def _write_frames(
-    log_mel: torch.Tensor, pieces: list[_Piece], out: torch.Tensor, normalize: tuple[float, float] | None
-) -> None:
-    """Each piece's rows to its clip's frames in `out`, as `(log_mel - mean) / (2 std)` when `normalize` is given."""
-    if normalize is None:
-        for clip, first, stop, row in pieces:
-            out[clip, first:stop] = log_mel[row : row + stop - first]
-        return
-    mean, std = normalize
-    scale, shift = 1 / (2 * std), -mean / (2 * std)
-    for clip, first, stop, row in pieces:
-        torch.add(shift, log_mel[row : row + stop - first], alpha=scale, out=out[clip, first:stop])
-
-
 class ASTFeatureExtractor(SequenceFeatureExtractor):
-    r"""
-    Turns raw 16 kHz mono audio into the normalised log-mel spectrograms an AST expects, `(batch, frames, mel)`.
+    """Turns 16 kHz mono audio into the normalised log-mel spectrograms an AST expects, `(batch, frames, mel bins)`.
 
-    Accepts what transformers' `ASTFeatureExtractor` accepts (same constructor, same saved config, same output
-    with the default call) and more: torch tensors, clips of different lengths in one batch processed in a single
-    vectorised pass, `padding="longest"` with an `attention_mask`, call-time `max_length` / `truncation`,
-    integer PCM, and a `device` to compute on a GPU.
+    Accepts what transformers' `ASTFeatureExtractor` accepts (the same constructor, saved config and output of the
+    default call) and more: torch tensors, clips of different lengths in one batch computed in a single vectorised
+    pass (`ast_hf.kaldi_fbank`), `padding="longest"` with an `attention_mask`, call-time `max_length` and
+    `truncation`, integer PCM, and a `device` to compute on a GPU.
 
-    feature_size (int, defaults to 1): one value per audio sample.
-    sampling_rate (int, defaults to 16000): the rate every AST checkpoint was trained at.
-    num_mel_bins (int, defaults to 128): mel filters of the fbank.
-    max_length (int, defaults to 1024): frames to pad or cut to (1024 for AudioSet, 512 for ESC-50, 128 for
-        Speech Commands).
-    padding_value (float, defaults to 0.0): value of padded frames in the log-mel domain, before normalisation.
-    do_normalize (bool, defaults to True): apply `(fbank - mean) / (2 * std)`.
-    mean (float, defaults to -4.2677393), std (float, defaults to 4.5689974): data-set statistics of the fbank
-        (AudioSet's, from `ast_hf.presets`; see `ast_hf.compute_normalization_stats` for a new data set).
-    return_attention_mask (bool, defaults to False): also return the (batch, frames) mask of real frames.
-    subtract_waveform_mean (bool, defaults to False): subtract each clip's mean before the fbank, as the authors'
-        training code does; transformers' extractor (and so the default) does not.
-    pad_to_max_length (bool, defaults to `not return_attention_mask`): how the checkpoint was trained, and so how
-        every entry point feeds it by default. True: every clip was padded to `max_length` frames and the model saw
-        the padding (the paper's recipes and every released AST): the default call pads to `max_length` and returns
-        no mask, so a short clip gets exactly the input it would have had in training. False: clips ran at their own
-        length in masked batches (ast_hf's fine-tuning default): the default call pads to the longest clip of the
-        call (at least `MIN_DEFAULT_FRAMES`) and returns the attention mask. Saved in preprocessor_config.json by
-        the fine-tuning scripts; a file without it (transformers' extractor, older ast_hf files) loads as
-        `not return_attention_mask`, i.e. padded for every released checkpoint. Explicit call arguments
-        (`padding=`, `return_attention_mask=`) override it.
-    window_type (str, defaults to "hanning"): Kaldi's analysis window, as `torchaudio.compliance.kaldi.fbank`'s
-        `window_type`: "hanning" (Hann), "hamming", "povey", "rectangular" or "blackman" (blackman_coeff 0.42); see
-        `kaldi_window`. With a pretrained checkpoint keep "hanning": every released AST was trained with it (the
-        paper's text says Hamming, but the authors' code calls Kaldi's fbank with window_type="hanning"), and
-        another window changes the features the weights expect. For a model trained from scratch "hanning" or
-        "hamming" both work (Hamming keeps 8% at the frame edges and has lower first sidelobes); then keep the
-        window the model was trained with for fine-tuning and inference. The value is saved in
-        preprocessor_config.json; a file without it (e.g. written by transformers' `ASTFeatureExtractor`)
-        loads as "hanning". transformers' extractor has no such option and always uses "hanning": it loads a file
-        with another window_type without error but ignores the field.
+    Padding is always at the end: `padding_side="left"` is refused, as `ASTModel` reads the attention mask as real
+    frames first.
 
-    Padding is always at the end (`padding_side="right"`): `padding_side="left"` is refused with a ValueError, as
-    `ASTModel` reads the attention mask as real frames first. Constructor values of the wrong type (e.g.
-    `sampling_rate="16000"`, `num_mel_bins=0`, a NaN `mean`) raise a TypeError/ValueError naming the value.
+    Args:
+        feature_size: Values per audio sample (1).
+        sampling_rate: The rate of the audio; 16000, the rate every AST checkpoint was trained at (the Kaldi framing
+            here is 400/160 samples, 25/10 ms at 16 kHz).
+        num_mel_bins: Mel filters of the fbank (128 in every released AST).
+        max_length: Frames to pad or cut to, 100 per second: 1024 for AudioSet, 512 for ESC-50, 128 for Speech
+            Commands.
+        padding_value: Value of padded frames in the log-mel domain, before normalisation.
+        do_normalize: Apply `(fbank - mean) / (2 * std)`.
+        mean: Fbank mean of the training data; AudioSet's by default (`ast_hf.presets`; compute another with
+            `ast_hf.compute_normalization_stats`).
+        std: Fbank standard deviation of the training data; AudioSet's by default.
+        return_attention_mask: Also return the (batch, frames) mask of real frames by default.
+        subtract_waveform_mean: Subtract each clip's mean before the fbank, as the authors' training code does
+            (transformers' extractor does not).
+        window_type: Kaldi's analysis window, as `torchaudio.compliance.kaldi.fbank`'s `window_type`: "hanning"
+            (Hann), "hamming", "povey", "rectangular" or "blackman" (see `ast_hf.kaldi_fbank.kaldi_window`). Keep
+            "hanning" with pretrained checkpoints: every released AST was trained with it (the paper's text says
+            Hamming, but the authors' code calls Kaldi's fbank with "hanning"). From scratch either works; keep the
+            window the model was trained with. A saved file without the field loads as "hanning";
+            transformers' extractor ignores the field.
+        pad_to_max_length: How the checkpoint was trained, and so how every entry point feeds it by default. True:
+            every clip was padded to `max_length` frames and the model saw the padding (the paper's recipes, every
+            released AST): the default call pads to `max_length` and returns no mask. False: clips ran at their own
+            length in masked batches (the fine-tuning scripts' default): the default call pads to the longest clip
+            of the call (at least 16 frames) and returns the mask. None (the default): `not return_attention_mask`,
+            which reads a file without the field (transformers' extractor, older ast_hf files) as padded-trained.
+            Explicit call arguments (`padding=`, `return_attention_mask=`) override it.
+        **kwargs: Passed on to transformers' `SequenceFeatureExtractor` (e.g. `padding_side`, which must stay
+            "right").
+
+    Raises:
+        TypeError: For a constructor value of the wrong type (e.g. `sampling_rate="16000"`).
+        ValueError: For a value out of range (e.g. `num_mel_bins=0`, a NaN `mean`, a sampling rate other than
+            16000, an unknown `window_type`).
+
+    Example:
+        ```python
+        extractor = ASTFeatureExtractor(max_length=300)
+        batch = extractor(clips, sampling_rate=16000, padding="longest", return_attention_mask=True,
+                          return_tensors="pt")
+        batch["input_values"].shape   # (len(clips), longest clip in frames, 128)
+        ```
     """
 
     model_input_names = ["input_values", "attention_mask"]
@@ -444,7 +152,7 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
                 raise ValueError(f"{name}={value} is not finite; every feature would be NaN. Pass a real number.")
         if std <= 0:
             raise ValueError(f"std={std} must be positive; compute it with ast_hf.compute_normalization_stats.")
-        _check_window_type(window_type)
+        check_window_type(window_type)
         if self.padding_side != "right":
             raise ValueError(
                 f"padding_side={self.padding_side!r} is not supported: padding goes at the end of each clip and "
@@ -479,9 +187,19 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
 
     @classmethod
     def from_dict(cls, feature_extractor_dict: dict[str, Any], **kwargs: Any) -> Any:
-        """As transformers' `from_dict`, except that a constructor argument passed to `from_pretrained` is used even
-        when the saved config lacks it: transformers drops such an argument silently, so that
-        `from_pretrained(<a config written by transformers' extractor>, window_type="hamming")` would give "hanning".
+        """Build an extractor from a saved config, as transformers' `from_dict` (which `from_pretrained` calls).
+
+        Unlike transformers', a constructor argument passed to `from_pretrained` is used even when the saved config
+        lacks it (transformers drops such an argument silently, so that `from_pretrained(<a config written by
+        transformers' extractor>, window_type="hamming")` would give "hanning"). A file without
+        `pad_to_max_length` is read as padded-trained unless it returns an attention mask.
+
+        Args:
+            feature_extractor_dict: The saved config (preprocessor_config.json).
+            **kwargs: Constructor arguments that override the saved ones, and transformers' loading options.
+
+        Returns:
+            The feature extractor (and the unused kwargs when `return_unused_kwargs=True`).
         """
         arguments = [
             name
@@ -499,6 +217,13 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         return super().from_dict(settings, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
+        """The config saved as preprocessor_config.json, without `feature_extractor_type`.
+
+        Returns:
+            The constructor settings. `feature_extractor_type` is left out: "ASTFeatureExtractor" there would make
+            `AutoFeatureExtractor` pick transformers' class of that name; without it, the Auto class goes through
+            the model's config (model_type "ast_hf").
+        """
         output = super().to_dict()
         output.pop("_constants", None)
         output.pop("_warned_truncation", None)
@@ -532,30 +257,38 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         device: str | torch.device | None = None,
         **kwargs: Any,
     ) -> BatchFeature:
-        """
-        Featurise one clip or a batch of clips.
+        """Featurise one clip or a batch of clips.
 
-        raw_speech: a 1-D array/tensor/list (one clip), a 2-D array/tensor (batch, samples), or a list of 1-D
-            clips of any lengths. Float audio in [-1, 1]; int8/int16/int32 PCM is divided by its full scale.
-            Empty clips, NaN/Inf samples and samples beyond +-1e15 (`MAX_AMPLITUDE`, where the float32 power
-            spectrum could overflow into NaN features) raise a ValueError naming the clip.
-        sampling_rate: rate of `raw_speech`; a rate other than `self.sampling_rate` raises a ValueError, a value
-            that is not a number (e.g. the string "16000") a TypeError.
-        return_tensors: "pt", "np" or None (a list of numpy arrays, one per clip).
-        padding: "max_length" (every clip to `max_length` frames), "longest"/True (to the longest clip in the
-            batch, at most `max_length` when truncating) or False/"do_not_pad" (each clip keeps its frames; with
-            return_tensors="np" or None a list of per-clip arrays, as the clips' lengths may differ). Default: the
-            checkpoint's convention (`pad_to_max_length`): "max_length" for a padded-trained checkpoint, else
-            "longest" with at least `MIN_DEFAULT_FRAMES` frames.
-        max_length: frames (10 ms each, not samples), overriding `self.max_length` for this call. A value more than
-            `SUSPICIOUS_MAX_LENGTH_RATIO` times `self.max_length` warns once (it is most likely samples).
-        truncation: cut clips longer than `max_length` frames. The default (None) cuts too, and warns once per
-            extractor the first time a clip loses frames (how many, in frames and seconds), since a pipeline over a
-            long file otherwise classifies its first `max_length` frames only; pass True to cut without the warning.
-        return_attention_mask: return the (batch, frames) int mask of real (not padded) frames. Default:
-            `self.return_attention_mask`, and always for a checkpoint trained on masked batches
-            (`pad_to_max_length=False`).
-        device: where to compute ("cpu", "cuda", ...); with return_tensors="pt" the tensors stay there.
+        Args:
+            raw_speech: A 1-D array, tensor or list (one clip), a 2-D array or tensor (batch, samples), or a list of
+                1-D clips of any lengths. Float audio in [-1, 1]; int8/int16/int32 PCM is divided by its full scale.
+            sampling_rate: The rate of `raw_speech`; it must be `self.sampling_rate` (16000). Without it, 16 kHz is
+                assumed, with a warning (once), as transformers' extractors do.
+            return_tensors: "pt", "np" or None (a list of numpy arrays, one per clip).
+            padding: "max_length" (every clip to `max_length` frames), "longest" or True (to the longest clip of
+                the batch, at most `max_length` when truncating) or False / "do_not_pad" (each clip keeps its frames;
+                with `return_tensors` "np" or None a list of per-clip arrays). Default: the checkpoint's convention
+                (`pad_to_max_length`): "max_length" for a padded-trained checkpoint, else "longest" with at least
+                16 frames.
+            max_length: Frames (10 ms each, not samples) for this call instead of `self.max_length`. A value more
+                than 4 times `self.max_length` warns once: it is most likely a number of samples.
+            truncation: Cut clips longer than `max_length` frames. The default (None) cuts too, and warns once per
+                extractor the first time a clip loses frames, since a pipeline over a long file otherwise classifies
+                only its first `max_length` frames; True cuts without the warning.
+            return_attention_mask: Return the (batch, frames) integer mask of real frames. Default:
+                `self.return_attention_mask`, and always for a checkpoint trained on masked batches.
+            device: Where to compute ("cpu", "cuda", ...); with `return_tensors="pt"` the tensors stay there.
+            **kwargs: Not accepted: an unknown argument is a TypeError.
+
+        Returns:
+            A `BatchFeature` with `input_values` of shape (batch, frames, `num_mel_bins`), normalised, and with
+            `attention_mask` (batch, frames) when asked for or implied by the convention.
+
+        Raises:
+            ValueError: For an empty clip, NaN/Inf samples, samples beyond +-1e15 (where the float32 power spectrum
+                would overflow), a 3-D array, `(samples, channels)` stereo, a sampling rate other than 16000, or
+                `padding_side="left"`; each message names the clip or value and the fix.
+            TypeError: For input of an unsupported type (e.g. a file path string) or an unknown argument.
         """
         # Arguments, checked in this order so that the first wrong one is the one reported.
         if self.padding_side != "right":
@@ -659,7 +392,7 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         """
         waveforms = self._prepare_waveforms(clips, out.shape[1], out.device)
         mel_blocks, window = self._mel_blocks_and_window(out.device)
-        _banded_kaldi_fbank(waveforms, mel_blocks, window, out=out, normalize=normalize)
+        banded_kaldi_fbank(waveforms, mel_blocks, window, out=out, normalize=normalize)
 
     def _prepare_waveforms(self, clips: list[torch.Tensor], frames: int, device: torch.device) -> list[torch.Tensor]:
         """Each clip as float32 on `device`, cut to the samples its first `frames` frames touch; minus its mean
@@ -842,13 +575,4 @@ def _as_clip(item: Any, index: int) -> torch.Tensor:
     return item
 
 
-__all__ = [
-    "ASTFeatureExtractor",
-    "batched_kaldi_fbank",
-    "hann_window",
-    "kaldi_mel_banks",
-    "kaldi_window",
-    "mel_band_groups",
-    "num_frames",
-    "project_mel",
-]
+__all__ = ["ASTFeatureExtractor"]

@@ -17,7 +17,6 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,9 +32,15 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_ast import ASTConfig, patches_along
-
-NUM_PREFIX_TOKENS = 2  # [CLS] and DeiT's distillation token
-IGNORE_INDEX = -100  # class index that cross-entropy skips (torch's and transformers' convention)
+from .model_inputs import as_tensor, check_input_values, check_right_padded, label_problem_type
+from .patch_grid import (
+    NUM_PREFIX_TOKENS,
+    position_embeddings_per_clip,
+    resample_patch_grid,  # noqa: F401 (also importable from here, where it was first)
+    resample_position_embeddings,
+    token_mask,
+)
+from .staging import publish_staged_files, remove_stale_staging
 
 logger = logging.get_logger(__name__)
 
@@ -55,199 +60,6 @@ _AUTO_MAP = {
     "AutoModelForAudioClassification": "modeling_ast.ASTForAudioClassification",
     "AutoFeatureExtractor": "feature_extraction_ast.ASTFeatureExtractor",
 }
-
-
-def resample_patch_grid(grid: torch.Tensor, size: tuple[int, int], crop: str = "leading") -> torch.Tensor:
-    """Resize a (1, D, f, t) grid of positional embeddings to (1, D, size[0], size[1]).
-
-    Time first, then frequency (the authors' order). Along each axis, a smaller size keeps a slice of the stored
-    rows/columns (`crop="leading"`: the first ones, used at run time so that a shorter clip sees exactly the
-    embeddings it would see when padded; `crop="center"`: the centre ones, the authors' DeiT -> AST rule) and a
-    larger size is bilinearly interpolated (align_corners=False), computed in float32. The same size returns the
-    input unchanged.
-    """
-    if crop not in ("leading", "center"):
-        raise ValueError(f"crop={crop!r} must be 'leading' or 'center'.")
-    if grid.ndim != 4 or grid.shape[0] != 1:
-        raise ValueError(f"Expected a (1, D, f, t) grid of embeddings, got shape {tuple(grid.shape)}.")
-    new_f, new_t = size
-    if new_f < 1 or new_t < 1:
-        raise ValueError(f"Target grid {size} must have at least one patch along each axis.")
-    dtype = grid.dtype
-    for axis, new in ((3, new_t), (2, new_f)):
-        old = grid.shape[axis]
-        if new < old:
-            start = 0 if crop == "leading" else old // 2 - new // 2
-            grid = grid.narrow(axis, start, new)
-        elif new > old:
-            target = (grid.shape[2], new) if axis == 3 else (new, grid.shape[3])
-            grid = F.interpolate(grid.float(), size=target, mode="bilinear", align_corners=False).to(dtype)
-    return grid
-
-
-def resample_position_embeddings(position_embeddings: torch.Tensor, old_grid: tuple[int, int],
-                                 new_grid: tuple[int, int], crop: str = "leading",
-                                 num_prefix_tokens: int = NUM_PREFIX_TOKENS) -> torch.Tensor:
-    """(1, P + f*t, D) embeddings of an old (f, t) patch grid -> (1, P + f'*t', D) for a new grid.
-
-    The P prefix rows (CLS, distillation) are kept as they are; the patch rows, flattened frequency-major, are
-    resampled with `resample_patch_grid`.
-    """
-    old_f, old_t = old_grid
-    expected = num_prefix_tokens + old_f * old_t
-    if position_embeddings.ndim != 3 or position_embeddings.shape[1] != expected:
-        raise ValueError(
-            f"Position embeddings of shape {tuple(position_embeddings.shape)} do not fit a {old_f} x {old_t} grid "
-            f"with {num_prefix_tokens} prefix tokens (expected (1, {expected}, D))."
-        )
-    if tuple(new_grid) == tuple(old_grid):
-        return position_embeddings
-    prefix, patches = position_embeddings[:, :num_prefix_tokens], position_embeddings[:, num_prefix_tokens:]
-    dim = patches.shape[-1]
-    grid = patches.reshape(1, old_f, old_t, dim).permute(0, 3, 1, 2)  # (1, D, f, t)
-    grid = resample_patch_grid(grid, new_grid, crop=crop)  # (1, D, f', t')
-    patches = grid.permute(0, 2, 3, 1).reshape(1, -1, dim)  # (1, f' * t', D)
-    return torch.cat([prefix, patches], dim=1)
-
-
-def position_embeddings_per_clip(position_embeddings: torch.Tensor, old_grid: tuple[int, int],
-                                 new_grid: tuple[int, Any], time_patches: torch.Tensor | None) -> torch.Tensor:
-    """`resample_position_embeddings` (crop="leading") to each clip's own number of time patches, written with
-    tensor arithmetic and gathers instead of Python branches on sizes, so that a graph exporter (torch.export,
-    ONNX) records one graph for every number of frames: (1, 2 + f*t, D) embeddings of the stored (f, t) grid, an
-    (f', t') input grid and the (B,) real time patches of each clip (None: t' for every clip) -> (B or 1,
-    2 + f'*t', D).
-
-    Along time, a clip of L <= t patches takes columns 0..L-1 and a longer one the bilinear interpolation
-    (align_corners=False) to L columns, F.interpolate's rule written out: source column (j + 0.5) * t / L - 0.5,
-    floored at 0. It agrees with the eager branches of `ASTEmbeddings.position_embeddings_for` to float rounding
-    (tests/test_onnx.py); the eager model keeps those, so its outputs do not change. Columns past a clip's length
-    hold embeddings that the attention mask hides. The frequency axis has the same size in every clip and is
-    resampled by `resample_position_embeddings`.
-    """
-    new_f, new_t = new_grid
-    old_t = old_grid[1]
-    stored = resample_position_embeddings(position_embeddings, old_grid, (new_f, old_t))  # (1, 2 + f'*t, D)
-    dim = stored.shape[2]
-    grid = stored[0, NUM_PREFIX_TOKENS:].float().reshape(new_f, old_t, dim)  # (f', t, D)
-    columns = torch.arange(new_t, device=stored.device, dtype=torch.float32)[None, :]  # (1, t')
-    lengths = columns.new_full((1, 1), new_t) if time_patches is None else time_patches.float()[:, None]  # (B, 1)
-    source = ((columns + 0.5) * (old_t / lengths) - 0.5).clamp(min=0)  # (B, t') interpolated source columns
-    source = torch.where(lengths > old_t, source, columns)  # a clip within the stored grid: its leading columns
-    lower = source.floor().long().clamp(max=old_t - 1)  # (B, t')
-    upper = (lower + 1).clamp(max=old_t - 1)
-    weight = (source - lower).clamp(0, 1)[:, None, :, None]  # (B, 1, t', 1)
-    below = grid[:, lower].permute(1, 0, 2, 3)  # (B, f', t', D)
-    above = grid[:, upper].permute(1, 0, 2, 3)
-    patches = (below * (1 - weight) + above * weight).flatten(1, 2).to(stored.dtype)  # (B, f' * t', D)
-    prefix = stored[:, :NUM_PREFIX_TOKENS].expand(patches.shape[0], -1, -1)  # (B, 2, D)
-    return torch.cat([prefix, patches], dim=1)  # (B, 2 + f' * t', D)
-
-
-def _is_weight_file(name: str) -> bool:
-    """model.safetensors, pytorch_model.bin, their shards (-00001-of-00002) and index files, with variants."""
-    return name.startswith(("model", "pytorch_model")) and (
-        name.endswith((".safetensors", ".bin")) or (".index" in name and name.endswith(".json")))
-
-
-def publish_staged_files(staging: str | os.PathLike, directory: str | os.PathLike) -> None:
-    """Move the files of a finished save from `staging` into `directory` in an order that never leaves a loadable
-    mix of old and new: old weight files of the same format are deleted first (index first), then the other files
-    (config, code) are moved, then the new weights, index last. Each move is one rename (same file system)."""
-    new_files = sorted(os.listdir(staging))
-    new_weights = [name for name in new_files if _is_weight_file(name)]
-    formats = {"safetensors" if "safetensors" in name else "bin" for name in new_weights}
-    old_weights = [name for name in os.listdir(directory) if _is_weight_file(name)
-                   and ("safetensors" if "safetensors" in name else "bin") in formats
-                   and os.path.isfile(os.path.join(directory, name))]
-    for name in sorted(old_weights, key=lambda n: ".index" not in n):  # an old index first: it names the shards
-        os.remove(os.path.join(directory, name))
-    for name in [n for n in new_files if n not in new_weights] + sorted(new_weights, key=lambda n: ".index" in n):
-        os.replace(os.path.join(staging, name), os.path.join(directory, name))
-
-
-def remove_stale_staging(directory: str | os.PathLike, prefix: str) -> None:
-    """Delete the `prefix + PID-*` staging directories in `directory` left by processes that no longer run (a save
-    killed mid-write). Directories of live processes, and names without a PID, are kept. POSIX only."""
-    if os.name != "posix" or not os.path.isdir(directory):
-        return
-    for name in os.listdir(directory):
-        pid_text = name[len(prefix):].split("-", 1)[0] if name.startswith(prefix) else ""
-        if not pid_text.isdigit() or int(pid_text) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid_text), 0)  # signal 0: only asks whether the process exists
-        except ProcessLookupError:
-            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
-        except PermissionError:  # it exists, under another user
-            pass
-
-
-def as_tensor(name: str, value: Any) -> torch.Tensor:
-    """A tensor from a tensor, numpy array or (nested) list; a TypeError naming `name` for anything else."""
-    if isinstance(value, torch.Tensor):
-        return value
-    try:
-        return torch.as_tensor(np.asarray(value))
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise TypeError(f"{name} of type {type(value).__name__} cannot be read as a tensor ({error}); pass a torch "
-                        "tensor or a numpy array.") from error
-
-
-def _is_integer(dtype: torch.dtype) -> bool:
-    """Integer dtypes (int8 ... int64, uint8 ...), not bool: class indices may come in any of them."""
-    return not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
-
-
-def check_mel_bins(shape: tuple[int, ...], num_mel_bins: int) -> None:
-    """Raise a ValueError unless a (batch, frames, mel bins) input has the model's `num_mel_bins` on its last axis.
-
-    Frames may be any number, mel bins may not: the patch projection and the frequency rows of the positional grid
-    were trained on one mel scale, and a (batch, mels, frames) tensor (torchaudio's layout) or the features of an
-    extractor with another mel count would otherwise run and give meaningless logits."""
-    if shape[2] == num_mel_bins:
-        return
-    message = (f"input_values has shape {shape}: {shape[2]} mel bins, but the model expects (batch, frames, "
-               f"num_mel_bins) = (batch, frames, {num_mel_bins}).")
-    extractor = (f"compute the features with the model's mel count: ASTFeatureExtractor(num_mel_bins={num_mel_bins}), "
-                 "or ASTFeatureExtractor.from_pretrained of the same checkpoint")
-    if shape[1] == num_mel_bins:  # also what 128 frames of other features look like: both fixes are named
-        raise ValueError(f"{message} It looks like (batch, mels, frames): transpose it with "
-                         f"input_values.transpose(1, 2). If these are {shape[2]}-bin features, {extractor}.")
-    raise ValueError(f"{message} To fix it, {extractor}. (A model for {shape[2]} mel bins is another model: "
-                     f"ast_hf.convert.retarget_model(model, num_mel_bins={shape[2]}) re-targets this one.)")
-
-
-def check_right_padded(attention_mask: torch.Tensor, real: torch.Tensor, frames: torch.Tensor) -> None:
-    """Raise a ValueError unless every row of a (B, T) mask is 0/1, real frames first and then padding, with at
-    least one real frame. The model masks the patches after each clip's count of real frames, so any other layout
-    (left padding, holes) would mask the wrong patches."""
-    expected = torch.arange(real.shape[1], device=real.device)[None, :] < frames[:, None]  # (B, T)
-    values_ok = (attention_mask == 0) | (attention_mask == 1)  # always true for a boolean mask
-    if bool(values_ok.all()) and bool((real == expected).all()) and bool((frames > 0).all()):
-        return
-    if not bool(values_ok.all()):
-        raise ValueError(f"attention_mask holds values other than 0 and 1 (e.g. "
-                         f"{float(attention_mask[~values_ok][0]):g}); pass 1 for real frames and 0 for padding.")
-    row = int(((real != expected).any(dim=1) | (frames == 0)).nonzero()[0])
-    if int(frames[row]) == 0:
-        raise ValueError(f"attention_mask row {row} has no real frame; drop that clip from the batch.")
-    leading = int((~real[row]).long().cumprod(0).sum())
-    layout = (f"is left-padded ({leading} padding frames before the clip)" if leading
-              else "has padding between real frames")
-    raise ValueError(
-        f"attention_mask row {row} {layout}. ASTModel needs right-padded batches, real frames first and padding at "
-        "the end, as ASTFeatureExtractor(padding='longest', return_attention_mask=True) returns them: the mask is "
-        "read as a count of real frames, so another layout would mask the wrong patches."
-    )
-
-
-def token_mask(real_columns: torch.Tensor, num_frequency_patches: int) -> torch.Tensor:
-    """(B, t) real time columns of the patch grid -> (B, 2 + f*t) boolean mask over the tokens: the prefix tokens
-    and every patch of a real column are True, patches in frequency-major order like the embeddings."""
-    batch_size = real_columns.shape[0]
-    real_patches = real_columns[:, None, :].expand(-1, num_frequency_patches, -1).reshape(batch_size, -1)  # (B, f*t)
-    return torch.cat([real_patches.new_ones(batch_size, NUM_PREFIX_TOKENS), real_patches], dim=1)  # (B, 2 + f*t)
 
 
 class ASTPatchEmbeddings(nn.Module):
@@ -478,16 +290,24 @@ class ASTEncoder(nn.Module):
 class ASTPreTrainedModel(PreTrainedModel):
     r"""Base class of the AST models: config class, capabilities, weight initialisation and the crash-safe save.
 
+    `from_pretrained` also loads at another length or stride (resampling the positional embeddings), and
+    `save_pretrained` writes the model's code beside the weights for `trust_remote_code=True`.
+
     PEFT / LoRA: the Linear layers of encoder layer N are, under `audio_spectrogram_transformer.encoder.layer.N.`,
-    `attention.attention.query`, `attention.attention.key`, `attention.attention.value` (self-attention
-    projections), `attention.output.dense` (attention output), `intermediate.dense` (MLP in) and `output.dense` (MLP
-    out); the head is `classifier.layernorm` + `classifier.dense`. (transformers' built-in AST names them `q_proj`,
-    `k_proj`, `v_proj`, `o_proj`, `mlp.fc1`, `mlp.fc2` in memory.) PEFT matches `target_modules` by name suffix:
-    `["query", "value"]` (the usual LoRA choice) or `["query", "key", "value"]` select every layer's projections;
-    "output.dense" also matches `attention.output.dense` and "dense" matches the head too, so the MLP out alone is
-    the regex `r".*\.layer\.\d+\.output\.dense"`. A new head is trained with `modules_to_save=["classifier"]`.
-    Gradient checkpointing works with LoRA: `get_input_embeddings()` returns a module whose output is a tensor, which
-    transformers' `enable_input_require_grads` (called by PEFT) hooks.
+    `attention.attention.query`, `.key`, `.value` (self-attention projections), `attention.output.dense` (attention
+    output), `intermediate.dense` (MLP in) and `output.dense` (MLP out); the head is `classifier.layernorm` +
+    `classifier.dense`. PEFT matches `target_modules` by name suffix: `["query", "value"]` (the usual LoRA choice)
+    selects every layer's projections; "output.dense" also matches `attention.output.dense`, and "dense" the head,
+    so the MLP out alone is the regex `r".*\.layer\.\d+\.output\.dense"`. A new head is trained with
+    `modules_to_save=["classifier"]`. Gradient checkpointing works with LoRA. (transformers' built-in AST names the
+    same layers `q_proj`, `k_proj`, `v_proj`, `o_proj`, `mlp.fc1`, `mlp.fc2` in memory.)
+
+    Args:
+        config: The model's configuration; it is validated when the model is built.
+
+    Raises:
+        ValueError: For a config whose fields do not fit together (e.g. a head count that does not divide the
+            hidden size, a stride larger than the patch).
     """
 
     config_class = ASTConfig
@@ -517,12 +337,24 @@ class ASTPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None, *model_args: Any,
                         **kwargs: Any) -> Any:
-        """`PreTrainedModel.from_pretrained`, where a clip length, stride or mel count other than the checkpoint's
-        (`max_length=256`, `time_stride=12`, ... or a `config` that says so, as the Auto classes pass it) resamples
-        the stored positional embeddings to the new patch grid, as `ast_hf.convert.retarget_model` and timm's
-        `create_model(img_size=...)` do, keeping the CLS and distillation rows, and logs one line saying so. (The
-        plain transformers load would re-initialise the whole positional embedding with `ignore_mismatched_sizes=True`
-        and refuse to load without it.) The model is first loaded at the stored grid, then `set_patch_grid`."""
+        """Load a checkpoint, as `PreTrainedModel.from_pretrained`, also at another length or stride.
+
+        A clip length, stride or mel count other than the checkpoint's (`max_length=256`, `time_stride=12`, ... or a
+        `config` that says so, as the Auto classes pass it) resamples the stored positional embeddings to the new
+        patch grid, as `ast_hf.convert.retarget_model` and timm's `create_model(img_size=...)` do, keeping the CLS
+        and distillation rows, and logs one line saying so. (transformers' own loading would re-initialise the whole
+        positional embedding with `ignore_mismatched_sizes=True`, and refuse to load without it.)
+
+        Args:
+            pretrained_model_name_or_path: A model directory or Hub id (ast_hf's or transformers' AST).
+            *model_args: Passed on to `PreTrainedModel.from_pretrained`.
+            **kwargs: `PreTrainedModel.from_pretrained`'s options (`config`, `dtype`, `attn_implementation`,
+                `revision`, `trust_remote_code`, ...) and config overrides, among them `max_length`,
+                `frequency_stride`, `time_stride` and `num_mel_bins`.
+
+        Returns:
+            The model (with `output_loading_info=True`, the model and the loading information).
+        """
         changes = {name: kwargs.pop(name) for name in GRID_FIELDS if name in kwargs}
         config = kwargs.get("config")
         if isinstance(config, ASTConfig) and pretrained_model_name_or_path is not None:
@@ -543,11 +375,19 @@ class ASTPreTrainedModel(PreTrainedModel):
         return loaded
 
     def set_patch_grid(self, **changes: Any) -> None:
-        """Change `max_length`, `frequency_stride`, `time_stride` and/or `num_mel_bins` of this model in place: the
-        stored positional embeddings are resampled from the old patch grid to the new one by
-        `resample_position_embeddings(crop="center")` (centre cut or bilinear interpolation, time first; prefix rows
-        kept), the rule of `ast_hf.checkpoint_surgery.retarget_state_dict`; the patch projection keeps its weights
-        and takes the new strides. The same grid changes nothing."""
+        """Change the patch grid of this model in place: its clip length, strides or mel count.
+
+        The stored positional embeddings are resampled from the old patch grid to the new one (centre cut or
+        bilinear interpolation, time first, the CLS and distillation rows kept), the rule of
+        `ast_hf.checkpoint_surgery.retarget_state_dict`; the patch projection keeps its weights and takes the new
+        strides. The same grid changes nothing.
+
+        Args:
+            **changes: New values of `max_length`, `frequency_stride`, `time_stride` and/or `num_mel_bins`.
+
+        Raises:
+            ValueError: For another field, or values that make an invalid config (the model is then unchanged).
+        """
         unknown = sorted(set(changes) - set(GRID_FIELDS))
         if unknown:
             raise ValueError(f"set_patch_grid changes {', '.join(GRID_FIELDS)}, not {unknown}.")
@@ -597,7 +437,9 @@ class ASTPreTrainedModel(PreTrainedModel):
     #   ask for trust_remote_code even where ast_hf is imported (it then never looks at the registered classes);
     # - the crash-safe write through a staging directory (below).
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
-        """`PreTrainedModel.save_pretrained`, with the model's code and `auto_map` so that the directory loads with
+        """Save the model, as `PreTrainedModel.save_pretrained`, with its code, crash-safely.
+
+        The model's code files and an `auto_map` are written too, so that the directory loads with
         `trust_remote_code=True` where ast_hf is not installed.
 
         Crash safety: everything is first written to a hidden `.partial-PID-*` directory inside `save_directory`,
@@ -607,6 +449,12 @@ class ASTPreTrainedModel(PreTrainedModel):
         one that loads the new config with the old weights or half a weight file. Other files in the directory
         (Trainer state, logs) are left alone, so the directory as a whole is not replaced atomically; for that
         see `ast_hf.convert.write_checkpoint`. Staging directories of killed saves are removed by the next save.
+
+        Args:
+            save_directory: The directory to write (created when missing).
+            *args: Passed on to `PreTrainedModel.save_pretrained`.
+            **kwargs: `PreTrainedModel.save_pretrained`'s options (`safe_serialization`, `max_shard_size`,
+                `push_to_hub`, `is_main_process`, ...).
         """
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **_AUTO_MAP}
         if not kwargs.get("is_main_process", True) or os.path.isfile(save_directory):
@@ -625,8 +473,16 @@ class ASTPreTrainedModel(PreTrainedModel):
 
 
 class ASTModel(ASTPreTrainedModel):
-    """The AST encoder: (B, T, F) spectrogram -> (B, 2 + f*t, D) hidden states and the (B, D) pooled output, the
-    mean of the CLS and distillation tokens."""
+    """The AST encoder: a (batch, frames, mel bins) spectrogram to hidden states and a pooled output.
+
+    The spectrogram is cut into 16x16 patches at the config's strides; the CLS and distillation tokens are
+    prepended; the positional embeddings are resampled to the input's patch grid (`ast_hf.patch_grid`), so any
+    length of at least one patch runs. The pooled output is the mean of the CLS and distillation tokens after the
+    final LayerNorm.
+
+    Args:
+        config: The model's configuration.
+    """
 
     def __init__(self, config: ASTConfig) -> None:
         super().__init__(config)
@@ -637,6 +493,7 @@ class ASTModel(ASTPreTrainedModel):
         self.post_init()
 
     def get_input_embeddings(self) -> ASTPatchEmbeddings:
+        """The patch embedding module (what PEFT hooks for gradient checkpointing)."""
         return self.embeddings.patch_embeddings
 
     @merge_with_config_defaults
@@ -647,22 +504,31 @@ class ASTModel(ASTPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling:
-        r"""
-        input_values (`torch.FloatTensor` of shape `(batch_size, frames, num_mel_bins)`): normalised log-mel
-            spectrograms from [`ASTFeatureExtractor`]; any frames >= patch_size, exactly `config.num_mel_bins` mel
-            bins (another count raises a ValueError that says how to fix the input, e.g. a transposed tensor).
-        attention_mask (`torch.Tensor` of shape `(batch_size, frames)`, *optional*): 1 for real frames, 0 for
-            padding (from the feature extractor with `padding="longest", return_attention_mask=True`). Patches of
-            padding are masked so that a clip's output in a padded batch equals its output alone. The batch must be
-            right-padded (each row: ones, then zeros, at least one real frame); a left-padded mask, a mask with
-            holes or values other than 0/1 raise a ValueError. numpy arrays and lists are accepted.
-        kwargs: `output_hidden_states` (True, or the indices of the hidden states to return), `output_attentions`,
-            `return_dict`, and anything else for the attention kernel, as in transformers' models
-            (`interpolate_pos_encoding` is accepted and ignored: inputs of any size always run).
+        """Encode a batch of spectrograms.
 
-        A batch of 0 clips, and inputs holding NaN or Inf, raise a ValueError.
+        Args:
+            input_values: Normalised log-mel spectrograms, (batch, frames, `config.num_mel_bins`), from
+                `ASTFeatureExtractor`; any number of frames of at least one patch (16).
+            attention_mask: (batch, frames), 1 for real frames and 0 for padding, as the extractor returns it with
+                `padding="longest", return_attention_mask=True`. The patches of padding are masked, so a clip's
+                output in a padded batch equals its output alone. Rows must be right-padded (ones, then zeros, at
+                least one real frame). numpy arrays and lists are accepted.
+            **kwargs: `output_hidden_states` (True, or the indices of the hidden states to return),
+                `output_attentions`, `return_dict`, and options of the attention kernel, as in transformers' models
+                (`interpolate_pos_encoding` is accepted and ignored: inputs of any size run).
+
+        Returns:
+            A `BaseModelOutputWithPooling`: `last_hidden_state` (batch, 2 + patches, hidden size), `pooler_output`
+            (batch, hidden size), and the hidden states and attentions when asked for.
+
+        Raises:
+            ValueError: For another mel-bin count (the message says whether the tensor looks transposed), fewer
+                frames than one patch, a batch of 0 clips, NaN or Inf values, or a mask of another shape, left-padded,
+                with holes or with values other than 0 and 1.
+            TypeError: For input that is not a float torch tensor.
         """
-        input_values = self._check_input(input_values)
+        input_values = check_input_values(input_values, self.config)
+        input_values = input_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
         time_patches = None if attention_mask is None else self._time_patches(attention_mask, input_values.shape)
         embeddings, grid = self.embeddings(input_values, time_patches)  # (B, 2 + f*t, D), (f, t)
         real_columns = None
@@ -688,37 +554,6 @@ class ASTModel(ASTPreTrainedModel):
             mask = torch.zeros(tokens.shape, dtype=embeddings.dtype, device=embeddings.device)
             return mask.masked_fill_(~tokens, torch.finfo(embeddings.dtype).min)[:, None, None, :]  # (B, 1, 1, N)
         return create_bidirectional_mask(config=self.config, inputs_embeds=embeddings, attention_mask=tokens)
-
-    def _check_input(self, input_values: torch.Tensor | None) -> torch.Tensor:
-        if input_values is None:
-            raise ValueError("input_values is required: the (batch, frames, mel bins) output of ASTFeatureExtractor.")
-        if not isinstance(input_values, torch.Tensor):
-            raise TypeError(
-                f"input_values must be a torch.Tensor, got {type(input_values).__name__}; call the feature "
-                "extractor with return_tensors='pt'."
-            )
-        if input_values.ndim == 2:
-            raise ValueError(
-                f"input_values has shape {tuple(input_values.shape)}; the model expects (batch, frames, mel bins). "
-                "Add a batch dimension with input_values.unsqueeze(0), or pass raw audio through the feature "
-                "extractor first."
-            )
-        if input_values.ndim != 3:
-            raise ValueError(
-                f"input_values has shape {tuple(input_values.shape)}; the model expects (batch, frames, mel bins)."
-            )
-        if not input_values.is_floating_point():
-            raise TypeError(f"input_values must be a float tensor, got {input_values.dtype}.")
-        if input_values.shape[0] == 0:
-            raise ValueError(f"input_values has shape {tuple(input_values.shape)}: a batch of 0 spectrograms. Pass at "
-                             "least one clip.")
-        if not torch.compiler.is_compiling() and not bool(torch.isfinite(input_values).all()):
-            raise ValueError("input_values contains NaN or Inf; the logits would be NaN. Check the audio and the "
-                             "feature extractor's mean/std (ASTFeatureExtractor refuses such audio itself).")
-        frames, mel_bins = input_values.shape[1:]
-        check_mel_bins(tuple(input_values.shape), self.config.num_mel_bins)
-        self.config.patch_grid_for(frames, mel_bins)  # raises for a spectrogram smaller than one patch
-        return input_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
 
     def _time_patches(self, attention_mask: Any, shape: torch.Size) -> torch.Tensor:
         """Real time patches of each clip, (B,): those whose 16 frames all lie within the clip's real frames."""
@@ -752,7 +587,18 @@ class ASTMLPHead(nn.Module):
 
 
 class ASTForAudioClassification(ASTPreTrainedModel):
-    """AST with a LayerNorm + Linear head on the pooled output (AudioSet, ESC-50, Speech Commands, ...)."""
+    """The AST with a LayerNorm + Linear head on the pooled output: audio classification and tagging.
+
+    Args:
+        config: The model's configuration; `num_labels` (or `id2label`) sets the head, `problem_type` the loss.
+
+    Example:
+        ```python
+        model = ASTForAudioClassification.from_pretrained("path/or/hub-id")
+        extractor = AutoFeatureExtractor.from_pretrained("path/or/hub-id")
+        logits = model(**extractor(clips, sampling_rate=16000, return_tensors="pt")).logits
+        ```
+    """
 
     def __init__(self, config: ASTConfig) -> None:
         super().__init__(config)
@@ -769,15 +615,29 @@ class ASTForAudioClassification(ASTPreTrainedModel):
         labels: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> SequenceClassifierOutput:
-        r"""
-        labels (`torch.Tensor`, *optional*): class indices `(batch,)` for single-label classification, multi-hot
-            `(batch, num_labels)` floats for multi-label, or `(batch,)` / `(batch, num_labels)` targets for
-            regression; a numpy array or list is converted. The loss follows `config.problem_type`; when unset it is
-            inferred as transformers does (one label: regression; int64/int32 labels: single-label; anything
-            else: multi-label), except that 1-D labels of any integer type (int16, uint8, ...) are class indices,
-            i.e. single-label. Class indices outside [0, num_labels) (other than -100, ignored) raise a ValueError.
-            With single-label classification, float labels of shape `(batch, num_labels)` are class probabilities
-            (mixup, label smoothing): the loss is the cross-entropy against them.
+        """Classify a batch of spectrograms; with `labels`, also compute the loss.
+
+        Args:
+            input_values: Normalised log-mel spectrograms, (batch, frames, `config.num_mel_bins`), as
+                `ASTFeatureExtractor` returns them; any number of frames of at least one patch.
+            attention_mask: (batch, frames), 1 for real frames and 0 for padding, right-padded (see `ASTModel`).
+            labels: Class indices (batch,) for single-label classification, multi-hot (batch, num_labels) floats
+                for multi-label, or (batch,) / (batch, num_labels) targets for regression; numpy arrays and lists
+                are converted. The loss follows `config.problem_type`; when it is unset, it is inferred as
+                transformers does (one label: regression; int64/int32 labels: single-label; otherwise multi-label),
+                except that 1-D labels of any integer type (int16, uint8, ...) are class indices. With single-label
+                classification, float labels of shape (batch, num_labels) are class probabilities (mixup, label
+                smoothing) and the loss is the cross-entropy against them. -100 is ignored.
+            **kwargs: `output_hidden_states`, `output_attentions`, `return_dict` and attention-kernel options, as in
+                `ASTModel.forward`.
+
+        Returns:
+            A `SequenceClassifierOutput`: `logits` (batch, num_labels), `loss` when labels are given, and the
+            hidden states and attentions when asked for.
+
+        Raises:
+            ValueError: For labels of another batch size, class indices outside [0, num_labels), labels that fit
+                no loss (e.g. 1-D floats without a `problem_type`), and every input error of `ASTModel.forward`.
         """
         outputs = self.audio_spectrogram_transformer(input_values, attention_mask=attention_mask, return_dict=True,
                                                      **kwargs)
@@ -791,7 +651,7 @@ class ASTForAudioClassification(ASTPreTrainedModel):
                                         attentions=outputs.attentions)
 
     def _loss(self, labels: torch.Tensor, logits: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        problem_type = self._problem_type(labels, logits)
+        problem_type = label_problem_type(labels, logits.shape, self.config.problem_type, self.num_labels)
         if problem_type == "single_label_classification" and labels.is_floating_point():
             # Class probabilities (mixup, label smoothing): cross-entropy against a soft target, which transformers'
             # loss does not take.
@@ -805,60 +665,8 @@ class ASTForAudioClassification(ASTPreTrainedModel):
             config.problem_type = problem_type
         return self.loss_function(labels, logits, config, **kwargs)
 
-    def _problem_type(self, labels: torch.Tensor, logits: torch.Tensor) -> str:
-        """config.problem_type, or the one these labels imply; a ValueError for labels that fit no loss."""
-        problem_type = self.config.problem_type
-        if labels.ndim == 0 or labels.shape[0] != logits.shape[0]:
-            raise ValueError(f"labels have shape {tuple(labels.shape)} but the batch holds {logits.shape[0]} clips; "
-                             "pass one label (or one row of targets) per clip.")
-        if problem_type is None:
-            if self.num_labels == 1:
-                problem_type = "regression"
-            elif labels.dtype in (torch.long, torch.int) or (_is_integer(labels.dtype) and labels.ndim == 1):
-                problem_type = "single_label_classification"
-            elif labels.ndim == 1:
-                raise ValueError(
-                    f"labels are 1-D {labels.dtype} values, which are neither class indices (an integer dtype: pass "
-                    f"labels.long()) nor multi-hot targets (shape {tuple(logits.shape)}). Or set "
-                    "config.problem_type to say which loss you mean."
-                )
-            else:
-                problem_type = "multi_label_classification"
-        if problem_type == "single_label_classification":
-            if labels.is_floating_point() and labels.shape == logits.shape:
-                return problem_type  # class probabilities
-            if labels.is_floating_point() or labels.ndim != 1:
-                raise ValueError(
-                    f"problem_type='single_label_classification' needs integer class indices of shape (batch,) or "
-                    f"class probabilities of shape {tuple(logits.shape)}, got {labels.dtype} {tuple(labels.shape)}. "
-                    "For multi-hot targets set "
-                    "config.problem_type='multi_label_classification'."
-                )
-            outside = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= self.num_labels))
-            if bool(outside.any()):
-                raise ValueError(
-                    f"labels hold class index {int(labels[outside][0])} but the model has {self.num_labels} labels "
-                    f"(indices 0..{self.num_labels - 1}; -100 is ignored). Check the label mapping, or build the "
-                    "model with num_labels / id2label covering every class."
-                )
-        elif problem_type == "multi_label_classification" and labels.shape != logits.shape:
-            raise ValueError(
-                f"problem_type='multi_label_classification' needs multi-hot labels of shape {tuple(logits.shape)}, "
-                f"got {tuple(labels.shape)}."
-            )
-        return problem_type
-
 
 ASTModel.register_for_auto_class("AutoModel")
 ASTForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
 
-__all__ = [
-    "ASTForAudioClassification",
-    "ASTModel",
-    "ASTPatchout",
-    "ASTPreTrainedModel",
-    "position_embeddings_per_clip",
-    "resample_patch_grid",
-    "resample_position_embeddings",
-    "token_mask",
-]
+__all__ = ["ASTForAudioClassification", "ASTModel", "ASTPatchout", "ASTPreTrainedModel"]

@@ -12,7 +12,7 @@ stored grid, an interpolation per clip length beyond it). The TorchScript tracer
 example input took: with torch 2.14 its graph (dynamic_axes on batch and time) failed with a Reshape error at
 every other length and was 0.055 off on a padded batch at the traced one. torch.export records sizes as symbols
 and reports what it had to assume about them. Under export, ASTEmbeddings computes the embeddings without branches
-(`modeling_ast.position_embeddings_per_clip`; the eager model is unchanged), and `export_onnx` refuses a graph
+(`patch_grid.position_embeddings_per_clip`; the eager model is unchanged), and `export_onnx` refuses a graph
 that torch.export could only prove for a bounded range of frames or clips (a branch on the input's size
 somewhere) instead of writing a model that is right for some lengths only; the file is then run by onnxruntime
 at several lengths against PyTorch.
@@ -42,7 +42,9 @@ from torch import nn
 from .configuration_ast import ASTConfig
 from .convert import ast_directory, from_builtin_model, load_ast_model
 from .feature_extraction_ast import ASTFeatureExtractor
-from .modeling_ast import ASTForAudioClassification, check_right_padded, remove_stale_staging
+from .model_inputs import check_right_padded
+from .modeling_ast import ASTForAudioClassification
+from .staging import remove_stale_staging
 
 try:
     import onnxruntime
@@ -54,14 +56,21 @@ except ImportError as error:  # the package itself does not need them
 logger = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
+"""The file name of the exported float32 graph."""
 QUANTIZED_FILE = "model_quantized.onnx"  # the name optimum's ORTQuantizer writes
+"""The file name of the int8 graph that `export_onnx(..., quantize="int8")` writes."""
 INPUT_NAMES = ("input_values", "attention_mask")
+"""The graph's inputs: `input_values` (batch, time, mel_bins) float32 and `attention_mask` (batch, time) int64."""
 OUTPUT_NAMES = ("logits",)
+"""The graph's output: `logits` (batch, num_labels) float32."""
 # 18: the lowest opset torch's exporter writes without ONNX's version converter, and the widest runtime support;
 # 23: the highest torch 2.14 declares (torch.onnx._constants.ONNX_MAX_OPSET).
 DEFAULT_OPSET = 18
+"""The ONNX opset `export_onnx` writes by default."""
 SUPPORTED_OPSETS = range(18, 24)
+"""The opsets `export_onnx` accepts: 18 to 23."""
 QUANTIZATIONS = ("int8",)
+"""The values of `export_onnx`'s `quantize` other than None."""
 _STAGING_PREFIX = ".onnx-partial-"
 _ONNX_TOLERANCE = 1e-4  # onnxruntime vs PyTorch float32 logits, checked after each export
 
@@ -71,25 +80,52 @@ def export_onnx(model: str | os.PathLike | nn.Module, output_dir: str | os.PathL
                 ) -> dict[str, Any]:
     """Export an AST classifier to `output_dir/model.onnx` with dynamic batch and time axes.
 
-    model: a `save_pretrained` directory or Hub id (ast_hf's or transformers' built-in AST), or an
-        ASTForAudioClassification instance (ast_hf's or transformers'); it must be float32.
-    output_dir: created if missing; the files below are replaced, others left alone. Everything is written to a
-        hidden staging directory inside it first, so a failed export changes nothing (and removes a directory it
-        created).
-    opset: ONNX opset, 18..23 (default 18).
-    quantize: None, or "int8" for `model_quantized.onnx` next to the float32 file (dynamic quantization: int8
-        weights, activations quantized at run time). A `model_quantized.onnx` left from an earlier export is
-        removed when `quantize` is None, as it would not match the new `model.onnx`.
-    feature_extractor: the extractor to save as `preprocessor_config.json`; by default the model directory's, or,
-        for an instance without one, an ASTFeatureExtractor with the config's mel bins and length and AudioSet's
-        mean/std (a warning says so: pass the extractor the model was trained with).
+    Writes `model.onnx` (inputs `input_values` (batch, time, mel_bins) float32 and `attention_mask` (batch, time)
+    int64, output `logits` (batch, num_labels) float32), `config.json` and `preprocessor_config.json`, and with
+    `quantize="int8"` also `model_quantized.onnx`. The graph comes from torch.export (traced with eager attention,
+    whatever the model is set to); a graph that torch.export could prove only for a bounded range of frames or
+    clips is refused rather than written.
 
-    The exported file is run by onnxruntime on a padded batch (clips longer than, as long as and shorter than the
-    stored grid) and on a clip of one patch, and compared with PyTorch; logits that differ by more than 1e-4 (times
-    the largest logit, where that is above 1) raise a RuntimeError.
+    The exported file is then run by onnxruntime on a padded batch (clips longer than, as long as and shorter than
+    the stored grid) and on a clip of one patch, and compared with PyTorch: logits that differ by more than 1e-4
+    (times the largest logit, where that is above 1) are an error.
 
-    Returns {"onnx": path, "quantized": path or None, "config": path, "preprocessor_config": path, "opset": int,
-    "inputs": [...], "outputs": [...], "max_abs_difference": float (that check)}.
+    Args:
+        model: A `save_pretrained` directory or Hub id (ast_hf's or transformers' built-in AST), or an
+            `ASTForAudioClassification` instance (ast_hf's or transformers'); it must be float32.
+        output_dir: Created if missing; the files above are replaced, others left alone. Everything is written to a
+            hidden staging directory inside it first, so a failed export changes nothing (and removes a directory
+            it created).
+        opset: The ONNX opset, 18 to 23; None for 18.
+        quantize: None, or "int8" for `model_quantized.onnx` next to the float32 file (onnxruntime's dynamic
+            quantization: int8 weights, activations quantized at run time). A `model_quantized.onnx` left from an
+            earlier export is removed when `quantize` is None, as it would not match the new `model.onnx`.
+        feature_extractor: The extractor to save as `preprocessor_config.json`. By default the model directory's,
+            or, for an instance without one, an `ASTFeatureExtractor` with the config's mel bins and max_length and
+            AudioSet's mean/std (a warning says so: pass the extractor the model was trained with).
+
+    Returns:
+        What was written: `{"onnx": path, "quantized": path or None, "config": path, "preprocessor_config": path,
+            "opset": int, "inputs": ["input_values", "attention_mask"], "outputs": ["logits"],
+            "max_abs_difference": float}`, the last being the largest logit difference of the onnxruntime check.
+
+    Raises:
+        ValueError: When `opset` or `quantize` is not supported; when `output_dir` is a file; when a `model`
+            instance is not float32; when the extractor's mel bins differ from the model's; when a directory or
+            Hub id is not an AST checkpoint or its weights do not fit (a `ConversionError`, see
+            `ast_hf.convert.load_ast_model`).
+        TypeError: When `model` is not an AST classifier (nor the directory or Hub id of one), or
+            `feature_extractor` is not an ast_hf `ASTFeatureExtractor`.
+        RuntimeError: When torch.export could prove the graph only for a bounded batch size or number of frames,
+            or when onnxruntime fails on the exported graph or its logits differ from PyTorch's.
+
+    Example:
+        ```python
+        from ast_hf.onnx_export import OnnxAudioClassifier, export_onnx
+
+        written = export_onnx("path/or/hub-id", "ast-onnx", quantize="int8")
+        classifier = OnnxAudioClassifier.from_directory("ast-onnx", quantized=True)
+        ```
     """
     opset = DEFAULT_OPSET if opset is None else opset
     if isinstance(opset, bool) or not isinstance(opset, int) or opset not in SUPPORTED_OPSETS:
@@ -294,16 +330,35 @@ def _quantize_int8(source: Path, target: Path) -> None:
 
 
 class OnnxAudioClassifier:
-    """An exported model.onnx run by onnxruntime: ASTFeatureExtractor's features in, (batch, num_labels) logits out.
+    """An exported `model.onnx` run by onnxruntime: ASTFeatureExtractor's features in, logits out.
 
-        classifier = OnnxAudioClassifier.from_directory("ast-onnx")          # or quantized=True
-        classifier.classify("speech.wav", top_k=3)   # [{"label", "score"}, ...]: the audio-classification pipeline's
+    `classify` labels one recording as the audio-classification pipeline does; calling the classifier on features
+    (`classifier(input_values, attention_mask)`) returns (batch, num_labels) logits. The features come from the
+    export directory's `preprocessor_config.json`, called with its defaults, so the input convention the checkpoint
+    was trained with (padded to max_length, or its own length with a mask) is followed. Computing them needs torch
+    (ast_hf's extractor); onnxruntime then runs the model without it.
+
+    Usually made with `from_directory`. Made directly, `config` and `feature_extractor` are optional, but
+    `classify` needs both.
+
+    Args:
+        path: The `.onnx` file, as written by `export_onnx`.
+        config: The model's config: its labels for `classify`, and its patch size and strides to refuse inputs
+            shorter than one patch. None: no labels, and no such check.
+        providers: onnxruntime execution providers, in order of preference; None for
+            `["CPUExecutionProvider"]`.
+        feature_extractor: The extractor for `classify`; None when only features will be passed.
+
+    Raises:
+        FileNotFoundError: When there is no file at `path`.
+
+    Example:
+        ```python
+        classifier = OnnxAudioClassifier.from_directory("ast-onnx")  # or quantized=True
+        classifier.classify("speech.wav", top_k=3)  # [{"label": ..., "score": ...}, ...]
         features = classifier.feature_extractor(clips, sampling_rate=16000, return_tensors="np")
-        logits = classifier(features["input_values"], features.get("attention_mask"))  # numpy (batch, num_labels)
-
-    The features come from the export directory's preprocessor_config.json, called with its defaults, so the input
-    convention the checkpoint was trained with (padded to max_length, or its own length with a mask) is followed.
-    Computing them needs torch (ast_hf's extractor); onnxruntime then runs the model without it.
+        logits = classifier(features["input_values"], features.get("attention_mask"))  # (batch, num_labels)
+        ```
     """
 
     def __init__(self, path: str | os.PathLike, config: ASTConfig | None = None,
@@ -311,16 +366,42 @@ class OnnxAudioClassifier:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No ONNX file at {str(path)!r}; write one with ast_hf.onnx_export.export_onnx.")
         self.path = str(path)
+        """The path of the `.onnx` file."""
         self.config = config
+        """The model's config, or None."""
         self.feature_extractor = feature_extractor
+        """The feature extractor `classify` uses, or None."""
         self.id2label = dict(config.id2label) if config is not None else {}
+        """The label of each output index; empty without a config."""
         self.session = onnxruntime.InferenceSession(self.path, providers=providers or ["CPUExecutionProvider"])
+        """The `onnxruntime.InferenceSession` that runs the file."""
         self.num_mel_bins = self.session.get_inputs()[0].shape[2]  # static in the exported graph
+        """The mel bins the graph takes (its last input axis, fixed at export)."""
 
     @classmethod
     def from_directory(cls, directory: str | os.PathLike, quantized: bool = False,
                        providers: list[str] | None = None) -> OnnxAudioClassifier:
-        """The `model.onnx` (or `model_quantized.onnx`) of an export_onnx directory, with its config.json's labels."""
+        """Load the classifier of an `export_onnx` directory.
+
+        Args:
+            directory: The directory `export_onnx` wrote.
+            quantized: Run `model_quantized.onnx` (written with `quantize="int8"`) instead of `model.onnx`.
+            providers: onnxruntime execution providers, in order of preference; None for
+                `["CPUExecutionProvider"]`.
+
+        Returns:
+            The classifier, with the directory's `config.json` (labels) and, where there is a
+                `preprocessor_config.json`, its feature extractor.
+
+        Raises:
+            FileNotFoundError: When the directory has no `model.onnx` (or no `model_quantized.onnx` for
+                `quantized`).
+
+        Example:
+            ```python
+            classifier = OnnxAudioClassifier.from_directory("ast-onnx", quantized=True)
+            ```
+        """
         path = Path(directory) / (QUANTIZED_FILE if quantized else ONNX_FILE)
         if not path.is_file():
             hint = " Export with quantize='int8' to write it." if quantized else ""
@@ -332,10 +413,33 @@ class OnnxAudioClassifier:
         return cls(path, ASTConfig.from_pretrained(directory), providers=providers, feature_extractor=extractor)
 
     def classify(self, audio: Any, sampling_rate: int | None = None, top_k: int = 5) -> list[dict[str, Any]]:
-        """The top_k labels of one clip as `pipeline("audio-classification")` gives them: a file path, file bytes or
-        a mono array at `sampling_rate` (any rate and channel count, read as the pipelines read it), featurised by
-        the directory's extractor with the checkpoint's convention, cut to its max_length frames (with a warning),
-        softmax scores (sigmoid for a multi-label config)."""
+        """Label one recording, as `pipeline("audio-classification")` does.
+
+        The audio is read as the pipelines read it (any rate and channel count, resampled and mixed to mono),
+        featurised by the directory's extractor with the checkpoint's convention, and cut to its max_length frames
+        (with a warning). Scores are softmax probabilities, or sigmoids for a multi-label config.
+
+        Args:
+            audio: A file path, encoded file bytes, a binary file-like object, an audio dict (`{"array": samples,
+                "sampling_rate": rate}`), or a numpy array or tensor of samples (mono, or with a channel axis of at
+                most 16 channels).
+            sampling_rate: The rate of an array's samples; None for the extractor's rate (16000). Not allowed
+                with a file, which carries its own rate.
+            top_k: How many labels to return, at most the number of labels.
+
+        Returns:
+            The `top_k` best labels, best first, as `[{"label": str, "score": float}, ...]`.
+
+        Raises:
+            ValueError: When the classifier has no config or feature extractor (make it with `from_directory`);
+                when the audio cannot be read (an `AudioReadError`), or `sampling_rate` is given with a file.
+            TypeError: When `audio` is of another kind, or its samples of an unsupported dtype.
+
+        Example:
+            ```python
+            classifier.classify("speech.wav", top_k=3)  # [{"label": ..., "score": ...}, ...], best first
+            ```
+        """
         if self.feature_extractor is None or self.config is None:
             raise ValueError("classify needs the export directory's config.json and preprocessor_config.json; load "
                              "the classifier with OnnxAudioClassifier.from_directory(directory).")
@@ -351,8 +455,23 @@ class OnnxAudioClassifier:
         return top_labels(scores, min(top_k, scores.shape[0]), self.id2label)
 
     def __call__(self, input_values: Any, attention_mask: Any = None) -> np.ndarray:
-        """(B, T, F) features and the (B, T) mask of real frames (right-padded, as the extractor returns it with
-        padding="longest"; None: every frame is real) -> (B, num_labels) float32 logits. Numpy arrays or tensors."""
+        """Run the graph on a batch of features.
+
+        Args:
+            input_values: Features (batch, frames, mel_bins) from `ASTFeatureExtractor`, float; a numpy array or
+                a torch tensor.
+            attention_mask: The (batch, frames) mask of real frames, right-padded as the extractor returns it with
+                `padding="longest"`; a numpy array or a torch tensor. None: every frame is real.
+
+        Returns:
+            The logits, a float32 numpy array of shape (batch, num_labels).
+
+        Raises:
+            ValueError: When `input_values` is not (batch, frames, mel_bins) with the graph's mel bins, or (with a
+                config) holds fewer frames than one patch; when `attention_mask` has another shape, or is not
+                right-padded 0/1 with at least one real frame per clip.
+            TypeError: When `input_values` is not float, or either input is neither a numpy array nor a tensor.
+        """
         input_values = _as_numpy("input_values", input_values)
         if input_values.ndim != 3 or input_values.shape[2] != self.num_mel_bins:
             raise ValueError(f"input_values has shape {input_values.shape}; the model takes (batch, frames, "

@@ -62,7 +62,7 @@ def kernel_floor(frames: int, repeats: int) -> dict[str, float]:
     """Times of the three kernels that any torch fbank of `frames` frames must run, alone on ready-made data:
     the 512-point rfft, the banded mel projection of ast_hf (the cheapest exact one found) and the log.
     Their sum bounds how fast (a) can get with torch's CPU kernels, before framing, pre-emphasis and window."""
-    from ast_hf.feature_extraction_ast import CPU_BLOCK_FRAMES, kaldi_mel_banks, mel_band_groups, project_mel
+    from ast_hf.kaldi_fbank import CPU_BLOCK_FRAMES, kaldi_mel_banks, mel_band_groups, project_mel
 
     rows = torch.randn(CPU_BLOCK_FRAMES, 512)
     squares = torch.view_as_real(torch.fft.rfft(rows)).square().view(CPU_BLOCK_FRAMES, -1)  # (block, 514)
@@ -107,7 +107,7 @@ def main() -> None:
     theirs, ours = paired_times(lambda: theirs_fe(clips, sampling_rate=16000, return_tensors="pt"),
                                 lambda: ours_fe(clips, sampling_rate=16000, return_tensors="pt"), args.repeats)
     rows.append(("(a) features, 32 x 10 s clips", theirs, ours))
-    frames = sum(ast_hf.feature_extraction_ast.num_frames(len(clip)) for clip in clips)
+    frames = sum(ast_hf.kaldi_fbank.num_frames(len(clip)) for clip in clips)
     floor = kernel_floor(frames, args.repeats)
 
     # (b) base forward, same weights

@@ -115,6 +115,10 @@ def test_saved_directory_carries_code_and_auto_map(tmp_path):
 def test_remote_code_loads_without_ast_hf(tmp_path, speech):
     """A fresh interpreter whose sys.path cannot reach ast_hf loads the checkpoint with trust_remote_code."""
     model = save_checkpoint(tmp_path / "model", problem_type="multi_label_classification")
+    saved = {path.name for path in (tmp_path / "model").glob("*.py")}
+    # Every file the classes import (relatively) travels with them.
+    assert {"configuration_ast.py", "modeling_ast.py", "feature_extraction_ast.py", "kaldi_fbank.py", "patch_grid.py",
+            "model_inputs.py", "staging.py"} <= saved, saved
     np.save(tmp_path / "clip.npy", speech[2])
     features = ast_hf.ASTFeatureExtractor(max_length=128)(speech[2], sampling_rate=16000, return_tensors="pt")
     with torch.no_grad():

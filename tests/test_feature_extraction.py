@@ -11,7 +11,7 @@ import torchaudio
 import transformers
 
 from ast_hf import ASTFeatureExtractor, compute_normalization_stats
-from ast_hf.feature_extraction_ast import (
+from ast_hf.kaldi_fbank import (
     batched_kaldi_fbank,
     hann_window,
     kaldi_mel_banks,

@@ -10,7 +10,7 @@ import transformers
 from conftest import randomize, tiny_config, tiny_model
 
 import ast_hf
-from ast_hf.modeling_ast import resample_patch_grid, resample_position_embeddings
+from ast_hf.patch_grid import resample_patch_grid, resample_position_embeddings
 
 
 def builtin_model(**overrides) -> transformers.ASTForAudioClassification:

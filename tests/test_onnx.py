@@ -14,8 +14,8 @@ import ast_hf
 
 pytest.importorskip("onnxruntime", reason="the ONNX export needs onnx, onnxscript and onnxruntime")
 pytest.importorskip("onnxscript", reason="the ONNX export needs onnx, onnxscript and onnxruntime")
-from ast_hf.modeling_ast import position_embeddings_per_clip  # noqa: E402
 from ast_hf.onnx_export import OnnxAudioClassifier, _load_model_and_extractor, export_onnx  # noqa: E402
+from ast_hf.patch_grid import position_embeddings_per_clip  # noqa: E402
 
 LABELS = ["yes", "no", "up", "down", "left"]
 TOLERANCE = 1e-4

@@ -14,7 +14,7 @@ from transformers.testing_utils import CaptureLogger
 
 import ast_hf
 from ast_hf import convert
-from ast_hf.modeling_ast import resample_position_embeddings
+from ast_hf.patch_grid import resample_position_embeddings
 
 peft = pytest.importorskip("peft", reason="peft is a dev extra (pip install -e .[dev]); the LoRA test needs it")
 

@@ -12,7 +12,7 @@ import transformers
 from test_feature_extraction import KALDI, noise_clips
 
 from ast_hf import ASTFeatureExtractor
-from ast_hf.feature_extraction_ast import WINDOW_TYPES, batched_kaldi_fbank, kaldi_mel_banks, kaldi_window
+from ast_hf.kaldi_fbank import WINDOW_TYPES, batched_kaldi_fbank, kaldi_mel_banks, kaldi_window
 
 
 def torchaudio_fbank(clip: np.ndarray | torch.Tensor, window_type: str) -> torch.Tensor:
