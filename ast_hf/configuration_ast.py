@@ -19,8 +19,9 @@ logger = logging.get_logger(__name__)
 
 # model_type written by transformers' own port; its config.json files are accepted by ASTConfig.from_dict.
 BUILTIN_AST_MODEL_TYPE = "audio-spectrogram-transformer"
-# Both kinds of AST checkpoint ast_hf loads: its own (ASTConfig.model_type) and transformers' built-in port.
 AST_MODEL_TYPES = ("ast_hf", BUILTIN_AST_MODEL_TYPE)
+"""The `model_type` of both kinds of AST checkpoint ast_hf loads: its own ("ast_hf", `ASTConfig.model_type`) and
+transformers' built-in port ("audio-spectrogram-transformer")."""
 
 
 # Integer fields and their smallest valid value (checked in ASTConfig.validate_fields).
@@ -30,39 +31,15 @@ _INTEGER_FIELDS = {"hidden_size": 1, "num_hidden_layers": 1, "num_attention_head
 
 
 class ASTConfig(PreTrainedConfig):
-    r"""
-    Configuration of an [`ASTModel`] / [`ASTForAudioClassification`]. The defaults give the AudioSet model of the
-    paper (`MIT/ast-finetuned-audioset-10-10-0.4593`): ViT-Base, 16x16 patches with overlap 6, 1024 frames.
+    """Configuration of an `ASTModel` / `ASTForAudioClassification`.
 
-    hidden_size (int, defaults to 768): width of every token; ViT/DeiT-Base.
-    num_hidden_layers (int, defaults to 12): number of pre-LN Transformer encoder layers.
-    num_attention_heads (int, defaults to 12): heads per self-attention; must divide `hidden_size`.
-    intermediate_size (int, defaults to 3072): width of the MLP inside each layer (4 x hidden_size).
-    hidden_act (str, defaults to "gelu"): activation of the MLP (exact erf GELU, as in DeiT).
-    hidden_dropout_prob (float, defaults to 0.0): dropout after embeddings, attention output and MLP.
-    attention_probs_dropout_prob (float, defaults to 0.0): dropout on the attention probabilities.
-    initializer_range (float, defaults to 0.02): std of the truncated normal used for fresh weights.
-    layer_norm_eps (float, defaults to 1e-12): LayerNorm epsilon; 1e-12 as in every MIT/ast-* Hub config (their
-        reference logits were made with it); models converted from timm/DeiT use 1e-6.
-    classifier_layer_norm_eps (float, *optional*, defaults to None = `layer_norm_eps`): epsilon of the classifier
-        head's LayerNorm alone; the authors' head is `nn.LayerNorm(768)` (1e-5) on a timm encoder (1e-6), so their
-        converted checkpoints set 1e-5. transformers' built-in AST has no such field (its head uses layer_norm_eps).
-    patch_size (int, defaults to 16): square patch side in (mel bins, frames); 16 so DeiT weights transfer.
-    qkv_bias (bool, defaults to True): bias on the query/key/value projections.
-    frequency_stride (int, defaults to 10): stride of the patch split along frequency; 16 means no overlap. At most
-        `patch_size`: a larger stride would leave mel bins between patches that the model never sees, so it is
-        refused with a ValueError.
-    time_stride (int, defaults to 10): stride of the patch split along time; 16 means no overlap. At most
-        `patch_size`, for the same reason (a gap of frames between patches is refused, not warned about).
-    max_length (int, defaults to 1024): frames of the stored positional grid (10.24 s at 100 frames/s). Inputs
-        of any other length still run: see `ASTEmbeddings`.
-    num_mel_bins (int, defaults to 128): mel bins of the input and of the stored positional grid; inputs with
-        another count are refused (frames may vary, the mel scale may not).
-    patchout_time (int, defaults to 0): time columns of patches dropped at random in each training forward
-        (structured Patchout, Koutini et al. 2021); 0 keeps all. Never applied in eval mode.
-    patchout_frequency (int, defaults to 0): frequency rows of patches dropped likewise.
+    The defaults give the AudioSet model of the paper (`MIT/ast-finetuned-audioset-10-10-0.4593`): ViT-Base, 16x16
+    patches with overlap 6, 1024 frames. The fields the two share have the names and defaults of transformers'
+    built-in AST config, so a `config.json` written by either loads into the other. transformers'
+    `PreTrainedConfig` arguments (`id2label`, `label2id`, `problem_type`, ...) are accepted too.
 
     Checks, with errors that name the field, the value and a fix:
+
     - each field on its own when the config is built (also by `from_pretrained`): a size given as a string or a
       float raises a TypeError; a size below its minimum (heads, layers, width < 1), dropout outside [0, 1] or an
       unknown activation a ValueError (`validate_fields`);
@@ -70,6 +47,46 @@ class ASTConfig(PreTrainedConfig):
       stored grid holds at least one patch), run when a model is built from the config and by `validate()`, which
       transformers calls in `save_pretrained`. A config may thus be edited field by field in between:
       `ASTConfig(hidden_size=64)` (12 heads) is fine until a model is built from it or it is saved.
+
+    Keyword Args:
+        hidden_size (int): Width of every token (ViT/DeiT-Base); default 768.
+        num_hidden_layers (int): Number of pre-LN Transformer encoder layers; default 12.
+        num_attention_heads (int): Heads per self-attention; must divide `hidden_size`; default 12.
+        intermediate_size (int): Width of the MLP inside each layer (4 x hidden_size); default 3072.
+        hidden_act (str): Activation of the MLP; default "gelu" (exact erf GELU, as in DeiT).
+        hidden_dropout_prob (float): Dropout after embeddings, attention output and MLP; default 0.0.
+        attention_probs_dropout_prob (float): Dropout on the attention probabilities; default 0.0.
+        initializer_range (float): Std of the truncated normal used for fresh weights; default 0.02.
+        layer_norm_eps (float): LayerNorm epsilon; default 1e-12, as in every MIT/ast-* Hub config (their reference
+            logits were made with it); models converted from timm/DeiT use 1e-6.
+        classifier_layer_norm_eps (float | None): Epsilon of the classifier head's LayerNorm alone; default None,
+            which uses `layer_norm_eps`. The authors' head is `nn.LayerNorm(768)` (1e-5) on a timm encoder (1e-6),
+            so their converted checkpoints set 1e-5. transformers' built-in AST has no such field (its head uses
+            `layer_norm_eps`).
+        patch_size (int): Square patch side in (mel bins, frames); default 16, so that DeiT weights transfer.
+        qkv_bias (bool): Bias on the query/key/value projections; default True.
+        frequency_stride (int): Stride of the patch split along frequency; default 10 (16 means no overlap). At
+            most `patch_size`: a larger stride would leave mel bins between patches that the model never sees, so
+            it is refused with a ValueError.
+        time_stride (int): Stride of the patch split along time; default 10 (16 means no overlap). At most
+            `patch_size`, for the same reason (a gap of frames between patches is refused, not warned about).
+        max_length (int): Frames of the stored positional grid; default 1024 (10.24 s at 100 frames/s). Inputs of
+            any other length still run: see `ASTEmbeddings`.
+        num_mel_bins (int): Mel bins of the input and of the stored positional grid; default 128. Inputs with
+            another count are refused (frames may vary, the mel scale may not).
+        patchout_time (int): Time columns of patches dropped at random in each training forward (structured
+            Patchout, Koutini et al. 2021); default 0, which keeps all. Never applied in eval mode.
+        patchout_frequency (int): Frequency rows of patches dropped likewise; default 0.
+
+    Raises:
+        TypeError: When an integer field is not an int (e.g. a string or a float).
+        ValueError: When a field is out of range or the activation is unknown (see `validate_fields`).
+
+    Example:
+        ```python
+        config = ASTConfig(max_length=512, time_stride=16)  # 5.12 s clips, no overlap along time
+        config.patch_grid  # (12, 32)
+        ```
     """
 
     model_type = "ast_hf"
@@ -103,14 +120,31 @@ class ASTConfig(PreTrainedConfig):
     # Not @strict like some transformers configs: strict's type checks raise huggingface_hub's own error types (not
     # TypeError/ValueError), refuse numpy integers, and would run validate_architecture at construction.
     def validate(self) -> None:
-        """transformers' own validators, then `validate_fields` and `validate_architecture`. transformers calls it in
-        `save_pretrained`; every AST model's `__init__` runs the last two."""
+        """Check the whole config: transformers' own validators, then `validate_fields` and `validate_architecture`.
+
+        transformers calls it in `save_pretrained`; every AST model's `__init__` runs the last two.
+
+        Raises:
+            TypeError: As `validate_fields` does.
+            ValueError: As transformers' validators, `validate_fields` and `validate_architecture` do.
+        """
         super().validate()
         self.validate_fields()
         self.validate_architecture()
 
     def validate_fields(self) -> None:
-        """Each field on its own: types (ints, probabilities, a known activation) and minimums."""
+        """Check each field on its own: types (ints, probabilities, a known activation) and minimums.
+
+        Run when the config is built. Integer fields given as numpy integers are stored as plain ints (so that they
+        serialise to config.json).
+
+        Raises:
+            TypeError: When an integer field (sizes, strides, lengths, Patchout) is not an int, e.g. a string, a
+                float or a bool.
+            ValueError: When an integer field is below its minimum (1, or 0 for Patchout); a dropout probability is
+                not in [0, 1]; `layer_norm_eps` or `classifier_layer_norm_eps` (which may be None) is not a small
+                positive number; `hidden_act` is not a key of `transformers.activations.ACT2FN`.
+        """
         # Plain ValueErrors/TypeErrors (not huggingface_hub's strict-dataclass errors) so that callers can catch them.
         # Types first: a size given as "64" would otherwise fail later inside string formatting or torch.
         for name, minimum in _INTEGER_FIELDS.items():
@@ -137,7 +171,15 @@ class ASTConfig(PreTrainedConfig):
                              "(DeiT's) or another key of transformers.activations.ACT2FN.")
 
     def validate_architecture(self) -> None:
-        """The fields together: heads divide the width, strides <= patch_size, the stored grid holds a patch."""
+        """Check the fields together: heads divide the width, strides <= patch_size, the stored grid holds a patch.
+
+        Run when a model is built from the config and by `validate`.
+
+        Raises:
+            ValueError: When `num_attention_heads` does not divide `hidden_size` (the message proposes head
+                counts); when `frequency_stride` or `time_stride` is larger than `patch_size`; when `num_mel_bins` or
+                `max_length` is smaller than `patch_size`; as transformers' own `validate_architecture` does.
+        """
         super().validate_architecture()
         if self.hidden_size % self.num_attention_heads != 0:
             # 64-wide heads as in ViT/DeiT where hidden_size allows, else the divisors up to 16.
@@ -169,25 +211,64 @@ class ASTConfig(PreTrainedConfig):
                 )
 
     def patch_grid_for(self, num_frames: int, num_mel_bins: int | None = None) -> tuple[int, int]:
-        """(frequency, time) patches of a (num_frames, num_mel_bins) spectrogram split by this config's patch size and
-        strides; `num_mel_bins` defaults to the config's. A spectrogram smaller than one patch raises a ValueError
-        that says how to fix the input."""
+        """Count the patches of a spectrogram split by this config's patch size and strides.
+
+        Args:
+            num_frames: Frames (time) of the spectrogram.
+            num_mel_bins: Mel bins of the spectrogram; None (default) uses the config's.
+
+        Returns:
+            (frequency, time) patches of the (num_frames, num_mel_bins) spectrogram.
+
+        Raises:
+            ValueError: When the spectrogram is smaller than one patch; the message says how to fix the input.
+
+        Example:
+            ```python
+            ASTConfig().patch_grid_for(1024)  # (12, 101)
+            ```
+        """
         num_mel_bins = self.num_mel_bins if num_mel_bins is None else num_mel_bins
         return patch_grid_size(num_mel_bins, num_frames, self.patch_size, self.frequency_stride, self.time_stride)
 
     @property
     def patch_grid(self) -> tuple[int, int]:
-        """(frequency, time) patches of the stored positional grid, e.g. (12, 101) for the defaults."""
+        """The (frequency, time) patches of the stored positional grid, e.g. (12, 101) for the defaults.
+
+        Raises a ValueError when the strides or the grid do not fit `patch_size` (see `validate_architecture`).
+        """
         self._check_patch_geometry()
         return self.patch_grid_for(self.max_length)
 
     @classmethod
     def get_config_dict(cls, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Read a config dict as transformers does, accepting transformers' built-in AST config.json too.
+
+        A built-in config ("audio-spectrogram-transformer") gets model_type "ast_hf" and loses its `architectures`
+        (the names of the built-in classes).
+
+        Args:
+            *args: transformers' `PretrainedConfig.get_config_dict` arguments: the Hub id or folder.
+            **kwargs: Its keyword arguments (`cache_dir`, `revision`, ...).
+
+        Returns:
+            The config dict and the keyword arguments left unused.
+        """
         config_dict, kwargs = super().get_config_dict(*args, **kwargs)
         return _from_builtin_ast(config_dict), kwargs
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any):
+        """Build a config from a dict, accepting transformers' built-in AST config dicts too.
+
+        Args:
+            config_dict: The config's fields; one with model_type "audio-spectrogram-transformer" is read as ast_hf's.
+            **kwargs: transformers' `PretrainedConfig.from_dict` keyword arguments (field overrides,
+                `return_unused_kwargs`).
+
+        Returns:
+            (ASTConfig): The config (with the unused keyword arguments when `return_unused_kwargs`).
+        """
         return super().from_dict(_from_builtin_ast(config_dict), **kwargs)
 
 

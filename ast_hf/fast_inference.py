@@ -1,6 +1,7 @@
 """Faster inference, opt-in: `optimize_for_inference(model, mode)`. The float32 default is untouched.
 
 Modes, and what decides between them (the README's "Fast inference" section has the measured speeds and accuracy):
+
 - "bf16": weights and activations in bfloat16 (as `from_pretrained(..., dtype=torch.bfloat16)` does). Fast only on
   CPUs with native bfloat16 matrix units (AVX512-BF16 or AMX; `native_bf16()`) and on GPUs; on a CPU without them
   oneDNN emulates it and it is several times *slower* than float32, so this mode warns there.
@@ -11,7 +12,8 @@ Modes, and what decides between them (the README's "Fast inference" section has 
   torchao.
 - "compile": `model.compile()` (torch.compile, in place, so the model stays an ASTForAudioClassification); the first
   call at each new input shape compiles (tens of seconds on 2 cores); same dtype, same logits within float rounding.
-- "auto": "bf16" where bfloat16 is native (or on a GPU), else "int8" on a CPU.
+- "auto": "bf16" where bfloat16 is native (a CPU with AVX512-BF16/AMX, or a GPU that supports it), else "int8" on a
+  CPU ("compile" on a GPU without bfloat16).
 """
 
 from __future__ import annotations
@@ -24,11 +26,29 @@ import torch
 from torch import nn
 
 MODES = ("bf16", "int8", "compile", "auto")
+"""The modes `optimize_for_inference` accepts: "bf16", "int8", "compile" and "auto" (float32, the default, needs no
+call). The module docstring says what each does and where it is fast."""
 
 
 def native_bf16(device: torch.device | str = "cpu") -> bool:
-    """Whether bfloat16 matrix products run natively on `device`: a CUDA GPU with bf16 support, or a CPU with
-    AVX512-BF16/AMX (oneDNN's own check)."""
+    """Tell whether bfloat16 matrix products run natively on `device`.
+
+    Native means a CUDA GPU with bfloat16 support, or a CPU with AVX512-BF16 or AMX (oneDNN's own check). On a CPU
+    without them oneDNN emulates bfloat16, several times slower than float32.
+
+    Args:
+        device: The device to ask about; a `torch.device` or its name ("cpu", "cuda", "cuda:1", ...). Only its type
+            matters: for "cuda" the current CUDA device is checked.
+
+    Returns:
+        True where bfloat16 is native; False otherwise, also where the check itself is unavailable (a torch build
+            without oneDNN) or CUDA is not available.
+
+    Example:
+        ```python
+        mode = "bf16" if native_bf16() else "int8"
+        ```
+    """
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -39,7 +59,26 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
 
 
 def resolve_mode(mode: str, device: torch.device | str = "cpu") -> str:
-    """The concrete mode for `mode` ("auto" picks by hardware); a ValueError naming the choices otherwise."""
+    """Resolve a mode name to the concrete mode `optimize_for_inference` applies.
+
+    "auto" picks by hardware: "bf16" where bfloat16 is native on `device` (see `native_bf16`), else "int8" on a
+    CPU, else "compile" (a GPU without bfloat16 support). Every other mode in `MODES` is returned as it is.
+
+    Args:
+        mode: One of `MODES`: "bf16", "int8", "compile" or "auto".
+        device: The device the model runs on; a `torch.device` or its name.
+
+    Returns:
+        "bf16", "int8" or "compile".
+
+    Raises:
+        ValueError: When `mode` is not one of `MODES`; the message names the choices.
+
+    Example:
+        ```python
+        resolve_mode("auto", "cpu")  # "bf16" on a CPU with AVX512-BF16/AMX, else "int8"
+        ```
+    """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is not an inference mode; choose one of {list(MODES)} (float32, the "
                          "default, needs no call).")
@@ -50,9 +89,46 @@ def resolve_mode(mode: str, device: torch.device | str = "cpu") -> str:
 
 
 def optimize_for_inference(model: nn.Module, mode: str = "auto", inplace: bool = False) -> nn.Module:
-    """The model prepared for faster inference in `mode` (see the module docstring), in eval mode. A copy unless
-    `inplace` (int8 always builds new Linear modules). Works for ast_hf's models; transformers' built-in AST too
-    for "bf16" and "int8"."""
+    """Prepare a model for faster inference in one of `MODES`.
+
+    The float32 model is the default and needs no call; this is opt-in. The modes (the module docstring has the
+    details, the docs' "Fast inference" page the measured speeds and accuracy):
+
+    - "bf16": weights and activations in bfloat16. Fast on GPUs and on CPUs with AVX512-BF16/AMX; elsewhere
+      oneDNN emulates it, several times slower than float32, and a `UserWarning` says so.
+    - "int8": the encoder's Linear layers dynamically quantised to int8 with torch's `quantize_dynamic`; the
+      classification head stays float32. CPU and float32 models only. The result cannot be saved:
+      its `save_pretrained` raises a `ValueError` (save the float32 model and quantise again after loading).
+    - "compile": `model.compile()` (torch.compile, applied to the returned model itself, so it stays an
+      `ASTForAudioClassification`); the first call at each new input shape compiles. Same dtype, same logits within
+      float rounding.
+    - "auto": "bf16" where bfloat16 is native (see `native_bf16`), else "int8" on a CPU and "compile" on a GPU
+      (see `resolve_mode`).
+
+    Works for ast_hf's models; transformers' built-in AST too for "bf16" and "int8".
+
+    Args:
+        model: The model to prepare, e.g. an `ASTForAudioClassification`, on the device it will run on.
+        mode: One of `MODES`: "bf16", "int8", "compile" or "auto".
+        inplace: Change `model` itself instead of a deep copy of it. "int8" always builds new Linear modules, so
+            use the returned model either way.
+
+    Returns:
+        The prepared model, in eval mode: a copy of `model` unless `inplace`.
+
+    Raises:
+        TypeError: When `model` is not a `torch.nn.Module`.
+        ValueError: When `mode` is not one of `MODES`; when "bf16" or "int8" is asked of a model that is already
+            int8-quantised; when "int8" is asked of a model that is not on the CPU or not float32.
+
+    Example:
+        ```python
+        import ast_hf
+
+        model = ast_hf.ASTForAudioClassification.from_pretrained("path/or/hub-id")
+        fast = ast_hf.optimize_for_inference(model, "int8")  # or "auto": picked by the hardware
+        ```
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"optimize_for_inference takes a torch model, got {type(model).__name__}.")
     device = next(model.parameters()).device
@@ -103,13 +179,33 @@ def _refuse_saving(*args: Any, **kwargs: Any) -> None:
 
 
 def describe(model: nn.Module) -> str:
-    """A short name of how `model` runs: "float32", "bfloat16", "int8 dynamic", with "+ compiled"."""
+    """Name how `model` runs, for logs and benchmark tables.
+
+    Args:
+        model: A model, as returned by `optimize_for_inference` or not.
+
+    Returns:
+        The number format of its first parameter ("float32", "bfloat16", ...) or "int8 dynamic" for a quantised
+            model, followed by " + compiled" for a compiled one: e.g. "float32 + compiled".
+    """
     dtype = "int8 dynamic" if _quantized(model) else str(next(model.parameters()).dtype).replace("torch.", "")
     return dtype + (" + compiled" if getattr(model, "_compiled_call_impl", None) is not None else "")
 
 
 def optimized(model: Any, mode: str | None) -> Any:
-    """`model` as it is for None, else `optimize_for_inference(model, mode, inplace=True)`: for the pipeline."""
+    """Apply an optional inference mode in place; the pipelines' helper.
+
+    Args:
+        model: The model to prepare.
+        mode: One of `MODES`, or None to leave the model as it is.
+
+    Returns:
+        `model` itself for None, else `optimize_for_inference(model, mode, inplace=True)`.
+
+    Raises:
+        TypeError: As `optimize_for_inference` does, when `mode` is not None.
+        ValueError: As `optimize_for_inference` does, when `mode` is not None.
+    """
     return model if mode is None else optimize_for_inference(model, mode, inplace=True)
 
 

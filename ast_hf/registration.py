@@ -2,6 +2,7 @@
 
 transformers looks config classes up by class *name* in several places, and its own AST classes are also called
 `ASTConfig` / `ASTFeatureExtractor`. What keeps the two apart:
+
 - AutoConfig maps the model_type "ast_hf" (not a name) to our config.
 - The model mappings are registered with `exist_ok=True`; they key on the config *class object*, so transformers'
   own ASTConfig (model_type "audio-spectrogram-transformer") still maps to transformers' own models.
@@ -24,8 +25,24 @@ from .modeling_ast import ASTForAudioClassification, ASTModel
 
 
 def register_auto_classes() -> None:
-    """Register ast_hf with AutoConfig, AutoModel, AutoModelForAudioClassification and AutoFeatureExtractor.
-    Called on import; calling it again is harmless."""
+    """Register ast_hf with transformers' Auto classes.
+
+    Maps the model_type "ast_hf" to `ASTConfig` in AutoConfig, and `ASTConfig` to `ASTModel` (AutoModel),
+    `ASTForAudioClassification` (AutoModelForAudioClassification) and `ASTFeatureExtractor` (AutoFeatureExtractor).
+    The model mappings key on the config class object, so transformers' own AST (model_type
+    "audio-spectrogram-transformer") still maps to transformers' own classes.
+
+    Importing `ast_hf` calls it; calling it again is harmless (every registration uses `exist_ok=True`).
+
+    Example:
+        ```python
+        from transformers import AutoModelForAudioClassification
+
+        import ast_hf  # registers on import
+
+        model = AutoModelForAudioClassification.from_pretrained("path/or/hub-id")  # an ast_hf checkpoint
+        ```
+    """
     AutoConfig.register(ASTConfig.model_type, ASTConfig, exist_ok=True)
     AutoModel.register(ASTConfig, ASTModel, exist_ok=True)
     AutoModelForAudioClassification.register(ASTConfig, ASTForAudioClassification, exist_ok=True)

@@ -24,19 +24,38 @@ def compute_normalization_stats(
     include_padding: bool = False,
     progress: bool = True,
 ) -> tuple[float, float]:
-    """Mean and standard deviation of the unnormalised fbank over a data set; returns (mean, std).
+    """Compute the mean and standard deviation of the unnormalised fbank over a data set.
 
-    data: a `datasets.Dataset` (or any iterable of rows) with an audio column, or an iterable of clips (1-D arrays
-        or tensors at the extractor's sampling rate). An audio cell may be a dict with "array" and
-        "sampling_rate" (datasets' classic format) or a torchcodec AudioDecoder (datasets 4+).
-    feature_extractor: gives the fbank settings and `max_length`; a default ASTFeatureExtractor if None.
-    include_padding: False (default) uses only real frames, the exact statistics of the audio. True counts the
-        frames of padding up to `max_length` as the authors' script does (it averages padded batches), which is
-        what to use to reproduce their numbers.
-    progress: show a progress bar (tqdm) once the pass has run for two seconds.
+    One streaming pass with float64 accumulators, over the frames the model sees: each clip's fbank as the
+    extractor computes it (truncated to `max_length`), without normalisation. The results are the `mean` and `std`
+    of `ASTFeatureExtractor`.
 
-    Example: `mean, std = compute_normalization_stats(train_dataset)`, then
-    `ASTFeatureExtractor(mean=mean, std=std)`.
+    Args:
+        data: A `datasets.Dataset` (or any iterable of rows) with an audio column, or an iterable of clips (1-D
+            arrays or tensors at the extractor's sampling rate). An audio cell may be a dict with "array" and
+            "sampling_rate" (datasets' classic format) or a torchcodec AudioDecoder (datasets 4+); it must be at
+            the extractor's sampling rate.
+        feature_extractor: Gives the fbank settings and `max_length`; a default `ASTFeatureExtractor` if None.
+        audio_column: The name of the audio column of rows that are dicts.
+        batch_size: Clips per feature-extractor call.
+        max_clips: Use only the first `max_clips` clips; None uses all.
+        include_padding: False (default) uses only real frames: the exact statistics of the audio. True counts the
+            frames of padding up to `max_length` as the authors' script does (it averages padded batches), which
+            is what to use to reproduce their numbers.
+        progress: Show a progress bar (tqdm) once the pass has run for two seconds.
+
+    Returns:
+        (mean, std) of the fbank values.
+
+    Raises:
+        ValueError: When the data set holds no audio; when an audio cell is a dict without "array" or at another
+            sampling rate than the extractor's (cast the column with `datasets.Audio(sampling_rate=...)`).
+
+    Example:
+        ```python
+        mean, std = compute_normalization_stats(train_dataset)
+        extractor = ASTFeatureExtractor(mean=mean, std=std)
+        ```
     """
     extractor = feature_extractor if feature_extractor is not None else ASTFeatureExtractor()
     raw = ASTFeatureExtractor(**{**extractor.to_dict(), "do_normalize": False})

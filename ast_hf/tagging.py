@@ -53,8 +53,17 @@ DEFAULT_THRESHOLD = 0.5
 
 
 def is_multi_label(config: Any) -> bool:
-    """Whether a classifier's labels are independent (sigmoid) rather than exclusive (softmax): its problem_type
-    says so, or it has AudioSet's 527 labels (the released AudioSet checkpoints do not set problem_type)."""
+    """Tell whether a classifier's labels are independent (sigmoid) rather than exclusive (softmax).
+
+    They are when its `problem_type` is "multi_label_classification", or when it sets no `problem_type` and has
+    AudioSet's 527 labels (the released AudioSet checkpoints do not set `problem_type`).
+
+    Args:
+        config: The model's config (`problem_type`, `num_labels`, `id2label`).
+
+    Returns:
+        True for a multi-label classifier.
+    """
     if config.problem_type == "multi_label_classification":
         return True
     if config.problem_type is not None or config.num_labels != 527:
@@ -65,9 +74,28 @@ def is_multi_label(config: Any) -> bool:
 
 
 def windows(chunks: Iterable[torch.Tensor], window: int, hop: int) -> Iterator[tuple[int, torch.Tensor]]:
-    """(first sample, samples) of each window of `window` samples starting every `hop` samples, from a stream of
-    1-D chunks. The last window is what remains after the previous one, shorter than `window`; none follows a window
-    that reaches the end. Holds at most one window plus one chunk."""
+    """Cut a stream of audio chunks into windows of `window` samples starting every `hop` samples.
+
+    The last window is what remains after the previous one, shorter than `window`; none follows a window that
+    reaches the end. A stream shorter than one window gives one window. Holds at most one window plus one chunk.
+
+    Args:
+        chunks: The audio as a stream of 1-D tensors of samples.
+        window: Samples per window.
+        hop: Samples between two window starts, `0 < hop <= window`.
+
+    Yields:
+        (first sample, samples) of each window, in order.
+
+    Raises:
+        ValueError: When `hop` is not positive or larger than `window`.
+
+    Example:
+        ```python
+        [(start, len(w)) for start, w in windows([torch.zeros(25)], window=10, hop=5)]
+        # [(0, 10), (5, 10), (10, 10), (15, 10)]
+        ```
+    """
     if not 0 < hop <= window:
         raise ValueError(f"hop={hop} samples must be positive and at most the window ({window} samples).")
     buffer = torch.zeros(0)
@@ -98,9 +126,23 @@ def batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 
 def as_ast_hf(model: Any, feature_extractor: Any) -> tuple[ASTForAudioClassification, ASTFeatureExtractor]:
-    """ast_hf's classifier and extractor for an AST checkpoint loaded either way: ast_hf's as they are, transformers'
-    built-in ones converted (`convert.from_builtin_model`: same weights, every one checked; same extractor
-    settings). Other models get a TypeError."""
+    """Turn an AST checkpoint's classifier and feature extractor, loaded either way, into ast_hf's.
+
+    ast_hf's are returned as they are; transformers' built-in ones are converted (`convert.from_builtin_model`:
+    same weights, every one checked; the extractor with the same settings).
+
+    Args:
+        model: An AST classifier: ast_hf's `ASTForAudioClassification` or transformers' built-in one.
+        feature_extractor: Its feature extractor, ast_hf's or transformers' built-in one.
+
+    Returns:
+        ast_hf's classifier and feature extractor.
+
+    Raises:
+        TypeError: When `model` is not an AST classifier.
+        ValueError: When `feature_extractor` is None (the checkpoint has no preprocessor_config.json): pass
+            `feature_extractor=ast_hf.ASTFeatureExtractor(...)` with the settings it was trained with.
+    """
     if not isinstance(model, ASTForAudioClassification):
         if getattr(model.config, "model_type", None) != BUILTIN_AST_MODEL_TYPE or not hasattr(model, "classifier"):
             raise TypeError(f"The {TASK!r} pipeline runs Audio Spectrogram Transformer classifiers (ast_hf's or "
@@ -118,26 +160,71 @@ def as_ast_hf(model: Any, feature_extractor: Any) -> tuple[ASTForAudioClassifica
 
 
 class AudioTaggingPipeline(Pipeline):
-    """Tags a recording of any length window by window. Call it with one input or a list of inputs (a generator
-    gives a generator of results). Each input: a file path (wav, flac, ogg, mp3, m4a, anything FFmpeg reads), file
-    bytes, a binary file object, a dict {"array" or "raw", "sampling_rate"}, or a numpy array / torch tensor with
-    `sampling_rate=` (mono, (channels, samples) or (samples, channels)); any rate and channel count (resampled to
-    the extractor's rate, averaged to mono).
+    """Tag a recording of any length window by window: what sounds, and when.
 
-    Parameters (at construction or per call): top_k (labels per window and for the recording, default 5), hop
-    (seconds between window starts, default half a window), batch_size (windows per forward pass, default 4),
-    events (merge windows into events, default False), threshold (an event label's smallest score, default 0.5),
-    multi_label (sigmoid scores and max over windows; default from the model), pad_to_max_length (True: pad short
-    windows to max_length, unmasked; False: run them at their own length, masked; default the extractor's, i.e.
-    how the checkpoint was trained), sampling_rate (of array input), progress (called with (seconds done, seconds
-    in all or None) after each batch). At construction only:
-    optimize ("bf16", "int8", "compile" or "auto": `ast_hf.fast_inference.optimize_for_inference`; default None,
-    float32 as loaded).
+    Made by `transformers.pipeline("audio-tagging", model=...)` once ast_hf is imported (see the module
+    docstring for how windows are cut, fed to the model and scored). Call it with one input or a list of inputs
+    (a generator gives a generator of results). Each input is one of:
 
-    Returns per input {"clip": [{"label", "score"}, ...] (the recording's top_k, best first),
-    "segments": [{"start", "end", "labels": [{"label", "score"}, ...]}, ...] (seconds, one per window),
-    "duration": seconds, "timeline": {"labels": the recording's top_k labels, "scores": [[score of each, ...] per
-    window]} (what `plot_timeline` draws)} plus "events": [{"start", "end", "label", "score"}, ...] when events=True.
+    - a file path (wav, flac, ogg, mp3, m4a, anything FFmpeg reads);
+    - file bytes, or a binary file object;
+    - a dict `{"array" or "raw": samples, "sampling_rate": rate}`;
+    - a numpy array or torch tensor with `sampling_rate=` (mono, (channels, samples) or (samples, channels)).
+
+    Any rate and channel count: the audio is resampled to the extractor's rate and averaged to mono.
+
+    Each input gives a dict with these keys:
+
+    - "clip": the recording's `top_k` labels, best first: `[{"label", "score"}, ...]`;
+    - "segments": one per window, `[{"start", "end", "labels": [{"label", "score"}, ...]}, ...]`, times in
+      seconds, each window's `top_k` labels;
+    - "duration": the recording's length in seconds;
+    - "timeline": `{"labels": the recording's top_k labels, "scores": [[score of each, ...] per window]}`, what
+      `plot_timeline` draws;
+    - "events", with `events=True` only: `[{"start", "end", "label", "score"}, ...]` (see `merge_events`).
+
+    Args:
+        *args: transformers' `Pipeline` arguments, as `transformers.pipeline` passes them: the model (an AST
+            classifier, ast_hf's or transformers' built-in one, which is converted; see `as_ast_hf`) and its
+            feature extractor.
+        optimize: An inference mode of `ast_hf.fast_inference.optimize_for_inference` applied to the model:
+            "bf16", "int8", "compile" or "auto"; None (default) keeps it float32 as loaded. At construction only.
+        **kwargs: transformers' `Pipeline` keyword arguments (`model`, `feature_extractor`, `device`, ...), and
+            any of the call options below, which then apply to every call.
+
+    Keyword Args:
+        top_k (int): Labels per window and for the recording; default 5.
+        hop (float): Seconds between window starts; default half a window. Positive and at most the window.
+        batch_size (int): Windows per forward pass; default 4.
+        events (bool): Merge consecutive windows in which a label is active into events; default False.
+        threshold (float): An event label's smallest score, between 0 and 1; default 0.5.
+        multi_label (bool): True: sigmoid scores, the recording's the maximum of its windows'; False: softmax
+            scores, the recording's the mean of its windows'. Default from the model (`is_multi_label`).
+        pad_to_max_length (bool): True: pad windows shorter than `max_length` to `max_length`, unmasked; False: run
+            them at their own length, masked. Default the extractor's, i.e. how the checkpoint was trained.
+        sampling_rate (int): The rate of array input; without it an array is taken to be at the extractor's rate
+            (with a warning).
+        progress (Callable[[float, float | None], Any]): Called after each batch with (seconds done, seconds in
+            all or None when unknown).
+
+    Raises:
+        TypeError: At construction, when the model is not an AST classifier. At a call, for an unknown option, a
+            `pad_to_max_length` that is not a bool or None, a list of numbers as input, or an input of another
+            kind.
+        ValueError: At construction, when there is no feature extractor, or for an unknown `optimize` mode. At a
+            call, for a `top_k`, `batch_size`, `hop` or `threshold` out of range, or audio that cannot be read
+            (an `AudioReadError`, which names the file and the reason).
+
+    Example:
+        ```python
+        import ast_hf  # registers "audio-tagging"
+        from transformers import pipeline
+
+        tagger = pipeline("audio-tagging", model="MIT/ast-finetuned-audioset-10-10-0.4593")
+        result = tagger("recording.wav", top_k=3, events=True)
+        result["clip"]  # the recording's 3 best labels: [{"label": ..., "score": ...}, ...]
+        ast_hf.tagging.plot_timeline("recording.wav", result, "timeline.png")
+        ```
     """
 
     _load_feature_extractor = True
@@ -151,6 +238,26 @@ class AudioTaggingPipeline(Pipeline):
         self.model = optimized(self.model, optimize)
 
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
+        """Tag one recording, or each of a list (or generator) of recordings.
+
+        Args:
+            inputs: One recording (a path, bytes, a binary file object, an audio dict, or an array or tensor with
+                `sampling_rate=`), a list or tuple of them, or a generator of them.
+            **kwargs: Call options, over those given at construction: `top_k`, `hop`, `batch_size`, `events`,
+                `threshold`, `multi_label`, `pad_to_max_length`, `sampling_rate` and `progress` (see the class
+                docstring). `num_workers` is accepted and ignored: windows are batched here.
+
+        Returns:
+            One result dict for one input (see the class docstring), a list of them for a list or tuple, a generator
+                of them for a generator.
+
+        Raises:
+            TypeError: For an unknown option, a `pad_to_max_length` that is not a bool or None, a list of numbers
+                (pass one clip as an array or tensor), or an input of another kind.
+            ValueError: When `batch_size` or `top_k` is not a positive integer, `hop` is not a positive, finite
+                number of seconds, is longer than the window or shorter than one sample, `threshold` is not between
+                0 and 1, or the audio cannot be read (an `AudioReadError`).
+        """
         if isinstance(inputs, types.GeneratorType):
             return (self(item, **kwargs) for item in inputs)
         if isinstance(inputs, (list, tuple)):
@@ -208,6 +315,22 @@ class AudioTaggingPipeline(Pipeline):
         return preprocess, forward, postprocess
 
     def preprocess(self, inputs: Any, sampling_rate: int | None = None) -> dict[str, Any]:
+        """Open one input as a stream of audio at the extractor's rate (`ast_hf.audio_io.open_audio`).
+
+        Args:
+            inputs: One recording, of any kind the pipeline takes.
+            sampling_rate: The rate of an array or tensor input; None takes it to be at the extractor's rate (with a
+                warning). Not for files, which carry their own.
+
+        Returns:
+            `{"audio": AudioStream}`, decoded chunk by chunk as the windows are cut.
+
+        Raises:
+            ValueError: An `AudioReadError` naming the file and the reason when it is missing, not audio or
+                truncated; when an audio dict lacks "array"/"raw" or "sampling_rate"; when `sampling_rate` is given
+                with a file.
+            TypeError: For an input of another kind.
+        """
         rate = self.feature_extractor.sampling_rate
         if isinstance(inputs, (np.ndarray, torch.Tensor)) and sampling_rate is None:
             logger.warning_once(f"The {TASK!r} pipeline got an array without sampling_rate; it is taken to be at "
@@ -243,9 +366,19 @@ class AudioTaggingPipeline(Pipeline):
                 "rate": rate}
 
     def window_features(self, clips: list[torch.Tensor], pad_to_max_length: bool, patch: int) -> dict[str, Any]:
-        """The model inputs of a batch of windows (each at most `max_length` frames), in the checkpoint's convention:
-        padded to `max_length` with no mask, as padded-trained models saw clips in training; or at their own length
-        with the attention mask (a window shorter than one patch padded to one, the padding masked)."""
+        """Compute the model inputs of a batch of windows (each at most `max_length` frames).
+
+        Args:
+            clips: The windows' samples, 1-D tensors at the extractor's rate.
+            pad_to_max_length: True: padded to `max_length` with no mask, as padded-trained models saw clips in
+                training. False: at the batch's longest window with the attention mask (a window shorter than one
+                patch padded to one, the padding masked).
+            patch: The model's patch size, the fewest frames a window is padded to.
+
+        Returns:
+            `{"input_values"}` of shape (windows, frames, mel bins), plus "attention_mask" when not
+                `pad_to_max_length`; on the pipeline's device.
+        """
         extractor = self.feature_extractor
         common = dict(sampling_rate=extractor.sampling_rate, padding="max_length", truncation=True,
                       return_tensors="pt", device=self.device)
@@ -258,6 +391,20 @@ class AudioTaggingPipeline(Pipeline):
 
     def postprocess(self, model_outputs: dict[str, Any], top_k: int = DEFAULT_TOP_K, events: bool = False,
                     threshold: float = DEFAULT_THRESHOLD, multi_label: bool | None = None) -> dict[str, Any]:
+        """Turn the windows' logits into the result of one input (see the class docstring).
+
+        Args:
+            model_outputs: What the forward pass returns: the windows' "logits" (windows, labels), their "starts"
+                and "ends" in samples and the sampling "rate".
+            top_k: Labels per window and for the recording (capped at the model's number of labels).
+            events: Add the "events" of `merge_events`.
+            threshold: An event label's smallest score.
+            multi_label: Sigmoid scores and the maximum over windows (True), or softmax and the mean over windows
+                (False); None asks `is_multi_label`.
+
+        Returns:
+            `{"clip", "segments", "duration", "timeline"}`, plus "events" when `events`.
+        """
         config = self.model.config
         multi_label = is_multi_label(config) if multi_label is None else multi_label
         logits = model_outputs["logits"]  # (windows, labels)
@@ -280,9 +427,22 @@ class AudioTaggingPipeline(Pipeline):
 
 def merge_events(segments: list[dict[str, Any]], threshold: float,
                  single_label: bool) -> list[dict[str, Any]]:
-    """Events from windows: each maximal run of consecutive windows in which a label is active (in the window's
-    labels with score >= threshold; only the top one for single-label models) becomes
-    {"start", "end", "label", "score" (the run's peak)}, ordered by start, then label."""
+    """Merge consecutive windows in which a label is active into events.
+
+    A label is active in a window when it is among the window's labels with a score >= `threshold` (only the
+    window's top label for single-label models). Each maximal run of consecutive windows in which it is active
+    becomes one event.
+
+    Args:
+        segments: The result's "segments": `[{"start", "end", "labels": [{"label", "score"}, ...]}, ...]`, in
+            order, each window's labels best first.
+        threshold: An active label's smallest score.
+        single_label: Only the window's top label can be active.
+
+    Returns:
+        `[{"start", "end", "label", "score"}, ...]` with the run's first start, last end and peak score, ordered
+            by start, then label.
+    """
     found, open_runs = [], {}
     for segment in segments:
         labels = segment["labels"][:1] if single_label else segment["labels"]
@@ -306,14 +466,33 @@ def _top(scores: torch.Tensor, k: int, id2label: dict[int, str]) -> list[dict[st
 
 
 def plot_timeline(*args: Any, **kwargs: Any) -> Any:
-    """`ast_hf.timeline.plot_timeline` (imported on use: it needs matplotlib)."""
+    """Draw a recording's spectrogram and its tagging result: `ast_hf.timeline.plot_timeline`.
+
+    Imported on use: it needs matplotlib.
+
+    Args:
+        *args: `ast_hf.timeline.plot_timeline`'s arguments: `audio` (anything the pipeline takes), `result` (the
+            pipeline's output for it), `path`, `title`, `sampling_rate`, `extractor`, `max_columns`.
+        **kwargs: The same, by name.
+
+    Returns:
+        (matplotlib.figure.Figure): The figure; saved to `path` (PNG, or any format matplotlib writes, by the
+            suffix) when it is given.
+
+    Raises:
+        ImportError: When matplotlib is not installed.
+        ValueError: When `result` is not the "audio-tagging" pipeline's output (no "segments" and "timeline").
+    """
     from .timeline import plot_timeline as plot
 
     return plot(*args, **kwargs)
 
 
 def register_pipeline() -> None:
-    """Register the "audio-tagging" task with transformers' PIPELINE_REGISTRY (called on import; once)."""
+    """Register the "audio-tagging" task with transformers' `PIPELINE_REGISTRY`.
+
+    Called when ast_hf is imported; registers once (a task already registered is left as it is).
+    """
     if TASK not in PIPELINE_REGISTRY.get_supported_tasks():
         PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=AudioTaggingPipeline,
                                             pt_model=AutoModelForAudioClassification, type="audio")

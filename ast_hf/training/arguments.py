@@ -12,6 +12,22 @@ from typing import Any
 
 @dataclass
 class DataArguments:
+    """The data arguments: where the training and evaluation data come from, and how clips are read, cut and checked.
+
+    An `HfArgumentParser` dataclass: each field is the command-line flag `--<field>` of both example scripts (and a
+    key of a recipe file), and `--help` shows each flag's help (the field's `help` metadata).
+
+    On creation, `--eval_file` is moved to `validation_file`, `--max_length_seconds` becomes `max_length` (100
+    frames a second, at least 16), and a `--dataset_preset` fills `max_length`, `dataset_mean` and `dataset_std`
+    where they are not given (not the mean and std with `--compute_stats`).
+
+    Raises:
+        ValueError: When `--eval_file` and `--validation_file` name different files; `--max_length_seconds` is
+            given with `--max_length`, or is not positive; `--train_crop` is not `start` or `random`;
+            `--label_separator` is empty; `--compute_stats` is given with `--dataset_mean` or `--dataset_std`; or
+            `--dataset_preset` is not a preset of `ast_hf.presets`.
+    """
+
     dataset_name: str | None = field(default=None, metadata={
         "help": "a data set for datasets.load_dataset: a Hub id, or a local folder saved with save_to_disk or of "
                 "parquet files"})
@@ -114,6 +130,17 @@ class DataArguments:
 
 @dataclass
 class RecipeArguments:
+    """The recipe arguments: augmentation, sampling, the reference's optimiser and schedule, averaging, Patchout.
+
+    An `HfArgumentParser` dataclass: each field is the command-line flag `--<field>` of both example scripts (and a
+    key of a recipe file, `examples/recipes/*.json`), and `--help` shows each flag's help (the field's `help`
+    metadata). The defaults turn every part off; the reference's Adam and MultiStepLR replace the script's own
+    `--optim` and `--lr_scheduler_type` only when asked for.
+
+    Raises:
+        ValueError: When `mask_fill` is neither `reference` nor `mean`.
+    """
+
     freqm: int = field(default=0, metadata={"help": "SpecAugment: max width of one frequency mask (0 = off)"})
     timem: int = field(default=0, metadata={"help": "SpecAugment: max width of one time mask (0 = off)"})
     mask_fill: str = field(default="reference", metadata={
@@ -145,6 +172,12 @@ class RecipeArguments:
 
 @dataclass
 class ModelArguments:
+    """The model arguments: the checkpoint to fine-tune, a DeiT/ViT to convert, or a size to build from scratch.
+
+    An `HfArgumentParser` dataclass: each field is the command-line flag `--<field>` of both example scripts (and a
+    key of a recipe file), and `--help` shows each flag's help (the field's `help` metadata).
+    """
+
     model_name_or_path: str | None = field(default=None, metadata={"help": "ast_hf or transformers AST checkpoint"})
     deit_name_or_path: str | None = field(default=None, metadata={"help": "DeiT/ViT to convert on the fly"})
     model_size: str | None = field(default=None, metadata={"help": "from scratch: tiny | small | base"})
@@ -190,12 +223,42 @@ TRANSFORMERS_EXAMPLE_FLAGS = {
 
 def parse_arguments(classes: Sequence[type], argv: Sequence[str], default_output_dir: str,
                     extra_defaults: Sequence[str] = ()) -> tuple[Any, ...]:
-    """HfArgumentParser over `classes`, with a leading JSON file of defaults that later flags override. Keys of the
-    JSON file that none of the classes knows (a Trainer setting given to the accelerate loop) are skipped with a
-    warning, so one recipe file serves both examples.
+    """Parse a recipe file and command-line flags into the argument dataclasses, noting where each value was set.
 
-    Returns one instance per class, then a dict {field: where it was set} for every field given explicitly (the
-    recipe file's path or "the command line"), which `check_argument_conflicts` reads."""
+    An `HfArgumentParser` over `classes`. A leading JSON file holds defaults that later flags override; its keys
+    that none of the classes knows (a Trainer setting given to the accelerate loop) are skipped with a warning, so
+    that one recipe file serves both examples.
+
+    Args:
+        classes: The dataclasses to fill, e.g. `[ModelArguments, DataArguments, RecipeArguments,
+            TrainingArguments]`.
+        argv: The command line without the program: an optional recipe file (`*.json`) first, then flags.
+        default_output_dir: `--output_dir` when neither the recipe file nor the flags give one.
+        extra_defaults: More flags (e.g. `["--use_cpu", "true"]`), read after the recipe file's values and before
+            `argv`: they override the recipe file, the command line overrides them.
+
+    Returns:
+        One instance per class, in the order of `classes`, then a dict `{field: where it was set}` for every field
+            given explicitly (the recipe file's path or `"the command line"`), which `check_argument_conflicts`
+            reads.
+
+    Raises:
+        ValueError: When a recipe key or flag is an argument of earlier versions or a flag of transformers'
+            audio-classification example (the message names its replacement), a flag is unknown (the message
+            names the closest known one), or a dataclass refuses its values.
+
+    Example:
+        ```python
+        from transformers import TrainingArguments
+
+        from ast_hf.training import DataArguments, ModelArguments, RecipeArguments, parse_arguments
+
+        model_args, data_args, recipe, training_args, sources = parse_arguments(
+            [ModelArguments, DataArguments, RecipeArguments, TrainingArguments],
+            ["examples/recipes/esc50.json", "--num_train_epochs", "1"], default_output_dir="runs/esc50")
+        sources["num_train_epochs"]  # "the command line"
+        ```
+    """
     import warnings
 
     from transformers import HfArgumentParser
@@ -258,10 +321,21 @@ def _refuse_renamed(keys: Mapping[str, Any], origin: str) -> None:
 
 
 def check_argument_conflicts(recipe: RecipeArguments, sources: Mapping[str, str]) -> None:
-    """Refuse a flag that a recipe setting would override, naming both and where each was set, so that no flag is
-    ever silently ignored: --optim/--optim_args under reference_optimizer, --lr_scheduler_type/--lr_scheduler_kwargs
-    under multistep_start_epoch, MultiStepLR settings without multistep_start_epoch (unless the command line
-    turned off a recipe's schedule) or with a gamma of 1."""
+    """Refuse a flag that a recipe setting would override, so that no flag is ever silently ignored.
+
+    Refused: `--optim` / `--optim_args` with `reference_optimizer`; `--lr_scheduler_type` / `--lr_scheduler_kwargs`
+    with `multistep_start_epoch`; `multistep_start_epoch` with a `multistep_gamma` of 1 (the rate never changes);
+    `--multistep_every` / `--multistep_gamma` without `multistep_start_epoch` (allowed when the command line turned
+    a recipe's schedule off and they come from the recipe). Each message names both settings and where each was
+    set.
+
+    Args:
+        recipe: The parsed recipe arguments.
+        sources: Where each explicitly given field was set, as `parse_arguments` returns it.
+
+    Raises:
+        ValueError: With every conflict found, one a line.
+    """
     def where(name: str) -> str:
         return sources.get(name, "the default")
 
@@ -291,9 +365,19 @@ def check_argument_conflicts(recipe: RecipeArguments, sources: Mapping[str, str]
 
 
 def check_cross_validation(data_args: DataArguments, sources: Mapping[str, str], supported: bool = True) -> None:
-    """Refuse cross-validation where the script has none (`supported` false: the accelerate example), and
-    --fold_column_name without --cross_validation_folds, where it would do nothing (fine when the command line
-    turned a recipe's cross-validation off with --cross_validation_folds 0)."""
+    """Refuse cross-validation where the script has none, and a fold column that would do nothing.
+
+    Args:
+        data_args: The parsed data arguments.
+        sources: Where each explicitly given field was set, as `parse_arguments` returns it.
+        supported: Whether the calling script runs cross-validation (the Trainer example does, the accelerate
+            example does not).
+
+    Raises:
+        ValueError: When `--cross_validation_folds` is positive and not `supported`, or `--fold_column_name` is
+            given without `--cross_validation_folds` (allowed when the command line turned a recipe's
+            cross-validation off with `--cross_validation_folds 0`).
+    """
     folds, column = data_args.cross_validation_folds, data_args.fold_column_name
     if folds > 0 and not supported:
         raise ValueError(f"--cross_validation_folds {folds} (from {sources.get('cross_validation_folds')}): "
@@ -308,9 +392,20 @@ def check_cross_validation(data_args: DataArguments, sources: Mapping[str, str],
 
 def warn_inert_settings(recipe: RecipeArguments, num_train_epochs: float, max_length: int | None,
                         num_mel_bins: int = 128) -> list[str]:
-    """Warn (and return the warnings) about settings that are valid but cannot act in this run: a MultiStepLR that
-    starts after the last epoch, SpecAugment masks wider than the clip. Warned, not refused: a short trial run of a
-    long recipe is a fair thing to do."""
+    """Warn about settings that are valid but cannot act in this run.
+
+    These are a MultiStepLR that starts at or after the last epoch, and SpecAugment masks wider than the clip or
+    the mel bins. Warned, not refused: a short trial run of a long recipe is a fair thing to do.
+
+    Args:
+        recipe: The parsed recipe arguments.
+        num_train_epochs: The run's number of epochs.
+        max_length: Frames per clip; `None` skips the time-mask check.
+        num_mel_bins: Mel bins of the features.
+
+    Returns:
+        The warnings, each also issued as a `UserWarning`; empty when every setting can act.
+    """
     import warnings
 
     found = []
@@ -335,17 +430,43 @@ UNTRAINED_EVALUATION = ("--do_train false evaluates without training, but the mo
 
 
 def train_requested(do_train: bool, sources: Mapping[str, str]) -> bool:
-    """Whether a run trains: unless --do_train false was given (every data source has training data)."""
+    """Whether a run trains: unless `--do_train false` was given (every data source has training data).
+
+    Args:
+        do_train: The parsed `--do_train`.
+        sources: Where each explicitly given field was set, as `parse_arguments` returns it.
+
+    Returns:
+        `do_train` when `--do_train` was given explicitly, else `True`.
+    """
     return do_train if "do_train" in sources else True
 
 
 def resolve_run_steps(do_train: bool, do_eval: bool, sources: Mapping[str, str], has_evaluation_data: bool,
                       eval_strategy: str = "no", trained_model: bool = True) -> tuple[bool, bool]:
-    """(train, evaluate) as a user of the examples means them: train unless --do_train false was given (every data
-    source has training data), evaluate when there is evaluation data unless --do_eval false was given. Refused:
-    --do_eval without evaluation data, an evaluation strategy during training without evaluation data or with
-    --do_eval false, a run that would do nothing, and evaluating without training a model that was never trained
-    (`trained_model` false: built from scratch or with a new head)."""
+    """Decide whether a run trains and evaluates, as a user of the examples means it.
+
+    A run trains unless `--do_train false` was given (every data source has training data), and evaluates when
+    there is evaluation data unless `--do_eval false` was given.
+
+    Args:
+        do_train: The parsed `--do_train`.
+        do_eval: The parsed `--do_eval`.
+        sources: Where each explicitly given field was set, as `parse_arguments` returns it.
+        has_evaluation_data: Whether the data has an evaluation split.
+        eval_strategy: The Trainer's `--eval_strategy` (a string or an `IntervalStrategy`); `"no"` where the script
+            has none.
+        trained_model: Whether the model was trained before; false when it is new (built from scratch or
+            converted, with a freshly initialised head).
+
+    Returns:
+        `(train, evaluate)`.
+
+    Raises:
+        ValueError: When the run would evaluate without training a model that was never trained, `--do_eval true`
+            is given without evaluation data, an evaluation strategy other than `"no"` is given without evaluation
+            data or with `--do_eval false`, or the run would do nothing.
+    """
     train = train_requested(do_train, sources)
     if not train and not trained_model:
         raise ValueError(UNTRAINED_EVALUATION)

@@ -7,14 +7,32 @@ from pathlib import Path
 
 import torch
 
-# Written last into a checkpoint: a folder that has it is complete (trainer_state.json by the Trainer, the loop's
-# own marker by the accelerate example, which also renames its checkpoints into place).
 CHECKPOINT_MARKERS = ("trainer_state.json", "loop_state.json")
+"""The files written last into a checkpoint: a folder that has one of them is complete.
+
+`trainer_state.json` is the Trainer's; `loop_state.json` the accelerate example's own marker (that example also
+renames its checkpoints into place)."""
 
 
 def resolve_checkpoint(value: str | None, output_dir: str | os.PathLike) -> str | None:
-    """--resume_from_checkpoint: a checkpoint folder (checked complete), or "last" for the newest complete one in
-    `output_dir`; folders that a killed run left half-written are skipped with a warning."""
+    """The checkpoint that `--resume_from_checkpoint` names, checked complete.
+
+    A checkpoint is complete when it holds one of `CHECKPOINT_MARKERS`.
+
+    Args:
+        value: The flag's value: a checkpoint folder; `"last"` (or `"true"`) for the newest complete checkpoint
+            (`checkpoint-N` or `step_N` folder) in `output_dir`; `None`, empty or `"false"` for none.
+        output_dir: The run's output folder.
+
+    Returns:
+        The checkpoint folder, or `None` when the run starts afresh.
+
+    Raises:
+        ValueError: When `"last"` finds no complete checkpoint, or the folder given does not exist or is incomplete.
+
+    Warns:
+        UserWarning: For each newer folder that `"last"` skips because a killed run left it half-written.
+    """
     import re
     import warnings
 
@@ -43,6 +61,12 @@ def resolve_checkpoint(value: str | None, output_dir: str | os.PathLike) -> str 
 
 
 def cpu_ddp_requested() -> bool:
-    """True under torchrun (WORLD_SIZE > 1) without GPUs, where Trainer and accelerate must be told to use the CPU
-    with gloo or they silently run each process alone."""
+    """Whether this is a CPU data-parallel run: under torchrun (`WORLD_SIZE` > 1) without GPUs.
+
+    There the Trainer and accelerate must be told to use the CPU with gloo, or they silently run each process
+    alone.
+
+    Returns:
+        `True` under torchrun without GPUs.
+    """
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()

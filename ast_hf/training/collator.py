@@ -17,11 +17,37 @@ from .augmentation import draw_mask, mask_band, mix_waveforms, noise_and_roll
 
 @dataclass
 class AudioCollator:
-    """Rows of (decoded) audio + labels -> a model batch. In training it applies the recipe: waveform mixup with a
-    random other clip of the batch, SpecAugment, noise and time roll, each within a clip's real frames. Features
-    are padded to `max_length` frames (the recipes' fixed lengths), or with `pad_to_max_length=False` to the
-    batch's longest clip (at least `min_frames`, one patch) with an attention mask. `crop` "random": in training a
-    clip longer than `max_length` frames is cut to a random stretch of that length (drawn per epoch), not its start.
+    """Turns rows of decoded audio and labels into model batches, with the recipe's augmentations in training.
+
+    A `DataLoader`'s `collate_fn`. In training it applies the recipe: waveform mixup with a random other clip of
+    the batch, SpecAugment, noise and time roll, each within a clip's real frames. Features are padded to
+    `max_length` frames (the recipes' fixed lengths) or, with `pad_to_max_length=False`, to the batch's longest
+    clip (at least `min_frames`, one patch) with an attention mask. `make_collators` builds a run's two collators.
+
+    Attributes:
+        feature_extractor: Computes the features; its `max_length` and normalisation statistics apply.
+        num_labels: The number of classes.
+        multi_label: Whether a label is a list of class indices.
+        audio_column: The rows' audio column.
+        label_column: The rows' label column: class indices, or lists of them (multi-label).
+        train: Whether this is a training collator: only training applies the augmentations, label smoothing and
+            `crop`.
+        mixup: The probability that a clip is mixed with another clip of the batch (waveform mixup, lambda ~
+            Beta(10, 10), the targets mixed alike).
+        freqm: SpecAugment: the bound of a frequency mask's width (0: off).
+        timem: SpecAugment: the bound of a time mask's width (0: off).
+        noise: Whether to add noise to the features and roll them along time (the Speech Commands recipe).
+        mask_fill: SpecAugment's masked value: `"reference"` (log-mel 0 before normalisation, as the AST code) or
+            `"mean"` (0 after normalisation).
+        label_smoothing: The label smoothing factor of the training targets (single-label).
+        pad_to_max_length: Whether to pad every clip to `max_length` frames, without an attention mask; false: pad
+            to the batch's longest clip and return the mask.
+        min_frames: The fewest frames a batch is padded to without `pad_to_max_length` (one patch).
+        crop: `"start"` keeps the first `max_length` frames of a longer clip; `"random"` cuts a training clip
+            longer than `max_length` frames to a random stretch of that length (drawn per epoch).
+        examples_seen: The rows collated so far; seeds the augmentations of rows without `_row` ids.
+        seed: The seed of the augmentations.
+        epoch: The epoch, set by the training loop at the start of each; part of the augmentations' seed.
     """
 
     feature_extractor: ASTFeatureExtractor
@@ -44,15 +70,36 @@ class AudioCollator:
     epoch: int = 0  # set by the training loop at the start of each epoch
 
     def batch_rng(self, rows: list[Mapping[str, Any]]) -> np.random.Generator:
-        """The augmentation randomness of a batch, a function of (seed, epoch, the rows' `_row` ids) alone: a run
-        resumed mid-epoch augments the remaining batches exactly as the uninterrupted run did, whatever else drew
-        from the global generators meanwhile. Rows without ids fall back to a running batch counter."""
+        """The augmentation randomness of a batch, a function of `seed`, `epoch` and the rows' `_row` ids alone.
+
+        So a run resumed mid-epoch augments the remaining batches exactly as the uninterrupted run did, whatever
+        else drew from the global generators meanwhile. Rows without ids fall back to a running count of the rows
+        collated (`examples_seen`).
+
+        Args:
+            rows: The rows of the batch.
+
+        Returns:
+            A generator seeded with those values.
+        """
         ids = [int(row["_row"]) + 1 for row in rows if "_row" in row]
         if len(ids) != len(rows):
             ids = [0, self.examples_seen]
         return np.random.default_rng([self.seed, self.epoch, *ids])
 
     def __call__(self, rows: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """Collate rows into a model batch, augmented when `train`.
+
+        Args:
+            rows: Rows with a decoded audio cell (anything `ast_hf.audio_io.decode_audio` reads: a dict with
+                `"array"` at the extractor's sampling rate, a torchcodec `AudioDecoder`, an array) and a label; in
+                training, also their `_row` ids.
+
+        Returns:
+            `input_values` (B, T, F), `labels` and, without `pad_to_max_length`, `attention_mask` (B, T). The
+                labels are class indices (B,), or (B, num_labels) float targets when the data is multi-label or
+                a batch is mixed or smoothed.
+        """
         rate = self.feature_extractor.sampling_rate
         rng = self.batch_rng(rows) if self.train else None
         waves = [torch.as_tensor(np.asarray(decode_audio(row[self.audio_column], rate)), dtype=torch.float32)
@@ -101,7 +148,15 @@ class AudioCollator:
         return {"input_values": features, "attention_mask": batch["attention_mask"], "labels": labels}
 
     def random_stretch(self, wave: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        """A random stretch of `wave` (N,) that fills max_length frames exactly, the whole clip when it is shorter."""
+        """A random stretch of a waveform that fills `max_length` frames exactly, starting on the frame grid.
+
+        Args:
+            wave: The (N,) waveform.
+            rng: The batch's generator.
+
+        Returns:
+            The stretch, or the whole `wave` when it is not longer.
+        """
         needed = (self.feature_extractor.max_length - 1) * FRAME_SHIFT + FRAME_LENGTH  # samples of max_length frames
         if wave.shape[0] <= needed:
             return wave
@@ -109,7 +164,17 @@ class AudioCollator:
         return wave[start:start + needed]
 
     def featurize(self, waves: list[torch.Tensor]) -> Any:
-        """Features and attention mask of a batch: padded to max_length, or to the longest clip (>= min_frames)."""
+        """The features and attention mask of a batch of waveforms.
+
+        Clips are cut to `max_length` frames, and padded to it or, without `pad_to_max_length`, to the longest clip
+        (at least `min_frames`).
+
+        Args:
+            waves: The (N,) waveforms, at the extractor's sampling rate.
+
+        Returns:
+            The extractor's output: `input_values` (B, T, F) and `attention_mask` (B, T).
+        """
         extractor = self.feature_extractor
         common = dict(sampling_rate=extractor.sampling_rate, return_tensors="pt", return_attention_mask=True,
                       truncation=True)  # max_length is the run's choice: cut without the once-per-extractor warning
@@ -124,7 +189,24 @@ class AudioCollator:
 def make_collators(extractor: ASTFeatureExtractor, num_labels: int, multi_label: bool, data_args: DataArguments,
                    recipe: RecipeArguments, seed: int, label_smoothing: float = 0.0
                    ) -> tuple[AudioCollator, AudioCollator]:
-    """(training collator with the recipe's augmentations and label smoothing, plain evaluation collator)."""
+    """The training and evaluation collators of a run.
+
+    Args:
+        extractor: The run's feature extractor.
+        num_labels: The number of classes.
+        multi_label: Whether a label is a list of class indices.
+        data_args: The data arguments: the audio and label columns, `pad_to_max_length`, `train_crop`.
+        recipe: The recipe arguments: mixup, SpecAugment (`freqm`, `timem`, `mask_fill`) and noise.
+        seed: The seed of the training augmentations.
+        label_smoothing: `--label_smoothing_factor` (single-label only).
+
+    Returns:
+        `(train, evaluation)`: the training collator, with the recipe's augmentations and label smoothing, and a
+            plain evaluation collator.
+
+    Raises:
+        ValueError: When `label_smoothing` is given for multi-label data, or is outside [0, 1).
+    """
     if label_smoothing and multi_label:
         raise ValueError(f"label_smoothing_factor={label_smoothing} applies to single-label classification; this "
                          "data set is multi-label (lists of labels). Leave --label_smoothing_factor out.")

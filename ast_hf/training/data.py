@@ -17,8 +17,19 @@ from .arguments import UNTRAINED_EVALUATION, DataArguments
 
 
 def check_one_data_source(args: DataArguments, train: bool = True) -> None:
-    """Refuse two data sources at once (one would silently win) and, in a run that trains (`train`), evaluation
-    data without its training data (an evaluation-only run may give the evaluation data alone)."""
+    """Refuse two data sources at once, and evaluation data without its training data in a run that trains.
+
+    Of two sources, one would silently win. An evaluation-only run may give the evaluation data alone.
+
+    Args:
+        args: The data arguments.
+        train: Whether the run trains.
+
+    Raises:
+        ValueError: When more than one of `--dataset_name`, `--train_dir`/`--validation_dir` and
+            `--train_file`/`--validation_file` is given or, when `train`, `--validation_dir` is given without
+            `--train_dir` or `--validation_file` without `--train_file`.
+    """
     given = [flag for flag, value in (("--dataset_name", args.dataset_name),
                                       ("--train_dir/--validation_dir", args.train_dir or args.validation_dir),
                                       ("--train_file/--validation_file", args.train_file or args.validation_file))
@@ -34,7 +45,15 @@ def check_one_data_source(args: DataArguments, train: bool = True) -> None:
 
 
 def split_sources(args: DataArguments) -> dict[str, str]:
-    """Where each split comes from, as messages and the model card name it."""
+    """Where each split comes from, as messages and the model card name it.
+
+    Args:
+        args: The data arguments.
+
+    Returns:
+        A description of each split's source by split, `"train"` and `"validation"`: e.g. `"split 'train' of
+            esc50"`, `"--train_dir data/train"` or `"--validation_file eval.csv"`.
+    """
     if args.dataset_name:
         return {"train": f"split {args.train_split_name!r} of {args.dataset_name}",
                 "validation": f"split {args.eval_split_name!r} of {args.dataset_name}"}
@@ -156,12 +175,31 @@ def _load_split(args: DataArguments, name: str, cache_dir: str | None, streaming
 
 def load_audio_datasets(args: DataArguments, sampling_rate: int = 16000, cache_dir: str | None = None,
                         stream_train: bool = False, train: bool = True, dropped: dict[str, int] | None = None):
-    """A DatasetDict with "train" and (where the source has one) "validation" from a Hub name, audiofolders or
-    CSV/JSON files, the audio column cast to `datasets.Audio(sampling_rate)` (resampled on decode) and every clip
-    checked. `stream_train` (--streaming): "train" is a `datasets.IterableDataset` instead, its audio left
-    undecoded ({"bytes", "path"} cells) and unchecked (a stream is checked as it is decoded). `train` false (an
-    evaluation-only run): no training split is loaded. `dropped` receives the clips --skip_bad_audio left out
-    of each split."""
+    """Load the training and evaluation splits from the one data source of the arguments, every clip checked.
+
+    The source is a data set by name (`--dataset_name`: a Hub id or a local `save_to_disk` or parquet folder),
+    audiofolders (`--train_dir`, `--validation_dir`) or CSV/JSON files (`--train_file`, `--validation_file`, whose
+    audio paths are relative to the file's folder). The audio column is cast to `datasets.Audio(sampling_rate)`
+    (resampled on decode), and every clip is checked with `check_audio_files` (`--check_audio`,
+    `--skip_bad_audio`).
+
+    Args:
+        args: The data arguments.
+        sampling_rate: The rate that the audio is decoded at.
+        cache_dir: The `datasets` cache folder.
+        stream_train: `--streaming`: the `"train"` split is a `datasets.IterableDataset` instead, its audio left
+            undecoded (`{"bytes", "path"}` cells) and unchecked (a stream is checked as it is decoded).
+        train: Whether the run trains; false (an evaluation-only run): no training split is loaded.
+        dropped: If given, receives the number of clips that `--skip_bad_audio` left out of each split, by split.
+
+    Returns:
+        (datasets.DatasetDict): The splits: `"train"` (when `train`) and, where the source has one, `"validation"`.
+
+    Raises:
+        ValueError: When the data sources conflict (`check_one_data_source`), no source is given, a folder or file
+            is missing or holds no audio or rows, a saved data set lacks a split, the training split is missing, a
+            split lacks the audio or label column, or clips cannot be read (`check_audio_files`).
+    """
     import datasets
 
     check_one_data_source(args, train)
@@ -242,10 +280,27 @@ def _audio_problem(cell: Mapping[str, Any], decode: bool = True) -> str | None:
 
 def check_audio_files(split: Any, column: str, name: str, skip: bool = False, workers: int = 8,
                       mode: str = "decode") -> Any:
-    """Check every clip of a split up front (mode "decode": the file exists, decodes and holds finite samples;
-    "header": it exists and its header reads; "none": no check), in parallel, with a progress bar when it takes
-    more than two seconds; report all bad files at once, or drop them with a warning when `skip`. Without this a
-    bad file crashes training at the first batch that holds it, with a decoder error that does not name the file."""
+    """Check every clip of a split up front, reporting all bad files at once or dropping them.
+
+    Without this a bad file crashes training at the first batch that holds it, with a decoder error that does not
+    name the file. The files are checked in parallel, with a progress bar once the check has taken two seconds.
+
+    Args:
+        split: A `datasets.Dataset` with an audio column.
+        column: The audio column.
+        name: The split's name, for messages and the progress bar.
+        skip: Drop the bad clips with a warning instead of refusing them (`--skip_bad_audio`).
+        workers: Threads that check files.
+        mode: `"decode"`: each file exists, decodes (with FFmpeg, the decoder that training uses) and holds finite
+            samples; `"header"`: it exists and its header reads; `"none"`: no check.
+
+    Returns:
+        `split`, without the bad clips when `skip`.
+
+    Raises:
+        ValueError: When `mode` is not one of the three, or when clips cannot be read and `skip` is false (the
+            message lists up to 20 of them, each with its problem).
+    """
     from concurrent.futures import ThreadPoolExecutor
     from functools import partial
 
@@ -289,10 +344,22 @@ def _resolve_row(row: Mapping[str, Any], column: str, base: str) -> dict[str, An
 
 
 def label_cell(value: Any, separator: str | None = None) -> Any:
-    """One cell of a label column as a label or a list of labels. A list stays a list; a string that holds a list
-    (a JSON list, ``["apple", "river"]``, how a CSV cell holds several labels; Python's ``['apple', 'river']`` too)
-    becomes one, and so does every string when `separator` (--label_separator) is given: ``apple;river``. Anything
-    else (a label name, an integer) is returned as it is."""
+    """One cell of a label column as a label or a list of labels.
+
+    A list stays a list. A string that holds a list becomes one: a JSON list (`["apple", "river"]`, how a CSV cell
+    holds several labels) or Python's `['apple', 'river']`; so does every string when `separator` is given
+    (`apple;river`). Anything else (a label name, an integer) is returned as it is.
+
+    Args:
+        value: The cell.
+        separator: `--label_separator`: the string between the labels of a cell.
+
+    Returns:
+        The cell's labels as a list (of strings, when parsed from a string), or `value` itself.
+
+    Raises:
+        ValueError: When a string starts like a list (`[`) but is not one.
+    """
     if not isinstance(value, str):
         return value
     text = value.strip()
@@ -317,8 +384,18 @@ def label_cell(value: Any, separator: str | None = None) -> Any:
 
 
 def split_label_names(split: Any, column: str) -> list[str] | None:
-    """The class names that a split's label column stores as integers (a ClassLabel, or a list of ClassLabels:
-    audiofolders, `save_to_disk`/parquet data with class names), None when its cells are the labels themselves."""
+    """The class names that a split's label column stores as integers.
+
+    Such a column is a `ClassLabel`, or a list of `ClassLabel`s: audiofolders, `save_to_disk` or parquet data with
+    class names.
+
+    Args:
+        split: A `datasets.Dataset` or `datasets.IterableDataset`.
+        column: The label column.
+
+    Returns:
+        The class names in id order, or `None` when the column's cells are the labels themselves.
+    """
     feature = (split.features or {}).get(column)
     names = getattr(feature, "names", None)
     if names is None:
@@ -327,10 +404,25 @@ def split_label_names(split: Any, column: str) -> list[str] | None:
 
 
 def label_names(dataset: Any, label_column: str, separator: str | None = None) -> tuple[list[str], bool]:
-    """(label names in id order, multi_label) of a training split, or of a stream (--streaming; its label column
-    alone is read, no audio): ClassLabel names, sorted string labels, the sorted distinct integers of an integer
-    column (each integer is a class name: 10, 20, 30, 40 make four classes, not 41), or the union of lists of
-    labels (multi-label, AudioSet style; see `label_cell` for the cell formats)."""
+    """The label names of a training split, and whether it is multi-label.
+
+    The names are the column's `ClassLabel` names, else the sorted string labels, the sorted distinct integers of an
+    integer column (each integer is a class name: 10, 20, 30, 40 make four classes, not 41), or the union of lists
+    of labels (multi-label, AudioSet style; see `label_cell` for the cell formats). Of a stream, the label column
+    alone is read, no audio.
+
+    Args:
+        dataset: A training `datasets.Dataset`, or a `datasets.IterableDataset` (`--streaming`).
+        label_column: The label column.
+        separator: `--label_separator`: the string between the labels of a cell.
+
+    Returns:
+        `(names, multi_label)`: the label names in id order, and whether the cells are lists of labels.
+
+    Raises:
+        ValueError: When rows have no label (an empty label is never made a class of its own), or a cell starts
+            like a list but is not one.
+    """
     feature = dataset.features[label_column]
     names = getattr(feature, "names", None)
     if names is not None:
@@ -378,10 +470,24 @@ def _label_keys(value: Any, names: list[str] | None, separator: str | None) -> t
 
 def encode_label(value: Any, label2id: Mapping[str, int], multi_label: bool, labels_source: str | None = None,
                  names: list[str] | None = None, separator: str | None = None) -> Any:
-    """A cell of the label column -> class index (single-label) or list of indices (multi-label), by name: `names`
-    are the split's own ClassLabel names (its integers are positions in them, which differ between splits that do
-    not hold the same classes); without them an integer is a class name ("10"). `labels_source`: where `label2id`
-    came from (e.g. "--labels_file F"), named when a label is not in it."""
+    """Encode a cell of the label column as a class index, or a list of indices (multi-label), by name.
+
+    Args:
+        value: The cell: a label, an integer, a list of labels, or a string that holds one (see `label_cell`).
+        label2id: The class index of each label name.
+        multi_label: Whether to return a list of indices.
+        labels_source: Where `label2id` came from (e.g. `"--labels_file F"`), named when a label is not in it.
+        names: The split's own `ClassLabel` names: its integers are positions in them (which differ between splits
+            that do not hold the same classes). Without them an integer is a class name (`10` is `"10"`).
+        separator: `--label_separator`: the string between the labels of a cell.
+
+    Returns:
+        The class index, or the list of indices when `multi_label`.
+
+    Raises:
+        ValueError: When a label is missing (an empty cell, or an id outside `names`; -1 means no label), is not
+            in `label2id`, or the cell holds a list but `multi_label` is false.
+    """
     keys, is_list = _label_keys(value, names, separator)
 
     def one(key: Any) -> int:
@@ -406,8 +512,28 @@ def encode_label(value: Any, label2id: Mapping[str, int], multi_label: bool, lab
 def check_split_labels(split: Any, column: str, label2id: Mapping[str, int], multi_label: bool, where: str,
                        audio_column: str = "audio", labels_source: str = "the training data",
                        separator: str | None = None) -> list[Any]:
-    """The encoded label column of a loaded split, by name; every label that `label2id` lacks, and every empty
-    cell, reported at once before any training, naming the split (`where`), the labels and their files or rows."""
+    """Encode the label column of a loaded split by name, refusing unknown and missing labels before training.
+
+    Every label that `label2id` lacks, and every empty cell, is reported at once, naming the split, the labels and
+    their files or rows.
+
+    Args:
+        split: A `datasets.Dataset`.
+        column: The label column.
+        label2id: The class index of each label name.
+        multi_label: Whether the labels are lists of labels.
+        where: The split's name in messages.
+        audio_column: The audio column, whose file names the messages show.
+        labels_source: Where the classes come from, in messages.
+        separator: `--label_separator`: the string between the labels of a cell.
+
+    Returns:
+        The encoded labels, one a row: a class index, or a list of indices when `multi_label`.
+
+    Raises:
+        ValueError: When a row holds a list of labels but `multi_label` is false, or labels are unknown or
+            missing.
+    """
     import datasets
 
     names = split_label_names(split, column)
@@ -456,9 +582,28 @@ def _fix_for_unknown(labels_source: str) -> str:
 def encode_label_column(dataset: Any, column: str, label2id: Mapping[str, int], multi_label: bool,
                         labels_source: str | None = None, audio_column: str = "audio",
                         separator: str | None = None, sources: Mapping[str, str] | None = None) -> Any:
-    """The label column of every split as class indices (int64) or lists of indices (multi-label), mapped by name
-    (each split's own ClassLabel names, not its integers); unknown or missing labels refused up front
-    (`check_split_labels`), each split named by `sources[split]` when given."""
+    """Replace the label column of every split by class indices, mapped by name.
+
+    Each split is read with its own `ClassLabel` names, not its integers, and checked with `check_split_labels`,
+    which refuses unknown or missing labels up front. The column keeps its place, now `int64`, or lists of `int64`
+    (multi-label).
+
+    Args:
+        dataset: A `datasets.DatasetDict`, or one `datasets.Dataset`.
+        column: The label column.
+        label2id: The class index of each label name.
+        multi_label: Whether the labels are lists of labels.
+        labels_source: Where `label2id` came from, in messages; `None`: the training data.
+        audio_column: The audio column, whose file names the messages show.
+        separator: `--label_separator`: the string between the labels of a cell.
+        sources: The name of each split in messages, by split (e.g. `split_sources`); else the split's key.
+
+    Returns:
+        The data as given (a `DatasetDict` or a `Dataset`), its label column encoded.
+
+    Raises:
+        ValueError: When labels are unknown or missing (`check_split_labels`).
+    """
     import datasets
 
     def encoded(split: Any, name: str = "the split") -> Any:
@@ -476,7 +621,17 @@ def encode_label_column(dataset: Any, column: str, label2id: Mapping[str, int], 
 
 
 def embedded_data(data_args: DataArguments) -> str:
-    """Build (once) the espeak-ng spoken-command data and point the arguments at it; returns its description."""
+    """Build (once) the espeak-ng spoken-command data and point the arguments at it.
+
+    Sets `data_args.train_dir` and `data_args.validation_dir` to its audiofolders, built with
+    `--commands_clips_per_word` training and `--commands_eval_clips_per_word` evaluation clips per word.
+
+    Args:
+        data_args: The data arguments, changed in place.
+
+    Returns:
+        A description of the data (words, accents), for the logs and the model card.
+    """
     from ..espeak_commands import CommandsSpec, build_commands_dataset
 
     spec = CommandsSpec(clips_per_word=data_args.commands_clips_per_word,
@@ -493,8 +648,16 @@ def labels_source(data_args: DataArguments) -> str | None:
 
 
 class PreparedData(NamedTuple):
-    """What `prepare_data` returns: the splits with encoded labels, the label names in id order, whether the task
-    is multi-label, a description of the training data, and the facts a model card states about the data."""
+    """The run's data, as `prepare_data` returns it.
+
+    Attributes:
+        raw: The splits with encoded labels, a `datasets.DatasetDict`: `"train"` (a `datasets.IterableDataset`
+            with `--streaming`) and `"validation"`, each where the run has it.
+        labels: The label names in id order.
+        multi_label: Whether the task is multi-label.
+        description: A description of the training data.
+        facts: What a model card states about the data (labels, sources, clip counts, dropped clips).
+    """
 
     raw: Any
     labels: list[str]
@@ -504,7 +667,13 @@ class PreparedData(NamedTuple):
 
 
 class ModelLabels(NamedTuple):
-    """The classes of a trained model given to a run: where it is, its label names in id order, multi-label."""
+    """The classes of a trained model that a run starts from.
+
+    Attributes:
+        source: Where the model is, as messages name it.
+        names: Its label names in id order.
+        multi_label: Whether it is multi-label.
+    """
 
     source: str
     names: list[str]
@@ -521,14 +690,33 @@ def _subset(split: Any, count: int | None, seed: int) -> Any:
 
 def prepare_data(data_args: DataArguments, seed: int, cache_dir: str | None = None,
                  model_labels: ModelLabels | None = None, train: bool = True) -> PreparedData:
-    """The run's data (`PreparedData`). Without a data set in the arguments, the embedded espeak-ng commands. Call
-    it inside `main_process_first()`.
+    """Load, check and encode the run's data.
+
+    Without a data set in the arguments, it is the embedded espeak-ng commands (`embedded_data`). Call it inside
+    `main_process_first()`.
 
     Labels are matched by name in every split (an audiofolder without one of the training classes has other
-    ClassLabel integers than the training folder). `model_labels`: the classes of the trained model the run starts
-    from. A run that trains on the same classes keeps the model's order (its head stays as trained); an
-    evaluation-only run (`train` false) scores the model's own classes, refusing evaluation clips of a class the
-    model does not have. --max_train_samples / --max_eval_samples draw seeded random subsets."""
+    `ClassLabel` integers than the training folder). A run that trains on the classes of `model_labels` keeps the
+    model's order (its head stays as trained); an evaluation-only run scores the model's own classes, refusing
+    evaluation clips of a class the model does not have. `--max_train_samples` / `--max_eval_samples` draw seeded
+    random subsets (of a stream, its first clips). A loaded training split gets a `_row` column, its row numbers,
+    which seeds the collator's augmentations.
+
+    Args:
+        data_args: The data arguments; pointed at the embedded data when they name none.
+        seed: The seed of the random subsets.
+        cache_dir: The `datasets` cache folder.
+        model_labels: The classes of the trained model that the run starts from, if any.
+        train: Whether the run trains; false (evaluation only) needs `model_labels`.
+
+    Returns:
+        The splits with encoded labels, the labels and the facts about the data.
+
+    Raises:
+        ValueError: When an evaluation-only run has no `model_labels` (a new model) or no evaluation data, or
+            evaluation data of another kind (single- or multi-label) than the model; or when the data cannot be
+            loaded or its labels encoded (`load_audio_datasets`, `label_names`, `encode_label_column`).
+    """
     check_one_data_source(data_args, train)
     if not train and model_labels is None:
         raise ValueError(UNTRAINED_EVALUATION)

@@ -45,8 +45,18 @@ def _metric_base():
 
 
 def multi_label_scores(scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-    """Per-class average precision and ROC AUC (scikit-learn), averaged over the classes that have positives and
-    negatives; d-prime = sqrt(2) * Phi^-1(mAUC)."""
+    """Score multi-label predictions as AudioSet is scored: mAP, mAUC and d-prime.
+
+    Per-class average precision and ROC AUC (scikit-learn), averaged over the classes that have both positives and
+    negatives; d-prime = sqrt(2) * Phi^-1(mAUC).
+
+    Args:
+        scores: Scores (e.g. sigmoid probabilities) of shape (clips, classes).
+        targets: Targets of the same shape; values >= 0.5 count as positive (so soft targets work).
+
+    Returns:
+        `{"mAP", "mAUC", "d_prime"}`; all NaN when no class has both positives and negatives.
+    """
     from scipy.stats import norm
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -64,14 +74,37 @@ def multi_label_scores(scores: np.ndarray, targets: np.ndarray) -> dict[str, flo
 
 
 def classification_metric(multi_label: bool):
+    """Build the evaluation metric as an `evaluate.Metric`, usable offline.
+
+    `evaluate.load` would fetch metric scripts from the Hub; these classes are defined here instead.
+
+    Args:
+        multi_label: Multi-label data (mAP, mAUC, d-prime of scores against multi-hot targets) instead of
+            single-label (top-1 accuracy of logits against class indices).
+
+    Returns:
+        (evaluate.Metric): The metric; its `compute(predictions=..., references=...)` returns `{"accuracy"}` or
+            `{"mAP", "mAUC", "d_prime"}` (see `multi_label_scores`).
+    """
     accuracy, multi = _metric_base()
     return multi() if multi_label else accuracy()
 
 
 def classification_scores(logits: np.ndarray, labels: np.ndarray, multi_label: bool,
                           metric: Any = None) -> dict[str, float]:
-    """Accuracy of logits (N, C) against class indices (N,) or soft targets (N, C), which count as their dominant
-    class; or, multi-label, mAP/mAUC/d-prime of sigmoid(logits) against multi-hot targets."""
+    """Score an evaluation's logits: accuracy, or mAP/mAUC/d-prime for multi-label data.
+
+    Args:
+        logits: The model's logits, shape (N, C).
+        labels: Single-label: class indices (N,), or soft targets (N, C) (mixup), which count as their dominant
+            class. Multi-label: multi-hot targets (N, C).
+        multi_label: Score sigmoid(logits) against multi-hot targets with `multi_label_scores` instead of the
+            top-1 accuracy.
+        metric: The metric to compute with; by default a new `classification_metric(multi_label)`.
+
+    Returns:
+        `{"accuracy"}`, or `{"mAP", "mAUC", "d_prime"}` for multi-label data.
+    """
     metric = metric or classification_metric(multi_label)
     if multi_label:
         return metric.compute(predictions=1 / (1 + np.exp(-logits)), references=labels)
@@ -81,7 +114,20 @@ def classification_scores(logits: np.ndarray, labels: np.ndarray, multi_label: b
 
 
 def compute_metrics_fn(multi_label: bool) -> Callable[[Any], dict[str, float]]:
-    """A Trainer `compute_metrics`: `classification_scores` of the evaluation's predictions."""
+    """Build a Trainer `compute_metrics` function: `classification_scores` of the evaluation's predictions.
+
+    Args:
+        multi_label: Score multi-label data (mAP, mAUC, d-prime) instead of accuracy.
+
+    Returns:
+        A function of the Trainer's `EvalPrediction` (its predictions, or their first element when a tuple, are the
+            logits) returning the scores of `classification_scores`.
+
+    Example:
+        ```python
+        trainer = Trainer(..., compute_metrics=compute_metrics_fn(multi_label=False))
+        ```
+    """
     metric = classification_metric(multi_label)
 
     def compute(prediction: Any) -> dict[str, float]:
@@ -92,7 +138,16 @@ def compute_metrics_fn(multi_label: bool) -> Callable[[Any], dict[str, float]]:
 
 
 def confusion_matrix(logits: np.ndarray, labels: np.ndarray, num_labels: int) -> np.ndarray:
-    """(true, predicted) counts."""
+    """Count (true, predicted) class pairs.
+
+    Args:
+        logits: Logits or scores, shape (N, C); the prediction is their argmax.
+        labels: True class indices, shape (N,).
+        num_labels: The number of classes C.
+
+    Returns:
+        An int64 matrix of shape (C, C): row = true class, column = predicted class.
+    """
     matrix = np.zeros((num_labels, num_labels), dtype=np.int64)
     np.add.at(matrix, (np.asarray(labels), np.asarray(logits).argmax(axis=1)), 1)
     return matrix

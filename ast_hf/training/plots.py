@@ -12,7 +12,16 @@ from .metrics import confusion_matrix
 
 
 def plot_training_curves(log_history: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> None:
-    """Training loss (per logging step) and evaluation metrics (per evaluation) against the epoch, as a PNG."""
+    """Plot the training curves of a run into a PNG file.
+
+    The training loss (per logging step) and the evaluation metrics (per evaluation) against the epoch; see
+    `training_curves_figure`.
+
+    Args:
+        log_history: The Trainer's `state.log_history`, or entries of the same form (dicts with "epoch" and "loss",
+            "train_loss" or "eval_*" values).
+        path: The PNG file to write.
+    """
     import matplotlib.pyplot as plt
 
     figure = training_curves_figure(log_history)
@@ -21,7 +30,18 @@ def plot_training_curves(log_history: Iterable[Mapping[str, Any]], path: str | o
 
 
 def training_curves_figure(log_history: Iterable[Mapping[str, Any]]) -> Any:
-    """The figure of `plot_training_curves`; a panel with nothing logged says so and what to set."""
+    """Draw the figure of `plot_training_curves`.
+
+    Two panels against the epoch: the training loss (the Trainer's end-of-training average `train_loss` when fewer
+    updates than --logging_steps logged none) with the evaluation loss, and the other evaluation metrics (runtime
+    and throughput left out). A panel with nothing logged says so and what to set.
+
+    Args:
+        log_history: The Trainer's `state.log_history`, or entries of the same form.
+
+    Returns:
+        (matplotlib.figure.Figure): The figure; matplotlib's Agg backend is selected.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,12 +84,28 @@ def training_curves_figure(log_history: Iterable[Mapping[str, Any]]) -> Any:
 
 def save_confusion_matrix(logits: np.ndarray, label_ids: np.ndarray, names: Sequence[str],
                           path: str | os.PathLike) -> None:
-    """The evaluation's confusion matrix as a PNG; soft (mixed) targets count as their dominant class."""
+    """Plot the evaluation's confusion matrix into a PNG file.
+
+    Args:
+        logits: The evaluation's logits, shape (N, C); the prediction is their argmax.
+        label_ids: Class indices (N,), or soft (mixed) targets (N, C), which count as their dominant class.
+        names: The class names, in id order.
+        path: The PNG file to write.
+    """
     label_ids = label_ids.argmax(axis=1) if label_ids.ndim == 2 else label_ids
     plot_confusion_matrix(confusion_matrix(logits, label_ids.astype(np.int64), len(names)), names, path)
 
 
 def plot_confusion_matrix(matrix: np.ndarray, names: Sequence[str], path: str | os.PathLike) -> None:
+    """Plot a confusion matrix into a PNG file, titled with its accuracy.
+
+    The counts are written in the cells when there are at most 20 classes.
+
+    Args:
+        matrix: (true, predicted) counts of shape (C, C), as `confusion_matrix` returns.
+        names: The class names, in id order.
+        path: The PNG file to write.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

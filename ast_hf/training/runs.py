@@ -25,8 +25,15 @@ from .sampling import dataset_sample_weights
 
 @dataclass
 class RunParts:
-    """What a training loop needs besides its optimiser: the model, the feature extractor it was trained with (to
-    be saved beside it), the training and evaluation collators, and the balanced sampler's weights (or None)."""
+    """What a training loop needs besides its optimiser, as `build_run` returns it.
+
+    Attributes:
+        model: The model to train or evaluate (an `ASTForAudioClassification`).
+        extractor: The feature extractor it is trained with, to be saved beside it.
+        train_collator: The training collator, with the recipe's augmentations and label smoothing.
+        eval_collator: The plain evaluation collator.
+        sample_weights: The balanced sampler's weight per training clip (--balanced_sampling), or None.
+    """
 
     model: torch.nn.Module
     extractor: ASTFeatureExtractor
@@ -38,8 +45,33 @@ class RunParts:
 def build_run(model_args: ModelArguments, data_args: DataArguments, recipe: RecipeArguments, raw: Mapping[str, Any],
               labels: Sequence[str], multi_label: bool, seed: int, label_smoothing: float = 0.0,
               describe: Callable[[str], None] = print) -> RunParts:
-    """The model and feature extractor (`prepare_model_and_extractor`), with the training set's fbank statistics
-    when --compute_stats is set, the collators and the sampler weights of --balanced_sampling."""
+    """Set up a run: its model, feature extractor, collators and sampler weights.
+
+    The model and feature extractor come from `prepare_model_and_extractor`; the extractor normalises with the
+    training set's fbank statistics when --compute_stats is set (`with_training_statistics`). Then the collators
+    (`make_collators`) and, with --balanced_sampling and a training split, the sampler weights
+    (`dataset_sample_weights`).
+
+    Args:
+        model_args: The model arguments.
+        data_args: The data arguments (--compute_stats, the audio and label columns, ...).
+        recipe: The recipe (augmentations, Patchout, --balanced_sampling, ...).
+        raw: The data's splits by name, as `prepare_data` returns them; "train" is absent in a run that only
+            evaluates.
+        labels: The label names, in id order.
+        multi_label: The data is multi-label.
+        seed: The seed of the training collator's random augmentations.
+        label_smoothing: The label smoothing factor of the training collator (single-label only), in [0, 1).
+        describe: Called with a line of text for each thing worth telling.
+
+    Returns:
+        The model, extractor, collators and sampler weights.
+
+    Raises:
+        ValueError: When --compute_stats is set in a run that only evaluates (no "train" split); as
+            `prepare_model_and_extractor` does; as `make_collators` does, for label smoothing on multi-label data
+            or outside [0, 1).
+    """
     model, extractor = prepare_model_and_extractor(model_args, data_args, recipe, labels, multi_label,
                                                    describe=describe)
     if data_args.compute_stats and "train" not in raw:
@@ -57,8 +89,22 @@ def build_run(model_args: ModelArguments, data_args: DataArguments, recipe: Reci
 
 def with_training_statistics(extractor: ASTFeatureExtractor, train_split: Any, audio_column: str,
                              describe: Callable[[str], None] = print) -> ASTFeatureExtractor:
-    """A copy of `extractor` normalising with the mean and std of the training split's fbank (the paper's
-    per-data-set statistics, computed instead of looked up)."""
+    """Copy a feature extractor, normalising with the mean and std of the training split's fbank.
+
+    The paper's per-data-set statistics, computed (`ast_hf.compute_normalization_stats`) instead of looked up.
+
+    Args:
+        extractor: The run's feature extractor; its settings are kept but for `mean` and `std`.
+        train_split: The training split (a `datasets.Dataset` or any iterable of rows with an audio column).
+        audio_column: The name of the audio column.
+        describe: Called with a line telling the statistics found.
+
+    Returns:
+        A new extractor with the training set's `mean` and `std`.
+
+    Raises:
+        ValueError: As `compute_normalization_stats` does, when the split holds no audio.
+    """
     from ..stats import compute_normalization_stats
 
     mean, std = compute_normalization_stats(train_split, extractor, audio_column=audio_column)
@@ -68,8 +114,21 @@ def with_training_statistics(extractor: ASTFeatureExtractor, train_split: Any, a
 
 def evaluate_with_accelerator(model: torch.nn.Module, dataloader: Iterable[Mapping[str, torch.Tensor]],
                               accelerator: Any, multi_label: bool) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """(metrics, logits, labels) over a whole evaluation set, gathered from every process (accelerate drops the
-    duplicates it padded the last batch with). The logits and labels are collected once and scored once."""
+    """Evaluate a model over a whole evaluation set in an accelerate loop.
+
+    The logits, labels and losses are gathered from every process (accelerate drops the duplicates it padded the
+    last batch with), collected once and scored once with `classification_scores`.
+
+    Args:
+        model: The (prepared) model; it is put in eval mode.
+        dataloader: The (prepared) evaluation batches, each with "labels".
+        accelerator: The run's `accelerate.Accelerator`.
+        multi_label: Score multi-label data (mAP, mAUC, d-prime) instead of accuracy.
+
+    Returns:
+        The metrics (`classification_scores` with an "eval_" prefix, plus "eval_loss", the mean loss per clip), the
+            logits (N, C) and the labels of the whole evaluation set.
+    """
     model.eval()
     logits, labels, losses = [], [], []
     for batch in dataloader:
@@ -91,11 +150,35 @@ def finish_run(output_dir: str | Path, *, is_main_process: bool, process_index: 
                record: Mapping[str, Any], description: str, model_name: str, base_model: str | None,
                examples_collated: int, push_repo: str | None = None, push_private: bool | None = None,
                push_token: str | None = None, data_facts: Mapping[str, Any] | None = None) -> None:
-    """Everything after the model (and its extractor) is saved, the same for both examples: the final metrics
-    printed and written as transformers' examples do (train_results.json, eval_results.json, all_results.json), the
-    confusion matrix of an evaluation (single-label), and for a run that trained the training curves, the model
-    card (with `data_facts`, what prepare_data says about the data) and the push of the folder; every process
-    writes process_RANK.json (what it collated)."""
+    """Finish a run: everything after the model (and its extractor) is saved, the same for both examples.
+
+    On the main process: the final metrics printed and written as transformers' examples do (train_results.json
+    for a run that trained, eval_results.json, all_results.json), and the confusion matrix of an evaluation
+    (single-label, confusion_matrix.png). For a run that trained, also the training curves
+    (training_curves.png), the model card (README.md) and the push of the folder to the Hub. Every process
+    writes process_RANK.json: its rank, the world size, the training examples it collated and its peak memory.
+
+    Args:
+        output_dir: The run's output folder (created if missing).
+        is_main_process: This process writes the results, card and plots.
+        process_index: This process's rank (the RANK of process_RANK.json).
+        world_size: The number of processes.
+        trained: The run trained (otherwise no training results, curves, card or push).
+        metrics: The final metrics; the "eval_" ones are the evaluation's, the others the training's.
+        log_history: The Trainer's (or the loop's) log, for the training curves and the card's results table.
+        evaluation: The final evaluation's (logits, labels), for the confusion matrix; None without one.
+        labels: The label names, in id order.
+        multi_label: The data is multi-label (no confusion matrix).
+        record: What produced the model, for the card (`run_record`).
+        description: A description of the training data, for the card.
+        model_name: The name heading the card when not pushed (`push_repo` otherwise).
+        base_model: The checkpoint the model was fine-tuned from (a Hub id or a folder), or None.
+        examples_collated: The training examples this process's collator produced.
+        push_repo: The Hub repository to push the folder to; None to push nothing.
+        push_private: Create the repository as private (None: the Hub's default).
+        push_token: The Hub token to push with (None: the saved login).
+        data_facts: What `prepare_data` says about the data (labels, splits and clip counts), for the card.
+    """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if is_main_process:
@@ -123,7 +206,14 @@ def finish_run(output_dir: str | Path, *, is_main_process: bool, process_index: 
 
 
 def print_metrics(split: str, metrics: Mapping[str, Any]) -> None:
-    """The `***** eval metrics *****` block that transformers' Trainer prints at the end of its examples."""
+    """Print the `***** eval metrics *****` block that transformers' Trainer prints at the end of its examples.
+
+    Keys in sorted order, floats rounded to 4 decimals.
+
+    Args:
+        split: The split named in the header, e.g. "train" or "eval".
+        metrics: The metrics to print (at least one).
+    """
     print(f"***** {split} metrics *****")
     width = max(len(key) for key in metrics)
     for key in sorted(metrics):

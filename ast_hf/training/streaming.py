@@ -41,9 +41,40 @@ def stream_label_names(stream: Any, args: DataArguments) -> tuple[list[str], boo
 
 
 class StreamingClips(torch.utils.data.IterableDataset):
-    """Training batches (lists of rows: decoded audio, encoded label, `_row`) from this process's part of a
-    stream; use it with `DataLoader(clips, batch_size=None, collate_fn=collator)`. `start_batch`: batches of this
-    process already trained on (a resumed run), skipped undecoded."""
+    """Training batches from this process's part of a stream (`--streaming`), for the collator.
+
+    Each item is a batch: a list of rows, each with its decoded audio, its encoded label and `_row`, its position
+    in the stream (unique over processes and passes). Use it with
+    `DataLoader(clips, batch_size=None, collate_fn=collator)`. The stream is split between processes
+    (`datasets.split_dataset_by_node`), shuffled through a buffer, shuffled anew at each pass and read endlessly:
+    training stops at `--max_steps`. DataLoader workers change nothing in what is trained on.
+
+    Args:
+        stream: The training stream, a `datasets.IterableDataset` with undecoded audio.
+        audio_column: The audio column.
+        label_column: The label column.
+        label2id: The class index of each label name.
+        multi_label: Whether the labels are lists of labels.
+        sampling_rate: The rate that the audio is decoded at.
+        batch_size: The rows of a batch.
+        seed: The seed of the shuffle.
+        buffer_size: The rows that the shuffle buffer holds (`--shuffle_buffer_size`).
+        rank: This process's index.
+        world_size: The number of processes.
+        labels_source: Where `label2id` came from (e.g. `"--labels_file F"`), named when a label is not in it.
+        separator: `--label_separator`: the string between the labels of a cell.
+
+    Attributes:
+        stream: This process's part of the stream, shuffled.
+        labels_source: Where `label2id` came from.
+        names: The stream's `ClassLabel` names (its integers are positions in them), or `None`.
+        separator: `--label_separator`.
+        start_batch: The batches of this process already trained on (a resumed run sets it), skipped undecoded;
+            0 at first.
+
+    Raises:
+        ValueError: When `batch_size` or `buffer_size` is below 1.
+    """
 
     def __init__(self, stream: Any, *, audio_column: str, label_column: str, label2id: Mapping[str, int],
                  multi_label: bool, sampling_rate: int, batch_size: int, seed: int, buffer_size: int,
@@ -65,7 +96,14 @@ class StreamingClips(torch.utils.data.IterableDataset):
         self.start_batch = 0
 
     def batches(self) -> Iterator[tuple[int, dict[str, list[Any]]]]:
-        """(index, undecoded batch) over endless passes through this process's shuffled part of the stream."""
+        """The undecoded batches of endless passes through this process's part of the stream, shuffled anew each pass.
+
+        Yields:
+            `(index, batch)`: the batch's position over all passes, and its columns (`{column: values}`).
+
+        Raises:
+            ValueError: When this process's part of the stream is empty (fewer clips or files than processes).
+        """
         index, epoch = 0, 0
         while True:
             self.stream.set_epoch(epoch)  # a new shuffle each pass
@@ -81,6 +119,11 @@ class StreamingClips(torch.utils.data.IterableDataset):
             epoch += 1
 
     def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        """The training batches of this DataLoader worker, from `start_batch` on, decoded and encoded.
+
+        Yields:
+            The rows of a batch: audio (`{"array", "sampling_rate"}`), encoded label and `_row`.
+        """
         import datasets
 
         worker = torch.utils.data.get_worker_info()
@@ -104,9 +147,24 @@ class StreamingClips(torch.utils.data.IterableDataset):
 def check_streaming_arguments(data_args: DataArguments, max_steps: int, sources: Mapping[str, str],
                               recipe: RecipeArguments, epoch_strategies: Mapping[str, str] | None = None,
                               supported: bool = True) -> None:
-    """Refuse what a stream cannot do, and the streaming settings without --streaming, rather than ignore them.
-    `epoch_strategies`: the run's evaluation/saving strategies by flag; `supported`: whether the calling script
-    trains from a stream (the Trainer example does)."""
+    """Refuse what a stream cannot do, and the streaming settings without `--streaming`, rather than ignore them.
+
+    Args:
+        data_args: The data arguments.
+        max_steps: `--max_steps`: a stream has no length, so training needs a positive number of steps.
+        sources: Where each explicitly given field was set, as `parse_arguments` returns it.
+        recipe: The recipe arguments.
+        epoch_strategies: The run's evaluation and saving strategies by flag (e.g.
+            `{"--eval_strategy": "epoch"}`).
+        supported: Whether the calling script trains from a stream (the Trainer example does).
+
+    Raises:
+        ValueError: Without `--streaming`: when `--labels_file` or `--shuffle_buffer_size` is given. With it: when
+            not `supported`, or, all at once, for a `max_steps` below 1, `--balanced_sampling`,
+            `--cross_validation_folds`, settings that count epochs (`--multistep_start_epoch`,
+            `--average_end_epoch`, an `"epoch"` strategy), `--compute_stats`, and `--skip_bad_audio` or
+            `--check_audio` given explicitly.
+    """
     if not data_args.streaming:
         given = [f"--{name}" for name in ("labels_file", "shuffle_buffer_size") if name in sources]
         if given:
@@ -147,7 +205,23 @@ def check_streaming_arguments(data_args: DataArguments, max_steps: int, sources:
 
 def streaming_clips(stream: Any, data_args: DataArguments, labels: Sequence[str], multi_label: bool,
                     sampling_rate: int, batch_size: int, seed: int, rank: int, world_size: int) -> StreamingClips:
-    """The StreamingClips of one process of the run."""
+    """The `StreamingClips` of one process of the run.
+
+    Args:
+        stream: The training stream, as `load_audio_datasets` returns it with `stream_train`.
+        data_args: The data arguments: the columns, `--shuffle_buffer_size`, `--labels_file`,
+            `--label_separator`.
+        labels: The label names in id order.
+        multi_label: Whether the labels are lists of labels.
+        sampling_rate: The rate that the audio is decoded at.
+        batch_size: The rows of a batch (per process).
+        seed: The seed of the shuffle.
+        rank: This process's index.
+        world_size: The number of processes.
+
+    Returns:
+        The process's training batches.
+    """
     return StreamingClips(stream, audio_column=data_args.audio_column_name, label_column=data_args.label_column_name,
                           label2id={label: i for i, label in enumerate(labels)}, multi_label=multi_label,
                           sampling_rate=sampling_rate, batch_size=batch_size, seed=seed,
