@@ -163,11 +163,23 @@ def test_training_run_reports_what_the_pipeline_finds_on_a_split_missing_classes
     expected = pipeline_accuracy(out, wavs)
     assert expected >= 0.75 and metrics["eval_accuracy"] == pytest.approx(expected, abs=1e-9), (metrics, expected)
     card = (out / "README.md").read_text()
-    assert f"| eval_accuracy | {metrics['eval_accuracy']:.4f} |" in card
-    for fact in ("- training clips: 15", "- evaluation clips: 9", "val_missing", "`_silence_`",
-                 "## Framework versions", "## Training results"):
+    assert f"| accuracy | {metrics['eval_accuracy']:.4f} |" in card
+    for fact in ("- training clips: 15", "- evaluation clips: 9", "val_missing", "`_silence_`", "## Intended use",
+                 "## Training procedure", "Trained in float32", "## Framework versions",
+                 "## Evaluations during training"):
         assert fact in card, fact
-    assert f"base_model: {word_model.resolve()}" in card and f"fine-tuned from `{word_model.resolve()}`" in card
+    assert "runtime" not in card and "per_second" not in card
+    assert f"fine-tuned from `{word_model.resolve()}`" in card
+    # The Hub metadata parses and carries the run's metrics.
+    from huggingface_hub import ModelCard
+
+    meta = ModelCard.load(out / "README.md").data
+    assert meta.library_name == "transformers" and meta.base_model == str(word_model.resolve())
+    assert "ast_hf" in meta.tags and "accuracy" in meta.metrics
+    accuracy = {result.metric_type: result.metric_value for result in meta.eval_results}["accuracy"]
+    assert accuracy == pytest.approx(metrics["eval_accuracy"], abs=1e-6)
+    result = meta.eval_results[0]
+    assert result.task_type == "audio-classification" and "val_missing" in result.dataset_name
     assert json.loads((out / "train_results.json").read_text())
     assert not (out / "ast_hf").exists()  # TensorBoard logs could shadow the package (accelerate: runs/)
     if script == SCRIPTS[0]:  # the same through a save_to_disk DatasetDict: train 5 classes, validation 3

@@ -12,6 +12,12 @@ from .arguments import DataArguments, ModelArguments, RecipeArguments
 
 
 def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
+    """Write `data` as indented JSON with sorted keys, as transformers' examples write their results files.
+
+    Args:
+        path: The file to write.
+        data: A mapping of JSON-serialisable values.
+    """
     Path(path).write_text(json.dumps(dict(data), indent=2, sort_keys=True) + "\n")
 
 
@@ -19,17 +25,32 @@ def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
 _RECORDED_TRAINING = ("learning_rate", "num_train_epochs", "per_device_train_batch_size",
                       "gradient_accumulation_steps", "optim", "weight_decay", "adam_beta1", "adam_beta2",
                       "adam_epsilon", "lr_scheduler_type", "warmup_steps", "max_grad_norm", "label_smoothing_factor",
-                      "seed")
-_RECORDED_DATA = ("dataset_preset", "max_length", "pad_to_max_length", "compute_stats", "dataset_mean", "dataset_std")
+                      "seed", "bf16", "fp16")
+_RECORDED_DATA = ("dataset_name", "dataset_preset", "max_length", "pad_to_max_length", "compute_stats", "dataset_mean",
+                  "dataset_std")
 _RECORDED_MODEL = ("model_name_or_path", "deit_name_or_path", "model_size", "config_overrides")
 
 
 def run_record(recipe: RecipeArguments, data_args: DataArguments, model_args: ModelArguments, args: Any,
                model: Any = None, extractor: Any = None) -> dict[str, Any]:
-    """What produced a model, for its card: the recipe fields, the optimisation and data settings actually used
-    (the optimiser and schedule the run built, not flags a recipe replaced), where the model came from, and, given
-    the trained `model` and its `extractor`, the strides, length, attention and normalisation they really use
-    (--compute_stats' statistics, a preset's, or the extractor's defaults)."""
+    """What produced a model, for its card.
+
+    The recipe fields, the optimisation, precision and data settings actually used (the optimiser and schedule the
+    run built, not flags a recipe replaced), where the model came from, and, given the trained `model` and its
+    `extractor`, the strides, length, attention and normalisation they really use (--compute_stats' statistics, a
+    preset's, or the extractor's defaults).
+
+    Args:
+        recipe: The run's `RecipeArguments`.
+        data_args: The run's `DataArguments`.
+        model_args: The run's `ModelArguments`.
+        args: The Trainer's `TrainingArguments`, or the accelerate script's arguments.
+        model: The trained model, when there is one.
+        extractor: Its feature extractor.
+
+    Returns:
+        A flat dict of settings (enums as their values), the card's hyper-parameter table.
+    """
     record = dict(vars(recipe))
     for name in _RECORDED_TRAINING:
         if hasattr(args, name):
@@ -57,22 +78,53 @@ def run_record(recipe: RecipeArguments, data_args: DataArguments, model_args: Mo
     return {name: getattr(value, "value", value) for name, value in record.items()}  # enums as their names
 
 
+# Metrics of an evaluation that describe the run, not the model: left out of the card's results.
+_RUNTIME_METRICS = ("_runtime", "_samples_per_second", "_steps_per_second")
+
+
+def model_card_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The evaluation metrics a model card reports: `eval_*` values without timings, the prefix dropped.
+
+    Args:
+        metrics: A run's metrics (`eval_accuracy`, `eval_loss`, `eval_runtime`, `epoch`, ...).
+
+    Returns:
+        {"accuracy": ..., "loss": ...}: the evaluation results, without `epoch`, runtimes and throughputs.
+    """
+    return {key[len("eval_"):]: value for key, value in metrics.items()
+            if key.startswith("eval_") and not key.endswith(_RUNTIME_METRICS) and key != "eval_epoch"}
+
+
 def write_model_card(output_dir: str | os.PathLike, model_name: str, metrics: Mapping[str, Any], dataset: str,
                      recipe: Mapping[str, Any], base_model: str | None, hub_model_id: str | None = None,
                      data_facts: Mapping[str, Any] | None = None,
                      log_history: Sequence[Mapping[str, Any]] | None = None) -> None:
-    """README.md with the Hub metadata header, the metrics, the data, the per-epoch results, the recipe that
-    produced them and the framework versions.
+    """Write the model card, README.md: Hub metadata, then the sections transformers' Trainer cards have.
 
-    model_name heads the card; the usage snippet loads `hub_model_id`, else `model_name` when it differs from the
-    folder's name (the Hub repo the run pushes to), else the absolute path of `output_dir` (a folder name alone only
-    loads from its parent directory). push_output_dir puts the repo id it created into the snippet. The model is
-    "fine-tuned from" `base_model` (or the recipe's model_name_or_path / deit_name_or_path), a Hub id or the absolute
-    path of a local folder (in the metadata's `base_model` too, never a path relative to where the run was started),
-    and "trained from scratch" without one (--model_size). `data_facts`: the labels and the training and evaluation
-    data with their clip counts (`prepare_data`'s facts); `log_history`: the Trainer's (or the loop's) log, whose
-    evaluations make the results table.
+    The YAML header (parsed by `huggingface_hub.ModelCard`) holds `library_name`, `pipeline_tag`, `tags`, `license`
+    when the base model's card states one, `datasets` when the data came from the Hub, `base_model` when the model
+    was fine-tuned from a Hub id or a local folder (named by its absolute path), the `metrics` and a `model-index`
+    with the evaluation results. The sections: the model and its intended use, the data (clip counts, labels),
+    the training procedure and hyper-parameters (with the precision), the results (the final evaluation and one row
+    per evaluation during training, without timings), how to use it, and the framework versions.
+
+    Args:
+        output_dir: The run's output directory; the card is written to `output_dir/README.md`.
+        model_name: The card's title.
+        metrics: The final metrics (`eval_*` keys are reported).
+        dataset: A description of the training data.
+        recipe: What produced the model (`run_record`).
+        base_model: The checkpoint fine-tuned from (`--model_name_or_path` or `--deit_name_or_path`), else None.
+        hub_model_id: The Hub repository the usage snippet loads; else `model_name` when it differs from the
+            folder's name (the repository a push creates), else the absolute path of `output_dir`.
+        data_facts: The training and evaluation data with their clip counts and the labels (`prepare_data`'s
+            facts).
+        log_history: The Trainer's (or the loop's) log; its evaluations make the table of results.
     """
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    facts = dict(data_facts or {})
+    results = model_card_metrics(metrics)
     reference = hub_model_id or (model_name if model_name != Path(output_dir).name else
                                  str(Path(output_dir).resolve()))
     pretrained = base_model or recipe.get("model_name_or_path") or recipe.get("deit_name_or_path")
@@ -84,20 +136,72 @@ def write_model_card(output_dir: str | os.PathLike, model_name: str, metrics: Ma
     else:
         size = recipe.get("model_size")
         origin = f"trained from scratch (model size {size})" if size else "trained from scratch"
-    lines = ["---", "library_name: transformers", "pipeline_tag: audio-classification", "tags:", "- ast_hf",
-             "- audio-spectrogram-transformer", "- audio-classification"]
-    if pretrained and base_model:
-        lines.append(f"base_model: {pretrained}")
-    lines += ["---", "", f"# {model_name}", "",
-              f"An Audio Spectrogram Transformer (Gong, Chung, Glass, Interspeech 2021) {origin} with ast_hf on "
-              f"{dataset}.", "", "## Evaluation", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items())]
-    lines += _data_section(data_facts or {}) + _results_section(log_history or [])
-    lines += ["", "## Recipe", "", "```json", json.dumps(dict(recipe), indent=2, sort_keys=True, default=str), "```",
-              "", "## Use", "", "```python", "import ast_hf  # or trust_remote_code=True without it",
+    hub_dataset = recipe.get("dataset_name")
+    if hub_dataset and Path(hub_dataset).expanduser().exists():
+        hub_dataset = None  # a local folder is no Hub data set
+    evaluation = facts.get("evaluation data") or dataset
+    data = ModelCardData(
+        library_name="transformers", pipeline_tag="audio-classification", model_name=model_name,
+        tags=["ast_hf", "audio-spectrogram-transformer", "audio-classification"],
+        license=_base_model_license(pretrained) if pretrained else None,
+        datasets=[hub_dataset] if hub_dataset else None, base_model=pretrained if base_model else None,
+        metrics=sorted(name for name in results if name != "loss") or None,
+        eval_results=[EvalResult(task_type="audio-classification", task_name="Audio Classification",
+                                 dataset_type=hub_dataset or "audiofolder", dataset_name=str(evaluation),
+                                 dataset_split="validation", metric_type=name, metric_name=name,
+                                 metric_value=round(float(value), 6))
+                      for name, value in sorted(results.items()) if name != "loss"] or None,
+    )
+    labels = list(facts.get("labels", []))
+    multi_label = bool(facts.get("multi_label"))
+    lines = [f"# {model_name}", "",
+             f"An Audio Spectrogram Transformer (Gong, Chung, Glass, Interspeech 2021) {origin} with ast_hf on "
+             f"{dataset}.", "", "## Intended use", ""]
+    lines += [_intended_use(labels, multi_label), ""]
+    lines += ["## Results", "", f"On {evaluation}:", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {name} | {_cell(value)} |" for name, value in sorted(results.items())]
+    lines += _data_section(facts) + _procedure_section(recipe) + _results_section(log_history or [])
+    lines += ["", "## Use", "", "```python", "import ast_hf  # or trust_remote_code=True without it",
               "from transformers import pipeline", _usage_line(reference), "```", "", "## Framework versions", ""]
     lines += [f"- {name} {version}" for name, version in _framework_versions()] + [""]
-    Path(output_dir, "README.md").write_text("\n".join(lines))
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+    Path(output_dir, "README.md").write_text(str(card))
+
+
+def _intended_use(labels: Sequence[str], multi_label: bool) -> str:
+    """What the model is for and what it cannot tell, from its labels."""
+    kind = ("tags each clip with any number of its labels (independent sigmoid scores)" if multi_label else
+            "gives each clip one of its labels (softmax scores that sum to 1)")
+    text = (f"Audio classification: the model {kind}. It expects 16 kHz mono audio (the pipeline resamples and mixes "
+            "down any file) and was trained on the data below; on audio unlike it the scores mean little.")
+    if not multi_label and labels:
+        text += (" A sound that is none of its classes still gets one of them, often with a high score: add a "
+                 "background class to the training data where that matters.")
+    return text
+
+
+def _procedure_section(recipe: Mapping[str, Any]) -> list[str]:
+    """The training procedure: precision and the hyper-parameters, as a table."""
+    precision = "bfloat16 mixed precision" if recipe.get("bf16") else "float16 mixed precision" if recipe.get(
+        "fp16") else "float32"
+    lines = ["", "## Training procedure", "", f"Trained in {precision} with ast_hf's fine-tuning scripts.", "",
+             "| hyper-parameter | value |", "|---|---|"]
+    lines += [f"| {name} | {f'{value:.6g}' if isinstance(value, float) else value} |"
+              for name, value in sorted(recipe.items()) if value is not None and not name.startswith("_")]
+    return lines
+
+
+def _base_model_license(pretrained: str) -> str | None:
+    """The license in the card of a local base model, if it states one (a Hub model's card is not fetched)."""
+    card = Path(pretrained, "README.md")
+    if not card.is_file():
+        return None
+    try:
+        from huggingface_hub import ModelCard
+
+        return ModelCard.load(card).data.license
+    except Exception:  # noqa: BLE001 (a card that does not parse states no license we can use)
+        return None
 
 
 def _data_section(facts: Mapping[str, Any]) -> list[str]:
@@ -122,7 +226,8 @@ def _results_section(log_history: Sequence[Mapping[str, Any]]) -> list[str]:
         return []
     keys = sorted({k for entry in evaluations for k in entry if k.startswith("eval_") and not k.endswith(
         ("_runtime", "_per_second"))})
-    lines = ["", "## Training results", "", "| epoch | step | training loss | " + " | ".join(keys) + " |",
+    lines = ["", "## Evaluations during training", "",
+             "| epoch | step | training loss | " + " | ".join(keys) + " |",
              "|---" * (3 + len(keys)) + "|"]
     loss, shown = None, {id(entry) for entry in evaluations}
     for entry in log_history:
@@ -168,8 +273,20 @@ def _point_usage_at(card: Path, repo_id: str) -> None:
 
 def push_output_dir(output_dir: str | os.PathLike, repo_id: str, private: bool | None = None,
                     token: str | None = None) -> str:
-    """Upload a finished output directory (model, code, feature extractor, model card, curves) to the Hub as it
-    is, without checkpoints and logs; returns the commit URL."""
+    """Upload a finished output directory to the Hub as it is, without checkpoints and logs.
+
+    The model, its code, the feature extractor, the model card and the curves go up in one commit; the card's usage
+    snippet is pointed at the repository first.
+
+    Args:
+        output_dir: The run's output directory.
+        repo_id: The repository, `NAME` (in the token owner's namespace) or `OWNER/NAME`; created when missing.
+        private: Create the repository as private.
+        token: A Hub token; the stored login when None.
+
+    Returns:
+        The commit's URL.
+    """
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
