@@ -14,7 +14,7 @@ from .registration import register_auto_classes
 from .stats import compute_normalization_stats
 from .tagging import AudioTaggingPipeline, register_pipeline
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 register_auto_classes()
 register_pipeline()

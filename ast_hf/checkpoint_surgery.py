@@ -4,7 +4,7 @@ functions, state dicts and configs in, state dicts out; no files, no Hub, no pro
 
 - Source layouts -> one canonical ViT state dict: timm / original DeiT (fused qkv), transformers DeiT/ViT (Hub
   names and transformers 5 names), the authors' AST (`module.v.*`, `module.mlp_head.*`).
-- ImageNet ViT/DeiT -> AST (the paper's transfer, REFERENCE section 3): channel sum of the patch projection,
+- ImageNet ViT/DeiT -> AST (the paper's transfer): channel sum of the patch projection,
   centre cut or bilinear interpolation of the positional grid (time first, then frequency), prefix tokens kept,
   a fresh LayerNorm + Linear head.
 - Re-targeting a trained AST to another clip length, stride, mel size or label set (the authors' AudioSet ->
@@ -232,7 +232,7 @@ def default_heads(hidden_size: int) -> int:
 def adapt_image_encoder(canonical: Mapping[str, torch.Tensor], source_grid: tuple[int, int], config: ASTConfig,
                         channel_reduction: str = "sum") -> dict[str, torch.Tensor]:
     """ViT/DeiT encoder (Hub names, no prefix) -> AST encoder tensors with the `audio_spectrogram_transformer.`
-    prefix, following REFERENCE section 3:
+    prefix, following the paper:
 
     1. patch projection (D, 3, p, p) -> (D, 1, p, p) by summing (the released checkpoints) or averaging (the
        paper's text) the RGB channels; the bias is copied; the stride is a config matter.

@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     labels.add_argument("--single-label", dest="multi_label", action="store_false",
                         help="softmax scores, mean over windows (default: from the model)")
     classify.add_argument("--optimize", choices=["bf16", "int8", "compile", "auto"], default=None,
-                          help="faster inference (README 'Fast inference'): bf16 where the CPU/GPU has native "
+                          help="faster inference (docs: Fast inference and ONNX): bf16 where the CPU/GPU has native "
                                "bfloat16, int8 dynamic quantisation on CPUs, torch.compile; default float32")
     add_padding_flags(classify)
     classify.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -283,7 +283,8 @@ def load_tagger(model: str, device: str, optimize: str | None = None) -> Any:
         return pipeline("audio-tagging", model=model, device=device, optimize=optimize)
     except Exception as error:  # noqa: BLE001 (safetensors, Hub and config errors of every kind: one line each)
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CommandError(f"--model {model}: cannot load it as an AST classifier ({first})") from error
+        local = "" if os.path.exists(model) else " (there is no local directory of that name either)"
+        raise CommandError(f"--model {model}: cannot load it as an AST classifier ({first}){local}") from error
 
 
 def check_model_directory(model: str) -> None:
@@ -293,7 +294,9 @@ def check_model_directory(model: str) -> None:
         raise CommandError(f"--model {model}: a file, not a model directory (config.json, model.safetensors, "
                            "preprocessor_config.json).")
     if not os.path.isdir(model):
-        if os.path.isabs(model) or model.startswith((".", "~")) or model.count("/") > 1:
+        # A path, not a Hub id: absolute, relative to ".", "~", deeper than owner/name, or inside a folder here.
+        if os.path.isabs(model) or model.startswith((".", "~")) or model.count("/") > 1 or (
+                "/" in model and os.path.isdir(model.split("/", 1)[0])):
             raise CommandError(f"--model {model}: no such directory.")
         return
     names = set(os.listdir(model))

@@ -1,6 +1,7 @@
 """Faster inference, opt-in: `optimize_for_inference(model, mode)`. The float32 default is untouched.
 
-Modes, and what decides between them (the README's "Fast inference" section has the measured speeds and accuracy):
+Modes, and what decides between them (the documentation's "Fast inference and ONNX" page has the measured speeds
+and accuracy):
 
 - "bf16": weights and activations in bfloat16 (as `from_pretrained(..., dtype=torch.bfloat16)` does). Fast only on
   CPUs with native bfloat16 matrix units (AVX512-BF16 or AMX; `native_bf16()`) and on GPUs; on a CPU without them
@@ -154,7 +155,7 @@ def optimize_for_inference(model: nn.Module, mode: str = "auto", inplace: bool =
             raise ValueError(f"{named} quantises a float32 model; this one is "
                              f"{next(model.parameters()).dtype}. Load it in float32.")
         # The classification head stays float32: it is 0.1% of the work, and quantising it moved the base
-        # configuration's sigmoid scores by 0.020 instead of 0.018 (README "Fast inference").
+        # configuration's sigmoid scores by 0.020 instead of 0.018 (docs: "Fast inference and ONNX").
         qconfig = torch.ao.quantization.default_dynamic_qconfig
         encoder_linears = {name: qconfig for name, module in model.named_modules()
                            if isinstance(module, nn.Linear) and not name.startswith("classifier")}

@@ -1,4 +1,4 @@
-"""The paper's three data sets as presets, one table (REFERENCE sections 1 and 4): label list, fbank normalisation
+"""The paper's three data sets as presets, one table: label list, fbank normalisation
 statistics, clip length in frames and loss. The converters (`--dataset`), the fine-tuning recipes
 (`dataset_preset`), the feature extractor's defaults (AudioSet) and the examples read them from here.
 """

@@ -35,8 +35,8 @@ def pooled_spectrogram(audio: Any, extractor: ASTFeatureExtractor, duration: flo
         if carry.shape[0] < FRAME_LENGTH:
             continue
         frames = num_frames(carry.shape[0])
-        features = extractor(carry, sampling_rate=rate, padding=False, max_length=frames, truncation=True,
-                             return_tensors="pt")["input_values"][0]  # (frames, mel bins)
+        features = extractor(carry, sampling_rate=rate, padding=False, truncation=False,
+                             return_tensors="pt")["input_values"][0]  # (frames, mel bins): every frame of the chunk
         pending.append(features)
         carry = carry[frames * FRAME_SHIFT:]
         stacked = torch.cat(pending)

@@ -98,7 +98,7 @@ def main() -> None:
         folder = Path(folder)
         audio = long_recording(folder / "long.flac", args.seconds)
         model = base_model(folder / "base")
-        for mode in (None, "int8"):  # float32, and the fast path this CPU has (README "Fast inference")
+        for mode in (None, "int8"):  # float32, and the fast path this CPU has (docs: "Fast inference and ONNX")
             tagger = pipeline("audio-tagging", model=str(model), optimize=mode)
             tagger(np.zeros(16000, np.float32), sampling_rate=16000)  # warm-up
             start = time.perf_counter()

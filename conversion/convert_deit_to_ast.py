@@ -22,7 +22,7 @@ from ast_hf.checkpoint_surgery import ConversionError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--deit", required=True, help="transformers DeiT/ViT directory or Hub id, or a timm/DeiT "
                         "state dict file (.pth/.bin/.safetensors)")
     parser.add_argument("--output_dir", required=True)

@@ -29,7 +29,7 @@ from ast_hf.checkpoint_surgery import FORMAT_NAMES, ConversionError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--checkpoint", required=True, help="authors' .pth file, or a transformers AST directory / "
                         "Hub id")
     parser.add_argument("--output_dir", required=True)

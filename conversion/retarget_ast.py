@@ -1,5 +1,6 @@
-"""Move a trained AST to a new task, clip length, stride or mel size (the authors' AudioSet -> ESC-50 / Speech
-Commands path, REFERENCE section 3, without its crash when num_mel_bins != 128).
+"""Move a trained AST to a new task, clip length, stride or mel size.
+
+This is the authors' AudioSet -> ESC-50 / Speech Commands path, and it also works when num_mel_bins != 128.
 
     python conversion/retarget_ast.py --model ast-audioset --output_dir ast-esc50-init --dataset esc50
     python conversion/retarget_ast.py --model ast-audioset --output_dir ast-1s --max_length 128 --labels_file words.txt
@@ -23,7 +24,7 @@ from ast_hf.checkpoint_surgery import same_labels
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--model", required=True, help="an ast_hf or transformers AST directory / Hub id")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--max_length", type=int)

@@ -347,4 +347,4 @@ def classify_examples(model_dir: str, dataset, data_args: training.DataArguments
 
 
 if __name__ == "__main__":
-    main()
+    training.run_script(main)

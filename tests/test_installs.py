@@ -60,11 +60,10 @@ def distribution_closure(requirements: list[str]) -> dict[str, importlib.metadat
     return found
 
 
-@pytest.fixture(scope="module")
-def core_site(tmp_path_factory) -> Path:
-    """A folder with links to the top-level packages (and metadata) of the core install's distributions and to
-    ast_hf: the site-packages of `pip install ast_hf` on this machine."""
-    site = tmp_path_factory.mktemp("core_site")
+def link_core_distributions(site: Path) -> Path:
+    """Fill `site` with links to the top-level packages (and metadata) of the core install's distributions: the
+    site-packages of `pip install ast_hf` on this machine, ast_hf itself left out."""
+    site.mkdir(parents=True, exist_ok=True)
     for distribution in distribution_closure(core_requirements()).values():
         base = Path(distribution.locate_file(""))
         for top in {Path(name).parts[0] for name in distribution.files or []}:
@@ -72,6 +71,13 @@ def core_site(tmp_path_factory) -> Path:
                 continue  # scripts in bin/, and .pth hooks (an editable install's) that would add other paths
             if (base / top).exists():
                 (site / top).symlink_to(base / top)
+    return site
+
+
+@pytest.fixture(scope="module")
+def core_site(tmp_path_factory) -> Path:
+    """The core install's packages and a link to this checkout's ast_hf."""
+    site = link_core_distributions(tmp_path_factory.mktemp("core_site"))
     (site / "ast_hf").symlink_to(ROOT / "ast_hf")
     return site
 
@@ -105,6 +111,74 @@ def spoken(tmp_path_factory) -> Path:
     clip = np.concatenate([np.zeros(3200, np.float32), speak("up", "en", 165, 50), np.zeros(3200, np.float32)])
     soundfile.write(path, clip, 16000)
     return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The built wheel and sdist
+
+# What a source distribution is built from: the files setup.cfg reads and the package.
+PACKAGE_SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "ast_hf")
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_runs_in_a_clean_venv(tmp_path, word_model, spoken):
+    """`python -m build` makes a wheel and an sdist that `twine check` accepts; the wheel, installed with pip (not
+    editable) into a fresh virtual environment whose only other packages are the core install's, gives `ast-hf`,
+    `import ast_hf` from the venv, its package data, the audio-tagging pipeline on a file, and saved models that
+    carry every file their remote code imports."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in PACKAGE_SOURCES:
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, source / name)
+    dist = tmp_path / "dist"
+    built = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(source)],
+                           capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-3000:]
+    wheel = next(dist.glob("ast_hf-*.whl"))
+    assert wheel.name.startswith(f"ast_hf-{ast_hf.__version__}-") and next(dist.glob("ast_hf-*.tar.gz"))
+    checked = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", *map(str, dist.iterdir())],
+                             capture_output=True, text=True, timeout=300)
+    assert checked.returncode == 0 and checked.stdout.count("PASSED") == 2, checked.stdout + checked.stderr
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    installed = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
+                                "--no-index", "--disable-pip-version-check", str(wheel)],
+                               capture_output=True, text=True, timeout=600)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    assert (site / "ast_hf" / "data" / "esc50_class_labels_indices.csv").is_file()
+    deps = link_core_distributions(tmp_path / "deps")  # the dependencies pip would have installed
+    (site / "core_dependencies.pth").write_text(f"{deps}\n")
+
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}
+    help_text = subprocess.run([str(venv / "bin" / "ast-hf"), "--help"], capture_output=True, text=True, env=env,
+                               cwd=tmp_path, timeout=300)
+    assert help_text.returncode == 0 and "classify" in help_text.stdout, help_text.stderr[-3000:]
+    script = f"""
+import json, sys
+import ast_hf
+from ast_hf.presets import dataset_labels
+from transformers import pipeline
+tagger = pipeline("audio-tagging", model={str(word_model)!r})
+result = tagger({str(spoken)!r}, top_k=2)
+model = ast_hf.ASTForAudioClassification.from_pretrained({str(word_model)!r})
+model.save_pretrained("saved")
+import os
+print(json.dumps({{"file": ast_hf.__file__, "version": ast_hf.__version__, "esc50": len(dataset_labels("esc50")),
+                  "top": result["clip"][0]["label"], "saved": sorted(os.listdir("saved"))}}))
+"""
+    done = subprocess.run([str(python), "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert facts["file"].startswith(str(site)) and facts["version"] == ast_hf.__version__
+    assert facts["esc50"] == 50 and facts["top"] == "up"
+    for needed in ("configuration_ast.py", "modeling_ast.py", "feature_extraction_ast.py", "kaldi_fbank.py",
+                   "patch_grid.py", "model_inputs.py", "staging.py", "model.safetensors", "config.json"):
+        assert needed in facts["saved"], (needed, facts["saved"])
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -129,7 +129,7 @@ def test_trains_by_default_and_evaluation_only_writes_no_card(commands_root, tmp
         assert done.returncode == 0, done.stderr[-3000:]
         results = json.loads((out / "all_results.json").read_text())
         assert "eval_accuracy" in results and (out / "model.safetensors").is_file()
-        assert "eval_accuracy" in (out / "README.md").read_text()
+        assert f"| accuracy | {results['eval_accuracy']:.4f} |" in (out / "README.md").read_text()
         done = run([script, *data[:2], "--do_eval", "true", *TINY, "--output_dir", tmp_path / "refused"])
         assert done.returncode != 0 and "do_eval=true (from the command line) needs evaluation data" in done.stderr
         assert not (tmp_path / "refused").exists()
@@ -209,3 +209,38 @@ def test_a_misspelt_flag_names_the_closest_one():
                                          r"--zzz_flag\. --help lists"):
         training.parse_arguments([training.ModelArguments, training.DataArguments, training.RecipeArguments],
                                  ["--max_lenght", "200", "--zzz_flag", "1"], "outputs/x")
+
+
+@pytest.mark.slow
+def test_a_refusal_is_one_error_line_with_status_2(tmp_path):
+    """The example scripts refuse bad input as the converters and ast-hf do: `error: ...` on stderr, exit status 2,
+    no traceback."""
+    for script in (TRAINER, LOOP):
+        done = run([script, "--train_dir", tmp_path / "missing", "--validation_dir", tmp_path / "missing",
+                    "--model_size", "tiny", "--output_dir", tmp_path / "out"])
+        assert done.returncode == 2, done.stderr[-3000:]
+        assert "Traceback" not in done.stderr, done.stderr[-3000:]
+        assert done.stderr.strip().splitlines()[-1].startswith("error: --train_dir ") and "is not a folder" in \
+            done.stderr
+
+
+def test_silent_defaults_of_a_run_are_named(tmp_path):
+    """No --max_length for a model from scratch, and a fine-tuning run whose input convention differs from the
+    model's, each get a warning that says what happens and what to pass."""
+    words = ["yes", "no", "up"]
+    with pytest.warns(UserWarning, match=r"--max_length is not given .* cut at 1024 frames"):
+        training.prepare_model_and_extractor(training.ModelArguments(model_size="tiny"), training.DataArguments(),
+                                             training.RecipeArguments(), words, multi_label=False,
+                                             describe=lambda _: None)
+    from conftest import tiny_model
+
+    import ast_hf
+
+    tiny_model(num_labels=3, id2label=dict(enumerate(words))).save_pretrained(tmp_path / "masked")
+    ast_hf.ASTFeatureExtractor(max_length=128, pad_to_max_length=False).save_pretrained(tmp_path / "masked")
+    with pytest.warns(UserWarning, match=r"trained on clips at their own length in masked batches, and this run "
+                                         r"trains it on clips padded to max_length .* --pad_to_max_length false"):
+        training.prepare_model_and_extractor(
+            training.ModelArguments(model_name_or_path=str(tmp_path / "masked")),
+            training.DataArguments(pad_to_max_length=True), training.RecipeArguments(), words, multi_label=False,
+            describe=lambda _: None)

@@ -2,8 +2,9 @@
 examples/run_audio_classification_no_trainer.py (accelerate), one module per concern:
 
 - `arguments`: the argument dataclasses, recipe files + flags, conflicts and run steps;
-- `data`: loading and checking the data, labels; the embedded espeak-ng data;
-- `augmentation`: mixup, SpecAugment, noise and roll (REFERENCE section 4), pure functions;
+- `data`: loading and checking the data; the embedded espeak-ng data;
+- `labels`: label cells, label sets and encoding by name;
+- `augmentation`: mixup, SpecAugment, noise and roll, pure functions;
 - `collator`: rows -> batches, the augmentations drawn per batch;
 - `sampling`: the reference's balanced sampler;
 - `streaming`: --streaming, the training data read as a stream, a part per process;
@@ -37,16 +38,18 @@ from .data import (
     PreparedData,
     check_audio_files,
     check_one_data_source,
-    check_split_labels,
     embedded_data,
+    load_audio_datasets,
+    prepare_data,
+    split_sources,
+)
+from .labels import (
+    check_split_labels,
     encode_label,
     encode_label_column,
     label_cell,
     label_names,
-    load_audio_datasets,
-    prepare_data,
     split_label_names,
-    split_sources,
 )
 from .metrics import (
     classification_metric,
@@ -73,7 +76,15 @@ from .optimization import (
 )
 from .plots import plot_confusion_matrix, plot_training_curves, save_confusion_matrix, training_curves_figure
 from .publishing import push_output_dir, run_record, write_json, write_model_card
-from .runs import RunParts, build_run, evaluate_with_accelerator, finish_run, print_metrics, with_training_statistics
+from .runs import (
+    RunParts,
+    build_run,
+    evaluate_with_accelerator,
+    finish_run,
+    print_metrics,
+    run_script,
+    with_training_statistics,
+)
 from .sampling import balanced_sample_weights, balanced_sampler, dataset_sample_weights
 from .streaming import StreamingClips, check_streaming_arguments, streaming_clips
 
@@ -126,6 +137,7 @@ __all__ = [
     "PreparedData",
     "pretrained_labels",
     "print_metrics",
+    "run_script",
     "push_output_dir",
     "recipe_lr_lambda",
     "RecipeArguments",

@@ -67,7 +67,7 @@ class DataArguments:
     pad_to_max_length: bool = field(default=False, metadata={
         "help": "pad every clip to max_length frames (the reference recipes pin this); default false: pad each batch "
                 "to its longest clip and mask the padding out of attention (the saved feature extractor then returns "
-                "the mask too; README 'Fine-tuning on real recordings')"})
+                "the mask too; docs: Training recipes and results)"})
     dataset_mean: float | None = field(default=None, metadata={"help": "fbank mean (default: the extractor's)"})
     dataset_std: float | None = field(default=None, metadata={"help": "fbank std (default: the extractor's)"})
     compute_stats: bool = field(default=False, metadata={"help": "compute mean/std on the training set first"})

@@ -1,4 +1,4 @@
-"""The recipes' augmentations (REFERENCE section 4), each a small pure function: waveform mixup, SpecAugment
+"""The recipes' augmentations, each a small pure function: waveform mixup, SpecAugment
 masks, noise and time roll. The collator (`collator.py`) draws their random parameters."""
 
 from __future__ import annotations

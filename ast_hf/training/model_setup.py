@@ -3,6 +3,7 @@ or a named size from scratch; --config_overrides."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -223,6 +224,9 @@ def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArgum
 
     label_fields = head_label_fields(list(labels))
     problem_type = "multi_label_classification" if multi_label else "single_label_classification"
+    if data_args.max_length is None and not model_args.model_name_or_path:
+        warnings.warn("--max_length is not given (nor a --dataset_preset): clips are cut at 1024 frames (10.24 s), "
+                      "AudioSet's length. Give --max_length in frames (100 a second) to fit your clips.", stacklevel=2)
     geometry = {name: value for name, value in (("max_length", data_args.max_length),
                                                 ("frequency_stride", model_args.frequency_stride),
                                                 ("time_stride", model_args.time_stride)) if value is not None}
@@ -241,6 +245,14 @@ def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArgum
                                                             trust_remote_code=model_args.trust_remote_code)
         except OSError:
             describe(f"{path} has no preprocessor_config.json: default AudioSet feature-extractor settings")
+        if extractor is not None and extractor.pad_to_max_length != data_args.pad_to_max_length:
+            trained, now = (("padded to max_length", "at their own length in masked batches")
+                            if extractor.pad_to_max_length else
+                            ("at their own length in masked batches", "padded to max_length"))
+            warnings.warn(f"{path} was trained on clips {trained}, and this run trains it on clips {now} "
+                          f"(--pad_to_max_length {str(data_args.pad_to_max_length).lower()}); the two are not "
+                          "interchangeable, and the saved model will follow this run's. Pass --pad_to_max_length "
+                          f"{str(extractor.pad_to_max_length).lower()} to keep the model's.", stacklevel=2)
         changes = {k: v for k, v in geometry.items() if getattr(model.config, k) != v}
         old_labels = [str(model.config.id2label[i]) for i in range(model.config.num_labels)]
         if list(labels) != old_labels:

@@ -139,7 +139,8 @@ def write_model_card(output_dir: str | os.PathLike, model_name: str, metrics: Ma
     hub_dataset = recipe.get("dataset_name")
     if hub_dataset and Path(hub_dataset).expanduser().exists():
         hub_dataset = None  # a local folder is no Hub data set
-    evaluation = facts.get("evaluation data") or dataset
+    evaluation = str(facts.get("evaluation data") or dataset)
+    evaluation_name = evaluation.split(" ", 1)[1] if evaluation.startswith("--") and " " in evaluation else evaluation
     data = ModelCardData(
         library_name="transformers", pipeline_tag="audio-classification", model_name=model_name,
         tags=["ast_hf", "audio-spectrogram-transformer", "audio-classification"],
@@ -147,7 +148,7 @@ def write_model_card(output_dir: str | os.PathLike, model_name: str, metrics: Ma
         datasets=[hub_dataset] if hub_dataset else None, base_model=pretrained if base_model else None,
         metrics=sorted(name for name in results if name != "loss") or None,
         eval_results=[EvalResult(task_type="audio-classification", task_name="Audio Classification",
-                                 dataset_type=hub_dataset or "audiofolder", dataset_name=str(evaluation),
+                                 dataset_type=hub_dataset or "audiofolder", dataset_name=evaluation_name,
                                  dataset_split="validation", metric_type=name, metric_name=name,
                                  metric_value=round(float(value), 6))
                       for name, value in sorted(results.items()) if name != "loss"] or None,
@@ -158,8 +159,9 @@ def write_model_card(output_dir: str | os.PathLike, model_name: str, metrics: Ma
              f"An Audio Spectrogram Transformer (Gong, Chung, Glass, Interspeech 2021) {origin} with ast_hf on "
              f"{dataset}.", "", "## Intended use", ""]
     lines += [_intended_use(labels, multi_label), ""]
-    lines += ["## Results", "", f"On {evaluation}:", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {name} | {_cell(value)} |" for name, value in sorted(results.items())]
+    lines += ["## Results", "", f"On the evaluation data ({evaluation}):", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |"
+              for name, value in sorted(results.items())]
     lines += _data_section(facts) + _procedure_section(recipe) + _results_section(log_history or [])
     lines += ["", "## Use", "", "```python", "import ast_hf  # or trust_remote_code=True without it",
               "from transformers import pipeline", _usage_line(reference), "```", "", "## Framework versions", ""]

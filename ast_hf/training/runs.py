@@ -5,6 +5,7 @@ the results JSON, confusion matrix, training curves, model card and push. Each e
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,6 +206,26 @@ def finish_run(output_dir: str | Path, *, is_main_process: bool, process_index: 
                 "peak_memory_mb": round(peak, 1)})
 
 
+def run_script(main: Callable[[], Any]) -> None:
+    """Run an example script's `main`, turning a refusal into one message: a `ValueError` (bad data, flags that
+    conflict, a missing file, ...) is printed as `error: MESSAGE` on stderr and the process exits with status 2, as
+    the converters and `ast-hf` do. Other exceptions keep their traceback; `AST_HF_TRACEBACK=1` shows it for
+    refusals too.
+
+    Args:
+        main: The script's entry point, called without arguments.
+    """
+    import os
+
+    try:
+        main()
+    except ValueError as error:
+        if os.environ.get("AST_HF_TRACEBACK") == "1":
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def print_metrics(split: str, metrics: Mapping[str, Any]) -> None:
     """Print the `***** eval metrics *****` block that transformers' Trainer prints at the end of its examples.
 
@@ -221,5 +242,5 @@ def print_metrics(split: str, metrics: Mapping[str, Any]) -> None:
         print(f"  {key:<{width}} = {round(value, 4) if isinstance(value, float) else value}")
 
 
-__all__ = ["RunParts", "build_run", "evaluate_with_accelerator", "finish_run", "print_metrics",
+__all__ = ["RunParts", "build_run", "evaluate_with_accelerator", "finish_run", "print_metrics", "run_script",
            "with_training_statistics"]

@@ -20,7 +20,8 @@ import torch
 
 from ..audio_io import decode_audio
 from .arguments import DataArguments, RecipeArguments
-from .data import encode_label, label_names, labels_source, split_label_names
+from .data import labels_source
+from .labels import encode_label, label_names, split_label_names
 
 
 def stream_label_names(stream: Any, args: DataArguments) -> tuple[list[str], bool]:
