@@ -152,3 +152,25 @@ def train_word_model(folder: Path, steps: int = 600, seed: int = 0) -> Path:
 def word_model(tmp_path_factory) -> Path:
     """A directory holding the trained word model (`train_word_model`)."""
     return train_word_model(tmp_path_factory.mktemp("word_model"))
+
+
+def card_settings(card: str) -> dict:
+    """The hyper-parameter table of a model card's "Training procedure" section, values read back as Python values
+    (numbers, booleans, None; anything else a string)."""
+    section = card.split("## Training procedure", 1)[1].split("\n## ", 1)[0]
+    settings = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 2 or cells[0] in ("hyper-parameter", "---"):
+            continue
+        name, text = cells
+        value: object = {"True": True, "False": False, "None": None}.get(text, text)
+        if isinstance(value, str):
+            for kind in (int, float):
+                try:
+                    value = kind(text)
+                    break
+                except ValueError:
+                    continue
+        settings[name] = value
+    return settings
