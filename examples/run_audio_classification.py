@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import transformers
-from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from ast_hf import training
 from ast_hf.audio_io import decode_audio
@@ -34,6 +34,23 @@ class ASTTrainer(Trainer):
     reference's Adam and warm-up + MultiStepLR schedule where the recipe asks for them (reference_optimizer,
     multistep_start_epoch); everything else is the Trainer's own (--optim, --lr_scheduler_type, --warmup_steps,
     --weight_decay, ...)."""
+
+    def create_accelerator_and_postprocess(self) -> None:
+        """The Trainer's accelerator, and FSDP on CPUs too: accelerate turns its FSDP plugin on for GPU process
+        groups only, and a torchrun run on CPUs (gloo) would silently train with DDP instead; FSDP2's
+        `fully_shard` itself runs on CPUs, so the plugin is set on the accelerator's state here."""
+        super().create_accelerator_and_postprocess()
+        if self.args.fsdp_plugin_args is None or self.is_fsdp_enabled:
+            return
+        from accelerate.state import PartialState
+        from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+        state = self.accelerator.state
+        if state.distributed_type == DistributedType.MULTI_CPU:
+            state.distributed_type = DistributedType.FSDP  # accelerate keeps it in two shared states
+            PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+            state.fsdp_plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+            self.is_fsdp_enabled = True
 
     def __init__(self, *args: Any, recipe: training.RecipeArguments, eval_collator: Any,
                  averager: training.WeightAverager, sample_weights: torch.Tensor | None = None,
@@ -64,6 +81,19 @@ class ASTTrainer(Trainer):
             folder.mkdir(parents=True, exist_ok=True)
             self.averager.save(folder / AveragingCallback.FILE)
         super()._save_checkpoint(model, trial)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        # FSDP2's fully_shard gives the model a class of torch's (FSDPASTForAudioClassification, in a torch module),
+        # whose file save_pretrained would copy as the model's remote code. The full state dict is gathered already:
+        # save it as the model's own class.
+        sharded_class = type(self.model)
+        own_class = next(k for k in sharded_class.__mro__ if issubclass(k, PreTrainedModel)
+                         and k.__module__.split(".")[-1] == "modeling_ast")
+        self.model.__class__ = own_class
+        try:
+            super()._save(output_dir, state_dict)
+        finally:
+            self.model.__class__ = sharded_class
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         self.examples_trained += len(inputs["labels"])
@@ -183,6 +213,11 @@ def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_lab
             logger.info("resuming from %s", training_args.resume_from_checkpoint)
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         metrics.update(result.metrics)
+        if trainer.is_fsdp_enabled:
+            from torch.distributed.fsdp import FSDPModule
+
+            units = sum(isinstance(module, FSDPModule) for module in trainer.model_wrapped.modules())
+            logger.info("FSDP: %d sharded units over %d processes", units, training_args.world_size)
         if data_args.streaming:  # a stream has no epochs: the Trainer's count is steps / max_steps, not passes
             metrics.pop("epoch", None)
             metrics["train_steps"] = trainer.state.global_step
@@ -232,6 +267,10 @@ def check_trainer_arguments(args: TrainingArguments, data_args: training.DataArg
     if args.dataloader_persistent_workers and args.dataloader_num_workers > 0 and not data_args.streaming:
         problems.append("--dataloader_persistent_workers: the training collator draws its augmentations per epoch, "
                         "and persistent workers would keep their first epoch's copy of it; leave it out.")
+    if args.fsdp and recipe.average_end_epoch > 0:
+        problems.append(f"--fsdp with average_end_epoch={recipe.average_end_epoch}: weight averaging keeps full "
+                        "copies of the weights in each process, which sharding is meant to avoid; set "
+                        "--average_end_epoch 0 for an FSDP run.")
     if args.torch_compile and not data_args.pad_to_max_length:
         problems.append("--torch_compile true needs batches of one length in training: with batches padded to their "
                         "longest clip (the default without --pad_to_max_length) torch's inductor fails to compile "
@@ -245,7 +284,8 @@ def check_trainer_arguments(args: TrainingArguments, data_args: training.DataArg
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     model_args, data_args, recipe, training_args, sources = training.parse_arguments(
         ARGUMENT_CLASSES, sys.argv[1:] if argv is None else argv, "outputs/run_audio_classification",
-        extra_defaults=["--use_cpu", "true", "--ddp_backend", "gloo"] if training.cpu_ddp_requested() else ())
+        extra_defaults=["--use_cpu", "true", "--ddp_backend", "gloo"] if training.cpu_ddp_requested() else
+        ["--use_cpu", "true"] if not torch.cuda.is_available() else ())  # --bf16 on a CPU needs use_cpu
     training.check_argument_conflicts(recipe, sources)
     check_trainer_arguments(training_args, data_args, recipe, sources)
     training.check_cross_validation(data_args, sources)

@@ -68,6 +68,10 @@ class LoopArguments:
     resume_from_checkpoint: str | None = field(default=None, metadata={
         "help": "a step_N folder of this script, or 'last' for the newest complete one in --output_dir"})
     report_to: str = field(default="tensorboard", metadata={"help": "tensorboard | none"})
+    # Mixed precision under the Trainer's flag names, passed to accelerate as mixed_precision="bf16" / "fp16".
+    bf16: bool = field(default=False, metadata={
+        "help": "bfloat16 mixed precision (autocast): GPUs, and CPUs with native bfloat16 (AVX512-BF16 or AMX)"})
+    fp16: bool = field(default=False, metadata={"help": "float16 mixed precision (autocast, loss scaling): GPUs"})
     do_train: bool = field(default=True)
     do_eval: bool = field(default=True)
     push_to_hub: bool = field(default=False)
@@ -102,7 +106,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     training.warn_inert_settings(recipe, args.num_train_epochs, data_args.max_length)
     tracking = args.report_to not in ("none", "")
     # The seedable sampler draws epoch e's order from (seed, e): a run resumed mid-epoch sees the same order.
+    if args.bf16 and args.fp16:
+        raise ValueError("--bf16 and --fp16 both ask for mixed precision; give one.")
     accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
+                              mixed_precision="bf16" if args.bf16 else "fp16" if args.fp16 else "no",
                               log_with=args.report_to if tracking else None, project_dir=args.output_dir,
                               dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
                               cpu=training.cpu_ddp_requested())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -297,6 +298,31 @@ def test_trainer_script_end_to_end(commands_root, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("script", [TRAINER, LOOP], ids=["trainer", "accelerate"])
+def test_bf16_mixed_precision_with_every_augmentation(commands_root, tmp_path, script):
+    """--bf16 true (the Trainer's flag, also in the accelerate script) trains under bfloat16 autocast with SpecAugment,
+    mixup, noise and roll, Patchout and label smoothing: the run ends, its metrics are finite, the saved weights
+    are float32 and differ from a float32 run's, and the model card says bfloat16 mixed precision."""
+    from safetensors.torch import load_file
+
+    data = ["--train_dir", str(commands_root / "train"), "--validation_dir", str(commands_root / "validation")]
+    augmentations = ["--freqm", "8", "--timem", "8", "--mixup", "0.5", "--noise", "true", "--patchout_time", "1",
+                     "--patchout_frequency", "1", "--label_smoothing_factor", "0.1", "--num_train_epochs", "1"]
+    weights = {}
+    for precision in ("bf16", "float32"):
+        out = tmp_path / precision
+        run([sys.executable, str(script), *data, *TINY, *augmentations, "--bf16", str(precision == "bf16").lower(),
+             "--output_dir", str(out)])
+        results = json.loads((out / "all_results.json").read_text())
+        assert all(np.isfinite(results[key]) for key in ("eval_accuracy", "eval_loss")), results
+        weights[precision] = load_file(out / "model.safetensors")
+        card = (out / "README.md").read_text()
+        assert ("Trained in bfloat16 mixed precision" in card) == (precision == "bf16"), card[:2000]
+    assert {tensor.dtype for tensor in weights["bf16"].values()} == {torch.float32}
+    assert max(float((weights["bf16"][k] - weights["float32"][k]).abs().max()) for k in weights["bf16"]) > 0
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["from_scratch", "finetune_pretrained"])
 def test_own_data_recipes_run(commands_root, tmp_path, recipe):
     """The two recipes for a user's own data, as the README gives them (plus a short length and one epoch): the
@@ -440,6 +466,38 @@ def test_torchrun_two_processes_equal_one_process(commands_root, tmp_path, scrip
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert [r["examples_collated_for_training"] for r in ranks] == [12, 12]  # 4 clips x 3 epochs on each rank
     assert max_difference(final_weights(tmp_path / "one"), final_weights(tmp_path / "two")) <= 5e-5
+
+
+@pytest.mark.slow
+def test_fsdp_two_processes_train_the_weights_of_one_save_resume_and_load(commands_root, tmp_path):
+    """The Trainer script under FSDP2 (--fsdp full_shard --fsdp_config examples/distributed/fsdp_trainer.json,
+    torchrun, 2 CPU processes on gloo): each ASTLayer is a sharded unit (the log says how many), full-batch steps
+    train the weights of one process (3 steps from lr 1e-3: within 5e-5, as the DDP test), a run resumed from the
+    FSDP checkpoint of step 1 ends with the uninterrupted run's weights, and the final model loads on one process
+    with its code (no torch file taken for remote code)."""
+    subset = tmp_path / "train.csv"
+    wavs = sorted((commands_root / "train").glob("*/*.wav"))[::5][:8]
+    subset.write_text("audio,label\n" + "".join(f"{w},{w.parent.name}\n" for w in wavs))
+    common = ["--train_file", str(subset), "--validation_file", str(subset), *TINY, "--num_train_epochs", "3",
+              "--freqm", "0", "--timem", "0", "--noise", "false", "--mixup", "0", "--warmup_steps", "0",
+              "--eval_strategy", "no"]
+    fsdp = ["--fsdp", "full_shard", "--fsdp_config", str(ROOT / "examples" / "distributed" / "fsdp_trainer.json"),
+            "--per_device_train_batch_size", "4"]
+    run([sys.executable, str(TRAINER), *common, "--per_device_train_batch_size", "8", "--save_strategy", "no",
+         "--output_dir", str(tmp_path / "one")])
+    torchrun = [shutil.which("torchrun") or "torchrun", "--nproc_per_node", "2", "--master_port", "29523"]
+    log = run([*torchrun, str(TRAINER), *common, *fsdp, "--save_strategy", "steps", "--save_steps", "1",
+               "--output_dir", str(tmp_path / "fsdp")], env_extra={"OMP_NUM_THREADS": "1"})
+    assert re.search(r"FSDP: \d+ sharded units over 2 processes", log), log[-3000:]
+    sharded = final_weights(tmp_path / "fsdp")
+    assert max_difference(final_weights(tmp_path / "one"), sharded) <= 5e-5
+    run([*torchrun, str(TRAINER), *common, *fsdp, "--save_strategy", "no", "--resume_from_checkpoint",
+         str(tmp_path / "fsdp" / "checkpoint-1"), "--output_dir", str(tmp_path / "resumed")],
+        env_extra={"OMP_NUM_THREADS": "1"})
+    assert max_difference(sharded, final_weights(tmp_path / "resumed")) <= 1e-6
+    assert not list((tmp_path / "fsdp").glob("_fsdp*.py")) and (tmp_path / "fsdp" / "modeling_ast.py").is_file()
+    loaded = ast_hf.ASTForAudioClassification.from_pretrained(tmp_path / "fsdp")
+    assert max_difference(sharded, {k: v for k, v in loaded.state_dict().items() if k in sharded}) == 0.0
 
 
 def test_examples_retarget_a_trained_ast_and_convert_a_deit(tmp_path):
