@@ -12,7 +12,7 @@ from conftest import speak, tiny_model
 from transformers import pipeline
 
 import ast_hf
-from ast_hf.fast_inference import describe, native_bf16, optimize_for_inference, resolve_mode
+from ast_hf.fast_inference import cpu_has_amx, describe, native_bf16, optimize_for_inference, resolve_mode
 
 WORD_CLIPS = [(word, voice, speed) for word in ("yes", "no", "up", "down")
               for voice in ("en", "en-us", "en-gb", "en-sc") for speed in (140, 180)]
@@ -115,7 +115,10 @@ def test_refusals_and_the_automatic_choice(tmp_path):
     with pytest.raises(ValueError, match="cannot be saved as a checkpoint. Save the float32 model"):
         quantised.save_pretrained(tmp_path / "int8")
     model.save_pretrained(tmp_path / "float32")  # the original is untouched and saves
-    assert resolve_mode("auto", "cpu") == ("bf16" if native_bf16("cpu") else "int8")
+    # "auto": bf16 on a CPU with AMX, int8 elsewhere (as fast or faster than bf16 on AVX512-BF16 without AMX).
+    assert resolve_mode("auto", "cpu") == ("bf16" if native_bf16("cpu") and cpu_has_amx() else "int8")
+    if native_bf16("cpu"):  # a model loaded in bfloat16 stays bfloat16 under "auto"
+        assert next(optimize_for_inference(half, "auto").parameters()).dtype == torch.bfloat16
     if not native_bf16("cpu"):
         with pytest.warns(UserWarning, match="bfloat16 is not native"):
             optimize_for_inference(model, "bf16")
