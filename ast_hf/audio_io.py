@@ -77,8 +77,11 @@ def check_file_decoding() -> None:
 
 
 def decode_audio(cell: Any, sampling_rate: int) -> Any:
-    """The samples of one audio cell: a dict with "array" (+ "sampling_rate"), a torchcodec AudioDecoder (datasets
-    4+), or an array/tensor/list as it is. Multi-channel decoded audio is averaged to mono."""
+    """The samples of one audio cell: a dict with "array" (+ "sampling_rate"), an undecoded {"path", "bytes"} cell
+    (`datasets.Audio(decode=False)`, decoded here at `sampling_rate`), a torchcodec AudioDecoder (datasets 4+), or an
+    array/tensor/list as it is. Multi-channel decoded audio is averaged to mono."""
+    if isinstance(cell, Mapping) and "array" not in cell and ("path" in cell or "bytes" in cell):
+        return decode_file_cell(cell, sampling_rate)
     if hasattr(cell, "get_all_samples"):  # torchcodec AudioDecoder
         samples = cell.get_all_samples()
         cell = {"array": samples.data.mean(dim=0), "sampling_rate": samples.sample_rate}
@@ -91,6 +94,38 @@ def decode_audio(cell: Any, sampling_rate: int) -> Any:
                              f"Cast the column with datasets.Audio(sampling_rate={sampling_rate}) first.")
         cell = cell["array"]
     return cell
+
+
+def decode_file_cell(cell: Mapping[str, Any], sampling_rate: int) -> np.ndarray:
+    """Decode an undecoded audio cell ({"path", "bytes"}) to mono float32 samples at `sampling_rate`.
+
+    A WAV or FLAC file already at `sampling_rate` is read with libsndfile (soundfile), which gives the same samples
+    as FFmpeg for PCM and float data and skips the cost of opening an FFmpeg decoder per clip (1.7 ms on a 2-core
+    EPYC, a quarter of a small model's training step); anything else, or another rate, is decoded and resampled by
+    torchcodec (FFmpeg), as `datasets.Audio(sampling_rate=...)` does. Channels are averaged.
+
+    Args:
+        cell: {"path": ..., "bytes": ...}: file bytes, or else a path.
+        sampling_rate: The rate to decode at.
+
+    Returns:
+        A 1-D float32 array.
+    """
+    source = cell.get("bytes") if cell.get("bytes") is not None else cell.get("path")
+    try:
+        import soundfile
+
+        info = soundfile.info(io.BytesIO(source) if isinstance(source, bytes) else source)
+        if info.samplerate == sampling_rate and info.format in ("WAV", "FLAC"):
+            samples, _ = soundfile.read(io.BytesIO(source) if isinstance(source, bytes) else source,
+                                        dtype="float32", always_2d=True)  # (N, channels)
+            return samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
+    except (ImportError, RuntimeError, ValueError, TypeError):  # not for libsndfile: FFmpeg below
+        pass
+    from torchcodec.decoders import AudioDecoder
+
+    decoded = AudioDecoder(source, sample_rate=sampling_rate).get_all_samples().data  # (channels, N)
+    return decoded.mean(dim=0).numpy()
 
 
 def read_audio_file(path: str | os.PathLike, sampling_rate: int = 16000) -> torch.Tensor:
@@ -338,5 +373,5 @@ def _array_stream(samples: Any, sampling_rate: int, source_rate: int | None) -> 
 
 
 __all__ = ["AUDIO_SUFFIXES", "CHUNK_SECONDS", "AudioReadError", "AudioStream", "DecoderUnavailableError",
-           "check_file_decoding", "decode_audio", "decoder_reason", "espeak_available", "espeak_speech", "open_audio",
-           "read_audio_file", "wav_truncation"]
+           "check_file_decoding", "decode_audio", "decode_file_cell", "decoder_reason", "espeak_available",
+           "espeak_speech", "open_audio", "read_audio_file", "wav_truncation"]

@@ -3,8 +3,8 @@
 (1) Real-time factor of the base configuration (86.6 M parameters, AudioSet's 527 labels, random weights: speed
     does not depend on the values) on a long file (espeak-ng speech over pink noise, 44.1 kHz stereo FLAC, so that
     decoding, resampling and downmixing are part of the time), float32, default hop (half a 10.24 s window),
-    batch_size 4, and with optimize="int8". RTF = processing seconds / audio seconds (below 1 is faster than real
-    time).
+    batch_size 4, and with optimize="int8", "bf16" (where the CPU has native bfloat16) and "auto". RTF = processing
+    seconds / audio seconds (below 1 is faster than real time).
 (2) Peak memory (ru_maxrss of a fresh process) of tagging a 1-minute and a 1-hour file with a tiny model: what
     streaming decode keeps bounded is the audio, not the model.
 Prints a table; nothing is asserted (tests/test_tagging.py checks the memory bound).
@@ -29,6 +29,7 @@ from transformers import pipeline
 
 import ast_hf
 from ast_hf.audio_io import espeak_speech
+from ast_hf.fast_inference import native_bf16, resolve_mode
 from ast_hf.presets import dataset_labels
 
 PEAK_MEMORY = textwrap.dedent("""
@@ -93,13 +94,20 @@ def main() -> None:
     parser.add_argument("--skip_memory", action="store_true", help="skip (2), the 1-hour file")
     args = parser.parse_args()
     machine = platform.processor() or platform.machine()
-    print(f"{machine}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    flags = " ".join(flag for flag in ("avx2", "avx512_vnni", "avx512_bf16", "amx_bf16")
+                     if flag in Path("/proc/cpuinfo").read_text())
+    print(f"{machine}, {torch.get_num_threads()} threads, torch {torch.__version__}; CPU flags: {flags or 'unknown'}")
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         audio = long_recording(folder / "long.flac", args.seconds)
         model = base_model(folder / "base")
-        for mode in (None, "int8"):  # float32, and the fast path this CPU has (docs: "Fast inference and ONNX")
+        for mode in (None, "int8", "bf16", "auto"):  # float32 and the fast modes (docs: "Fast inference and ONNX")
+            if mode == "bf16" and not native_bf16():
+                print("(1) bf16 skipped: this CPU has no native bfloat16 (oneDNN would emulate it)")
+                continue
             tagger = pipeline("audio-tagging", model=str(model), optimize=mode)
+            if mode == "auto":
+                mode = f"auto = {resolve_mode('auto')}"
             tagger(np.zeros(16000, np.float32), sampling_rate=16000)  # warm-up
             start = time.perf_counter()
             result = tagger(str(audio), batch_size=4)

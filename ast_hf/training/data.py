@@ -234,7 +234,10 @@ def load_audio_datasets(args: DataArguments, sampling_rate: int = 16000, cache_d
         if streamed:
             raw[name] = split.cast_column(args.audio_column_name, datasets.Audio(decode=False))
             continue
-        split = split.cast_column(args.audio_column_name, datasets.Audio(sampling_rate=sampling_rate))
+        # Undecoded cells: the collator decodes each clip when its batch is built (ast_hf.audio_io.decode_audio:
+        # libsndfile for WAV/FLAC at the rate, else FFmpeg resampling as datasets.Audio(sampling_rate) does), which
+        # spares the FFmpeg decoder datasets would open per row.
+        split = split.cast_column(args.audio_column_name, datasets.Audio(sampling_rate=sampling_rate, decode=False))
         raw[name] = check_audio_files(split, args.audio_column_name, name, skip=args.skip_bad_audio,
                                       mode=args.check_audio)
         if dropped is not None and len(raw[name]) < len(split):
