@@ -1,7 +1,9 @@
-"""`ast-hf`, the command line: tag recordings, export a model to ONNX, start the web demo.
+"""`ast-hf`, the command line: tag or embed recordings, export a model to ONNX, start the web demo.
 
     ast-hf classify FILE_OR_DIR... --model ID_OR_DIR [--top-k K] [--hop S] [--threshold T] [--json | --csv]
                     [--events] [--plot OUT.png] [--device cpu|cuda] [--batch-size N] [--[no-]pad-to-max-length]
+    ast-hf embed FILE_OR_DIR... --model ID_OR_DIR --output OUT.parquet|OUT.npz [--timestamps] [--pool P]
+                 [--layer N...] [--hop S] [--device cpu|cuda] [--batch-size N] [--optimize MODE]
     ast-hf export-onnx MODEL OUT_DIR [--opset N] [--quantize int8]
     ast-hf demo --model ID_OR_DIR [--host H] [--port P] [--hop S] [--share] [--[no-]pad-to-max-length]
 
@@ -85,6 +87,36 @@ def build_parser() -> argparse.ArgumentParser:
     add_padding_flags(classify)
     classify.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     classify.set_defaults(run=run_classify)
+
+    embed = commands.add_parser(
+        "embed", help="write embeddings of audio files (parquet or npz)",
+        description="One vector per file, and with --timestamps one per moment (the 'audio-feature-extraction' "
+                    "pipeline), written to a parquet file that datasets loads (columns path, duration, windows, "
+                    "embedding, and with --timestamps timestamps and timestamp_embeddings, one row per file) or a "
+                    ".npz (paths, durations, embeddings; with --timestamps one row per moment: timestamps, "
+                    "timestamp_embeddings and file_index). Directories are searched recursively for audio files.")
+    embed.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="audio files or directories")
+    embed.add_argument("--model", required=True,
+                       help="a model directory or Hub id (an AST encoder or classifier, ast_hf or transformers)")
+    embed.add_argument("--output", required=True, metavar="OUT", help="the file to write: .parquet or .npz")
+    embed.add_argument("--timestamps", action="store_true",
+                       help="also write one vector per time column of patches, with its centre time in seconds")
+    embed.add_argument("--pool", choices=["cls_dist", "mean", "cls"], default="cls_dist",
+                       help="the file's vector: mean of the CLS and distillation tokens (default, what the "
+                            "classifier head sees), mean of the patch tokens, or the CLS token")
+    embed.add_argument("--layer", type=int, nargs="+", default=None, metavar="N",
+                       help="hidden states to use (0: patch embeddings, N: layer N, negative from the end); several "
+                            "are concatenated; default the last hidden state after the final LayerNorm")
+    embed.add_argument("--hop", type=float, default=None,
+                       help="seconds between window starts for files longer than the model's window (default: "
+                            "windows that tile the patch grid)")
+    embed.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    embed.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
+    embed.add_argument("--optimize", choices=["bf16", "int8", "compile", "auto"], default=None,
+                       help="faster inference (docs: Fast inference and ONNX); default float32")
+    add_padding_flags(embed)
+    embed.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    embed.set_defaults(run=run_embed)
 
     export = commands.add_parser(
         "export-onnx", help="export a model to ONNX for onnxruntime",
@@ -260,9 +292,9 @@ def plot_paths(plot: str, files: list[str]) -> dict[str, str]:
     return paths
 
 
-def load_tagger(model: str, device: str, optimize: str | None = None) -> Any:
-    """The "audio-tagging" pipeline for `model` on `device` (`optimize`: a fast_inference mode); a CommandError
-    saying what is wrong otherwise."""
+def load_tagger(model: str, device: str, optimize: str | None = None, task: str = "audio-tagging") -> Any:
+    """The "audio-tagging" pipeline (or `task`'s) for `model` on `device` (`optimize`: a fast_inference mode); a
+    CommandError saying what is wrong otherwise."""
     import re
 
     import torch
@@ -280,11 +312,12 @@ def load_tagger(model: str, device: str, optimize: str | None = None) -> Any:
     logging.disable_progress_bar()  # stderr is for this command's progress and errors, not "Loading weights"
     logging.set_verbosity_error()
     try:
-        return pipeline("audio-tagging", model=model, device=device, optimize=optimize)
+        return pipeline(task, model=model, device=device, optimize=optimize)
     except Exception as error:  # noqa: BLE001 (safetensors, Hub and config errors of every kind: one line each)
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         local = "" if os.path.exists(model) else " (there is no local directory of that name either)"
-        raise CommandError(f"--model {model}: cannot load it as an AST classifier ({first}){local}") from error
+        kind = "an AST classifier" if task == "audio-tagging" else "an AST"
+        raise CommandError(f"--model {model}: cannot load it as {kind} ({first}){local}") from error
 
 
 def check_model_directory(model: str) -> None:
@@ -379,6 +412,152 @@ def write_csv(results: list[tuple[str, dict[str, Any]]], stream: Any) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # export-onnx and demo
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# embed
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    suffix = Path(args.output).suffix.lower()
+    if suffix not in (".parquet", ".npz"):
+        raise CommandError(f"--output {args.output}: name a .parquet file (datasets loads it) or a .npz file.")
+    if os.path.isdir(args.output):
+        raise CommandError(f"--output {args.output} is a directory; name the file to write.")
+    if args.batch_size < 1:
+        raise CommandError(f"--batch-size {args.batch_size}: pass a positive number of windows.")
+    check_hop(args.hop)
+    files, failures = expand_inputs(args.inputs)
+    for name, reason in failures:
+        print(f"ast-hf embed: error: {name}: {reason}", file=sys.stderr)
+    if not files:
+        return EXIT_FAILED
+    require_file_decoding()
+    if suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError as error:
+            raise CommandError(f"--output {args.output}: writing parquet needs pyarrow ({error}); pip install "
+                               "pyarrow, or write a .npz file.") from error
+    embedder = load_tagger(args.model, args.device, optimize=args.optimize, task="audio-feature-extraction")
+    from .audio_io import open_audio
+    from .embeddings import check_layers, embed_recordings
+
+    try:
+        layers = check_layers(args.layer if args.layer is None or len(args.layer) > 1 else args.layer[0],
+                              embedder.model.config.num_hidden_layers)
+    except ValueError as error:
+        raise CommandError(f"--layer: {error}") from error
+    rate = embedder.feature_extractor.sampling_rate
+    progress = ProgressBar(len(files), enabled=not args.no_progress)
+
+    def open_file(path: str) -> Any:  # called when the previous file's windows are all cut
+        if progress.name:
+            progress.done_file()
+        progress.start_file(path)
+        return open_audio(path, rate)
+
+    results = embed_recordings(embedder.model, embedder.feature_extractor, files, open_file, keep_errors=True,
+                               pool=args.pool, layers=layers, timestamps=args.timestamps, hop=args.hop,
+                               batch_size=args.batch_size, pad_to_max_length=args.pad_to_max_length,
+                               device=embedder.device, progress=progress.update)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    writer = ParquetEmbeddings(args.output, args.timestamps) if suffix == ".parquet" else NpzEmbeddings(
+        args.output, args.timestamps)
+    written = 0
+    try:
+        for path, result in zip(files, results, strict=True):
+            if "error" in result:
+                progress.clear()
+                print(f"ast-hf embed: error: {result['error']}", file=sys.stderr)
+                failures.append((path, result["error"]))
+                continue
+            writer.add(path, result)
+            written += 1
+    except ValueError as error:  # e.g. a hop longer than this model's window
+        raise CommandError(str(error)) from error
+    finally:
+        progress.done_file()
+        progress.close()
+    if written:
+        writer.close()
+        print(f"{written} file(s) embedded ({writer.size} values each) -> {args.output}", file=sys.stderr)
+    if failures:
+        return EXIT_SOME_FAILED if written else EXIT_FAILED
+    return EXIT_OK
+
+
+class ParquetEmbeddings:
+    """Rows of (path, duration, windows, embedding[, timestamps, timestamp_embeddings]) written to a parquet file a
+    row group at a time, so that memory stays bounded over many files."""
+
+    GROUP = 256
+
+    def __init__(self, path: str, timestamps: bool) -> None:
+        self.path, self.timestamps = path, timestamps
+        self.rows: list[tuple[str, dict[str, Any]]] = []
+        self.writer: Any = None
+        self.size = 0
+
+    def add(self, path: str, result: dict[str, Any]) -> None:
+        self.size = int(result["embedding"].shape[0])
+        self.rows.append((path, result))
+        if len(self.rows) == self.GROUP:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa  # checked by run_embed before any work
+        import pyarrow.parquet as pq
+
+        columns = {"path": pa.array([path for path, _ in self.rows], pa.string()),
+                   "duration": pa.array([float(r["duration"]) for _, r in self.rows], pa.float64()),
+                   "windows": pa.array([int(r["windows"]) for _, r in self.rows], pa.int32()),
+                   "embedding": pa.array([r["embedding"].numpy() for _, r in self.rows], pa.list_(pa.float32()))}
+        if self.timestamps:
+            columns["timestamps"] = pa.array([r["timestamps"].numpy() for _, r in self.rows], pa.list_(pa.float64()))
+            columns["timestamp_embeddings"] = pa.array([list(r["timestamp_embeddings"].numpy()) for _, r in self.rows],
+                                                       pa.list_(pa.list_(pa.float32())))
+        table = pa.table(columns)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema)
+        self.writer.write_table(table)
+        self.rows = []
+
+    def close(self) -> None:
+        if self.rows:
+            self.flush()
+        if self.writer is not None:
+            self.writer.close()
+
+
+class NpzEmbeddings:
+    """paths, durations, embeddings (files, size); with timestamps one row per moment: timestamps,
+    timestamp_embeddings (moments, size) and file_index; written by `close` (numpy's .npz, no pickled objects)."""
+
+    def __init__(self, path: str, timestamps: bool) -> None:
+        self.path, self.timestamps = path, timestamps
+        self.paths: list[str] = []
+        self.results: list[dict[str, Any]] = []
+        self.size = 0
+
+    def add(self, path: str, result: dict[str, Any]) -> None:
+        self.size = int(result["embedding"].shape[0])
+        self.paths.append(path)
+        self.results.append(result)
+
+    def close(self) -> None:
+        import numpy as np
+
+        arrays = {"paths": np.array(self.paths, dtype=str),
+                  "durations": np.array([r["duration"] for r in self.results], dtype=np.float64),
+                  "embeddings": np.stack([r["embedding"].numpy() for r in self.results])}
+        if self.timestamps:
+            arrays["timestamps"] = np.concatenate([r["timestamps"].numpy() for r in self.results])
+            arrays["timestamp_embeddings"] = np.concatenate([r["timestamp_embeddings"].numpy() for r in self.results])
+            arrays["file_index"] = np.concatenate([np.full(r["timestamps"].shape[0], i, dtype=np.int64)
+                                                   for i, r in enumerate(self.results)])
+        with open(self.path, "wb") as handle:
+            np.savez(handle, **arrays)
 
 
 def run_export(args: argparse.Namespace) -> int:

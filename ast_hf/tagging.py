@@ -125,6 +125,54 @@ def batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
+def check_batch_size(batch_size: Any) -> int:
+    """A ValueError unless `batch_size` is a positive integer (windows per forward pass)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer (windows per forward pass).")
+    return batch_size
+
+
+def check_pad_option(pad_to_max_length: Any) -> bool | None:
+    """A TypeError unless `pad_to_max_length` is True, False or None (the checkpoint's convention)."""
+    if pad_to_max_length is not None and not isinstance(pad_to_max_length, bool):
+        raise TypeError(f"pad_to_max_length={pad_to_max_length!r} must be True, False or None (the checkpoint's "
+                        "convention).")
+    return pad_to_max_length
+
+
+def check_hop_seconds(hop: Any) -> float:
+    """A ValueError unless `hop` is a positive, finite number of seconds."""
+    if isinstance(hop, bool) or not isinstance(hop, (int, float)) or not 0 < hop < float("inf"):
+        raise ValueError(f"hop={hop!r} must be a positive, finite number of seconds.")
+    return float(hop)
+
+
+def hop_in_samples(hop: float, window: int, rate: int, max_length: int) -> int:
+    """`hop` seconds in samples; a ValueError when it is longer than the window or shorter than one sample."""
+    samples = round(hop * rate)
+    if samples > window:
+        raise ValueError(f"hop={hop} s is longer than the window ({window / rate:.2f} s: {max_length} frames); "
+                         "windows would skip audio. Pass a hop of at most the window.")
+    if samples < 1:
+        raise ValueError(f"hop={hop} s is shorter than one sample at {rate} Hz.")
+    return samples
+
+
+def refuse_number_lists(inputs: Any) -> None:
+    """A TypeError for a list of numbers, which a pipeline would take for a batch of inputs."""
+    if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], (int, float, np.number)):
+        raise TypeError("A list of numbers is ambiguous here (a list is a batch of inputs); pass one clip as a numpy "
+                        "array or torch tensor with sampling_rate=.")
+
+
+def open_input(source: Any, rate: int, sampling_rate: int | None, task: str) -> AudioStream:
+    """`open_audio` for a pipeline, with a warning (once) for an array given without its rate."""
+    if isinstance(source, (np.ndarray, torch.Tensor)) and sampling_rate is None:
+        logger.warning_once(f"The {task!r} pipeline got an array without sampling_rate; it is taken to be at {rate} "
+                            "Hz. Pass sampling_rate= (or a dict with 'sampling_rate') to be sure.")
+    return open_audio(source, rate, source_rate=sampling_rate)
+
+
 def as_ast_hf(model: Any, feature_extractor: Any) -> tuple[ASTForAudioClassification, ASTFeatureExtractor]:
     """Turn an AST checkpoint's classifier and feature extractor, loaded either way, into ast_hf's.
 
@@ -261,15 +309,11 @@ class AudioTaggingPipeline(Pipeline):
         if isinstance(inputs, types.GeneratorType):
             return (self(item, **kwargs) for item in inputs)
         if isinstance(inputs, (list, tuple)):
-            if inputs and isinstance(inputs[0], (int, float, np.number)):
-                raise TypeError("A list of numbers is ambiguous here (a list is a batch of inputs); pass one clip as "
-                                "a numpy array or torch tensor with sampling_rate=.")
+            refuse_number_lists(inputs)
             return [self(item, **kwargs) for item in inputs]
         batch_size = kwargs.pop("batch_size", None)
         batch_size = self._batch_size if batch_size is None else batch_size
-        batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} must be a positive integer (windows per forward pass).")
+        batch_size = check_batch_size(DEFAULT_BATCH_SIZE if batch_size is None else batch_size)
         kwargs.pop("num_workers", None)  # windows are batched here; there is no DataLoader to give workers
         preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
         preprocess_params = {**self._preprocess_params, **preprocess_params}
@@ -287,17 +331,12 @@ class AudioTaggingPipeline(Pipeline):
                             "batch_size, events, threshold, multi_label, pad_to_max_length, sampling_rate and "
                             "progress.")
         preprocess, forward, postprocess = {}, {}, {}
-        if pad_to_max_length is not None:
-            if not isinstance(pad_to_max_length, bool):
-                raise TypeError(f"pad_to_max_length={pad_to_max_length!r} must be True, False or None (the "
-                                "checkpoint's convention).")
+        if check_pad_option(pad_to_max_length) is not None:
             forward["pad_to_max_length"] = pad_to_max_length
         if sampling_rate is not None:
             preprocess["sampling_rate"] = sampling_rate
         if hop is not None:
-            if isinstance(hop, bool) or not isinstance(hop, (int, float)) or not 0 < hop < float("inf"):
-                raise ValueError(f"hop={hop!r} must be a positive, finite number of seconds.")
-            forward["hop"] = float(hop)
+            forward["hop"] = check_hop_seconds(hop)
         if progress is not None:
             forward["progress"] = progress
         if top_k is not None:
@@ -331,11 +370,7 @@ class AudioTaggingPipeline(Pipeline):
                 with a file.
             TypeError: For an input of another kind.
         """
-        rate = self.feature_extractor.sampling_rate
-        if isinstance(inputs, (np.ndarray, torch.Tensor)) and sampling_rate is None:
-            logger.warning_once(f"The {TASK!r} pipeline got an array without sampling_rate; it is taken to be at "
-                                f"{rate} Hz. Pass sampling_rate= (or a dict with 'sampling_rate') to be sure.")
-        return {"audio": open_audio(inputs, rate, source_rate=sampling_rate)}
+        return {"audio": open_input(inputs, self.feature_extractor.sampling_rate, sampling_rate, TASK)}
 
     def _forward(self, model_inputs: dict[str, Any], hop: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  progress: Callable[[float, float | None], Any] | None = None,
@@ -346,17 +381,12 @@ class AudioTaggingPipeline(Pipeline):
             pad_to_max_length = extractor.pad_to_max_length
         rate = extractor.sampling_rate
         window = samples_for_frames(extractor.max_length)
-        hop_samples = window // 2 if hop is None else round(hop * rate)
-        if hop_samples > window:
-            raise ValueError(f"hop={hop} s is longer than the window ({window / rate:.2f} s: {extractor.max_length} "
-                             "frames); windows would skip audio. Pass a hop of at most the window.")
-        if hop_samples < 1:
-            raise ValueError(f"hop={hop} s is shorter than one sample at {rate} Hz.")
+        hop_samples = window // 2 if hop is None else hop_in_samples(hop, window, rate, extractor.max_length)
         patch = self.model.config.patch_size
         logits, starts, ends = [], [], []
         for batch in batches(windows(audio.chunks(), window, hop_samples), batch_size):
             clips = [samples for _, samples in batch]
-            output = self.model(**self.window_features(clips, pad_to_max_length, patch))
+            output = self.model(**window_features(extractor, clips, pad_to_max_length, patch, self.device))
             logits.append(output.logits.float().cpu())  # (b, labels)
             starts += [start for start, _ in batch]
             ends += [start + clip.shape[0] for start, clip in batch]
@@ -364,30 +394,6 @@ class AudioTaggingPipeline(Pipeline):
                 progress(ends[-1] / rate, audio.duration)
         return {"logits": torch.cat(logits), "starts": torch.tensor(starts), "ends": torch.tensor(ends),
                 "rate": rate}
-
-    def window_features(self, clips: list[torch.Tensor], pad_to_max_length: bool, patch: int) -> dict[str, Any]:
-        """Compute the model inputs of a batch of windows (each at most `max_length` frames).
-
-        Args:
-            clips: The windows' samples, 1-D tensors at the extractor's rate.
-            pad_to_max_length: True: padded to `max_length` with no mask, as padded-trained models saw clips in
-                training. False: at the batch's longest window with the attention mask (a window shorter than one
-                patch padded to one, the padding masked).
-            patch: The model's patch size, the fewest frames a window is padded to.
-
-        Returns:
-            `{"input_values"}` of shape (windows, frames, mel bins), plus "attention_mask" when not
-                `pad_to_max_length`; on the pipeline's device.
-        """
-        extractor = self.feature_extractor
-        common = dict(sampling_rate=extractor.sampling_rate, padding="max_length", truncation=True,
-                      return_tensors="pt", device=self.device)
-        if pad_to_max_length:
-            features = extractor(clips, max_length=extractor.max_length, return_attention_mask=False, **common)
-            return {"input_values": features["input_values"]}
-        width = max(max(num_frames(clip.shape[0]) for clip in clips), patch)
-        features = extractor(clips, max_length=width, return_attention_mask=True, **common)
-        return {"input_values": features["input_values"], "attention_mask": features["attention_mask"]}
 
     def postprocess(self, model_outputs: dict[str, Any], top_k: int = DEFAULT_TOP_K, events: bool = False,
                     threshold: float = DEFAULT_THRESHOLD, multi_label: bool | None = None) -> dict[str, Any]:
@@ -423,6 +429,33 @@ class AudioTaggingPipeline(Pipeline):
         if events:
             result["events"] = merge_events(segments, threshold, single_label=not multi_label)
         return result
+
+
+def window_features(extractor: ASTFeatureExtractor, clips: list[torch.Tensor], pad_to_max_length: bool,
+                    patch: int, device: Any = None) -> dict[str, Any]:
+    """Compute the model inputs of a batch of windows (each at most `max_length` frames).
+
+    Args:
+        extractor: The feature extractor.
+        clips: The windows' samples, 1-D tensors at the extractor's rate.
+        pad_to_max_length: True: padded to `max_length` with no mask, as padded-trained models saw clips in
+            training. False: at the batch's longest window with the attention mask (a window shorter than one
+            patch padded to one, the padding masked).
+        patch: The model's patch size, the fewest frames a window is padded to.
+        device: Where the tensors go (None: the CPU).
+
+    Returns:
+        `{"input_values"}` of shape (windows, frames, mel bins), plus "attention_mask" when not
+            `pad_to_max_length`.
+    """
+    common = dict(sampling_rate=extractor.sampling_rate, padding="max_length", truncation=True,
+                  return_tensors="pt", device=device)
+    if pad_to_max_length:
+        features = extractor(clips, max_length=extractor.max_length, return_attention_mask=False, **common)
+        return {"input_values": features["input_values"]}
+    width = max(max(num_frames(clip.shape[0]) for clip in clips), patch)
+    features = extractor(clips, max_length=width, return_attention_mask=True, **common)
+    return {"input_values": features["input_values"], "attention_mask": features["attention_mask"]}
 
 
 def merge_events(segments: list[dict[str, Any]], threshold: float,
@@ -498,5 +531,6 @@ def register_pipeline() -> None:
                                             pt_model=AutoModelForAudioClassification, type="audio")
 
 
-__all__ = ["AudioTaggingPipeline", "as_ast_hf", "is_multi_label", "merge_events", "plot_timeline",
-           "register_pipeline", "windows"]
+__all__ = ["AudioTaggingPipeline", "as_ast_hf", "check_batch_size", "check_hop_seconds", "check_pad_option",
+           "hop_in_samples", "is_multi_label", "merge_events", "open_input", "plot_timeline", "refuse_number_lists",
+           "register_pipeline", "window_features", "windows"]

@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metrics = cross_validate(model_args, data_args, recipe, training_args, raw, labels, multi_label,
                                  description)
     if training_args.process_index == 0 and not data_args.dataset_name and not data_args.train_file \
-            and "espeak" in description and training_args.do_train:
+            and "espeak" in description and training_args.do_train and "validation" in raw:
         classify_examples(training_args.output_dir, raw["validation"], data_args)
     return metrics
 

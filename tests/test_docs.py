@@ -31,8 +31,8 @@ from conftest import speak
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 # The public modules whose names the API reference must list (each one's __all__).
-API_MODULES = ["ast_hf", "ast_hf.training", "ast_hf.tagging", "ast_hf.onnx_export", "ast_hf.fast_inference",
-               "ast_hf.convert"]
+API_MODULES = ["ast_hf", "ast_hf.training", "ast_hf.tagging", "ast_hf.embeddings", "ast_hf.hear",
+               "ast_hf.onnx_export", "ast_hf.fast_inference", "ast_hf.convert"]
 # Repository folders the pages name by relative path (examples/recipes/..., ast_hf/data/...).
 LINKED_FOLDERS = ("examples", "conversion", "benchmarks", "ast_hf")
 RUNNABLE = {"python", "pycon", "bash"}

@@ -183,6 +183,9 @@ class ModelArguments:
     model_size: str | None = field(default=None, metadata={"help": "from scratch: tiny | small | base"})
     frequency_stride: int | None = field(default=None, metadata={"help": "patch stride along frequency"})
     time_stride: int | None = field(default=None, metadata={"help": "patch stride along time"})
+    freeze_encoder: bool = field(default=False, metadata={
+        "help": "train only the classification head: the encoder's weights stay as loaded (a frozen encoder; for a "
+                "linear probe on embeddings see examples/linear_probe.py)"})
     attn_implementation: str = field(default="sdpa", metadata={"help": "eager | sdpa | flash_attention_2"})
     config_overrides: str | None = field(default=None, metadata={
         "help": "config fields to set, as in transformers' examples: \"hidden_dropout_prob=0.1,"

@@ -300,4 +300,25 @@ def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArgum
     # model the same way (padded to max_length without a mask, or at its own length with one).
     padded = data_args.pad_to_max_length
     settings.update(pad_to_max_length=padded, return_attention_mask=not padded)
+    if model_args.freeze_encoder:
+        freeze_encoder(model, describe)
     return model, ASTFeatureExtractor(**settings)
+
+
+def freeze_encoder(model: Any, describe: Callable[[str], None] = print) -> int:
+    """Stop the gradients of a classifier's encoder, so that only its head trains (`--freeze_encoder`).
+
+    Args:
+        model: An `ASTForAudioClassification`.
+        describe: Called with a line saying how many parameters train.
+
+    Returns:
+        The number of parameters that still train.
+    """
+    for parameter in model.audio_spectrogram_transformer.parameters():
+        parameter.requires_grad_(False)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    describe(f"--freeze_encoder: training {trainable:,} of {total:,} parameters (the classifier head); the encoder's "
+             f"{total - trainable:,} stay as loaded")
+    return trainable
