@@ -326,6 +326,20 @@ def _decoded_stream(source: Any, name: str, sampling_rate: int, chunk_seconds: f
                     if decoded:
                         return  # past the end
                     raise AudioReadError(f"{name}: no audio samples (an empty recording).") from error
+                if decoded and "seek" in str(error):
+                    # A file FFmpeg cannot seek in (a FLAC without a seek table): past the container's duration this
+                    # is the end; before it, the rest is decoded in one go (memory then grows with the file).
+                    if duration is not None and start >= duration:
+                        return
+                    try:
+                        rest = decoder.get_all_samples().data[:, decoded:]  # (channels, n)
+                    except RuntimeError as again:
+                        raise AudioReadError(f"{name}: decoding failed after {decoded / sampling_rate:.2f} s of "
+                                             f"audio ({decoder_reason(again)}); the file is damaged or "
+                                             "truncated.") from again
+                    if rest.shape[1]:
+                        yield rest.mean(dim=0)
+                    return
                 raise AudioReadError(f"{name}: decoding failed after {decoded / sampling_rate:.2f} s of audio "
                                      f"({decoder_reason(error)}); the file is damaged or truncated.") from error
             if samples.shape[1] == 0:

@@ -186,6 +186,49 @@ def load_pretrained_weights(directory: str | os.PathLike) -> dict[str, torch.Ten
 # Atomic output
 
 
+def looks_like_local_path(source: str) -> bool:
+    """Whether a model argument that does not exist here is meant as a local path rather than a Hub id: absolute,
+    relative to "." or "~", deeper than owner/name, or inside a folder that exists here."""
+    return os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") > 1 or (
+        "/" in source and os.path.isdir(source.split("/", 1)[0]))
+
+
+def check_ast_checkpoint(source: str | os.PathLike, flag: str = "the model") -> None:
+    """Refuse, before anything loads, a local model argument that is not an AST checkpoint directory.
+
+    A local directory must hold a config.json whose model_type is an AST's (ast_hf's or transformers' built-in); a
+    path that does not exist is named as such. Anything else (a Hub id) is left to the loader.
+
+    Args:
+        source: The model argument: a directory or a Hub id.
+        flag: How messages name the argument (e.g. "--model_name_or_path").
+
+    Raises:
+        ValueError: For a missing local path, a file, a directory without config.json, or another model type.
+    """
+    from .configuration_ast import AST_MODEL_TYPES
+
+    path = Path(os.fspath(source)).expanduser()
+    if path.is_file():
+        raise ValueError(f"{flag} {source}: a file, not a model directory (config.json, model.safetensors, "
+                         "preprocessor_config.json).")
+    if not path.is_dir():
+        if looks_like_local_path(os.fspath(source)):
+            raise ValueError(f"{flag} {source}: no such directory.")
+        return
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ValueError(f"{flag} {source}: no config.json; pass a directory written by save_pretrained.")
+    try:
+        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    except (ValueError, AttributeError) as error:
+        raise ValueError(f"{flag} {source}: config.json is not a JSON object ({error}).") from error
+    if model_type not in AST_MODEL_TYPES:
+        raise ValueError(f"{flag} {source}: config.json says model_type {model_type!r}, not an Audio Spectrogram "
+                         f"Transformer ({' or '.join(map(repr, AST_MODEL_TYPES))}); pass an AST checkpoint (DeiT/ViT "
+                         "weights convert with conversion/convert_deit_to_ast.py).")
+
+
 def check_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """Check an output directory before anything is converted.
 
@@ -334,5 +377,5 @@ def write_checkpoint(model: ASTForAudioClassification, extractor: Any, output_di
     return Path(output_dir)
 
 
-__all__ = ["atomic_directory", "check_output_dir", "exchange_paths", "load_pretrained_weights", "load_state_dict_file",
-           "sniff_file_format", "write_checkpoint"]
+__all__ = ["atomic_directory", "check_ast_checkpoint", "check_output_dir", "exchange_paths", "load_pretrained_weights",
+           "load_state_dict_file", "looks_like_local_path", "sniff_file_format", "write_checkpoint"]

@@ -311,6 +311,10 @@ def load_tagger(model: str, device: str, optimize: str | None = None, task: str 
 
     logging.disable_progress_bar()  # stderr is for this command's progress and errors, not "Loading weights"
     logging.set_verbosity_error()
+    if optimize == "auto":
+        from .fast_inference import resolve_mode
+
+        print(f"--optimize auto: {resolve_mode('auto', device)} on this machine", file=sys.stderr)
     try:
         return pipeline(task, model=model, device=device, optimize=optimize)
     except Exception as error:  # noqa: BLE001 (safetensors, Hub and config errors of every kind: one line each)
@@ -323,18 +327,15 @@ def load_tagger(model: str, device: str, optimize: str | None = None, task: str 
 def check_model_directory(model: str) -> None:
     """A CommandError naming what is missing when `model` is a local path that is not a model directory. Anything
     else that does not exist locally is taken for a Hub id (owner/name or name)."""
-    if os.path.isfile(model):
-        raise CommandError(f"--model {model}: a file, not a model directory (config.json, model.safetensors, "
-                           "preprocessor_config.json).")
+    from .checkpoint_files import check_ast_checkpoint
+
+    try:
+        check_ast_checkpoint(model, "--model")  # a missing local path, a file, no config.json, not an AST
+    except ValueError as error:
+        raise CommandError(str(error)) from error
     if not os.path.isdir(model):
-        # A path, not a Hub id: absolute, relative to ".", "~", deeper than owner/name, or inside a folder here.
-        if os.path.isabs(model) or model.startswith((".", "~")) or model.count("/") > 1 or (
-                "/" in model and os.path.isdir(model.split("/", 1)[0])):
-            raise CommandError(f"--model {model}: no such directory.")
-        return
+        return  # a Hub id
     names = set(os.listdir(model))
-    if "config.json" not in names:
-        raise CommandError(f"--model {model}: no config.json; pass a directory written by save_pretrained.")
     weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                "pytorch_model.bin.index.json")
     if not names.intersection(weights):

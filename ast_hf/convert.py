@@ -27,10 +27,12 @@ import torch
 from .audio_io import espeak_available, espeak_speech, read_audio_file
 from .checkpoint_files import (
     atomic_directory,
+    check_ast_checkpoint,
     check_output_dir,
     exchange_paths,
     load_pretrained_weights,
     load_state_dict_file,
+    looks_like_local_path,
     sniff_file_format,
     write_checkpoint,
 )
@@ -617,6 +619,7 @@ __all__ = [
     "ast_directory",
     "atomic_directory",
     "build_model",
+    "check_ast_checkpoint",
     "check_output_dir",
     "count_parameters",
     "download_checkpoint",
@@ -627,6 +630,7 @@ __all__ = [
     "load_image_encoder",
     "load_pretrained_weights",
     "load_state_dict_file",
+    "looks_like_local_path",
     "read_image_source",
     "retarget_model",
     "run_conversion",

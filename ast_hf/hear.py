@@ -109,19 +109,21 @@ def load_model(model_file_path: str = "", sample_rate: int = 16000, pool: str = 
         A `HEARModel` (a torch module) in eval mode.
 
     Raises:
-        ValueError: For a rate the HEAR API does not list, an unknown pool, a layer out of range, or a checkpoint
-            without a feature extractor.
-        TypeError: When the checkpoint is not an AST.
+        ValueError: For a rate the HEAR API does not list, an unknown pool, a layer out of range, a local path that
+            is missing or not an AST checkpoint directory, or a checkpoint without a feature extractor.
+        TypeError: When a Hub checkpoint is not an AST.
         OSError: When the checkpoint cannot be found or downloaded.
     """
     from transformers import AutoFeatureExtractor
 
+    from .checkpoint_files import check_ast_checkpoint
     from .embeddings import AnyASTCheckpoint
 
     source = model_file_path or DEFAULT_MODEL
     if isinstance(sample_rate, bool) or sample_rate not in HEAR_SAMPLE_RATES:  # before loading anything
         raise ValueError(f"sample_rate={sample_rate!r} is not a rate of the HEAR API; pass one of "
                          f"{', '.join(map(str, HEAR_SAMPLE_RATES))}.")
+    check_ast_checkpoint(source, "model_file_path")
     model = AnyASTCheckpoint.from_pretrained(source)
     try:
         extractor = AutoFeatureExtractor.from_pretrained(source)

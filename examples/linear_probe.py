@@ -124,17 +124,22 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if args.pool not in POOLS:
         raise ValueError(f"--pool {args.pool}: pass one of {', '.join(POOLS)}.")
+    from ast_hf.checkpoint_files import check_ast_checkpoint
+
+    check_ast_checkpoint(args.model, "--model")
     data = training.prepare_data(data_args, args.seed)
     if "train" not in data.raw or "validation" not in data.raw:
         raise ValueError("a linear probe needs training and evaluation clips; give both (--train_dir and "
                          "--validation_dir, --train_file and --validation_file, or a --dataset_name with both "
                          "splits).")
-    logger.info("data: %s; %d training and %d evaluation clips, %d labels (%s)", data.description,
+    evaluation = data_args.validation_dir or data_args.validation_file or data_args.dataset_name or data.description
+    logger.info("data: %s (evaluation: %s); %d training and %d evaluation clips, %d labels (%s)", data.description,
+                evaluation,
                 len(data.raw["train"]), len(data.raw["validation"]), len(data.labels),
                 "multi-label" if data.multi_label else "single-label")
+    # The options are checked at construction (a layer out of range), before any clip is embedded.
     embedder = pipeline("audio-feature-extraction", model=args.model, device=args.device, pool=args.pool,
-                        layer=args.layer if args.layer is None or len(args.layer) > 1 else args.layer[0],
-                        batch_size=args.batch_size)
+                        layer=args.layer, batch_size=args.batch_size)
     column = data_args.audio_column_name
     train_x = embed_split(embedder, data.raw["train"], column, "training")
     eval_x = embed_split(embedder, data.raw["validation"], column, "evaluation")
@@ -165,4 +170,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    training.run_script(main)

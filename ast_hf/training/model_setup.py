@@ -111,8 +111,8 @@ def check_model_source(model_args: ModelArguments) -> None:
             convert) or --model_size (one of `MODEL_SIZES`).
 
     Raises:
-        ValueError: When none or more than one of the three is given, or when --model_size is not one of
-            `MODEL_SIZES`.
+        ValueError: When none or more than one of the three is given, when --model_size is not one of
+            `MODEL_SIZES`, or when --model_name_or_path is a local path that is not an AST checkpoint directory.
     """
     sources = [x for x in (model_args.model_name_or_path, model_args.deit_name_or_path, model_args.model_size) if x]
     if len(sources) != 1:
@@ -120,6 +120,10 @@ def check_model_source(model_args: ModelArguments) -> None:
                          f"convert) or --model_size ({' | '.join(MODEL_SIZES)}), got {sources or 'none'}.")
     if model_args.model_size and model_args.model_size not in MODEL_SIZES:
         raise ValueError(f"--model_size {model_args.model_size!r} is not one of {sorted(MODEL_SIZES)}.")
+    if model_args.model_name_or_path:
+        from ..checkpoint_files import check_ast_checkpoint
+
+        check_ast_checkpoint(model_args.model_name_or_path, "--model_name_or_path")
 
 
 def pretrained_labels(model_args: ModelArguments) -> ModelLabels | None:
@@ -301,16 +305,21 @@ def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArgum
     padded = data_args.pad_to_max_length
     settings.update(pad_to_max_length=padded, return_attention_mask=not padded)
     if model_args.freeze_encoder:
-        freeze_encoder(model, describe)
+        if model_args.model_size:
+            warnings.warn("--freeze_encoder with --model_size: the encoder is randomly initialised and stays so; only "
+                          "the head trains, on random features (a baseline). Start from a trained AST "
+                          "(--model_name_or_path) for a frozen encoder that has learnt audio.", stacklevel=2)
+        freeze_encoder(model, describe, pretrained=not model_args.model_size)
     return model, ASTFeatureExtractor(**settings)
 
 
-def freeze_encoder(model: Any, describe: Callable[[str], None] = print) -> int:
+def freeze_encoder(model: Any, describe: Callable[[str], None] = print, pretrained: bool = True) -> int:
     """Stop the gradients of a classifier's encoder, so that only its head trains (`--freeze_encoder`).
 
     Args:
         model: An `ASTForAudioClassification`.
         describe: Called with a line saying how many parameters train.
+        pretrained: Whether the encoder's weights were loaded (else they are its random initialisation).
 
     Returns:
         The number of parameters that still train.
@@ -319,6 +328,7 @@ def freeze_encoder(model: Any, describe: Callable[[str], None] = print) -> int:
         parameter.requires_grad_(False)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
+    kept = "as loaded" if pretrained else "as initialised (random)"
     describe(f"--freeze_encoder: training {trainable:,} of {total:,} parameters (the classifier head); the encoder's "
-             f"{total - trainable:,} stay as loaded")
+             f"{total - trainable:,} stay {kept}")
     return trainable

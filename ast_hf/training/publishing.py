@@ -68,6 +68,8 @@ def run_record(recipe: RecipeArguments, data_args: DataArguments, model_args: Mo
     if data_args.streaming:
         record.update(streaming=True, shuffle_buffer_size=data_args.shuffle_buffer_size)
     record.update({name: getattr(model_args, name) for name in _RECORDED_MODEL if getattr(model_args, name, None)})
+    if getattr(model_args, "freeze_encoder", False):
+        record["freeze_encoder"] = True  # only the classifier head trained
     if model is not None:
         config = model.config
         record.update(frequency_stride=config.frequency_stride, time_stride=config.time_stride,
@@ -186,7 +188,9 @@ def _procedure_section(recipe: Mapping[str, Any]) -> list[str]:
     """The training procedure: precision and the hyper-parameters, as a table."""
     precision = "bfloat16 mixed precision" if recipe.get("bf16") else "float16 mixed precision" if recipe.get(
         "fp16") else "float32"
-    lines = ["", "## Training procedure", "", f"Trained in {precision} with ast_hf's fine-tuning scripts.", "",
+    frozen = " Only the classifier head trained: the encoder was frozen (`--freeze_encoder`)." if recipe.get(
+        "freeze_encoder") else ""
+    lines = ["", "## Training procedure", "", f"Trained in {precision} with ast_hf's fine-tuning scripts.{frozen}", "",
              "| hyper-parameter | value |", "|---|---|"]
     lines += [f"| {name} | {f'{value:.6g}' if isinstance(value, float) else value} |"
               for name, value in sorted(recipe.items()) if value is not None and not name.startswith("_")]
