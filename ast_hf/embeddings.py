@@ -239,7 +239,8 @@ def embed_recordings(encoder: ASTModel, extractor: ASTFeatureExtractor, sources:
         open_source: Opens one input as an `ast_hf.audio_io.AudioStream` at the extractor's rate.
         keep_errors: Give an input that cannot be read (an `AudioReadError`, a ValueError or TypeError of
             `open_source`) as {"error": message} and go on, instead of raising.
-        pool, layers: As in `embed_windows`.
+        pool: As in `embed_windows`.
+        layers: As in `embed_windows`.
         timestamps: Also give each recording's time columns and their centre times.
         hop: Seconds between window starts; None tiles the patch grid (see the module docstring).
         batch_size: Windows per forward pass.
