@@ -224,7 +224,8 @@ def check_ast_checkpoint(source: str | os.PathLike, flag: str = "the model") -> 
     except (ValueError, AttributeError) as error:
         raise ValueError(f"{flag} {source}: config.json is not a JSON object ({error}).") from error
     if model_type not in AST_MODEL_TYPES:
-        raise ValueError(f"{flag} {source}: config.json says model_type {model_type!r}, not an Audio Spectrogram "
+        found = "names no model_type" if model_type is None else f"says model_type {model_type!r}"
+        raise ValueError(f"{flag} {source}: config.json {found}, not an Audio Spectrogram "
                          f"Transformer ({' or '.join(map(repr, AST_MODEL_TYPES))}); pass an AST checkpoint (DeiT/ViT "
                          "weights convert with conversion/convert_deit_to_ast.py).")
 

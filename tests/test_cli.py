@@ -162,6 +162,10 @@ def test_model_directories_that_are_not_models(word_model, tmp_path, recordings,
     (tmp_path / "model.safetensors").write_text("garbage")
     (tmp_path / "preprocessor_config.json").write_text("{}")
     status, _, err = run(capsys, "classify", recordings["up"], "--model", tmp_path)
+    assert status == 2 and "config.json names no model_type, not an Audio Spectrogram Transformer" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    (tmp_path / "config.json").write_text('{"model_type": "ast_hf"}')  # an AST's config, garbage weights
+    status, _, err = run(capsys, "classify", recordings["up"], "--model", tmp_path)
     assert status == 2 and "cannot load it" in err and len(err.strip().splitlines()) == 1, err
     for missing, message in (("model.safetensors", "no weights"), ("preprocessor_config.json",
                                                                    "no preprocessor_config.json")):
