@@ -64,6 +64,8 @@ logger = logging.get_logger(__name__)
 
 TASK = "audio-feature-extraction"
 POOLS = ("cls_dist", "mean", "cls")
+"""The clip vectors `pool=` selects: the mean of the CLS and distillation tokens (what the classifier head sees),
+the mean of the real audio's patch tokens, the CLS token."""
 DEFAULT_BATCH_SIZE = 4
 RETURN_TENSORS = ("np", "pt")
 

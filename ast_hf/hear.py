@@ -30,7 +30,9 @@ from .audio_io import AudioStream
 from .embeddings import POOLS, as_ast_encoder, check_layers, embed_recordings
 
 HEAR_SAMPLE_RATES = (16000, 22050, 44100, 48000)
+"""The sample rates the HEAR 2021 API lists for a model's `sample_rate`."""
 DEFAULT_MODEL = "MIT/ast-finetuned-audioset-10-10-0.4593"
+"""What `load_model("")` loads: AudioSet's base AST (transformers' conversion of the authors' checkpoint)."""
 
 
 class HEARModel(torch.nn.Module):
