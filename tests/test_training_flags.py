@@ -129,7 +129,7 @@ def test_recipe_json_keeps_the_reference_optimizer_and_schedule(commands_root, t
 
 @pytest.mark.parametrize("argv, message", [
     ([RECIPE, "--optim", "adamw_torch"], "--optim .*conflicts with reference_optimizer=true .*espeak_commands.json"),
-    ([RECIPE, "--lr_scheduler_type", "cosine"], "--lr_scheduler_type .*conflicts with multistep_start_epoch=8"),
+    ([RECIPE, "--lr_scheduler_type", "cosine"], "--lr_scheduler_type .*conflicts with multistep_start_epoch=7"),
     (["--multistep_gamma", "0.5"], "--multistep_gamma .*has no effect without --multistep_start_epoch"),
     (["--multistep_start_epoch", "3"], "multistep_gamma=1.0 never changes the learning rate"),
     (["--warmup_steps_recipe", "10"], "warmup_steps_recipe .*use --warmup_steps"),
