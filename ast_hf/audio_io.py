@@ -115,11 +115,10 @@ def decode_file_cell(cell: Mapping[str, Any], sampling_rate: int) -> np.ndarray:
     try:
         import soundfile
 
-        info = soundfile.info(io.BytesIO(source) if isinstance(source, bytes) else source)
-        if info.samplerate == sampling_rate and info.format in ("WAV", "FLAC"):
-            samples, _ = soundfile.read(io.BytesIO(source) if isinstance(source, bytes) else source,
-                                        dtype="float32", always_2d=True)  # (N, channels)
-            return samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
+        with soundfile.SoundFile(io.BytesIO(source) if isinstance(source, bytes) else source) as handle:  # one open
+            if handle.samplerate == sampling_rate and handle.format in ("WAV", "FLAC"):
+                samples = handle.read(dtype="float32", always_2d=True)  # (N, channels)
+                return samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
     except (ImportError, RuntimeError, ValueError, TypeError):  # not for libsndfile: FFmpeg below
         pass
     from torchcodec.decoders import AudioDecoder

@@ -165,8 +165,6 @@ def column_centres(num_columns: int, patch_size: int, time_stride: int) -> torch
 class _Recording:
     """What is kept of one input while its windows run: each window's vector and, with timestamps, its columns."""
 
-    index: int
-    ended: bool = False  # all its windows have been cut
     error: str | None = None
     duration: float = 0.0
     vectors: list[torch.Tensor] = field(default_factory=list)  # each (size,)
@@ -262,15 +260,12 @@ def embed_recordings(encoder: ASTModel, extractor: ASTFeatureExtractor, sources:
     pad_to_max_length = extractor.pad_to_max_length if pad_to_max_length is None else pad_to_max_length
     rate = extractor.sampling_rate
     window = samples_for_frames(extractor.max_length)
-    if hop is None:
-        grid_t = patches_along(max(extractor.max_length, config.patch_size), config.patch_size, config.time_stride)
-        # The next window starts at the first column this one has no room for.
-        hop_samples = min(grid_t * config.time_stride * FRAME_SHIFT, window)
-    else:
-        hop_samples = hop_in_samples(hop, window, rate, extractor.max_length)
     grid_t = patches_along(max(extractor.max_length, config.patch_size), config.patch_size, config.time_stride)
+    tiling = grid_t * config.time_stride * FRAME_SHIFT  # samples from a window's first column to the next one's
+    # By default the next window starts at the first column this one has no room for.
+    hop_samples = min(tiling, window) if hop is None else hop_in_samples(hop, window, rate, extractor.max_length)
     centres = column_centres(grid_t, config.patch_size, config.time_stride)  # (t,) seconds from a window's start
-    overlapping = hop_samples < grid_t * config.time_stride * FRAME_SHIFT  # windows share moments
+    overlapping = hop_samples < tiling  # windows share moments
 
     pending: list[_Recording] = []  # recordings not yet given out, in order
     buffer: list[tuple[_Recording, int, torch.Tensor]] = []  # windows waiting for a forward pass
@@ -293,8 +288,8 @@ def embed_recordings(encoder: ASTModel, extractor: ASTFeatureExtractor, sources:
             progress(buffer[-1][0].duration, duration)
         buffer.clear()
 
-    for index, source in enumerate(sources):
-        recording = _Recording(index)
+    for source in sources:
+        recording = _Recording()
         pending.append(recording)
         try:
             stream = open_source(source)
@@ -308,8 +303,8 @@ def embed_recordings(encoder: ASTModel, extractor: ASTFeatureExtractor, sources:
                 raise
             recording.error = str(error)
             buffer[:] = [item for item in buffer if item[0] is not recording]
-        recording.ended = True
-        while pending and pending[0].ended and not any(item[0] is pending[0] for item in buffer):
+        # Every pending recording has had all its windows cut; those with none left in the buffer are done.
+        while pending and not any(item[0] is pending[0] for item in buffer):
             yield _finish(pending.pop(0), timestamps, rate, window, overlapping)
     if buffer:
         run_buffer(None)

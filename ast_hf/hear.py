@@ -49,10 +49,7 @@ class HEARModel(torch.nn.Module):
     def __init__(self, encoder: Any, feature_extractor: Any, sample_rate: int = 16000, pool: str = "cls_dist",
                  layer: Any = None, batch_size: int = 4) -> None:
         super().__init__()
-        if isinstance(sample_rate, bool) or sample_rate not in HEAR_SAMPLE_RATES:
-            raise ValueError(f"sample_rate={sample_rate!r} is not a rate of the HEAR API; pass one of "
-                             f"{', '.join(map(str, HEAR_SAMPLE_RATES))} (the audio is resampled to the model's "
-                             f"{feature_extractor.sampling_rate} Hz inside).")
+        check_sample_rate(sample_rate)
         if pool not in POOLS:
             raise ValueError(f"pool={pool!r} is not one of {', '.join(POOLS)}.")
         self.encoder, self.feature_extractor = as_ast_encoder(encoder, feature_extractor, task="HEAR API")
@@ -79,6 +76,14 @@ class HEARModel(torch.nn.Module):
         return list(embed_recordings(self.encoder, self.feature_extractor, list(waves), open_row, pool=self.pool,
                                      layers=self.layers, timestamps=timestamps, batch_size=self.batch_size,
                                      device=self.encoder.device))
+
+
+def check_sample_rate(sample_rate: Any) -> None:
+    """A ValueError unless `sample_rate` is one of `HEAR_SAMPLE_RATES`."""
+    if isinstance(sample_rate, bool) or sample_rate not in HEAR_SAMPLE_RATES:
+        raise ValueError(f"sample_rate={sample_rate!r} is not a rate of the HEAR API; pass one of "
+                         f"{', '.join(map(str, HEAR_SAMPLE_RATES))} (the audio is resampled to the model's 16 kHz "
+                         "inside).")
 
 
 def check_audio(audio: Any) -> torch.Tensor:
@@ -122,9 +127,7 @@ def load_model(model_file_path: str = "", sample_rate: int = 16000, pool: str = 
     from .embeddings import AnyASTCheckpoint
 
     source = model_file_path or DEFAULT_MODEL
-    if isinstance(sample_rate, bool) or sample_rate not in HEAR_SAMPLE_RATES:  # before loading anything
-        raise ValueError(f"sample_rate={sample_rate!r} is not a rate of the HEAR API; pass one of "
-                         f"{', '.join(map(str, HEAR_SAMPLE_RATES))}.")
+    check_sample_rate(sample_rate)  # before loading anything
     check_ast_checkpoint(source, "model_file_path")
     model = AnyASTCheckpoint.from_pretrained(source)
     try:
@@ -167,5 +170,5 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: HEARModel) -> tuple[tor
     return embeddings, timestamps.float().to(device)
 
 
-__all__ = ["DEFAULT_MODEL", "HEAR_SAMPLE_RATES", "HEARModel", "get_scene_embeddings", "get_timestamp_embeddings",
-           "load_model"]
+__all__ = ["DEFAULT_MODEL", "HEAR_SAMPLE_RATES", "HEARModel", "check_audio", "check_sample_rate",
+           "get_scene_embeddings", "get_timestamp_embeddings", "load_model"]
