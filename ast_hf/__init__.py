@@ -12,7 +12,7 @@ from .embeddings import AudioFeatureExtractionPipeline
 from .embeddings import register_pipeline as register_embedding_pipeline
 from .fast_inference import optimize_for_inference
 from .feature_extraction_ast import ASTFeatureExtractor
-from .modeling_ast import ASTForAudioClassification, ASTModel, ASTPreTrainedModel
+from .modeling_ast import ASTForAudioClassification, ASTForPreTraining, ASTModel, ASTPreTrainedModel
 from .registration import register_auto_classes
 from .stats import compute_normalization_stats
 from .tagging import AudioTaggingPipeline, register_pipeline
@@ -28,6 +28,7 @@ __all__ = [
     "ASTConfig",
     "ASTFeatureExtractor",
     "ASTForAudioClassification",
+    "ASTForPreTraining",
     "ASTModel",
     "ASTPreTrainedModel",
     "AudioFeatureExtractionPipeline",

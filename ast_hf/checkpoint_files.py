@@ -29,7 +29,7 @@ from .checkpoint_surgery import ConversionError, unwrap_state_dict
 from .staging import remove_stale_staging
 
 if TYPE_CHECKING:  # imported where it is used: reading files needs no model
-    from .modeling_ast import ASTForAudioClassification
+    pass
 
 # --------------------------------------------------------------------------------------------------------------
 # Reading weights safely
@@ -345,7 +345,7 @@ def exchange_paths(first: str | os.PathLike, second: str | os.PathLike) -> bool:
 # Writing a converted model
 
 
-def write_checkpoint(model: ASTForAudioClassification, extractor: Any, output_dir: str | os.PathLike,
+def write_checkpoint(model: Any, extractor: Any, output_dir: str | os.PathLike,
                      overwrite: bool = False) -> Path:
     """Write a converted model and its feature extractor as a checkpoint, atomically.
 
@@ -354,7 +354,7 @@ def write_checkpoint(model: ASTForAudioClassification, extractor: Any, output_di
     directory holds what a user will load or nothing new.
 
     Args:
-        model: The model to save.
+        model: The model to save (an ast_hf model: `ASTForAudioClassification`, `ASTForPreTraining`, ...).
         extractor: Its feature extractor (anything with `save_pretrained`).
         output_dir: The checkpoint directory to write.
         overwrite: Replace an existing non-empty directory.
@@ -366,12 +366,11 @@ def write_checkpoint(model: ASTForAudioClassification, extractor: Any, output_di
         ConversionError: When `output_dir` is a file or a non-empty directory without `overwrite`, or the saved
             weights do not read back identically.
     """
-    from .modeling_ast import ASTForAudioClassification
-
     with atomic_directory(output_dir, overwrite=overwrite) as staging:
         model.save_pretrained(staging)
         extractor.save_pretrained(staging)
-        reloaded = ASTForAudioClassification.from_pretrained(staging)  # what a user will load, checked before rename
+        # What a user will load, with the model's own class, checked before the rename.
+        reloaded = type(model).from_pretrained(staging)
         mismatched = [k for k, v in model.state_dict().items() if not torch.equal(v, reloaded.state_dict()[k])]
         if mismatched:
             raise ConversionError(f"The saved weights do not read back identically: {mismatched[:5]}.")

@@ -85,6 +85,8 @@ def unwrap_state_dict(loaded: Any, source: str = "checkpoint") -> dict[str, torc
 # What each layout of detect_format is, for messages.
 FORMAT_NAMES = {
     "original_ast": "the authors' AST (module.v.*, module.mlp_head.*)",
+    "ssast": "the authors' SSAST pretraining checkpoint (module.v.*, module.cpredlayer.*, module.gpredlayer.*, "
+             "module.mask_embed)",
     "hf_ast": "a transformers / ast_hf AST state dict (audio_spectrogram_transformer.*)",
     "timm": "a timm / original DeiT state dict (pos_embed, blocks.N.attn.qkv)",
     "hf_vit": "a transformers DeiT/ViT state dict (embeddings.patch_embeddings.*, encoder.layer.N.* on disk or "
@@ -111,7 +113,7 @@ def detect_format(state_dict: Mapping[str, torch.Tensor]) -> str:
     if swin:
         raise ConversionError(swin_message(f"The checkpoint holds Swin tensors (e.g. {swin[0]!r})"))
     if any(k.startswith("module.v.") for k in keys):
-        return "original_ast"
+        return "ssast" if keys & set(_SSAST_EXTRAS) else "original_ast"
     if any(k.startswith(PREFIX) for k in keys):
         return "hf_ast"
     if "pos_embed" in keys and "patch_embed.proj.weight" in keys:
@@ -246,7 +248,7 @@ def adapt_image_encoder(canonical: Mapping[str, torch.Tensor], source_grid: tupl
         raise ConversionError(f"channel_reduction={channel_reduction!r} must be 'sum' or 'mean'.")
     adapted = dict(canonical)
     weight = adapted["embeddings.patch_embeddings.projection.weight"]  # (D, C, p, p)
-    if weight.shape[-1] != config.patch_size or weight.shape[-2] != config.patch_size:
+    if tuple(weight.shape[-2:]) != config.patch_shape:
         raise ConversionError(f"The source patches are {tuple(weight.shape[-2:])}, the config's patch_size is "
                               f"{config.patch_size}; AST keeps the source patch size.")
     reduce = torch.sum if channel_reduction == "sum" else torch.mean
@@ -288,6 +290,76 @@ def original_ast_to_hf(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torc
     if "classifier.dense.weight" not in converted:
         raise ConversionError("The authors' checkpoint has no module.mlp_head.1.weight (the classification head).")
     return converted
+
+
+# The tensors of an SSAST pretraining checkpoint besides its encoder (module.v.*), by their ast_hf names; the two
+# sizes are plain values (the pretraining input's mel bins and frames).
+_SSAST_EXTRAS = {
+    "module.mask_embed": "audio_spectrogram_transformer.embeddings.mask_token",
+    "module.cpredlayer.0.weight": "discriminative_head.dense.weight",
+    "module.cpredlayer.0.bias": "discriminative_head.dense.bias",
+    "module.cpredlayer.2.weight": "discriminative_head.projection.weight",
+    "module.cpredlayer.2.bias": "discriminative_head.projection.bias",
+    "module.gpredlayer.0.weight": "generative_head.dense.weight",
+    "module.gpredlayer.0.bias": "generative_head.dense.bias",
+    "module.gpredlayer.2.weight": "generative_head.projection.weight",
+    "module.gpredlayer.2.bias": "generative_head.projection.bias",
+    "module.p_input_fdim": None,
+    "module.p_input_tdim": None,
+}
+
+
+def ssast_to_hf(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The authors' SSAST pretraining checkpoint (YuanGongND/ssast: `module.v.*` a timm DeiT with fused qkv,
+    `module.cpredlayer` / `module.gpredlayer` the discriminative and generative heads, `module.mask_embed`, and the
+    pretraining input size `module.p_input_fdim` / `p_input_tdim`) -> `ASTForPreTraining` weights and config
+    fields.
+
+    The patch shape is read from the projection ((16, 16) for the patch models, (128, 2) for the frame models) and
+    the strides equal it (the authors pretrain without overlap); the grid from the input size. A checkpoint
+    without the distillation token (`base384_nokd`) is refused: ast_hf's encoder has both prefix tokens.
+
+    Args:
+        state_dict: The checkpoint's tensors (`torch.load(path, weights_only=True)`).
+
+    Returns:
+        The weights under ast_hf's names, and the config fields (sizes, patch shape, strides, num_mel_bins,
+            max_length, masking, pooling "mean").
+
+    Raises:
+        ConversionError: When a tensor of the SSAST heads or encoder is missing, or one is not SSAST's.
+    """
+    missing = sorted(k for k in _SSAST_EXTRAS if k not in state_dict)
+    if missing:
+        raise ConversionError(f"The SSAST checkpoint lacks {missing[:5]}; it is not a complete SSAST pretraining "
+                              "checkpoint (a fine-tuned SSAST model has module.mlp_head.*: use "
+                              "conversion/convert_original_ast.py).")
+    if "module.v.dist_token" not in state_dict:
+        raise ConversionError("The SSAST checkpoint has no module.v.dist_token (a base384_nokd model, one prefix "
+                              "token); ast_hf's encoder has the CLS and distillation tokens of DeiT, so it cannot "
+                              "hold this model unchanged.")
+    unknown = [k for k in state_dict if not k.startswith("module.v.") and k not in _SSAST_EXTRAS]
+    if unknown:
+        raise ConversionError(f"Unexpected tensors in the SSAST checkpoint: {unknown[:5]}.")
+    encoder = timm_to_canonical(state_dict, prefix="module.v.")
+    weights = {PREFIX + key: value for key, value in encoder.items()}
+    weights.update({new: state_dict[old] for old, new in _SSAST_EXTRAS.items() if new is not None})
+    arch = encoder_architecture(encoder)
+    projection = encoder["embeddings.patch_embeddings.projection.weight"]  # (D, 1, patch_f, patch_t)
+    patch_f, patch_t = (int(side) for side in projection.shape[-2:])
+    num_mel_bins, max_length = int(state_dict["module.p_input_fdim"]), int(state_dict["module.p_input_tdim"])
+    grid = (num_mel_bins // patch_f, max_length // patch_t)
+    positions = encoder["embeddings.position_embeddings"].shape[1] - NUM_PREFIX_TOKENS
+    if positions != grid[0] * grid[1]:
+        raise ConversionError(f"The SSAST checkpoint's {positions} positions do not fit its {num_mel_bins} x "
+                              f"{max_length} input cut into {patch_f} x {patch_t} patches ({grid[0]} x {grid[1]}).")
+    fields = dict(hidden_size=arch["hidden_size"], num_hidden_layers=arch["num_hidden_layers"],
+                  num_attention_heads=default_heads(arch["hidden_size"]), intermediate_size=arch["intermediate_size"],
+                  qkv_bias=arch["qkv_bias"], patch_size=patch_f if patch_f == patch_t else [patch_f, patch_t],
+                  frequency_stride=patch_f, time_stride=patch_t, num_mel_bins=num_mel_bins, max_length=max_length,
+                  layer_norm_eps=1e-6, masking="cluster" if patch_f == patch_t else "random",
+                  mask_patches=min(400, grid[0] * grid[1]), pooling="mean")
+    return weights, fields
 
 
 def original_ast_grid(state_dict: Mapping[str, torch.Tensor], num_mel_bins: int, frequency_stride: int,
@@ -358,6 +430,7 @@ __all__ = [
     "AST_SOURCE_HINT",
     "ConversionError",
     "FORMAT_NAMES",
+    "ssast_to_hf",
     "PREFIX",
     "adapt_image_encoder",
     "canonical_architecture",

@@ -26,8 +26,14 @@ transformers' built-in port ("audio-spectrogram-transformer")."""
 
 # Integer fields and their smallest valid value (checked in ASTConfig.validate_fields).
 _INTEGER_FIELDS = {"hidden_size": 1, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 1,
-                   "patch_size": 1, "frequency_stride": 1, "time_stride": 1, "max_length": 1, "num_mel_bins": 1,
-                   "patchout_time": 0, "patchout_frequency": 0}
+                   "frequency_stride": 1, "time_stride": 1, "max_length": 1, "num_mel_bins": 1,
+                   "patchout_time": 0, "patchout_frequency": 0, "mask_patches": 1}
+POOLINGS = ("cls", "mean")
+"""Values of `ASTConfig.pooling`: "cls", the mean of the CLS and distillation tokens (AST); "mean", the mean of the
+patch tokens of the real audio (SSAST's default for fine-tuning a self-supervised encoder)."""
+MASKINGS = ("cluster", "random")
+"""Values of `ASTConfig.masking` (SSAST pretraining): "cluster", square neighbourhoods of 3x3 to 5x5 patches (the
+authors' choice for 16x16 patches); "random", patches drawn one by one (their choice for 128x2 frame patches)."""
 
 
 class ASTConfig(PreTrainedConfig):
@@ -63,7 +69,9 @@ class ASTConfig(PreTrainedConfig):
             which uses `layer_norm_eps`. The authors' head is `nn.LayerNorm(768)` (1e-5) on a timm encoder (1e-6),
             so their converted checkpoints set 1e-5. transformers' built-in AST has no such field (its head uses
             `layer_norm_eps`).
-        patch_size (int): Square patch side in (mel bins, frames); default 16, so that DeiT weights transfer.
+        patch_size (int | list[int]): Square patch side in (mel bins, frames), default 16 so that DeiT weights
+            transfer; or a [mel bins, frames] pair for other shapes, such as SSAST's frame patches [128, 2] (one patch
+            spans the whole mel axis and 2 frames). `patch_shape` gives the pair either way.
         qkv_bias (bool): Bias on the query/key/value projections; default True.
         frequency_stride (int): Stride of the patch split along frequency; default 10 (16 means no overlap). At
             most `patch_size`: a larger stride would leave mel bins between patches that the model never sees, so
@@ -77,6 +85,18 @@ class ASTConfig(PreTrainedConfig):
         patchout_time (int): Time columns of patches dropped at random in each training forward (structured
             Patchout, Koutini et al. 2021); default 0, which keeps all. Never applied in eval mode.
         patchout_frequency (int): Frequency rows of patches dropped likewise; default 0.
+        pooling (str): What `ASTModel`'s pooled output (the classifier head's input) is: "cls" (default), the mean
+            of the CLS and distillation tokens after the final LayerNorm (AST); "mean", the mean of the patch
+            tokens of the real audio (SSAST's default for fine-tuning, as its pretraining trains the patch tokens
+            and never the CLS token).
+        mask_patches (int): SSAST pretraining (`ASTForPreTraining`): patches masked in each clip; default 400, the
+            authors' setting for 512-patch clips (78%). A clip with fewer real patches is refused.
+        masking (str): SSAST pretraining: how masked patches are drawn: "cluster" (default; neighbourhoods of 3x3
+            to 5x5 patches, the authors' choice for 16x16 patches) or "random" (their choice for frame patches).
+        discriminative_loss_weight (float): SSAST pretraining: weight of the InfoNCE loss (each masked position
+            picks its own patch among the clip's masked patches); default 1.0. 0 leaves it out.
+        generative_loss_weight (float): SSAST pretraining: weight of the reconstruction MSE; default 10.0, the
+            authors' weighting of their joint objective. 0 leaves it out.
 
     Raises:
         TypeError: When an integer field is not an int (e.g. a string or a float).
@@ -112,6 +132,13 @@ class ASTConfig(PreTrainedConfig):
     # Training-only token dropping (PaSST): fewer tokens make each step cheaper and regularise.
     patchout_time: int = 0
     patchout_frequency: int = 0
+    # "cls" keeps AST's pooled output (and transformers' built-in AST's); SSAST fine-tunes with "mean".
+    pooling: str = "cls"
+    # SSAST pretraining (ASTForPreTraining): the authors' 400 masked patches, cluster masking, 1:10 loss weights.
+    mask_patches: int = 400
+    masking: str = "cluster"
+    discriminative_loss_weight: float = 1.0
+    generative_loss_weight: float = 10.0
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
@@ -166,9 +193,40 @@ class ASTConfig(PreTrainedConfig):
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value < 1.0:
                 raise ValueError(f"{name}={value!r} must be a small positive number (1e-12, 1e-6 or 1e-5)"
                                  + (", or None for layer_norm_eps." if name == "classifier_layer_norm_eps" else "."))
+        self._check_patch_size()
+        for name, choices in (("pooling", POOLINGS), ("masking", MASKINGS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {', '.join(map(repr, choices))}.")
+        weights = ("discriminative_loss_weight", "generative_loss_weight")
+        for name in weights:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < float("inf"):
+                raise ValueError(f"{name}={value!r} must be a number >= 0 (0 leaves that loss out).")
+        if not any(getattr(self, name) for name in weights):
+            raise ValueError("discriminative_loss_weight and generative_loss_weight are both 0: SSAST pretraining "
+                             "would have no loss. Keep at least one above 0 (the authors use 1 and 10).")
         if not isinstance(self.hidden_act, str) or self.hidden_act not in ACT2FN:
             raise ValueError(f"hidden_act={self.hidden_act!r} is not an activation transformers knows; use 'gelu' "
                              "(DeiT's) or another key of transformers.activations.ACT2FN.")
+
+    def _check_patch_size(self) -> None:
+        value = self.patch_size
+        sides = list(value) if isinstance(value, (list, tuple)) else [value]
+        if len(sides) not in (1, 2) or any(isinstance(side, bool) or not isinstance(side, numbers.Integral)
+                                           for side in sides):
+            raise TypeError(f"patch_size={value!r} is a {type(value).__name__}; it must be an int (a square patch, "
+                            "e.g. 16) or a [mel bins, frames] pair of ints (e.g. [128, 2], SSAST's frame patches).")
+        if min(sides) < 1:
+            raise ValueError(f"patch_size={value!r}: every side must be >= 1.")
+        sides = [int(side) for side in sides]
+        # A square pair is stored as one int, as transformers' built-in AST config (and its models) expect.
+        self.patch_size = sides[0] if len(sides) == 1 or sides[0] == sides[1] else sides
+
+    @property
+    def patch_shape(self) -> tuple[int, int]:
+        """The (mel bins, frames) of one patch: (16, 16) for `patch_size=16`, (128, 2) for `[128, 2]`."""
+        size = self.patch_size
+        return (int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) else (size, size)
 
     def validate_architecture(self) -> None:
         """Check the fields together: heads divide the width, strides <= patch_size, the stored grid holds a patch.
@@ -193,21 +251,24 @@ class ASTConfig(PreTrainedConfig):
         self._check_patch_geometry()
 
     def _check_patch_geometry(self) -> None:
-        for name in ("frequency_stride", "time_stride"):
+        square = self.patch_shape[0] == self.patch_shape[1]
+        for name, side in zip(("frequency_stride", "time_stride"), self.patch_shape, strict=True):
             # A stride beyond the patch leaves bins/frames between patches that no patch covers: part of every
             # clip would be ignored without a sign. No AST checkpoint does this, so it is refused.
-            if getattr(self, name) > self.patch_size:
+            unit = "mel bins" if name == "frequency_stride" else "frames"
+            if getattr(self, name) > side:
+                patch = f"patch_size={side}" if square else f"patch_size={self.patch_size} ({side} {unit})"
                 raise ValueError(
-                    f"{name}={getattr(self, name)} is larger than patch_size={self.patch_size}: "
-                    f"{getattr(self, name) - self.patch_size} {'mel bins' if name == 'frequency_stride' else 'frames'}"
-                    f" between neighbouring patches would never be seen. Use a stride <= {self.patch_size} "
-                    f"({self.patch_size} = no overlap; the paper uses 10 with 16x16 patches)."
+                    f"{name}={getattr(self, name)} is larger than {patch}: {getattr(self, name) - side} {unit}"
+                    f" between neighbouring patches would never be seen. Use a stride <= {side} "
+                    f"({side} = no overlap; the paper uses 10 with 16x16 patches)."
                 )
-        for name in ("num_mel_bins", "max_length"):
-            if getattr(self, name) < self.patch_size:
+        for name, side in zip(("num_mel_bins", "max_length"), self.patch_shape, strict=True):
+            if getattr(self, name) < side:
+                patch = f"patch_size={side}" if square else f"patch_size={self.patch_size} ({side} along it)"
                 raise ValueError(
-                    f"{name}={getattr(self, name)} is smaller than patch_size={self.patch_size}: the stored grid "
-                    f"would hold no patch. Use at least {self.patch_size}."
+                    f"{name}={getattr(self, name)} is smaller than {patch}: the stored grid would hold no patch. "
+                    f"Use at least {side}."
                 )
 
     def patch_grid_for(self, num_frames: int, num_mel_bins: int | None = None) -> tuple[int, int]:
@@ -229,7 +290,7 @@ class ASTConfig(PreTrainedConfig):
             ```
         """
         num_mel_bins = self.num_mel_bins if num_mel_bins is None else num_mel_bins
-        return patch_grid_size(num_mel_bins, num_frames, self.patch_size, self.frequency_stride, self.time_stride)
+        return patch_grid_size(num_mel_bins, num_frames, self.patch_shape, self.frequency_stride, self.time_stride)
 
     @property
     def patch_grid(self) -> tuple[int, int]:
@@ -281,23 +342,25 @@ def _from_builtin_ast(config_dict: dict[str, Any]) -> dict[str, Any]:
     return config_dict
 
 
-def patch_grid_size(num_mel_bins: int, num_frames: int, patch_size: int, frequency_stride: int,
+def patch_grid_size(num_mel_bins: int, num_frames: int, patch_size: int | tuple[int, int], frequency_stride: int,
                     time_stride: int) -> tuple[int, int]:
-    """Number of (frequency, time) patches of a Conv2d(kernel=patch_size, stride=(fs, ts)) over (F, T)."""
-    if num_mel_bins < patch_size:
+    """Number of (frequency, time) patches of a Conv2d(kernel=patch_size, stride=(fs, ts)) over (F, T); `patch_size`
+    is a square side or a (mel bins, frames) pair."""
+    patch_f, patch_t = patch_size if isinstance(patch_size, (list, tuple)) else (patch_size, patch_size)
+    if num_mel_bins < patch_f:
         raise ValueError(
             f"The spectrogram has {num_frames} frames x {num_mel_bins} mel bins but one patch needs "
-            f"{patch_size} x {patch_size}. Compute it with at least {patch_size} mel bins (ASTFeatureExtractor("
+            f"{patch_f} x {patch_t}. Compute it with at least {patch_f} mel bins (ASTFeatureExtractor("
             f"num_mel_bins=...), 128 for every AST checkpoint), and pass it as (batch, frames, mel bins)."
         )
-    if num_frames < patch_size:
+    if num_frames < patch_t:
         raise ValueError(
             f"The spectrogram has {num_frames} frames x {num_mel_bins} mel bins but one patch needs "
-            f"{patch_size} x {patch_size}. Pad the audio to at least {patch_size} frames "
-            f"(feature extractor padding='max_length', or about {samples_for_frames(patch_size)} samples at 16 kHz)."
+            f"{patch_f} x {patch_t}. Pad the audio to at least {patch_t} frames "
+            f"(feature extractor padding='max_length', or about {samples_for_frames(patch_t)} samples at 16 kHz)."
         )
-    return (patches_along(num_mel_bins, patch_size, frequency_stride),
-            patches_along(num_frames, patch_size, time_stride))
+    return (patches_along(num_mel_bins, patch_f, frequency_stride),
+            patches_along(num_frames, patch_t, time_stride))
 
 
 def patches_along(length: Any, patch_size: int, stride: int) -> Any:

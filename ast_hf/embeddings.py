@@ -195,14 +195,14 @@ def embed_windows(encoder: ASTModel, extractor: ASTFeatureExtractor, clips: Sequ
     """
     config = encoder.config
     device = encoder.device if device is None else device
-    features = window_features(extractor, list(clips), pad_to_max_length, config.patch_size, device)
+    features = window_features(extractor, list(clips), pad_to_max_length, config.patch_shape[1], device)
     with torch.inference_mode():
         output = encoder(**features, output_hidden_states=layers is not None)
     states = [output.last_hidden_state] if layers is None else [output.hidden_states[i] for i in layers]
     batch, frames, mel_bins = features["input_values"].shape
     grid_f, grid_t = config.patch_grid_for(frames, mel_bins)
     lengths = torch.tensor([num_frames(clip.shape[0]) for clip in clips])
-    real = patches_along(lengths.clamp(min=config.patch_size).clamp(max=frames), config.patch_size,
+    real = patches_along(lengths.clamp(min=config.patch_shape[1]).clamp(max=frames), config.patch_shape[1],
                          config.time_stride).clamp(max=grid_t)  # (B,) real time columns
     keep = torch.arange(grid_t)[None, :] < real[:, None]  # (B, t)
     vectors, columns = [], []
@@ -260,11 +260,12 @@ def embed_recordings(encoder: ASTModel, extractor: ASTFeatureExtractor, sources:
     pad_to_max_length = extractor.pad_to_max_length if pad_to_max_length is None else pad_to_max_length
     rate = extractor.sampling_rate
     window = samples_for_frames(extractor.max_length)
-    grid_t = patches_along(max(extractor.max_length, config.patch_size), config.patch_size, config.time_stride)
+    patch_frames = config.patch_shape[1]
+    grid_t = patches_along(max(extractor.max_length, patch_frames), patch_frames, config.time_stride)
     tiling = grid_t * config.time_stride * FRAME_SHIFT  # samples from a window's first column to the next one's
     # By default the next window starts at the first column this one has no room for.
     hop_samples = min(tiling, window) if hop is None else hop_in_samples(hop, window, rate, extractor.max_length)
-    centres = column_centres(grid_t, config.patch_size, config.time_stride)  # (t,) seconds from a window's start
+    centres = column_centres(grid_t, config.patch_shape[1], config.time_stride)  # (t,) seconds from a window's start
     overlapping = hop_samples < tiling  # windows share moments
 
     pending: list[_Recording] = []  # recordings not yet given out, in order
@@ -280,7 +281,7 @@ def embed_recordings(encoder: ASTModel, extractor: ASTFeatureExtractor, sources:
             recording.starts.append(start)
             if timestamps:
                 recording.columns.append(columns[i])
-                if num_frames(samples.shape[0]) < config.patch_size:  # one padded patch: centred on the audio
+                if num_frames(samples.shape[0]) < config.patch_shape[1]:  # one padded patch: centred on the audio
                     recording.times.append(torch.tensor([(start + samples.shape[0] / 2) / rate], dtype=torch.float64))
                 else:
                     recording.times.append(centres[:columns[i].shape[0]] + start / rate)

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,7 +28,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs, logging
+from transformers.utils import ModelOutput, TransformersKwargs, logging
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -47,6 +48,9 @@ logger = logging.get_logger(__name__)
 # Config fields that set the stored positional grid and that a trained model can change: given to from_pretrained,
 # the stored embeddings are resampled to the new grid (`ASTPreTrainedModel.set_patch_grid`), not re-initialised.
 GRID_FIELDS = ("max_length", "frequency_stride", "time_stride", "num_mel_bins")
+# config.architectures of a checkpoint saved by ASTForPreTraining (SSAST pretraining): loaded into another class, its
+# encoder is kept and a message says what is new.
+PRETRAINING_ARCHITECTURE = "ASTForPreTraining"
 # from_pretrained arguments that say where and how to read the checkpoint's own config.json.
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
@@ -58,6 +62,7 @@ _AUTO_MAP = {
     "AutoConfig": "configuration_ast.ASTConfig",
     "AutoModel": "modeling_ast.ASTModel",
     "AutoModelForAudioClassification": "modeling_ast.ASTForAudioClassification",
+    "AutoModelForPreTraining": "modeling_ast.ASTForPreTraining",
     "AutoFeatureExtractor": "feature_extraction_ast.ASTFeatureExtractor",
 }
 
@@ -70,9 +75,9 @@ class ASTPatchEmbeddings(nn.Module):
 
     def __init__(self, config: ASTConfig) -> None:
         super().__init__()
-        self.patch_size = config.patch_size
+        self.patch_shape = config.patch_shape  # (mel bins, frames) of one patch
         self.strides = (config.frequency_stride, config.time_stride)
-        self.projection = nn.Conv2d(1, config.hidden_size, kernel_size=config.patch_size, stride=self.strides)
+        self.projection = nn.Conv2d(1, config.hidden_size, kernel_size=self.patch_shape, stride=self.strides)
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
         spectrogram = input_values.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
@@ -82,28 +87,39 @@ class ASTPatchEmbeddings(nn.Module):
     def grid(self, input_values: torch.Tensor) -> tuple[Any, Any]:
         """(f, t) patches of a (B, T, F) input: the conv's output size, from the shape alone."""
         frames, mel_bins = input_values.shape[1:]
-        return (patches_along(mel_bins, self.patch_size, self.strides[0]),
-                patches_along(frames, self.patch_size, self.strides[1]))
+        return (patches_along(mel_bins, self.patch_shape[0], self.strides[0]),
+                patches_along(frames, self.patch_shape[1], self.strides[1]))
 
 
 class ASTEmbeddings(nn.Module):
-    """[CLS, DIST, patches] + positional embeddings resampled to the input's patch grid."""
+    """[CLS, DIST, patches] + positional embeddings resampled to the input's patch grid.
 
-    def __init__(self, config: ASTConfig) -> None:
+    With `use_mask_token` (SSAST pretraining) the patches at `bool_masked_pos` are replaced by a learned mask
+    embedding before the tokens are prepended and the positions added, as in the SSAST code and BEiT/ViT's masked
+    image modelling."""
+
+    def __init__(self, config: ASTConfig, use_mask_token: bool = False) -> None:
         super().__init__()
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.distillation_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size)) if use_mask_token else None
         self.patch_embeddings = ASTPatchEmbeddings(config)
         self.grid = config.patch_grid  # stored (f, t) grid
         num_positions = self.grid[0] * self.grid[1] + NUM_PREFIX_TOKENS
         self.position_embeddings = nn.Parameter(torch.zeros(1, num_positions, config.hidden_size))
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_values: torch.Tensor,
-                time_patches: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+    def forward(self, input_values: torch.Tensor, time_patches: torch.Tensor | None = None,
+                bool_masked_pos: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
         batch_size = input_values.shape[0]
         patches = self.patch_embeddings(input_values)  # (B, N, D)
         grid = self.patch_embeddings.grid(input_values)  # (f, t)
+        if bool_masked_pos is not None:
+            if self.mask_token is None:
+                raise ValueError("bool_masked_pos needs a mask token, which this model does not have: use "
+                                 "ASTForPreTraining, or build ASTModel(config, use_mask_token=True).")
+            masked = bool_masked_pos.to(patches.device)[:, :, None]  # (B, N, 1)
+            patches = torch.where(masked, self.mask_token.to(patches.dtype), patches)
         cls_tokens = self.cls_token.expand(batch_size, -1, -1)
         distillation_tokens = self.distillation_token.expand(batch_size, -1, -1)
         embeddings = torch.cat((cls_tokens, distillation_tokens, patches), dim=1)  # (B, N + 2, D)
@@ -371,6 +387,13 @@ class ASTPreTrainedModel(PreTrainedModel):
                 kwargs["config"] = config
         loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading info) with output_loading_info
+        if PRETRAINING_ARCHITECTURE in (model.config.architectures or []) and not isinstance(model,
+                                                                                           ASTForPreTraining):
+            head = ("; its classifier head (classifier.*) is new and random: fine-tune it on labelled audio "
+                    "before use" if isinstance(model, ASTForAudioClassification) else "")
+            logger.warning(f"{pretrained_model_name_or_path} is an SSAST pretraining checkpoint (ASTForPreTraining): "
+                           f"its encoder is loaded unchanged, without the mask token and the pretraining heads"
+                           f"{head}. Pooling: {model.config.pooling!r} (config.pooling).")
         model.set_patch_grid(**changes)
         return loaded
 
@@ -426,6 +449,8 @@ class ASTPreTrainedModel(PreTrainedModel):
             # timm's ViT initialisation: small random tokens and positions, so training from scratch works.
             for parameter in (module.cls_token, module.distillation_token, module.position_embeddings):
                 nn.init.trunc_normal_(parameter, std=self.config.initializer_range)
+            if module.mask_token is not None:  # SSAST's initialisation of its mask embedding
+                nn.init.xavier_normal_(module.mask_token)
 
     # transformers copies this file and its relative imports (configuration_ast.py, which imports
     # feature_extraction_ast.py) and writes auto_map[AutoConfig] and auto_map[<this class's auto class>], as the
@@ -477,16 +502,18 @@ class ASTModel(ASTPreTrainedModel):
 
     The spectrogram is cut into 16x16 patches at the config's strides; the CLS and distillation tokens are
     prepended; the positional embeddings are resampled to the input's patch grid (`ast_hf.patch_grid`), so any
-    length of at least one patch runs. The pooled output is the mean of the CLS and distillation tokens after the
-    final LayerNorm.
+    length of at least one patch runs. The pooled output is, after the final LayerNorm, the mean of the CLS and
+    distillation tokens (`config.pooling="cls"`, the default) or of the real audio's patch tokens ("mean").
 
     Args:
         config: The model's configuration.
+        use_mask_token: Give the embeddings a learned mask token, which replaces the patches at `bool_masked_pos`
+            (SSAST pretraining; `ASTForPreTraining` builds its encoder so).
     """
 
-    def __init__(self, config: ASTConfig) -> None:
+    def __init__(self, config: ASTConfig, use_mask_token: bool = False) -> None:
         super().__init__(config)
-        self.embeddings = ASTEmbeddings(config)
+        self.embeddings = ASTEmbeddings(config, use_mask_token=use_mask_token)
         self.patchout = ASTPatchout(config)
         self.encoder = ASTEncoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -502,6 +529,7 @@ class ASTModel(ASTPreTrainedModel):
         self,
         input_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        bool_masked_pos: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling:
         """Encode a batch of spectrograms.
@@ -513,13 +541,16 @@ class ASTModel(ASTPreTrainedModel):
                 `padding="longest", return_attention_mask=True`. The patches of padding are masked, so a clip's
                 output in a padded batch equals its output alone. Rows must be right-padded (ones, then zeros, at
                 least one real frame). numpy arrays and lists are accepted.
+            bool_masked_pos: (batch, patches) booleans, True where a patch is replaced by the mask token (patches
+                in frequency-major order); only for a model built with `use_mask_token=True`. Patchout is not
+                applied to a masked batch.
             **kwargs: `output_hidden_states` (True, or the indices of the hidden states to return),
                 `output_attentions`, `return_dict`, and options of the attention kernel, as in transformers' models
                 (`interpolate_pos_encoding` is accepted and ignored: inputs of any size run).
 
         Returns:
             A `BaseModelOutputWithPooling`: `last_hidden_state` (batch, 2 + patches, hidden size), `pooler_output`
-            (batch, hidden size), and the hidden states and attentions when asked for.
+            (batch, hidden size; see `config.pooling`), and the hidden states and attentions when asked for.
 
         Raises:
             ValueError: For another mel-bin count (the message says whether the tensor looks transposed), fewer
@@ -530,11 +561,12 @@ class ASTModel(ASTPreTrainedModel):
         input_values = check_input_values(input_values, self.config)
         input_values = input_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
         time_patches = None if attention_mask is None else self._time_patches(attention_mask, input_values.shape)
-        embeddings, grid = self.embeddings(input_values, time_patches)  # (B, 2 + f*t, D), (f, t)
+        embeddings, grid = self.embeddings(input_values, time_patches, bool_masked_pos)  # (B, 2 + f*t, D), (f, t)
         real_columns = None
         if time_patches is not None:
             real_columns = torch.arange(grid[1], device=embeddings.device)[None, :] < time_patches[:, None]  # (B, t)
-        embeddings, grid, real_columns = self.patchout(embeddings, grid, real_columns)
+        if bool_masked_pos is None:  # Patchout would drop masked positions whose outputs the pretraining reads
+            embeddings, grid, real_columns = self.patchout(embeddings, grid, real_columns)
 
         # Attention weights come from eager attention, which every layer then runs (see ASTSelfAttention) with an
         # additive mask; otherwise the mask takes the configured kernel's form (boolean for sdpa, flex's BlockMask).
@@ -545,7 +577,15 @@ class ASTModel(ASTPreTrainedModel):
                                         eager=bool(kwargs["output_attentions"]))
         hidden_states = self.encoder(embeddings, mask, **kwargs)
         sequence_output = self.layernorm(hidden_states)  # (B, 2 + f*t, D)
-        pooled_output = (sequence_output[:, 0] + sequence_output[:, 1]) / 2  # (B, D)
+        if self.config.pooling == "mean":  # SSAST: the mean of the real audio's patch tokens
+            patches = sequence_output[:, NUM_PREFIX_TOKENS:]  # (B, f*t, D)
+            if real_columns is None:
+                pooled_output = patches.mean(dim=1)
+            else:
+                real = token_mask(real_columns, grid[0])[:, NUM_PREFIX_TOKENS:, None].to(patches.dtype)  # (B, f*t, 1)
+                pooled_output = (patches * real).sum(dim=1) / real.sum(dim=1)  # (B, D)
+        else:
+            pooled_output = (sequence_output[:, 0] + sequence_output[:, 1]) / 2  # (B, D)
         return BaseModelOutputWithPooling(last_hidden_state=sequence_output, pooler_output=pooled_output)
 
     def _attention_mask(self, tokens: torch.Tensor, embeddings: torch.Tensor, eager: bool) -> torch.Tensor | Any:
@@ -571,7 +611,7 @@ class ASTModel(ASTPreTrainedModel):
         _, grid_t = self.config.patch_grid_for(shape[1], shape[2])
         # The same formula per clip, on a tensor. A clip shorter than one patch keeps its first (partly padded)
         # patch rather than attending to nothing.
-        patch = self.config.patch_size
+        patch = self.config.patch_shape[1]
         return patches_along(frames.clamp(min=patch), patch, self.config.time_stride).clamp(max=grid_t)
 
 
@@ -584,6 +624,107 @@ class ASTMLPHead(nn.Module):
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.dense(self.layernorm(pooled))  # (B, num_labels)
+
+
+@dataclass
+class ASTForPreTrainingOutput(ModelOutput):
+    """Output of `ASTForPreTraining`.
+
+    Attributes:
+        loss: The joint SSAST loss, `discriminative_loss_weight * discriminative_loss + generative_loss_weight *
+            generative_loss` (the weights of the config).
+        discriminative_loss: The InfoNCE loss of masked patch classification (None when its weight is 0).
+        generative_loss: The MSE of masked patch reconstruction (None when its weight is 0).
+        discriminative_accuracy: How often a masked position's output picks its own patch among the clip's masked
+            patches (None when the discriminative weight is 0).
+        bool_masked_pos: (batch, patches) the patches that were masked, frequency-major.
+        reconstruction: (batch, masked per clip, patch values) the generative head's patches, in the order of the
+            masked positions (None when the generative weight is 0).
+        hidden_states: The hidden states, when asked for.
+        attentions: The attention weights, when asked for.
+    """
+
+    loss: torch.FloatTensor | None = None
+    discriminative_loss: torch.FloatTensor | None = None
+    generative_loss: torch.FloatTensor | None = None
+    discriminative_accuracy: torch.FloatTensor | None = None
+    bool_masked_pos: torch.BoolTensor | None = None
+    reconstruction: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class ASTPreTrainingHead(nn.Module):
+    """SSAST's prediction layer: Linear(D, D), ReLU, Linear(D, patch values) on a masked position's output."""
+
+    def __init__(self, config: ASTConfig) -> None:
+        super().__init__()
+        patch_f, patch_t = config.patch_shape
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.ReLU()
+        self.projection = nn.Linear(config.hidden_size, patch_f * patch_t)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.activation(self.dense(hidden_states)))  # (..., patch_f * patch_t)
+
+
+def spectrogram_patches(input_values: torch.Tensor, patch_shape: tuple[int, int],
+                        strides: tuple[int, int]) -> torch.Tensor:
+    """(B, T, F) spectrogram -> (B, f * t, patch_f * patch_t) raw patch values, patches frequency-major (the order
+    of the patch embeddings) and each patch's values frequency-major, as SSAST's `nn.Unfold` of (B, 1, F, T)."""
+    spectrogram = input_values.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
+    return F.unfold(spectrogram, kernel_size=patch_shape, stride=strides).transpose(1, 2)  # (B, f * t, P)
+
+
+def sample_patch_mask(grid: tuple[int, int], time_patches: list[int], num_masked: int, masking: str,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw SSAST's masked patches, the same count in every clip.
+
+    "cluster" (the authors' masking of 16x16 patches): square neighbourhoods of c x c patches, c drawn once per clip
+    from 3, 4 and 5, at random corners, until `num_masked` patches are covered; the last neighbourhood contributes
+    a random part of its new patches so that the count is exact. (The authors' code draws corners over the
+    flattened grid, so a neighbourhood that passes the right edge continues on the next rows, and cuts the union
+    to size by set order; here neighbourhoods stop at the grid's edges and the cut is random.) "random" (their
+    masking of frame patches): patches drawn uniformly without replacement. Only the clip's real time columns
+    (`time_patches`) are masked.
+
+    Args:
+        grid: The (f, t) patch grid of the batch.
+        time_patches: Each clip's real time columns (t for an unpadded clip).
+        num_masked: Patches masked per clip.
+        masking: "cluster" or "random".
+        generator: The random generator (None: torch's global one).
+
+    Returns:
+        (B, f * t) booleans, True at the masked patches, frequency-major.
+    """
+    grid_f, grid_t = grid
+    masks = torch.zeros(len(time_patches), grid_f, grid_t, dtype=torch.bool)
+    for clip, columns in enumerate(time_patches):
+        mask = masks[clip, :, :columns]  # a view: (f, t_real)
+        if masking == "random":
+            chosen = torch.randperm(grid_f * columns, generator=generator)[:num_masked]
+            flat = torch.zeros(grid_f * columns, dtype=torch.bool)
+            flat[chosen] = True
+            mask.copy_(flat.view(grid_f, columns))
+            continue
+        size = int(torch.randint(3, 6, (1,), generator=generator))
+        covered = 0
+        while covered < num_masked:
+            row = int(torch.randint(grid_f, (1,), generator=generator))
+            column = int(torch.randint(columns, (1,), generator=generator))
+            block = torch.zeros_like(mask)
+            block[row:row + size, column:column + size] = True
+            new = block & ~mask
+            count = int(new.sum())
+            if covered + count > num_masked:  # keep a random part of the last neighbourhood
+                places = new.view(-1).nonzero().squeeze(1)
+                keep = places[torch.randperm(count, generator=generator)[: num_masked - covered]]
+                new = torch.zeros(mask.numel(), dtype=torch.bool).index_fill(0, keep, True).view_as(mask)
+                count = num_masked - covered
+            mask |= new
+            covered += count
+    return masks.flatten(1)  # (B, f * t)
 
 
 class ASTForAudioClassification(ASTPreTrainedModel):
@@ -666,7 +807,173 @@ class ASTForAudioClassification(ASTPreTrainedModel):
         return self.loss_function(labels, logits, config, **kwargs)
 
 
+class ASTForPreTraining(ASTPreTrainedModel):
+    """The AST encoder with SSAST's self-supervised pretraining heads (Gong, Lai, Chung, Glass, "SSAST:
+    Self-Supervised Audio Spectrogram Transformer", AAAI 2022, arXiv 2110.09784): masked spectrogram patch modelling.
+
+    `config.mask_patches` patches of each clip are replaced by a learned mask embedding (`config.masking`: cluster
+    masking for 16x16 patches, random for frame patches such as [128, 2]); from each masked position's output,
+    - a discriminative head predicts a vector that must pick the position's own patch among the clip's masked
+      patches (InfoNCE over the dot products with the raw patch values; its accuracy is reported), and
+    - a generative head reconstructs the patch's values (MSE),
+    and the loss is `discriminative_loss_weight * InfoNCE + generative_loss_weight * MSE` (1 and 10, the authors'
+    joint objective; their code runs the two objectives in two forward passes with independent masks, here both
+    heads read one masked pass, which estimates the same objective at half the cost). Patches must not overlap
+    (strides = patch size), as in the authors' pretraining: a masked patch would otherwise show through its
+    neighbours. The saved checkpoint loads into `ASTForAudioClassification` (a new head) and, with
+    `time_stride=10, frequency_stride=10` given to `from_pretrained`, fine-tunes with overlapping patches, the
+    positional embeddings resampled to the new grid.
+
+    In training mode the masks are drawn from torch's global generator (seeded by the Trainer, restored on resume);
+    in eval mode from a generator seeded with 0 at each call, so that evaluation losses are repeatable.
+
+    Args:
+        config: The model's configuration (`mask_patches`, `masking`, the two loss weights).
+
+    Raises:
+        ValueError: For overlapping patches (a stride below the patch size).
+
+    Example:
+        ```python
+        config = ASTConfig(frequency_stride=16, time_stride=16, max_length=1024, mask_patches=400)
+        model = ASTForPreTraining(config)
+        output = model(**extractor(clips, sampling_rate=16000, return_tensors="pt"))
+        output.loss.backward()  # output.discriminative_accuracy, output.generative_loss, ...
+        ```
+    """
+
+    def __init__(self, config: ASTConfig) -> None:
+        super().__init__(config)
+        strides = (config.frequency_stride, config.time_stride)
+        if strides != config.patch_shape:
+            raise ValueError(
+                f"SSAST pretraining cuts patches without overlap, but the strides {strides} differ from the patch "
+                f"{config.patch_shape} (patch_size={config.patch_size}): a masked patch would show through its "
+                f"neighbours. Set frequency_stride={config.patch_shape[0]} and time_stride={config.patch_shape[1]}; "
+                "fine-tune with overlap afterwards (ASTForAudioClassification.from_pretrained(path, time_stride=10, "
+                "frequency_stride=10))."
+            )
+        grid_f, grid_t = config.patch_grid
+        if config.mask_patches > grid_f * grid_t:
+            raise ValueError(
+                f"mask_patches={config.mask_patches} is more than the {grid_f * grid_t} patches ({grid_f} x {grid_t}) "
+                f"of a max_length={config.max_length} clip. Mask fewer (the authors mask 400 of 512, 78%: about "
+                f"{round(grid_f * grid_t * 400 / 512)} here) or pretrain on longer clips.")
+        self.audio_spectrogram_transformer = ASTModel(config, use_mask_token=True)
+        self.discriminative_head = ASTPreTrainingHead(config)
+        self.generative_head = ASTPreTrainingHead(config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        bool_masked_pos: torch.Tensor | None = None,
+        labels: Any = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> ASTForPreTrainingOutput:
+        """Mask patches of a batch of spectrograms and compute SSAST's losses.
+
+        Args:
+            input_values: Normalised log-mel spectrograms, (batch, frames, `config.num_mel_bins`), from
+                `ASTFeatureExtractor`.
+            attention_mask: (batch, frames), 1 for real frames and 0 for padding, right-padded (see `ASTModel`);
+                only patches of real frames are masked.
+            bool_masked_pos: (batch, patches) booleans, True at the patches to mask, the same count in every clip;
+                None (default) draws `config.mask_patches` per clip by `config.masking`.
+            labels: Not taken: pretraining learns from the audio alone; given, it is refused.
+            **kwargs: `output_hidden_states`, `output_attentions`, `return_dict` and attention-kernel options.
+
+        Returns:
+            An `ASTForPreTrainingOutput` with the joint loss, both losses, the discriminative accuracy and the mask.
+
+        Raises:
+            ValueError: For labels; for a clip with fewer real patches than `config.mask_patches`; for a
+                `bool_masked_pos` of another shape, with different counts per clip, none, or masking padding;
+                for Patchout settings in training; and every input error of `ASTModel.forward`.
+        """
+        if labels is not None:
+            raise ValueError("ASTForPreTraining learns from the audio alone and takes no labels. Pass input_values "
+                             "(and attention_mask) only; to train on labels, use ASTForAudioClassification.")
+        config = self.config
+        if self.training and (config.patchout_time or config.patchout_frequency):
+            raise ValueError(f"Patchout (patchout_time={config.patchout_time}, patchout_frequency="
+                             f"{config.patchout_frequency}) would drop the masked positions that SSAST learns from; "
+                             "set both to 0 for pretraining.")
+        input_values = check_input_values(input_values, config)
+        encoder = self.audio_spectrogram_transformer
+        grid = config.patch_grid_for(input_values.shape[1], input_values.shape[2])
+        time_patches = None if attention_mask is None else encoder._time_patches(attention_mask, input_values.shape)
+        bool_masked_pos = self._masked_positions(bool_masked_pos, grid, time_patches, input_values.shape[0])
+        bool_masked_pos = bool_masked_pos.to(input_values.device)
+        outputs = encoder(input_values, attention_mask=attention_mask, bool_masked_pos=bool_masked_pos,
+                          return_dict=True, **kwargs)
+
+        batch_size = input_values.shape[0]
+        num_masked = int(bool_masked_pos[0].sum())
+        tokens = outputs.last_hidden_state[:, NUM_PREFIX_TOKENS:]  # (B, N, D)
+        masked_tokens = tokens[bool_masked_pos].view(batch_size, num_masked, -1)  # (B, M, D)
+        patches = spectrogram_patches(input_values, config.patch_shape, (config.frequency_stride, config.time_stride))
+        targets = patches[bool_masked_pos].view(batch_size, num_masked, -1).float()  # (B, M, P)
+
+        loss = discriminative_loss = accuracy = generative_loss = reconstruction = None
+        if config.discriminative_loss_weight:
+            predictions = self.discriminative_head(masked_tokens).float()  # (B, M, P)
+            scores = torch.bmm(targets, predictions.transpose(1, 2))  # (B, M targets, M predictions)
+            # Each target row's own prediction is on the diagonal (equation 1 of the SSAST paper).
+            discriminative_loss = -torch.diagonal(F.log_softmax(scores, dim=-1), dim1=1, dim2=2).mean()
+            own = torch.arange(num_masked, device=scores.device)
+            # As the authors count it: the softmax over a target's predictions, then for each prediction the target
+            # where it scores highest must be its own.
+            accuracy = (F.softmax(scores, dim=-1).argmax(dim=1) == own).float().mean()
+            loss = config.discriminative_loss_weight * discriminative_loss
+        if config.generative_loss_weight:
+            reconstruction = self.generative_head(masked_tokens).float()  # (B, M, P)
+            generative_loss = F.mse_loss(reconstruction, targets)
+            weighted = config.generative_loss_weight * generative_loss
+            loss = weighted if loss is None else loss + weighted
+        return ASTForPreTrainingOutput(loss=loss, discriminative_loss=discriminative_loss,
+                                       generative_loss=generative_loss, discriminative_accuracy=accuracy,
+                                       bool_masked_pos=bool_masked_pos, reconstruction=reconstruction,
+                                       hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+    def _masked_positions(self, given: Any, grid: tuple[int, int], time_patches: torch.Tensor | None,
+                          batch_size: int) -> torch.Tensor:
+        """The (B, f*t) mask: drawn (config.mask_patches per clip), or the given one, checked."""
+        columns = [grid[1]] * batch_size if time_patches is None else time_patches.tolist()
+        real = torch.zeros(batch_size, grid[0], grid[1], dtype=torch.bool)
+        for clip, count in enumerate(columns):
+            real[clip, :, :count] = True
+        real = real.flatten(1)  # (B, f*t)
+        if given is None:
+            fewest = grid[0] * min(columns)
+            if self.config.mask_patches > fewest:
+                clip = columns.index(min(columns))
+                raise ValueError(
+                    f"mask_patches={self.config.mask_patches}, but clip {clip} of the batch has only {fewest} patches "
+                    f"({grid[0]} x {min(columns)} of {self.config.patch_shape[0]} mel bins x "
+                    f"{self.config.patch_shape[1]} frames). Mask fewer patches (config.mask_patches, "
+                    f"--mask_patches; the authors mask 400 of 512) or use longer clips (pad to max_length).")
+            generator = None if self.training else torch.Generator().manual_seed(0)
+            return sample_patch_mask(grid, columns, self.config.mask_patches, self.config.masking, generator)
+        mask = as_tensor("bool_masked_pos", given)
+        if mask.shape != real.shape:
+            raise ValueError(f"bool_masked_pos has shape {tuple(mask.shape)}; this batch needs {tuple(real.shape)} "
+                             f"(batch, {grid[0]} x {grid[1]} patches, frequency-major).")
+        mask = mask.cpu().bool()
+        counts = mask.sum(dim=1)
+        if int(counts.min()) < 1 or bool((counts != counts[0]).any()):
+            raise ValueError(f"bool_masked_pos masks {counts.tolist()} patches in the clips: mask at least one, and "
+                             "the same number in every clip (InfoNCE compares a clip's masked patches).")
+        if bool((mask & ~real).any()):
+            raise ValueError("bool_masked_pos masks patches of padding (beyond a clip's real frames in "
+                             "attention_mask); mask real patches only.")
+        return mask
+
+
 ASTModel.register_for_auto_class("AutoModel")
 ASTForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
+ASTForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 
-__all__ = ["ASTForAudioClassification", "ASTModel", "ASTPatchout", "ASTPreTrainedModel"]
+__all__ = ["ASTForAudioClassification", "ASTForPreTraining", "ASTForPreTrainingOutput", "ASTModel", "ASTPatchout",
+           "ASTPreTrainedModel", "sample_patch_mask", "spectrogram_patches"]

@@ -243,7 +243,7 @@ def _export_graph(model: ASTForAudioClassification, path: Path, opset: int) -> N
         with torch.no_grad():
             program = torch.export.export(_Logits(model), example, strict=False,
                                           dynamic_shapes={"input_values": dynamic, "attention_mask": dynamic})
-        _check_dynamic_ranges(program, min_frames=config.patch_size + config.time_stride)
+        _check_dynamic_ranges(program, min_frames=config.patch_shape[1] + config.time_stride)
         with warnings.catch_warnings():  # the renaming below names each axis twice, once per input; it is meant so
             warnings.filterwarnings("ignore", message=".*will not be used, since it shares the same shape")
             parameter_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -283,11 +283,12 @@ def _check_against_pytorch(model: ASTForAudioClassification, path: Path) -> floa
     (cropped positions, masked padding), and a clip of one patch alone (the smallest input, below the range
     torch.export proves)."""
     config = model.config
-    lengths = (config.max_length + 2 * config.time_stride, config.max_length, config.patch_size + config.time_stride)
+    patch_frames = config.patch_shape[1]
+    lengths = (config.max_length + 2 * config.time_stride, config.max_length, patch_frames + config.time_stride)
     generator = torch.Generator().manual_seed(0)
     padded = torch.randn(len(lengths), lengths[0], config.num_mel_bins, generator=generator)  # (3, T, F)
     mask = (torch.arange(lengths[0])[None, :] < torch.tensor(lengths)[:, None]).long()  # (3, T)
-    smallest = torch.randn(1, config.patch_size, config.num_mel_bins, generator=generator)  # (1, 16, F)
+    smallest = torch.randn(1, config.patch_shape[1], config.num_mel_bins, generator=generator)  # (1, 16, F)
     classifier = OnnxAudioClassifier(path, config)
     was_training = model.training
     model.eval()

@@ -17,18 +17,25 @@ end of their modules, so that transformers copies their code on save_pretrained;
 
 from __future__ import annotations
 
-from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
+from transformers import (
+    AutoConfig,
+    AutoFeatureExtractor,
+    AutoModel,
+    AutoModelForAudioClassification,
+    AutoModelForPreTraining,
+)
 
 from .configuration_ast import ASTConfig
 from .feature_extraction_ast import ASTFeatureExtractor
-from .modeling_ast import ASTForAudioClassification, ASTModel
+from .modeling_ast import ASTForAudioClassification, ASTForPreTraining, ASTModel
 
 
 def register_auto_classes() -> None:
     """Register ast_hf with transformers' Auto classes.
 
     Maps the model_type "ast_hf" to `ASTConfig` in AutoConfig, and `ASTConfig` to `ASTModel` (AutoModel),
-    `ASTForAudioClassification` (AutoModelForAudioClassification) and `ASTFeatureExtractor` (AutoFeatureExtractor).
+    `ASTForAudioClassification` (AutoModelForAudioClassification), `ASTForPreTraining` (AutoModelForPreTraining)
+    and `ASTFeatureExtractor` (AutoFeatureExtractor).
     The model mappings key on the config class object, so transformers' own AST (model_type
     "audio-spectrogram-transformer") still maps to transformers' own classes.
 
@@ -46,4 +53,5 @@ def register_auto_classes() -> None:
     AutoConfig.register(ASTConfig.model_type, ASTConfig, exist_ok=True)
     AutoModel.register(ASTConfig, ASTModel, exist_ok=True)
     AutoModelForAudioClassification.register(ASTConfig, ASTForAudioClassification, exist_ok=True)
+    AutoModelForPreTraining.register(ASTConfig, ASTForPreTraining, exist_ok=True)
     AutoFeatureExtractor.register(ASTConfig, ASTFeatureExtractor, exist_ok=True)

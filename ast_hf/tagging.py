@@ -382,7 +382,7 @@ class AudioTaggingPipeline(Pipeline):
         rate = extractor.sampling_rate
         window = samples_for_frames(extractor.max_length)
         hop_samples = window // 2 if hop is None else hop_in_samples(hop, window, rate, extractor.max_length)
-        patch = self.model.config.patch_size
+        patch = self.model.config.patch_shape[1]
         logits, starts, ends = [], [], []
         for batch in batches(windows(audio.chunks(), window, hop_samples), batch_size):
             clips = [samples for _, samples in batch]

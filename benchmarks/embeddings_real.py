@@ -118,13 +118,23 @@ def main() -> None:
                                           ["--freeze_encoder", "--pad_to_max_length", "true"])
                     else:  # the data's statistics, as the paper fine-tunes
                         score = fine_tune(root, seed, ["--model_name_or_path", str(speech), "--compute_stats"], [])
-                seconds = time.perf_counter() - start
-                summary.setdefault((encoder, way), []).append(score)
-                print(f"{encoder} {way} seed {seed}: accuracy {score:.4f} ({seconds:.0f} s)", flush=True)
-                if args.results:
-                    with open(args.results, "a") as handle:
-                        handle.write(json.dumps({"encoder": encoder, "way": way, "seed": seed, "accuracy": score,
-                                                 "seconds": seconds}) + "\n")
+                record(summary, dict(encoder=encoder, way=way, seed=seed, accuracy=score,
+                                     seconds=time.perf_counter() - start), args.results)
+    print_summary(summary)
+
+
+def record(summary: dict[tuple[str, str], list[float]], row: dict, results: str | None) -> None:
+    """Note one run's accuracy (by encoder and way), print it, and append it as a JSON line to `results`."""
+    summary.setdefault((row["encoder"], row["way"]), []).append(row["accuracy"])
+    print(f"{row['encoder']} {row['way']} seed {row['seed']}: accuracy {row['accuracy']:.4f} "
+          f"({row['seconds']:.0f} s)", flush=True)
+    if results:
+        with open(results, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+def print_summary(summary: dict[tuple[str, str], list[float]]) -> None:
+    """The table of means, standard deviations and per-seed accuracies."""
     print("\n| encoder | way | mean | std | seeds |\n|---|---|---|---|---|")
     for (encoder, way), scores in summary.items():
         spread = statistics.stdev(scores) if len(scores) > 1 else 0.0

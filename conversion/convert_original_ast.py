@@ -57,6 +57,7 @@ def from_authors_file(args: argparse.Namespace) -> tuple[ast_hf.ASTForAudioClass
     if kind != "original_ast":
         advice = {"hf_ast": "load it into ast_hf.ASTForAudioClassification(config) and save_pretrained a directory, "
                             "then pass that directory",
+                  "ssast": "convert it with conversion/convert_ssast.py",
                   }.get(kind, "for DeiT/ViT use conversion/convert_deit_to_ast.py")
         raise ConversionError(f"{args.checkpoint!r} is {FORMAT_NAMES[kind]}, not the authors' AST (module.v.*); "
                               f"{advice}.")

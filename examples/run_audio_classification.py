@@ -102,13 +102,7 @@ class ASTTrainer(Trainer):
     def get_train_dataloader(self):
         if not isinstance(self.train_dataset, training.StreamingClips):
             return super().get_train_dataloader()
-        # The stream is this process's own part already (split_dataset_by_node) and yields whole batches:
-        # accelerate's prepare would shard it a second time.
-        args = self.args
-        return torch.utils.data.DataLoader(
-            self.train_dataset, batch_size=None, collate_fn=self.data_collator,
-            num_workers=args.dataloader_num_workers, pin_memory=args.dataloader_pin_memory,
-            persistent_workers=args.dataloader_persistent_workers, prefetch_factor=args.dataloader_prefetch_factor)
+        return training.stream_dataloader(self.train_dataset, self.data_collator, self.args)
 
     def set_initial_training_values(self, args, dataloader):
         values = super().set_initial_training_values(args, dataloader)
@@ -143,27 +137,6 @@ class ASTTrainer(Trainer):
         return self._with_eval_collator(lambda: super(ASTTrainer, self).get_test_dataloader(test_dataset))
 
 
-class EpochCallback(TrainerCallback):
-    """Tells the training collator which epoch it is in (its augmentation draws depend on it)."""
-
-    def __init__(self, collator: training.AudioCollator) -> None:
-        self.collator = collator
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        self.collator.epoch = int(state.epoch + 1e-6)
-
-
-class StreamResumeCallback(TrainerCallback):
-    """A resumed streaming run skips the batches that the checkpoint had trained on (StreamingClips.start_batch,
-    read without decoding) in place of the Trainer's fast-forward, which would decode every one of them."""
-
-    def __init__(self, clips: training.StreamingClips) -> None:
-        self.clips = clips
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.clips.start_batch = state.global_step * args.gradient_accumulation_steps
-
-
 class AveragingCallback(TrainerCallback):
     """Feeds the model's weights at the end of each epoch to a WeightAverager."""
 
@@ -189,10 +162,10 @@ def build_trainer(model_args, data_args, recipe, training_args, raw, labels, mul
     training_args.resume_from_checkpoint = training.resolve_checkpoint(training_args.resume_from_checkpoint,
                                                                       training_args.output_dir)
     averaging.restore(training_args.resume_from_checkpoint)
-    callbacks = [averaging, EpochCallback(parts.train_collator)]
+    callbacks = [averaging, training.EpochCallback(parts.train_collator)]
     if isinstance(raw.get("train"), training.StreamingClips):
         training_args.ignore_data_skip = True  # StreamResumeCallback skips, without decoding
-        callbacks.append(StreamResumeCallback(raw["train"]))
+        callbacks.append(training.StreamResumeCallback(raw["train"]))
     return ASTTrainer(model=parts.model, args=training_args, train_dataset=raw["train"] if training_args.do_train
                       else None, eval_dataset=raw.get("validation"), data_collator=parts.train_collator,
                       eval_collator=parts.eval_collator, recipe=recipe, averager=averaging.averager,

@@ -90,6 +90,7 @@ def test_pipeline_reads_a_wav_file_through_ffmpeg(tmp_path, speech):
 CODE_FILES = {"configuration_ast.py", "modeling_ast.py", "feature_extraction_ast.py"}
 AUTO_MAP = {"AutoConfig": "configuration_ast.ASTConfig", "AutoModel": "modeling_ast.ASTModel",
             "AutoModelForAudioClassification": "modeling_ast.ASTForAudioClassification",
+            "AutoModelForPreTraining": "modeling_ast.ASTForPreTraining",
             "AutoFeatureExtractor": "feature_extraction_ast.ASTFeatureExtractor"}
 
 

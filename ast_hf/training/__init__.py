@@ -13,6 +13,7 @@ examples/run_audio_classification_no_trainer.py (accelerate), one module per con
 - `plots`: training curves, confusion matrix;
 - `model_setup`: the run's model and feature extractor;
 - `checkpoints`: resuming, CPU data parallel;
+- `callbacks`: the Trainer callbacks and stream DataLoader both Trainer scripts use;
 - `publishing`: results, model card, push;
 - `runs`: the setup and the end of a run that both examples share (`build_run`, `finish_run`).
 
@@ -31,6 +32,7 @@ from .arguments import (
     warn_inert_settings,
 )
 from .augmentation import draw_mask, mask_band, mix_waveforms, noise_and_roll
+from .callbacks import EpochCallback, StreamResumeCallback, stream_dataloader
 from .checkpoints import CHECKPOINT_MARKERS, cpu_ddp_requested, resolve_checkpoint
 from .collator import AudioCollator, make_collators
 from .data import (
@@ -75,7 +77,13 @@ from .optimization import (
     reference_adam,
     warmup_steps_of,
 )
-from .plots import plot_confusion_matrix, plot_training_curves, save_confusion_matrix, training_curves_figure
+from .plots import (
+    plot_confusion_matrix,
+    plot_pretraining_curves,
+    plot_training_curves,
+    save_confusion_matrix,
+    training_curves_figure,
+)
 from .publishing import push_output_dir, run_record, write_json, write_model_card
 from .runs import (
     RunParts,
@@ -91,6 +99,9 @@ from .streaming import StreamingClips, check_streaming_arguments, streaming_clip
 
 __all__ = [
     "AudioCollator",
+    "EpochCallback",
+    "StreamResumeCallback",
+    "stream_dataloader",
     "balanced_sample_weights",
     "balanced_sampler",
     "build_optimizer",
@@ -133,6 +144,7 @@ __all__ = [
     "parse_arguments",
     "parse_config_overrides",
     "plot_confusion_matrix",
+    "plot_pretraining_curves",
     "plot_training_curves",
     "prepare_data",
     "prepare_model_and_extractor",

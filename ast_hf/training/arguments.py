@@ -183,6 +183,9 @@ class ModelArguments:
     model_size: str | None = field(default=None, metadata={"help": "from scratch: tiny | small | base"})
     frequency_stride: int | None = field(default=None, metadata={"help": "patch stride along frequency"})
     time_stride: int | None = field(default=None, metadata={"help": "patch stride along time"})
+    pooling: str | None = field(default=None, metadata={
+        "help": "classifier input: cls (CLS + distillation tokens, AST) | mean (patch tokens, SSAST's default); "
+                "default: the model's config"})
     freeze_encoder: bool = field(default=False, metadata={
         "help": "train only the classification head: the encoder's weights stay as loaded (a frozen encoder; for a "
                 "linear probe on embeddings see examples/linear_probe.py)"})

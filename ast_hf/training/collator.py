@@ -26,7 +26,8 @@ class AudioCollator:
 
     Attributes:
         feature_extractor: Computes the features; its `max_length` and normalisation statistics apply.
-        num_labels: The number of classes.
+        num_labels: The number of classes; 0 for unlabelled audio (self-supervised pretraining): the rows' labels
+            are not read and batches have no `labels`.
         multi_label: Whether a label is a list of class indices.
         audio_column: The rows' audio column.
         label_column: The rows' label column: class indices, or lists of them (multi-label).
@@ -106,10 +107,11 @@ class AudioCollator:
                  for row in rows]
         if rng is not None and self.crop == "random":
             waves = [self.random_stretch(wave, rng) for wave in waves]
-        targets = torch.zeros(len(rows), self.num_labels)
+        targets = torch.zeros(len(rows), self.num_labels)  # (B, 0) for unlabelled audio (pretraining)
         for i, row in enumerate(rows):
-            label = row[self.label_column]
-            targets[i, label if self.multi_label else [label]] = 1.0
+            if self.num_labels:
+                label = row[self.label_column]
+                targets[i, label if self.multi_label else [label]] = 1.0
         soft = self.multi_label
         if rng is not None and self.mixup > 0 and len(rows) > 1:
             originals, original_targets = list(waves), targets.clone()  # partners are always unmixed clips
@@ -120,7 +122,8 @@ class AudioCollator:
                     waves[i] = mix_waveforms(originals[i], originals[j], lam)
                     targets[i] = lam * original_targets[i] + (1 - lam) * original_targets[j]
                     soft = True
-        if self.train and self.label_smoothing > 0:  # single-label: cross-entropy on these equals label smoothing
+        # single-label: cross-entropy on these equals label smoothing
+        if self.train and self.label_smoothing > 0 and self.num_labels:
             targets = targets * (1 - self.label_smoothing) + self.label_smoothing / self.num_labels
             soft = True
         batch = self.featurize(waves)
@@ -142,10 +145,12 @@ class AudioCollator:
                     span = clip.shape[0] if self.pad_to_max_length else frames
                     clip[:span] = noise_and_roll(clip[:span], rng.random(), int(rng.integers(-10, 10)), rng)
         self.examples_seen += len(rows)
-        labels = targets if soft else targets.argmax(dim=1)
-        if self.pad_to_max_length:
-            return {"input_values": features, "labels": labels}
-        return {"input_values": features, "attention_mask": batch["attention_mask"], "labels": labels}
+        batch_out = {"input_values": features}
+        if not self.pad_to_max_length:
+            batch_out["attention_mask"] = batch["attention_mask"]
+        if self.num_labels:  # unlabelled audio (num_labels 0, pretraining) has no labels
+            batch_out["labels"] = targets if soft else targets.argmax(dim=1)
+        return batch_out
 
     def random_stretch(self, wave: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """A random stretch of a waveform that fills `max_length` frames exactly, starting on the frame grid.

@@ -181,7 +181,8 @@ def _load_split(args: DataArguments, name: str, cache_dir: str | None, streaming
 
 
 def load_audio_datasets(args: DataArguments, sampling_rate: int = 16000, cache_dir: str | None = None,
-                        stream_train: bool = False, train: bool = True, dropped: dict[str, int] | None = None):
+                        stream_train: bool = False, train: bool = True, dropped: dict[str, int] | None = None,
+                        labelled: bool = True, optional_validation: bool = False):
     """Load the training and evaluation splits from the one data source of the arguments, every clip checked.
 
     The source is a data set by name (`--dataset_name`: a Hub id or a local `save_to_disk` or parquet folder),
@@ -198,6 +199,9 @@ def load_audio_datasets(args: DataArguments, sampling_rate: int = 16000, cache_d
             undecoded (`{"bytes", "path"}` cells) and unchecked (a stream is checked as it is decoded).
         train: Whether the run trains; false (an evaluation-only run): no training split is loaded.
         dropped: If given, receives the number of clips that `--skip_bad_audio` left out of each split, by split.
+        labelled: Whether the splits must have the label column; false for unlabelled audio (pretraining).
+        optional_validation: A data set (`--dataset_name`) without the evaluation split is loaded without one
+            (pretraining evaluates only where there is held-out audio), not refused.
 
     Returns:
         (datasets.DatasetDict): The splits: `"train"` (when `train`) and, where the source has one, `"validation"`.
@@ -212,7 +216,12 @@ def load_audio_datasets(args: DataArguments, sampling_rate: int = 16000, cache_d
     check_one_data_source(args, train)
     raw = datasets.DatasetDict()
     for name in ("train", "validation") if train else ("validation",):
-        split = _load_split(args, name, cache_dir, streaming=stream_train and name == "train")
+        try:
+            split = _load_split(args, name, cache_dir, streaming=stream_train and name == "train")
+        except ValueError as error:  # the missing split of a saved data set, or of one on the Hub
+            if not (optional_validation and name == "validation" and "split" in str(error).lower()):
+                raise
+            split = None
         if split is not None:
             raw[name] = split
     if "train" not in raw and train:
@@ -224,7 +233,7 @@ def load_audio_datasets(args: DataArguments, sampling_rate: int = 16000, cache_d
         if args.audio_column_name not in split.column_names:
             raise ValueError(f"Split {name!r} has no column {args.audio_column_name!r} (columns: "
                              f"{split.column_names}); set --audio_column_name.")
-        if args.label_column_name not in split.column_names:
+        if labelled and args.label_column_name not in split.column_names:
             folder = args.train_dir if name == "train" else args.validation_dir
             advice = _audiofolder_label_advice(folder, args.label_column_name) if folder else ""
             raise ValueError(f"Split {name!r} has no column {args.label_column_name!r} (columns: "

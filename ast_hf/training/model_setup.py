@@ -223,7 +223,7 @@ def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArgum
     """
     from .. import convert
     from ..checkpoint_surgery import label_fields as head_label_fields
-    from ..configuration_ast import ASTConfig
+    from ..configuration_ast import POOLINGS, ASTConfig
     from ..modeling_ast import ASTForAudioClassification
 
     label_fields = head_label_fields(list(labels))
@@ -237,6 +237,10 @@ def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArgum
     overrides = parse_config_overrides(model_args.config_overrides, pretrained=model_args.model_size is None)
     extras = dict(problem_type=problem_type, patchout_time=recipe.patchout_time,
                   patchout_frequency=recipe.patchout_frequency, **overrides)
+    if model_args.pooling is not None:
+        if model_args.pooling not in POOLINGS:
+            raise ValueError(f"--pooling {model_args.pooling!r} is not one of {', '.join(POOLINGS)}.")
+        extras["pooling"] = model_args.pooling
     check_model_source(model_args)
     extractor = None
     if model_args.model_name_or_path:
@@ -269,7 +273,9 @@ def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArgum
             old = model.config.patch_grid
             model = convert.retarget_model(model, **changes, **extras)
             head = ""
-            if "id2label" in changes:
+            if "id2label" in changes and "ASTForPreTraining" in (model.config.architectures or []):
+                head = f"; new classifier head for the data's {len(labels)} labels on the SSAST-pretrained encoder"
+            elif "id2label" in changes:
                 kept = sorted(labels) == sorted(old_labels)
                 head = ("; classifier head re-ordered to the data's labels" if kept else
                         f"; new classifier head for the data's {len(labels)} labels ({', '.join(list(labels)[:8])}"

@@ -127,3 +127,38 @@ def plot_confusion_matrix(matrix: np.ndarray, names: Sequence[str], path: str | 
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def plot_pretraining_curves(log_history: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> None:
+    """Plot the curves of an SSAST pretraining run into a PNG file: the joint loss, the InfoNCE and MSE losses and
+    the discriminative accuracy against the step, training (per logging step) and evaluation (per evaluation).
+
+    Args:
+        log_history: The Trainer's `state.log_history` of `examples/run_pretraining.py`.
+        path: The PNG file to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = [h for h in log_history if "step" in h]
+    panels = (("loss", "joint loss"), ("discriminative_loss", "InfoNCE loss"), ("generative_loss", "MSE loss"),
+              ("discriminative_accuracy", "discriminative accuracy"))
+    figure, axes = plt.subplots(1, len(panels), figsize=(16, 3.6))
+    for axis, (key, title) in zip(axes, panels, strict=True):
+        for prefix, label, style in (("", "training", "-"), ("eval_", "evaluation", "o-")):
+            points = [(h["step"], h[prefix + key]) for h in history if prefix + key in h]
+            if points:
+                axis.plot(*zip(*points, strict=True), style if len(points) > 1 else "o", label=label)
+        axis.set_title(title)
+        axis.set_xlabel("step")
+        if axis.lines:
+            axis.legend()
+        else:
+            axis.text(0.5, 0.5, "not logged (weight 0, or fewer steps than --logging_steps)", ha="center",
+                      va="center", transform=axis.transAxes, fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+

@@ -53,7 +53,7 @@ class StreamingClips(torch.utils.data.IterableDataset):
     Args:
         stream: The training stream, a `datasets.IterableDataset` with undecoded audio.
         audio_column: The audio column.
-        label_column: The label column.
+        label_column: The label column; None for unlabelled audio (rows without labels, for pretraining).
         label2id: The class index of each label name.
         multi_label: Whether the labels are lists of labels.
         sampling_rate: The rate that the audio is decoded at.
@@ -77,7 +77,7 @@ class StreamingClips(torch.utils.data.IterableDataset):
         ValueError: When `batch_size` or `buffer_size` is below 1.
     """
 
-    def __init__(self, stream: Any, *, audio_column: str, label_column: str, label2id: Mapping[str, int],
+    def __init__(self, stream: Any, *, audio_column: str, label_column: str | None, label2id: Mapping[str, int],
                  multi_label: bool, sampling_rate: int, batch_size: int, seed: int, buffer_size: int,
                  rank: int = 0, world_size: int = 1, labels_source: str | None = None,
                  separator: str | None = None) -> None:
@@ -92,7 +92,8 @@ class StreamingClips(torch.utils.data.IterableDataset):
         self.sampling_rate, self.batch_size = sampling_rate, batch_size
         self.rank, self.world_size = rank, world_size
         self.labels_source = labels_source  # where label2id came from, for the error of a label not in it
-        self.names = split_label_names(stream, label_column)  # a ClassLabel's names: its integers mean these
+        # a ClassLabel's names: its integers mean these (no label column: unlabelled audio, for pretraining)
+        self.names = None if label_column is None else split_label_names(stream, label_column)
         self.separator = separator
         self.start_batch = 0
 
@@ -139,8 +140,9 @@ class StreamingClips(torch.utils.data.IterableDataset):
             yield [{self.audio_column: {"array": decode_audio(audio.decode_example(batch[self.audio_column][i]),
                                                               self.sampling_rate),
                                         "sampling_rate": self.sampling_rate},
-                    self.label_column: encode_label(batch[self.label_column][i], self.label2id, self.multi_label,
-                                                    self.labels_source, self.names, self.separator),
+                    **({} if self.label_column is None else {self.label_column: encode_label(
+                        batch[self.label_column][i], self.label2id, self.multi_label, self.labels_source, self.names,
+                        self.separator)}),
                     "_row": (first + i) * self.world_size + self.rank}
                    for i in range(size)]
 
