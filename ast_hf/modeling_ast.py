@@ -830,9 +830,6 @@ class ASTForPreTraining(ASTPreTrainedModel):
     Args:
         config: The model's configuration (`mask_patches`, `masking`, the two loss weights).
 
-    Raises:
-        ValueError: For overlapping patches (a stride below the patch size).
-
     Example:
         ```python
         config = ASTConfig(frequency_stride=16, time_stride=16, max_length=1024, mask_patches=400)
@@ -844,21 +841,6 @@ class ASTForPreTraining(ASTPreTrainedModel):
 
     def __init__(self, config: ASTConfig) -> None:
         super().__init__(config)
-        strides = (config.frequency_stride, config.time_stride)
-        if strides != config.patch_shape:
-            raise ValueError(
-                f"SSAST pretraining cuts patches without overlap, but the strides {strides} differ from the patch "
-                f"{config.patch_shape} (patch_size={config.patch_size}): a masked patch would show through its "
-                f"neighbours. Set frequency_stride={config.patch_shape[0]} and time_stride={config.patch_shape[1]}; "
-                "fine-tune with overlap afterwards (ASTForAudioClassification.from_pretrained(path, time_stride=10, "
-                "frequency_stride=10))."
-            )
-        grid_f, grid_t = config.patch_grid
-        if config.mask_patches > grid_f * grid_t:
-            raise ValueError(
-                f"mask_patches={config.mask_patches} is more than the {grid_f * grid_t} patches ({grid_f} x {grid_t}) "
-                f"of a max_length={config.max_length} clip. Mask fewer (the authors mask 400 of 512, 78%: about "
-                f"{round(grid_f * grid_t * 400 / 512)} here) or pretrain on longer clips.")
         self.audio_spectrogram_transformer = ASTModel(config, use_mask_token=True)
         self.discriminative_head = ASTPreTrainingHead(config)
         self.generative_head = ASTPreTrainingHead(config)
@@ -888,7 +870,8 @@ class ASTForPreTraining(ASTPreTrainedModel):
             An `ASTForPreTrainingOutput` with the joint loss, both losses, the discriminative accuracy and the mask.
 
         Raises:
-            ValueError: For labels; for a clip with fewer real patches than `config.mask_patches`; for a
+            ValueError: For overlapping patches (a stride below the patch size) or more masked patches than a
+                max_length clip has; for labels; for a clip with fewer real patches than `config.mask_patches`; for a
                 `bool_masked_pos` of another shape, with different counts per clip, none, or masking padding;
                 for Patchout settings in training; and every input error of `ASTModel.forward`.
         """
@@ -896,6 +879,7 @@ class ASTForPreTraining(ASTPreTrainedModel):
             raise ValueError("ASTForPreTraining learns from the audio alone and takes no labels. Pass input_values "
                              "(and attention_mask) only; to train on labels, use ASTForAudioClassification.")
         config = self.config
+        self._check_geometry()
         if self.training and (config.patchout_time or config.patchout_frequency):
             raise ValueError(f"Patchout (patchout_time={config.patchout_time}, patchout_frequency="
                              f"{config.patchout_frequency}) would drop the masked positions that SSAST learns from; "
@@ -936,6 +920,27 @@ class ASTForPreTraining(ASTPreTrainedModel):
                                        generative_loss=generative_loss, discriminative_accuracy=accuracy,
                                        bool_masked_pos=bool_masked_pos, reconstruction=reconstruction,
                                        hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+    def _check_geometry(self) -> None:
+        """Patches without overlap, and no more masked patches than a max_length clip has. Checked at each forward
+        rather than when the model is built, so that `from_pretrained` may load an overlapping AST checkpoint with
+        new strides (its positional embeddings resampled) to pretrain it further."""
+        config = self.config
+        strides = (config.frequency_stride, config.time_stride)
+        if strides != config.patch_shape:
+            raise ValueError(
+                f"SSAST pretraining cuts patches without overlap, but the strides {strides} differ from the patch "
+                f"{config.patch_shape} (patch_size={config.patch_size}): a masked patch would show through its "
+                f"neighbours. Set frequency_stride={config.patch_shape[0]} and time_stride={config.patch_shape[1]}; "
+                "fine-tune with overlap afterwards (ASTForAudioClassification.from_pretrained(path, time_stride=10, "
+                "frequency_stride=10))."
+            )
+        grid_f, grid_t = config.patch_grid
+        if config.mask_patches > grid_f * grid_t:
+            raise ValueError(
+                f"mask_patches={config.mask_patches} is more than the {grid_f * grid_t} patches ({grid_f} x {grid_t}) "
+                f"of a max_length={config.max_length} clip. Mask fewer (the authors mask 400 of 512, 78%: about "
+                f"{round(grid_f * grid_t * 400 / 512)} here) or pretrain on longer clips.")
 
     def _masked_positions(self, given: Any, grid: tuple[int, int], time_patches: torch.Tensor | None,
                           batch_size: int) -> torch.Tensor:

@@ -185,9 +185,16 @@ def build_model(model_args, data_args, ssast) -> tuple[ASTForPreTraining, ASTFea
         from ast_hf.checkpoint_files import check_ast_checkpoint
 
         check_ast_checkpoint(model_args.model_name_or_path, "--model_name_or_path")
-        model = ASTForPreTraining.from_pretrained(model_args.model_name_or_path,
+        # An AST trained with overlapping patches (a fine-tuned model) continues with patches side by side, as
+        # SSAST pretrains: its positional embeddings are resampled to that grid.
+        config = ASTConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir,
+                                           **overrides)
+        config.frequency_stride = model_args.frequency_stride or config.patch_shape[0]
+        config.time_stride = model_args.time_stride or config.patch_shape[1]
+        config.max_length = data_args.max_length or config.max_length
+        model = ASTForPreTraining.from_pretrained(model_args.model_name_or_path, config=config,
                                                   attn_implementation=model_args.attn_implementation,
-                                                  cache_dir=model_args.cache_dir, **overrides)
+                                                  cache_dir=model_args.cache_dir)
         for key, value in settings.items():
             setattr(model.config, key, value)
         try:
@@ -207,12 +214,8 @@ def build_model(model_args, data_args, ssast) -> tuple[ASTForPreTraining, ASTFea
     if ssast.mask_patches:
         model.config.mask_patches = ssast.mask_patches
     model.config.pooling = ssast.fine_tuning_pooling
+    model._check_geometry()  # before any data is read: overlapping patches, too many masked patches
     config = model.config
-    grid_f, grid_t = config.patch_grid
-    if config.mask_patches > grid_f * grid_t:
-        raise ValueError(f"--mask_patches {config.mask_patches} is more than the {grid_f * grid_t} patches of a "
-                         f"{config.max_length}-frame clip; mask fewer (the authors mask 78%: "
-                         f"{round(grid_f * grid_t * 400 / 512)}).")
     base = extractor.to_dict() if extractor is not None else {}
     base.update(max_length=config.max_length, num_mel_bins=config.num_mel_bins,
                 pad_to_max_length=data_args.pad_to_max_length, return_attention_mask=not data_args.pad_to_max_length)

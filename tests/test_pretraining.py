@@ -251,11 +251,11 @@ def test_bad_input_gets_one_clear_error():
     with pytest.raises(ValueError, match="takes no labels"):
         model(x, labels=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="mask_patches=9 is more than the 8 patches"):
-        tiny_pretraining(mask_patches=9)
+        tiny_pretraining(mask_patches=9)(x)
     with pytest.raises(ValueError, match="clip 1 of the batch has only 2 patches"):
         model(x, attention_mask=torch.tensor([[1] * 64, [1] * 20 + [0] * 44]))
     with pytest.raises(ValueError, match="without overlap"):
-        tiny_pretraining(time_stride=10)
+        tiny_pretraining(time_stride=10)(x)
     with pytest.raises(ValueError, match="same number in every clip"):
         model(x, bool_masked_pos=torch.tensor([[1, 0, 0, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0, 0]]))
     with pytest.raises(ValueError, match="ASTForPreTraining, or build"):
@@ -431,3 +431,20 @@ def test_frame_variant_runs_at_any_length():
         output = model(x, attention_mask=np.array([[1] * 50, [1] * 30 + [0] * 20]))
     assert output.bool_masked_pos.shape == (2, 25) and not output.bool_masked_pos[1, 15:].any()
     assert output.reconstruction.shape == (2, 6, 256)
+
+
+def test_a_fine_tuned_ast_pretrains_further_with_patches_side_by_side(tmp_path):
+    """A classifier trained with overlapping patches loads into ASTForPreTraining with the strides of the patch
+    (its positions resampled, its encoder otherwise unchanged, new heads and mask token), and trains."""
+    from conftest import tiny_model
+
+    classifier = tiny_model()
+    classifier.save_pretrained(tmp_path)
+    model = ASTForPreTraining.from_pretrained(tmp_path, frequency_stride=16, time_stride=16, mask_patches=20)
+    assert model.config.patch_grid == (8, 8)
+    ours = model.audio_spectrogram_transformer.state_dict()
+    theirs = classifier.audio_spectrogram_transformer.state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in theirs.items() if "position_embeddings" not in k)
+    output = model.train()(torch.randn(2, 128, 128))
+    output.loss.backward()
+    assert model.audio_spectrogram_transformer.embeddings.mask_token.grad is not None
