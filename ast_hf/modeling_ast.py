@@ -392,8 +392,7 @@ class ASTPreTrainedModel(PreTrainedModel):
             head = ("; its classifier head (classifier.*) is new and random: fine-tune it on labelled audio "
                     "before use" if isinstance(model, ASTForAudioClassification) else "")
             logger.warning(f"{pretrained_model_name_or_path} is an SSAST pretraining checkpoint (ASTForPreTraining): "
-                           f"its encoder is loaded unchanged, without the mask token and the pretraining heads"
-                           f"{head}. Pooling: {model.config.pooling!r} (config.pooling).")
+                           f"its encoder weights are loaded, without the mask token and the pretraining heads{head}.")
         model.set_patch_grid(**changes)
         return loaded
 

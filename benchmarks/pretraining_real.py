@@ -87,7 +87,7 @@ def main() -> None:
              str(args.epochs), "--output_dir", str(pretrained), *args.extra.split()])
         results = json.loads((pretrained / "all_results.json").read_text())
         print(f"pretrained in {time.perf_counter() - start:.0f} s: {pretrained}; final training accuracy "
-              f"{results.get('train_discriminative_accuracy')}, MSE {results.get('train_generative_loss')}",
+              f"{results.get('final_discriminative_accuracy')}, MSE {results.get('final_generative_loss')}",
               flush=True)
     # SSAST fine-tunes with overlapping patches (stride 10, the benchmark's) and the saved mean pooling.
     ssast_source = ["--model_name_or_path", str(pretrained), "--time_stride", "10", "--frequency_stride", "10"]

@@ -43,7 +43,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build(args: argparse.Namespace) -> tuple[ast_hf.ASTForPreTraining, ast_hf.ASTFeatureExtractor]:
     state_dict = convert.load_state_dict_file(args.checkpoint)
-    kind = surgery.detect_format(state_dict)
+    try:
+        kind = surgery.detect_format(state_dict)
+    except ConversionError as error:
+        raise ConversionError(f"{args.checkpoint!r} is not an SSAST pretraining checkpoint, which holds the encoder "
+                              "(module.v.*: a DeiT), module.cpredlayer.*, module.gpredlayer.*, module.mask_embed and "
+                              f"module.p_input_fdim / p_input_tdim. {error}") from None
     if kind != "ssast":
         advice = ("for the authors' AST (or a fine-tuned SSAST) use conversion/convert_original_ast.py"
                   if kind == "original_ast" else "for DeiT/ViT use conversion/convert_deit_to_ast.py")

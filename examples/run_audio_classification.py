@@ -184,8 +184,7 @@ def run_one(model_args, data_args, recipe, training_args, raw, labels, multi_lab
     if training_args.do_train:
         if training_args.resume_from_checkpoint:
             logger.info("resuming from %s", training_args.resume_from_checkpoint)
-        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        metrics.update(result.metrics)
+        metrics.update(training.train_or_finish(trainer, training_args.resume_from_checkpoint, logger.info))
         if trainer.is_fsdp_enabled:
             from torch.distributed.fsdp import FSDPModule
 

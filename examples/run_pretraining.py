@@ -66,6 +66,7 @@ class PretrainingTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.eval_collator = eval_collator  # plain batches (the training collator crops at random)
         self._sums: dict[str, torch.Tensor | None] = {"train": None, "eval": None}
+        self.run_totals: torch.Tensor | None = None  # this process's training sums over the whole run
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
@@ -76,7 +77,20 @@ class PretrainingTrainer(Trainer):
         row = torch.stack([reference.new_tensor(math.nan) if value is None else value.detach().float() * clips
                            for value in values] + [reference.new_tensor(clips)])  # (parts + clips,)
         self._sums[mode] = row if self._sums[mode] is None else self._sums[mode] + row
+        if mode == "train":
+            self.run_totals = row if self.run_totals is None else self.run_totals + row
         return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def run_averages(self) -> dict[str, float]:
+        """The training losses and accuracy averaged over every step this run trained (and over the processes),
+        as the Trainer's `train_loss` averages the joint loss."""
+        totals = self.run_totals
+        if totals is None:
+            return {}
+        if self.args.world_size > 1:
+            totals = self.accelerator.reduce(totals.to(self.args.device), reduction="sum")
+        return {f"train_{name}": round(total / float(totals[-1]), 4)
+                for name, total in zip(PARTS, totals[:-1].tolist(), strict=True) if not math.isnan(total)}
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -125,6 +139,8 @@ def check_arguments(model_args, data_args, ssast, training_args, sources) -> Non
     if not model_args.model_size and not model_args.model_name_or_path:
         problems.append("Give --model_size tiny|small|base (a new encoder, as the authors pretrain) or "
                         "--model_name_or_path (continue from a checkpoint).")
+    if model_args.model_size and model_args.model_size not in training.MODEL_SIZES:
+        problems.append(f"--model_size {model_args.model_size!r} is not one of {sorted(training.MODEL_SIZES)}.")
     if model_args.model_size and model_args.model_name_or_path:
         problems.append("Give --model_size or --model_name_or_path, not both.")
     if data_args.streaming and training_args.max_steps <= 0:
@@ -205,13 +221,20 @@ def build_model(model_args, data_args, ssast) -> tuple[ASTForPreTraining, ASTFea
     else:
         variant = dict(VARIANTS[ssast.variant])
         masking = variant.pop("masking")
+        if data_args.max_length is None:
+            logger.warning("--max_length is not given: clips are padded or cut to 1024 frames (10.24 s, AudioSet's "
+                           "length), and masked patches of padding teach nothing; give --max_length in frames (100 a "
+                           "second) to fit your recordings.")
         geometry = {"max_length": data_args.max_length or 1024}
         config = ASTConfig(**{**training.MODEL_SIZES[model_args.model_size], "layer_norm_eps": 1e-6,
                               **variant, **geometry, "masking": masking, **settings, **overrides})
         grid_f, grid_t = config.patch_grid
-        config.mask_patches = ssast.mask_patches or max(1, round(grid_f * grid_t * 400 / 512))
+        config.mask_patches = (max(1, round(grid_f * grid_t * 400 / 512)) if ssast.mask_patches is None
+                               else ssast.mask_patches)
         model = ASTForPreTraining._from_config(config, attn_implementation=model_args.attn_implementation)
-    if ssast.mask_patches:
+    if ssast.mask_patches is not None:
+        if ssast.mask_patches < 1:
+            raise ValueError(f"--mask_patches {ssast.mask_patches} must be >= 1 (the authors mask 78% of a clip).")
         model.config.mask_patches = ssast.mask_patches
     model.config.pooling = ssast.fine_tuning_pooling
     model._check_geometry()  # before any data is read: overlapping patches, too many masked patches
@@ -234,6 +257,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ["--use_cpu", "true"] if not torch.cuda.is_available() else ())
     if "pad_to_max_length" not in sources:  # the authors pretrain on clips of one length
         data_args.pad_to_max_length = True
+    if "logging_steps" not in sources:  # curves with points from the first minutes on (the Trainer's default: 500)
+        training_args.logging_steps = 20
     check_arguments(model_args, data_args, ssast, training_args, sources)
     training_args.remove_unused_columns = False  # the collator reads the raw audio column
     training_args.prediction_loss_only = True
@@ -271,18 +296,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                  eval_collator=eval_collator, processing_class=extractor, callbacks=callbacks)
     if resume:
         logger.info("resuming from %s", resume)
-    result = trainer.train(resume_from_checkpoint=resume)
-    metrics = dict(result.metrics)
+    metrics = training.train_or_finish(trainer, resume, logger.info)
     trainer.save_model()
     extractor.save_pretrained(training_args.output_dir)
     trainer.save_state()
     if "validation" in raw:
         metrics.update(trainer.evaluate())
+    metrics.update(trainer.run_averages())  # averages over the steps of this run, as train_loss
     history = trainer.state.log_history
-    for name in PARTS:  # the last logged training values
+    for name in PARTS:  # where training ended: the last logging window
         logged = [entry[name] for entry in history if name in entry]
         if logged:
-            metrics[f"train_{name}"] = logged[-1]
+            metrics[f"final_{name}"] = logged[-1]
     if trainer.is_world_process_zero():
         output_dir = Path(training_args.output_dir)
         training.write_json(output_dir / "all_results.json", metrics)
@@ -304,14 +329,17 @@ def write_card(output_dir: Path, description: str, config: ASTConfig, metrics: d
         f"{config.max_length} frames; {config.mask_patches} masked per clip ({config.masking} masking)",
         f"- Loss: {config.discriminative_loss_weight:g} x InfoNCE + {config.generative_loss_weight:g} x MSE",
     ]
-    for name, label in (("train_discriminative_accuracy", "final training discriminative accuracy"),
+    for name, label in (("final_discriminative_accuracy", "final training discriminative accuracy"),
                         ("eval_discriminative_accuracy", "evaluation discriminative accuracy"),
                         ("eval_generative_loss", "evaluation reconstruction MSE")):
         if name in metrics:
             lines.append(f"- {label.capitalize()}: {metrics[name]:.4f}")
+    # Fine-tuning strides: overlapping patches, as the authors fine-tune (10 for 16x16 patches, 1 frame for frames).
+    strides = "--time_stride 10 --frequency_stride 10" if config.patch_shape[0] == config.patch_shape[1] else \
+        f"--time_stride 1 --frequency_stride {config.frequency_stride}"
     lines += ["", "It has no classifier: fine-tune it on labelled audio, e.g.", "", "```bash",
-              f"python examples/run_audio_classification.py --model_name_or_path {output_dir.name} --time_stride 10 "
-              "--frequency_stride 10 --train_dir labelled/train --validation_dir labelled/validation",
+              f"python examples/run_audio_classification.py --model_name_or_path {output_dir.name} {strides} "
+              "--train_dir labelled/train --validation_dir labelled/validation",
               "```", "", f"The saved config pools the {'patch tokens' if config.pooling == 'mean' else 'CLS tokens'} "
               "for classification (`config.pooling`; the fine-tuning scripts' `--pooling` changes it).", ""]
     (output_dir / "README.md").write_text("\n".join(lines))

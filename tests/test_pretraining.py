@@ -366,16 +366,24 @@ def test_every_data_source_kind_and_streaming(unlabelled, tmp_path):
 
     clips = datasets.Dataset.from_dict({"audio": [str(f) for f in files]}).cast_column("audio", datasets.Audio())
     datasets.DatasetDict({"train": clips}).save_to_disk(tmp_path / "saved")
+    clips.save_to_disk(tmp_path / "one_split")  # a Dataset, not a DatasetDict: the training split
     script_module = __import__("conftest").load_example("run_pretraining")
     sources = {"csv": ["--train_file", str(tmp_path / "clips.csv"), "--audio_column_name", "path"],
                "jsonl": ["--train_file", str(tmp_path / "audio" / "clips.jsonl")],
                "dataset": ["--dataset_name", str(tmp_path / "saved")],
+               "one_split": ["--dataset_name", str(tmp_path / "one_split")],
                "stream": ["--dataset_name", str(tmp_path / "saved"), "--streaming", "true"]}
     for name, flags in sources.items():
         metrics = script_module.main([*flags, *TINY, "--max_steps", "2", "--logging_steps", "1",
                                       "--output_dir", str(tmp_path / name)])
         assert math.isfinite(metrics["train_discriminative_loss"]), name
         assert (tmp_path / name / "model.safetensors").is_file(), name
+    # Refused before any training, each with one message.
+    for flags, message in ((["--mask_patches", "0"], "mask_patches.0 must be >= 1"),
+                           (["--model_size", "huge"], "--model_size 'huge' is not one of")):
+        with pytest.raises(ValueError, match=message):
+            script_module.main([*sources["csv"], *TINY, *flags, "--max_steps", "1",
+                                "--output_dir", str(tmp_path / "bad")])
 
 
 @pytest.mark.slow
@@ -397,6 +405,12 @@ def test_killed_run_resumes_exactly(unlabelled, tmp_path):
     assert process.returncode == -signal.SIGKILL and not (killed / "model.safetensors").exists()
     run([*command, "--output_dir", str(killed), "--resume_from_checkpoint", "last"])
     full, resumed = load_file(tmp_path / "full" / "model.safetensors"), load_file(killed / "model.safetensors")
+    assert max(float((full[k] - resumed[k]).abs().max()) for k in full) <= 1e-6
+    # Killed after its last checkpoint (step 6 of 6) but before the model was saved: resuming trains no 7th step.
+    (killed / "model.safetensors").unlink()
+    log = run([*command, "--output_dir", str(killed), "--resume_from_checkpoint", "last"])
+    assert "the run is complete there" in log and not (killed / "checkpoint-7").exists()
+    resumed = load_file(killed / "model.safetensors")
     assert max(float((full[k] - resumed[k]).abs().max()) for k in full) <= 1e-6
 
 

@@ -33,7 +33,7 @@ from .arguments import (
 )
 from .augmentation import draw_mask, mask_band, mix_waveforms, noise_and_roll
 from .callbacks import EpochCallback, StreamResumeCallback, stream_dataloader
-from .checkpoints import CHECKPOINT_MARKERS, cpu_ddp_requested, resolve_checkpoint
+from .checkpoints import CHECKPOINT_MARKERS, cpu_ddp_requested, resolve_checkpoint, train_or_finish
 from .collator import AudioCollator, make_collators
 from .data import (
     ModelLabels,
@@ -102,6 +102,7 @@ __all__ = [
     "EpochCallback",
     "StreamResumeCallback",
     "stream_dataloader",
+    "train_or_finish",
     "balanced_sample_weights",
     "balanced_sampler",
     "build_optimizer",

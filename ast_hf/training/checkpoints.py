@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -70,3 +72,35 @@ def cpu_ddp_requested() -> bool:
         `True` under torchrun without GPUs.
     """
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def train_or_finish(trainer: Any, checkpoint: str | None, describe: Callable[[str], None] = print) -> dict[str, Any]:
+    """`trainer.train(resume_from_checkpoint=checkpoint)`, unless the checkpoint already holds the whole run.
+
+    A run killed after saving its checkpoint at `--max_steps`, but before saving its model, is complete in that
+    checkpoint; transformers' Trainer would still train one more step when resumed from it. Here its weights and
+    state are loaded instead, and the caller saves the model as at the end of training.
+
+    Args:
+        trainer: The run's `transformers.Trainer`.
+        checkpoint: The checkpoint to resume from (`resolve_checkpoint`'s answer), or None.
+        describe: Called with a line telling that the checkpoint was complete.
+
+    Returns:
+        The training metrics (`trainer.train(...).metrics`), empty for a complete checkpoint.
+    """
+    import json
+
+    from transformers import TrainerState
+
+    state_file = Path(checkpoint) / "trainer_state.json" if checkpoint else None
+    max_steps = trainer.args.max_steps
+    if state_file is not None and state_file.is_file() and max_steps > 0:
+        step = int(json.loads(state_file.read_text()).get("global_step", 0))
+        if step >= max_steps:
+            describe(f"{checkpoint} is at step {step} of --max_steps {max_steps}: the run is complete there; its "
+                     "weights are saved without training further")
+            trainer._load_from_checkpoint(checkpoint)
+            trainer.state = TrainerState.load_from_json(str(state_file))
+            return {}
+    return trainer.train(resume_from_checkpoint=checkpoint).metrics

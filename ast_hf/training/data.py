@@ -99,14 +99,17 @@ def _audiofolder_label_advice(folder: str, label_column: str) -> str:
             "column).")
 
 
-def _saved_to_disk(path: str, split: str) -> Any:
+def _saved_to_disk(path: str, split: str, role: str = "train") -> Any:
     """Split `split` of a `save_to_disk` folder (a DatasetDict's dataset_dict.json beside one folder per split),
     read with `load_from_disk`, None for any other --dataset_name. `load_dataset` on such a folder gives every split
     the first split's features, so an evaluation split whose ClassLabel lacks a training class has its integers
-    read with the training names (wrong labels, silently)."""
+    read with the training names (wrong labels, silently). A single saved `Dataset` (state.json, no splits) is the
+    training split (`role` "train") and has no evaluation split (None for "validation")."""
     import datasets
 
     folder = Path(path)
+    if (folder / "state.json").is_file() and (folder / "dataset_info.json").is_file():
+        return datasets.load_from_disk(str(folder)) if role == "train" else None
     if not (folder / "dataset_dict.json").is_file():
         return None
     splits = datasets.load_from_disk(str(folder))
@@ -141,7 +144,10 @@ def _load_split(args: DataArguments, name: str, cache_dir: str | None, streaming
 
     if args.dataset_name:
         split_name = args.train_split_name if name == "train" else args.eval_split_name
-        saved = _saved_to_disk(args.dataset_name, split_name)
+        if (Path(args.dataset_name) / "state.json").is_file():  # one saved Dataset: the training split alone
+            saved = _saved_to_disk(args.dataset_name, split_name, name)
+            return None if saved is None else saved.to_iterable_dataset() if streaming else saved
+        saved = _saved_to_disk(args.dataset_name, split_name, name)
         if saved is not None:
             return saved.to_iterable_dataset() if streaming else saved
         own = _split_with_its_own_features(args.dataset_name, args.dataset_config_name, split_name, cache_dir,

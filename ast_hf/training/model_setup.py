@@ -253,7 +253,9 @@ def prepare_model_and_extractor(model_args: ModelArguments, data_args: DataArgum
                                                             trust_remote_code=model_args.trust_remote_code)
         except OSError:
             describe(f"{path} has no preprocessor_config.json: default AudioSet feature-extractor settings")
-        if extractor is not None and extractor.pad_to_max_length != data_args.pad_to_max_length:
+        pretrained_only = "ASTForPreTraining" in (model.config.architectures or [])  # no classifier to keep
+        if extractor is not None and extractor.pad_to_max_length != data_args.pad_to_max_length \
+                and not pretrained_only:
             trained, now = (("padded to max_length", "at their own length in masked batches")
                             if extractor.pad_to_max_length else
                             ("at their own length in masked batches", "padded to max_length"))

@@ -233,10 +233,10 @@ def print_metrics(split: str, metrics: Mapping[str, Any]) -> None:
 
     Args:
         split: The split named in the header, e.g. "train" or "eval".
-        metrics: The metrics to print (at least one).
+        metrics: The metrics to print; none prints the header alone.
     """
     print(f"***** {split} metrics *****")
-    width = max(len(key) for key in metrics)
+    width = max((len(key) for key in metrics), default=0)
     for key in sorted(metrics):
         value = metrics[key]
         print(f"  {key:<{width}} = {round(value, 4) if isinstance(value, float) else value}")
