@@ -945,10 +945,6 @@ class ASTForPreTraining(ASTPreTrainedModel):
                           batch_size: int) -> torch.Tensor:
         """The (B, f*t) mask: drawn (config.mask_patches per clip), or the given one, checked."""
         columns = [grid[1]] * batch_size if time_patches is None else time_patches.tolist()
-        real = torch.zeros(batch_size, grid[0], grid[1], dtype=torch.bool)
-        for clip, count in enumerate(columns):
-            real[clip, :, :count] = True
-        real = real.flatten(1)  # (B, f*t)
         if given is None:
             fewest = grid[0] * min(columns)
             if self.config.mask_patches > fewest:
@@ -960,6 +956,8 @@ class ASTForPreTraining(ASTPreTrainedModel):
                     f"--mask_patches; the authors mask 400 of 512) or use longer clips (pad to max_length).")
             generator = None if self.training else torch.Generator().manual_seed(0)
             return sample_patch_mask(grid, columns, self.config.mask_patches, self.config.masking, generator)
+        real_columns = torch.arange(grid[1])[None, :] < torch.tensor(columns)[:, None]  # (B, t)
+        real = token_mask(real_columns, grid[0])[:, NUM_PREFIX_TOKENS:]  # (B, f*t): patches of real frames
         mask = as_tensor("bool_masked_pos", given)
         if mask.shape != real.shape:
             raise ValueError(f"bool_masked_pos has shape {tuple(mask.shape)}; this batch needs {tuple(real.shape)} "
