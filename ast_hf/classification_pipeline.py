@@ -24,11 +24,21 @@ TASK = "audio-classification"
 
 
 class ASTAudioClassificationPipeline(AudioClassificationPipeline):
-    """transformers' audio-classification pipeline; a local file path or file bytes given to an AST model are
-    decoded by ast_hf (torchcodec: resampled to the extractor's rate while decoding, the mean of the channels)."""
+    """transformers' audio-classification pipeline; a local file path, file bytes or a torchcodec `AudioDecoder`
+    (what a `datasets` audio column holds) given to an AST model are decoded by ast_hf (torchcodec: resampled to the
+    extractor's rate while decoding, the mean of the channels). A `datasets` column (`ds["audio"]`) is run like
+    transformers runs a `KeyDataset`: a generator of results."""
+
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        if hasattr(inputs, "column_names") and hasattr(inputs, "features"):  # a whole datasets.Dataset
+            raise TypeError(f"A whole data set was given (columns {inputs.column_names}); pass its audio column, "
+                            "ds['audio'], or KeyDataset(ds, 'audio').")
+        if type(inputs).__name__ in ("Column", "IterableColumn"):  # datasets' lazy columns: not lists, not Datasets
+            inputs = (item for item in inputs)
+        return super().__call__(inputs, *args, **kwargs)
 
     def preprocess(self, inputs: Any) -> Any:
-        is_file = isinstance(inputs, (bytes, bytearray, os.PathLike)) or (
+        is_file = isinstance(inputs, (bytes, bytearray, os.PathLike)) or hasattr(inputs, "get_all_samples") or (
             isinstance(inputs, str) and not inputs.startswith(("http://", "https://")))
         if is_file and getattr(self.model.config, "model_type", None) in AST_MODEL_TYPES:
             inputs = open_audio(inputs, self.feature_extractor.sampling_rate).samples().numpy()  # mono, (samples,)

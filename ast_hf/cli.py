@@ -4,6 +4,7 @@
                     [--events] [--plot OUT.png] [--device cpu|cuda] [--batch-size N] [--[no-]pad-to-max-length]
     ast-hf embed FILE_OR_DIR... --model ID_OR_DIR --output OUT.parquet|OUT.npz [--timestamps] [--pool P]
                  [--layer N...] [--hop S] [--device cpu|cuda] [--batch-size N] [--optimize MODE]
+    ast-hf search QUERY... --index EMB.parquet [--model ID_OR_DIR] [--top-k K] [--json]
     ast-hf export-onnx MODEL OUT_DIR [--opset N] [--quantize int8]
     ast-hf demo --model ID_OR_DIR [--host H] [--port P] [--hop S] [--share] [--[no-]pad-to-max-length]
 
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "classify", help="tag audio files with an AST model",
         description="Tag recordings of any length window by window (the 'audio-tagging' pipeline). Directories are "
                     "searched recursively for audio files.")
-    classify.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="audio files or directories")
+    classify.add_argument("inputs", nargs="*", metavar="FILE_OR_DIR", help="audio files or directories")
     classify.add_argument("--model", required=True, help="a model directory or Hub id (ast_hf or transformers AST)")
     classify.add_argument("--top-k", type=int, default=5, help="labels shown per file and per window (default 5)")
     classify.add_argument("--hop", type=float, default=None,
@@ -70,12 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     output = classify.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON (one list, every file's full result)")
     output.add_argument("--csv", action="store_true",
-                        help="print CSV rows: file,kind,start,end,label,score (kind: clip, segment or event)")
+                        help="print CSV rows: file,kind,start,end,label,score,error (kind: clip, segment, event or "
+                             "error)")
+    output.add_argument("--output", metavar="OUT", default=None,
+                        help="write results as each group of files finishes to OUT.jsonl (JSON Lines), OUT.csv or "
+                             "OUT.parquet; resumable: running the same command again skips the files done")
     classify.add_argument("--plot", metavar="OUT.png", default=None,
                           help="draw the spectrogram and the top labels' scores over time; with several files, a "
                                "directory that gets one FILE_STEM.png each")
     classify.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     classify.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
+    add_corpus_flags(classify)
     labels = classify.add_mutually_exclusive_group()
     labels.add_argument("--multi-label", dest="multi_label", action="store_true", default=None,
                         help="sigmoid scores, maximum over windows (default: from the model)")
@@ -95,10 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "embedding, and with --timestamps timestamps and timestamp_embeddings, one row per file) or a "
                     ".npz (paths, durations, embeddings; with --timestamps one row per moment: timestamps, "
                     "timestamp_embeddings and file_index). Directories are searched recursively for audio files.")
-    embed.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="audio files or directories")
+    embed.add_argument("inputs", nargs="*", metavar="FILE_OR_DIR", help="audio files or directories")
     embed.add_argument("--model", required=True,
                        help="a model directory or Hub id (an AST encoder or classifier, ast_hf or transformers)")
-    embed.add_argument("--output", required=True, metavar="OUT", help="the file to write: .parquet or .npz")
+    embed.add_argument("--output", required=True, metavar="OUT",
+                       help="the file to write: .parquet or .npz; written as groups of files finish, resumable: "
+                            "running the same command again skips the files done")
     embed.add_argument("--timestamps", action="store_true",
                        help="also write one vector per time column of patches, with its centre time in seconds")
     embed.add_argument("--pool", choices=["cls_dist", "mean", "cls"], default="cls_dist",
@@ -114,9 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
     embed.add_argument("--optimize", choices=["bf16", "int8", "compile", "auto"], default=None,
                        help="faster inference (docs: Fast inference and ONNX); default float32")
+    add_corpus_flags(embed)
     add_padding_flags(embed)
     embed.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     embed.set_defaults(run=run_embed)
+
+    from .search import add_search_parser
+
+    add_search_parser(commands)
 
     export = commands.add_parser(
         "export-onnx", help="export a model to ONNX for onnxruntime",
@@ -154,6 +167,74 @@ def add_padding_flags(command: argparse.ArgumentParser) -> None:
                          help=f"run short windows at their own length with an attention mask; {PAD_HELP}")
 
 
+def add_corpus_flags(command: argparse.ArgumentParser) -> None:
+    """The flags of a corpus run: file lists, shards, decoding workers, --overwrite."""
+    group = command.add_argument_group("many files (docs: Tagging an archive)")
+    group.add_argument("--files-from", metavar="LIST", default=None,
+                       help="also the files of LIST: a text file of paths (one a line), or a CSV or parquet file with "
+                            "a column of paths (--column)")
+    group.add_argument("--column", default=None,
+                       help="the column of paths in a CSV or parquet --files-from (default: path, file or filename)")
+    group.add_argument("--root", default=None,
+                       help="where relative paths of --files-from start (default: the current directory); paths are "
+                            "stored absolute")
+    group.add_argument("--num-shards", type=int, default=None,
+                       help="split the files into N shards and do one (--shard-index); default WORLD_SIZE under "
+                            "torchrun or accelerate launch, else 1. Each shard writes OUT-0000I-of-0000N.ext")
+    group.add_argument("--shard-index", type=int, default=None, help="the shard to do, 0 to N-1 (default RANK)")
+    group.add_argument("--num-workers", type=int, default=None,
+                       help="processes decoding files ahead of the model (default: half the CPU cores, at least 1; "
+                            "0 decodes in the main process)")
+    group.add_argument("--group-size", type=int, default=64,
+                       help="files per part written while the run goes: a crash loses at most this many (default 64)")
+    group.add_argument("--overwrite", action="store_true",
+                       help="do every file again, replacing the output and any partial run (default: resume)")
+
+
+def corpus_device(device: str) -> str:
+    """--device, with "cuda" meaning this process's own GPU under torchrun or accelerate launch (LOCAL_RANK)."""
+    if device == "cuda" and os.environ.get("LOCAL_RANK") and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
+
+
+def run_corpus_command(args: argparse.Namespace, task: str, pipe: Any, settings: dict[str, Any],
+                       options: dict[str, Any]) -> int:
+    """`ast-hf classify/embed --output`: every file into the output through `ast_hf.corpus.run_corpus`."""
+    from .corpus import run_corpus
+
+    if args.num_workers is not None and args.num_workers < 0:
+        raise CommandError(f"--num-workers {args.num_workers}: pass 0 or more worker processes.")
+    if args.group_size < 1:
+        raise CommandError(f"--group-size {args.group_size}: pass a positive number of files.")
+    progress = ProgressBar(0, enabled=not args.no_progress)
+    try:
+        summary = run_corpus(pipe, task, args.inputs, args.output, files_from=args.files_from, column=args.column,
+                             root=args.root, num_shards=args.num_shards, shard_index=args.shard_index,
+                             num_workers=args.num_workers, overwrite=args.overwrite, settings=settings,
+                             options=options, group_size=args.group_size,
+                             log=lambda line: progress.write(f"ast-hf {args.command}: {line}"),
+                             progress=progress.bar)
+    except ValueError as error:
+        raise CommandError(str(error)) from error
+    finally:
+        progress.close()
+    return summary.exit_status
+
+
+def model_setting(model: str) -> str:
+    """The model as recorded with results: a local directory as an absolute path, a Hub id as it is."""
+    return os.path.abspath(model) if os.path.isdir(model) else model
+
+
+def check_corpus_inputs(args: argparse.Namespace) -> None:
+    if not args.inputs and args.files_from is None:
+        raise CommandError("no input: pass audio files or directories, or --files-from LIST.")
+    if (args.num_shards is None) != (args.shard_index is None):
+        raise CommandError("--num-shards and --shard-index go together: pass both (a Slurm array job: --num-shards "
+                           "N --shard-index $SLURM_ARRAY_TASK_ID), or neither.")
+
+
 def check_hop(hop: float | None) -> None:
     if hop is not None and not 0 < hop < float("inf"):
         raise CommandError(f"--hop {hop}: pass a positive, finite number of seconds.")
@@ -182,7 +263,24 @@ def run_classify(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         raise CommandError(f"--threshold {args.threshold}: pass a score between 0 and 1.")
     events = args.events or args.threshold is not None
-    files, failures = expand_inputs(args.inputs)
+    check_corpus_inputs(args)
+    if args.output is not None:
+        if args.plot:
+            raise CommandError("--plot draws one picture per file on screen runs; leave it out with --output.")
+        try:
+            from .corpus.store import output_format
+
+            output_format(args.output, "classify")
+        except ValueError as error:
+            raise CommandError(str(error)) from error
+        require_file_decoding()
+        tagger = load_tagger(args.model, corpus_device(args.device), optimize=args.optimize)
+        options = {"top_k": args.top_k, "hop": args.hop, "events": events, "threshold": args.threshold,
+                   "multi_label": args.multi_label, "pad_to_max_length": args.pad_to_max_length}
+        settings = {"task": "classify", "model": model_setting(args.model), "optimize": args.optimize, **options}
+        options = {key: value for key, value in options.items() if value is not None}
+        return run_corpus_command(args, "classify", tagger, settings, {**options, "batch_size": args.batch_size})
+    files, failures = expand_inputs(args.inputs, args.files_from, args.column, args.root)
     for name, reason in failures:
         print(f"ast-hf classify: error: {name}: {reason}", file=sys.stderr)
     if not files:
@@ -249,24 +347,17 @@ def run_classify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def expand_inputs(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Files to tag (directories searched recursively for audio file endings, sorted) and (input, reason) for those
-    that are neither a file nor a directory with audio in it."""
-    from .audio_io import AUDIO_SUFFIXES
+def expand_inputs(inputs: list[str], files_from: str | None = None, column: str | None = None,
+                  root: str | None = None) -> tuple[list[str], list[tuple[str, str]]]:
+    """Files to tag, as absolute paths (directories searched recursively for audio file endings, sorted; then the
+    files of a --files-from list) and (input, reason) for those that are not audio files
+    (`ast_hf.corpus.collect_files`)."""
+    from .corpus.sources import collect_files
 
-    files, failures = [], []
-    for item in inputs:
-        if os.path.isdir(item):
-            found = sorted(str(path) for path in Path(item).rglob("*")
-                           if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES)
-            if not found:
-                failures.append((item, f"a directory without audio files ({', '.join(AUDIO_SUFFIXES[:5])}, ...)"))
-            files += found
-        elif os.path.exists(item):
-            files.append(item)
-        else:
-            failures.append((item, "no such file"))
-    return files, failures
+    try:
+        return collect_files(inputs, files_from, column, root)
+    except ValueError as error:
+        raise CommandError(str(error)) from error
 
 
 def plot_paths(plot: str, files: list[str]) -> dict[str, str]:
@@ -372,6 +463,10 @@ class ProgressBar:
     def clear(self) -> None:
         self.bar.clear()
 
+    def write(self, line: str) -> None:
+        """A line on stderr above the bar."""
+        self.bar.write(line, file=sys.stderr)
+
     def close(self) -> None:
         self.bar.close()
 
@@ -395,20 +490,21 @@ def print_table(results: list[tuple[str, dict[str, Any]]], events: bool) -> None
 
 def write_csv(results: list[tuple[str, dict[str, Any]]], stream: Any) -> None:
     writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(["file", "kind", "start", "end", "label", "score"])
+    writer.writerow(["file", "kind", "start", "end", "label", "score", "error"])
     for path, result in results:
         if "error" in result:
-            writer.writerow([path, "error", "", "", result["error"], ""])
+            writer.writerow([path, "error", "", "", "", "", result["error"]])
             continue
         for item in result["clip"]:
-            writer.writerow([path, "clip", 0.0, round(result["duration"], 4), item["label"], round(item["score"], 6)])
+            writer.writerow([path, "clip", 0.0, round(result["duration"], 4), item["label"], round(item["score"], 6),
+                             ""])
         for segment in result["segments"]:
             for item in segment["labels"]:
                 writer.writerow([path, "segment", round(segment["start"], 4), round(segment["end"], 4), item["label"],
-                                 round(item["score"], 6)])
+                                 round(item["score"], 6), ""])
         for event in result.get("events", []):
             writer.writerow([path, "event", round(event["start"], 4), round(event["end"], 4), event["label"],
-                             round(event["score"], 6)])
+                             round(event["score"], 6), ""])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -420,145 +516,43 @@ def write_csv(results: list[tuple[str, dict[str, Any]]], stream: Any) -> None:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    suffix = Path(args.output).suffix.lower()
-    if suffix not in (".parquet", ".npz"):
-        raise CommandError(f"--output {args.output}: name a .parquet file (datasets loads it) or a .npz file.")
-    if os.path.isdir(args.output):
-        raise CommandError(f"--output {args.output} is a directory; name the file to write.")
+    from .corpus.store import output_format
+
+    try:
+        output_format(args.output, "embed")
+    except ValueError as error:
+        raise CommandError(str(error)) from error
     if args.batch_size < 1:
         raise CommandError(f"--batch-size {args.batch_size}: pass a positive number of windows.")
     check_hop(args.hop)
-    files, failures = expand_inputs(args.inputs)
-    for name, reason in failures:
-        print(f"ast-hf embed: error: {name}: {reason}", file=sys.stderr)
-    if not files:
-        return EXIT_FAILED
+    check_corpus_inputs(args)
     require_file_decoding()
-    if suffix == ".parquet":
+    if args.output.lower().endswith(".parquet"):
         try:
             import pyarrow  # noqa: F401
         except ImportError as error:
             raise CommandError(f"--output {args.output}: writing parquet needs pyarrow ({error}); pip install "
                                "pyarrow, or write a .npz file.") from error
-    embedder = load_tagger(args.model, args.device, optimize=args.optimize, task="audio-feature-extraction")
-    from .audio_io import open_audio
-    from .embeddings import check_layers, embed_recordings
+    embedder = load_tagger(args.model, corpus_device(args.device), optimize=args.optimize,
+                           task="audio-feature-extraction")
+    from .embeddings import check_layers
 
     try:
         layers = check_layers(args.layer if args.layer is None or len(args.layer) > 1 else args.layer[0],
                               embedder.model.config.num_hidden_layers)
     except ValueError as error:
         raise CommandError(f"--layer: {error}") from error
-    rate = embedder.feature_extractor.sampling_rate
-    progress = ProgressBar(len(files), enabled=not args.no_progress)
-
-    def open_file(path: str) -> Any:  # called when the previous file's windows are all cut
-        if progress.name:
-            progress.done_file()
-        progress.start_file(path)
-        return open_audio(path, rate)
-
-    results = embed_recordings(embedder.model, embedder.feature_extractor, files, open_file, keep_errors=True,
-                               pool=args.pool, layers=layers, timestamps=args.timestamps, hop=args.hop,
-                               batch_size=args.batch_size, pad_to_max_length=args.pad_to_max_length,
-                               device=embedder.device, progress=progress.update)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    writer = ParquetEmbeddings(args.output, args.timestamps) if suffix == ".parquet" else NpzEmbeddings(
-        args.output, args.timestamps)
-    written = 0
-    try:
-        for path, result in zip(files, results, strict=True):
-            if "error" in result:
-                progress.clear()
-                print(f"ast-hf embed: error: {result['error']}", file=sys.stderr)
-                failures.append((path, result["error"]))
-                continue
-            writer.add(path, result)
-            written += 1
-    except ValueError as error:  # e.g. a hop longer than this model's window
-        raise CommandError(str(error)) from error
-    finally:
-        progress.done_file()
-        progress.close()
-    if written:
-        writer.close()
-        print(f"{written} file(s) embedded ({writer.size} values each) -> {args.output}", file=sys.stderr)
-    if failures:
-        return EXIT_SOME_FAILED if written else EXIT_FAILED
-    return EXIT_OK
-
-
-class ParquetEmbeddings:
-    """Rows of (path, duration, windows, embedding[, timestamps, timestamp_embeddings]) written to a parquet file a
-    row group at a time, so that memory stays bounded over many files."""
-
-    GROUP = 256
-
-    def __init__(self, path: str, timestamps: bool) -> None:
-        self.path, self.timestamps = path, timestamps
-        self.rows: list[tuple[str, dict[str, Any]]] = []
-        self.writer: Any = None
-        self.size = 0
-
-    def add(self, path: str, result: dict[str, Any]) -> None:
-        self.size = int(result["embedding"].shape[0])
-        self.rows.append((path, result))
-        if len(self.rows) == self.GROUP:
-            self.flush()
-
-    def flush(self) -> None:
-        import pyarrow as pa  # checked by run_embed before any work
-        import pyarrow.parquet as pq
-
-        columns = {"path": pa.array([path for path, _ in self.rows], pa.string()),
-                   "duration": pa.array([float(r["duration"]) for _, r in self.rows], pa.float64()),
-                   "windows": pa.array([int(r["windows"]) for _, r in self.rows], pa.int32()),
-                   "embedding": pa.array([r["embedding"].numpy() for _, r in self.rows], pa.list_(pa.float32()))}
-        if self.timestamps:
-            columns["timestamps"] = pa.array([r["timestamps"].numpy() for _, r in self.rows], pa.list_(pa.float64()))
-            columns["timestamp_embeddings"] = pa.array([list(r["timestamp_embeddings"].numpy()) for _, r in self.rows],
-                                                       pa.list_(pa.list_(pa.float32())))
-        table = pa.table(columns)
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, table.schema)
-        self.writer.write_table(table)
-        self.rows = []
-
-    def close(self) -> None:
-        if self.rows:
-            self.flush()
-        if self.writer is not None:
-            self.writer.close()
-
-
-class NpzEmbeddings:
-    """paths, durations, embeddings (files, size); with timestamps one row per moment: timestamps,
-    timestamp_embeddings (moments, size) and file_index; written by `close` (numpy's .npz, no pickled objects)."""
-
-    def __init__(self, path: str, timestamps: bool) -> None:
-        self.path, self.timestamps = path, timestamps
-        self.paths: list[str] = []
-        self.results: list[dict[str, Any]] = []
-        self.size = 0
-
-    def add(self, path: str, result: dict[str, Any]) -> None:
-        self.size = int(result["embedding"].shape[0])
-        self.paths.append(path)
-        self.results.append(result)
-
-    def close(self) -> None:
-        import numpy as np
-
-        arrays = {"paths": np.array(self.paths, dtype=str),
-                  "durations": np.array([r["duration"] for r in self.results], dtype=np.float64),
-                  "embeddings": np.stack([r["embedding"].numpy() for r in self.results])}
-        if self.timestamps:
-            arrays["timestamps"] = np.concatenate([r["timestamps"].numpy() for r in self.results])
-            arrays["timestamp_embeddings"] = np.concatenate([r["timestamp_embeddings"].numpy() for r in self.results])
-            arrays["file_index"] = np.concatenate([np.full(r["timestamps"].shape[0], i, dtype=np.int64)
-                                                   for i, r in enumerate(self.results)])
-        with open(self.path, "wb") as handle:
-            np.savez(handle, **arrays)
+    options = {"pool": args.pool, "layers": list(layers) if layers is not None else None, "hop": args.hop,
+               "timestamps": args.timestamps, "pad_to_max_length": args.pad_to_max_length}
+    settings = {"task": "embed", "model": model_setting(args.model), "optimize": args.optimize, **options}
+    call = {"pool": args.pool, "timestamps": args.timestamps, "batch_size": args.batch_size, "return_tensors": "np"}
+    if layers is not None:
+        call["layer"] = list(layers)
+    if args.hop is not None:
+        call["hop"] = args.hop
+    if args.pad_to_max_length is not None:
+        call["pad_to_max_length"] = args.pad_to_max_length
+    return run_corpus_command(args, "embed", embedder, settings, call)
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -31,9 +31,7 @@ or transformers' built-in one (converted, same weights).
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,14 +48,16 @@ from .kaldi_fbank import FRAME_LENGTH, FRAME_SHIFT, num_frames
 from .modeling_ast import ASTForAudioClassification, ASTModel
 from .patch_grid import NUM_PREFIX_TOKENS
 from .tagging import (
+    WindowedRecording,
     check_batch_size,
     check_hop_seconds,
     check_pad_option,
+    decoded_inputs,
     hop_in_samples,
+    input_collection,
     open_input,
-    refuse_number_lists,
     window_features,
-    windows,
+    windows_across,
 )
 
 logger = logging.get_logger(__name__)
@@ -161,19 +161,6 @@ def column_centres(num_columns: int, patch_size: int, time_stride: int) -> torch
     return (first + last) / 2 / 16000
 
 
-@dataclass
-class _Recording:
-    """What is kept of one input while its windows run: each window's vector and, with timestamps, its columns."""
-
-    error: str | None = None
-    duration: float = 0.0
-    vectors: list[torch.Tensor] = field(default_factory=list)  # each (size,)
-    weights: list[int] = field(default_factory=list)  # samples per window
-    starts: list[int] = field(default_factory=list)  # first sample of each window
-    columns: list[torch.Tensor] = field(default_factory=list)  # each (real columns, size)
-    times: list[torch.Tensor] = field(default_factory=list)  # each (real columns,) seconds from the recording start
-
-
 def embed_windows(encoder: ASTModel, extractor: ASTFeatureExtractor, clips: Sequence[torch.Tensor], *,
                   pad_to_max_length: bool, pool: str = "cls_dist", layers: tuple[int, ...] | None = None,
                   with_columns: bool = False, device: Any = None) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
@@ -268,80 +255,55 @@ def embed_recordings(encoder: ASTModel, extractor: ASTFeatureExtractor, sources:
     centres = column_centres(grid_t, config.patch_shape[1], config.time_stride)  # (t,) seconds from a window's start
     overlapping = hop_samples < tiling  # windows share moments
 
-    pending: list[_Recording] = []  # recordings not yet given out, in order
-    buffer: list[tuple[_Recording, int, torch.Tensor]] = []  # windows waiting for a forward pass
+    def run_batch(clips: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        vectors, columns = embed_windows(encoder, extractor, clips, pad_to_max_length=pad_to_max_length, pool=pool,
+                                         layers=layers, with_columns=timestamps, device=device)
+        return [(vectors[i], columns[i] if timestamps else None) for i in range(len(clips))]
 
-    def run_buffer(duration: float | None) -> None:
-        vectors, columns = embed_windows(encoder, extractor, [samples for _, _, samples in buffer],
-                                         pad_to_max_length=pad_to_max_length, pool=pool, layers=layers,
-                                         with_columns=timestamps, device=device)
-        for i, (recording, start, samples) in enumerate(buffer):
-            recording.vectors.append(vectors[i])
-            recording.weights.append(samples.shape[0])
-            recording.starts.append(start)
-            if timestamps:
-                recording.columns.append(columns[i])
-                if num_frames(samples.shape[0]) < config.patch_shape[1]:  # one padded patch: centred on the audio
-                    recording.times.append(torch.tensor([(start + samples.shape[0] / 2) / rate], dtype=torch.float64))
-                else:
-                    recording.times.append(centres[:columns[i].shape[0]] + start / rate)
-        if progress is not None:
-            progress(buffer[-1][0].duration, duration)
-        buffer.clear()
-
-    for source in sources:
-        recording = _Recording()
-        pending.append(recording)
-        try:
-            stream = open_source(source)
-            for start, samples in windows(stream.chunks(), window, hop_samples):
-                recording.duration = (start + samples.shape[0]) / rate
-                buffer.append((recording, start, samples))
-                if len(buffer) == batch_size:
-                    run_buffer(stream.duration)
-        except (ValueError, TypeError) as error:  # AudioReadError is a ValueError
-            if not keep_errors:
-                raise
-            recording.error = str(error)
-            buffer[:] = [item for item in buffer if item[0] is not recording]
-        # Every pending recording has had all its windows cut; those with none left in the buffer are done.
-        while pending and not any(item[0] is pending[0] for item in buffer):
-            yield _finish(pending.pop(0), timestamps, rate, window, overlapping)
-    if buffer:
-        run_buffer(None)
-    while pending:
-        yield _finish(pending.pop(0), timestamps, rate, window, overlapping)
+    for recording in windows_across(sources, open_source, window=window, hop=hop_samples, rate=rate,
+                                    batch_size=batch_size, run_batch=run_batch, keep_errors=keep_errors,
+                                    progress=progress):
+        yield _finish(recording, timestamps, rate, window, overlapping, centres, patch_frames)
 
 
-def _finish(recording: _Recording, timestamps: bool, rate: int, window: int, overlapping: bool) -> dict[str, Any]:
+def _finish(recording: WindowedRecording, timestamps: bool, rate: int, window: int, overlapping: bool,
+            centres: torch.Tensor, patch_frames: int) -> dict[str, Any]:
     """One recording's result from its windows (see `embed_recordings`)."""
     if recording.error is not None:
         return {"error": recording.error}
-    weights = torch.tensor(recording.weights, dtype=torch.float32)  # samples per window
-    vectors = torch.stack(recording.vectors)  # (windows, size)
+    weights = torch.tensor(recording.lengths, dtype=torch.float32)  # samples per window
+    vectors = torch.stack([vector for vector, _ in recording.outputs])  # (windows, size)
     result: dict[str, Any] = {"embedding": (vectors * weights[:, None]).sum(dim=0) / weights.sum(),
-                              "duration": recording.duration, "windows": len(recording.vectors)}
+                              "duration": recording.duration, "windows": len(recording.outputs)}
     if timestamps:
-        keep = [torch.ones(t.shape[0], dtype=torch.bool) for t in recording.times]
-        if overlapping and len(recording.times) > 1:
-            keep = _nearest_window_columns(recording, rate, window)
-        result["timestamps"] = torch.cat([t[k] for t, k in zip(recording.times, keep, strict=True)])  # float64
-        result["timestamp_embeddings"] = torch.cat([c[k] for c, k in zip(recording.columns, keep, strict=True)])
+        columns = [column for _, column in recording.outputs]  # each (real columns, size)
+        times = []  # each (real columns,) seconds from the recording's start
+        for start, length, column in zip(recording.starts, recording.lengths, columns, strict=True):
+            if num_frames(length) < patch_frames:  # one padded patch: centred on the audio
+                times.append(torch.tensor([(start + length / 2) / rate], dtype=torch.float64))
+            else:
+                times.append(centres[:column.shape[0]] + start / rate)
+        keep = [torch.ones(t.shape[0], dtype=torch.bool) for t in times]
+        if overlapping and len(times) > 1:
+            keep = _nearest_window_columns(recording.starts, recording.lengths, times, rate, window)
+        result["timestamps"] = torch.cat([t[k] for t, k in zip(times, keep, strict=True)])  # float64
+        result["timestamp_embeddings"] = torch.cat([c[k] for c, k in zip(columns, keep, strict=True)])
     return result
 
 
-def _nearest_window_columns(recording: _Recording, rate: int, window: int) -> list[torch.Tensor]:
+def _nearest_window_columns(window_starts: list[int], window_lengths: list[int], times: list[torch.Tensor], rate: int,
+                            window: int) -> list[torch.Tensor]:
     """For overlapping windows: which columns of each window to keep, each moment from the window whose centre is
     nearest to it (ties to the earlier window). Only windows within reach of one window length are compared."""
-    starts = torch.tensor(recording.starts, dtype=torch.float64)
-    lengths = torch.tensor(recording.weights, dtype=torch.float64)
+    starts = torch.tensor(window_starts, dtype=torch.float64)
+    lengths = torch.tensor(window_lengths, dtype=torch.float64)
     begins, ends, centres = starts / rate, (starts + lengths) / rate, (starts + lengths / 2) / rate
     hop = float(starts[1] - starts[0])
     reach = int(np.ceil(window / hop)) + 1  # windows that can cover a moment of window i: i - reach ... i + reach
     keep = []
-    for i, times in enumerate(recording.times):
+    for i, column_times in enumerate(times):
         lo, hi = max(0, i - reach), min(len(starts), i + reach + 1)
-        t = times.double()[:, None]  # (columns, 1)
+        t = column_times.double()[:, None]  # (columns, 1)
         covers = (begins[None, lo:hi] <= t) & (t <= ends[None, lo:hi])
         distance = (t - centres[None, lo:hi]).abs().masked_fill(~covers, float("inf"))
         keep.append(distance.argmin(dim=1) + lo == i)
@@ -437,21 +399,39 @@ class AudioFeatureExtractionPipeline(Pipeline):
         Returns:
             One result dict for one input, a list for a list or tuple, a generator for a generator.
         """
+        collection = input_collection(inputs)
+        if collection is not None:
+            results = self.embed_many(collection, **kwargs)
+            return list(results) if isinstance(inputs, (list, tuple)) else results
+        kwargs.pop("num_workers", None)  # one recording: nothing to decode ahead
         options = {**self._preprocess_params, **self._forward_params, **self._postprocess_params}
         options.update(self._check_options(**kwargs))
-        if isinstance(inputs, types.GeneratorType):
-            return self._embed(inputs, options)
-        if isinstance(inputs, (list, tuple)):
-            refuse_number_lists(inputs)
-            return list(self._embed(inputs, options))
         return next(self._embed([inputs], options))
+
+    def embed_many(self, inputs: Iterable[Any], keep_errors: bool = False, num_workers: int = 0,
+                   **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """Embed many recordings, windows of several recordings batched together (what a call with a list does).
+
+        Args:
+            inputs: The recordings; a sequence (list, tuple, `KeyDataset`, `datasets` column) is decoded in
+                `num_workers` worker processes, anything else in this one.
+            keep_errors: Give a recording that cannot be read as `{"error": message}` and go on, instead of
+                raising its `AudioReadError`.
+            num_workers: Worker processes that decode (and resample) the next recordings while the model runs.
+            **kwargs: Call options (see the class docstring).
+
+        Yields:
+            One result per input, in order.
+        """
+        options = {**self._preprocess_params, **self._forward_params, **self._postprocess_params}
+        options.update(self._check_options(**kwargs))
+        return self._embed(inputs, options, keep_errors=keep_errors, num_workers=num_workers)
 
     def _check_options(self, pool: str | None = None, layer: Any = None, timestamps: bool | None = None,
                        hop: float | None = None, batch_size: int | None = None, pad_to_max_length: bool | None = None,
                        return_tensors: Any = None, sampling_rate: int | None = None,
-                       progress: Callable[[float, float | None], Any] | None = None, num_workers: Any = None,
+                       progress: Callable[[float, float | None], Any] | None = None,
                        **unknown: Any) -> dict[str, Any]:
-        del num_workers  # windows are batched here; there is no DataLoader to give workers
         if unknown:
             raise TypeError(f"Unknown argument(s) {sorted(unknown)} for the {TASK!r} pipeline; it takes pool, layer, "
                             "timestamps, hop, batch_size, pad_to_max_length, return_tensors, sampling_rate and "
@@ -483,7 +463,8 @@ class AudioFeatureExtractionPipeline(Pipeline):
             options["progress"] = progress
         return options
 
-    def _embed(self, inputs: Iterable[Any], options: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def _embed(self, inputs: Iterable[Any], options: dict[str, Any], keep_errors: bool = False,
+               num_workers: int = 0) -> Iterator[dict[str, Any]]:
         rate = self.feature_extractor.sampling_rate
         source_rate = options.get("sampling_rate")
         return_tensors = options.get("return_tensors", "np")
@@ -491,7 +472,8 @@ class AudioFeatureExtractionPipeline(Pipeline):
         def open_source(source: Any) -> AudioStream:
             return open_input(source, rate, source_rate, TASK)
 
-        results = embed_recordings(self.model, self.feature_extractor, inputs, open_source,
+        inputs, open_source = decoded_inputs(inputs, open_source, num_workers, self.device)
+        results = embed_recordings(self.model, self.feature_extractor, inputs, open_source, keep_errors=keep_errors,
                                    pool=options.get("pool", "cls_dist"), layers=options.get("layers"),
                                    timestamps=options.get("timestamps", False), hop=options.get("hop"),
                                    batch_size=options.get("batch_size", DEFAULT_BATCH_SIZE),

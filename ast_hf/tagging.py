@@ -28,8 +28,10 @@ into ast_hf's (same weights, same features), which run windows shorter than the 
 
 from __future__ import annotations
 
+import os
 import types
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -114,15 +116,79 @@ def windows(chunks: Iterable[torch.Tensor], window: int, hop: int) -> Iterator[t
         yield start, buffer[start - offset:].clone()
 
 
-def batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+@dataclass
+class WindowedRecording:
+    """One recording's windows once all have run: the model's output of each window, in order, or the error that
+    stopped it (`error`, a message naming the recording)."""
+
+    error: str | None = None
+    duration: float = 0.0  # seconds, to the end of the last window
+    starts: list[int] = field(default_factory=list)  # first sample of each window
+    lengths: list[int] = field(default_factory=list)  # samples of each window
+    outputs: list[Any] = field(default_factory=list)  # what `run_batch` gave for each window
+
+
+def windows_across(sources: Iterable[Any], open_source: Callable[[Any], AudioStream], *, window: int, hop: int,
+                   rate: int, batch_size: int, run_batch: Callable[[list[torch.Tensor]], Sequence[Any]],
+                   keep_errors: bool = False,
+                   progress: Callable[[float, float | None], Any] | None = None) -> Iterator[WindowedRecording]:
+    """Cut recordings into windows and run them `batch_size` at a time, a batch holding windows of several
+    recordings; the engine of the tagging and embedding pipelines and of corpus runs.
+
+    Each recording is opened when its turn comes (`open_source`) and decoded chunk by chunk, so memory holds one
+    batch of windows and the outputs of the recordings not yet given out, whatever the number or length of the
+    recordings.
+
+    Args:
+        sources: The inputs, in order (a generator works).
+        open_source: Opens one input as an `AudioStream` at `rate`.
+        window: Samples per window.
+        hop: Samples between window starts.
+        rate: The streams' sampling rate.
+        batch_size: Windows per `run_batch` call.
+        run_batch: Runs a list of windows (1-D sample tensors) and returns one output per window.
+        keep_errors: Give an input that cannot be read (a ValueError or TypeError of `open_source` or of its
+            decoding; an `AudioReadError` is a ValueError) as a WindowedRecording with `error` set, and go on;
+            otherwise the error is raised.
+        progress: Called after each batch with (seconds done in the current recording, its duration or None).
+
+    Yields:
+        One WindowedRecording per source, in order.
+    """
+    pending: list[WindowedRecording] = []  # recordings not yet given out, in order
+    buffer: list[tuple[WindowedRecording, int, torch.Tensor]] = []  # windows waiting for a forward pass
+
+    def run_buffer(duration: float | None) -> None:
+        outputs = run_batch([samples for _, _, samples in buffer])
+        for (recording, start, samples), output in zip(buffer, outputs, strict=True):
+            recording.starts.append(start)
+            recording.lengths.append(samples.shape[0])
+            recording.outputs.append(output)
+        if progress is not None:
+            progress(buffer[-1][0].duration, duration)
+        buffer.clear()
+
+    for source in sources:
+        recording = WindowedRecording()
+        pending.append(recording)
+        try:
+            stream = open_source(source)
+            for start, samples in windows(stream.chunks(), window, hop):
+                recording.duration = (start + samples.shape[0]) / rate
+                buffer.append((recording, start, samples))
+                if len(buffer) == batch_size:
+                    run_buffer(stream.duration)
+        except (ValueError, TypeError) as error:  # AudioReadError is a ValueError
+            if not keep_errors:
+                raise
+            recording.error = str(error)
+            buffer[:] = [item for item in buffer if item[0] is not recording]
+        # Every pending recording has had all its windows cut; those with none left in the buffer are done.
+        while pending and not any(item[0] is pending[0] for item in buffer):
+            yield pending.pop(0)
+    if buffer:
+        run_buffer(None)
+    yield from pending
 
 
 def check_batch_size(batch_size: Any) -> int:
@@ -293,7 +359,8 @@ class AudioTaggingPipeline(Pipeline):
                 `sampling_rate=`), a list or tuple of them, or a generator of them.
             **kwargs: Call options, over those given at construction: `top_k`, `hop`, `batch_size`, `events`,
                 `threshold`, `multi_label`, `pad_to_max_length`, `sampling_rate` and `progress` (see the class
-                docstring). `num_workers` is accepted and ignored: windows are batched here.
+                docstring), and `num_workers` (worker processes that decode the next recordings of a list while the
+                model runs; see `tag_many`).
 
         Returns:
             One result dict for one input (see the class docstring), a list of them for a list or tuple, a generator
@@ -306,15 +373,14 @@ class AudioTaggingPipeline(Pipeline):
                 number of seconds, is longer than the window or shorter than one sample, `threshold` is not between
                 0 and 1, or the audio cannot be read (an `AudioReadError`).
         """
-        if isinstance(inputs, types.GeneratorType):
-            return (self(item, **kwargs) for item in inputs)
-        if isinstance(inputs, (list, tuple)):
-            refuse_number_lists(inputs)
-            return [self(item, **kwargs) for item in inputs]
+        collection = input_collection(inputs)
+        if collection is not None:
+            results = self.tag_many(collection, **kwargs)
+            return list(results) if isinstance(inputs, (list, tuple)) else results
         batch_size = kwargs.pop("batch_size", None)
         batch_size = self._batch_size if batch_size is None else batch_size
         batch_size = check_batch_size(DEFAULT_BATCH_SIZE if batch_size is None else batch_size)
-        kwargs.pop("num_workers", None)  # windows are batched here; there is no DataLoader to give workers
+        kwargs.pop("num_workers", None)  # one recording: nothing to decode ahead
         preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
         preprocess_params = {**self._preprocess_params, **preprocess_params}
         forward_params = {**self._forward_params, "batch_size": batch_size, **forward_params}
@@ -375,25 +441,42 @@ class AudioTaggingPipeline(Pipeline):
     def _forward(self, model_inputs: dict[str, Any], hop: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  progress: Callable[[float, float | None], Any] | None = None,
                  pad_to_max_length: bool | None = None) -> dict[str, Any]:
-        audio: AudioStream = model_inputs["audio"]
-        extractor = self.feature_extractor
-        if pad_to_max_length is None:
-            pad_to_max_length = extractor.pad_to_max_length
-        rate = extractor.sampling_rate
-        window = samples_for_frames(extractor.max_length)
-        hop_samples = window // 2 if hop is None else hop_in_samples(hop, window, rate, extractor.max_length)
-        patch = self.model.config.patch_shape[1]
-        logits, starts, ends = [], [], []
-        for batch in batches(windows(audio.chunks(), window, hop_samples), batch_size):
-            clips = [samples for _, samples in batch]
-            output = self.model(**window_features(extractor, clips, pad_to_max_length, patch, self.device))
-            logits.append(output.logits.float().cpu())  # (b, labels)
-            starts += [start for start, _ in batch]
-            ends += [start + clip.shape[0] for start, clip in batch]
-            if progress is not None:
-                progress(ends[-1] / rate, audio.duration)
-        return {"logits": torch.cat(logits), "starts": torch.tensor(starts), "ends": torch.tensor(ends),
-                "rate": rate}
+        outputs = tag_recordings(self.model, self.feature_extractor, [model_inputs["audio"]], lambda stream: stream,
+                                 hop=hop, batch_size=batch_size, pad_to_max_length=pad_to_max_length,
+                                 device=self.device, progress=progress)
+        return next(outputs)
+
+    def tag_many(self, inputs: Iterable[Any], keep_errors: bool = False, num_workers: int = 0,
+                 **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """Tag many recordings, windows of several recordings batched together (what a call with a list does).
+
+        Args:
+            inputs: The recordings, each of any kind a call takes; a sequence (list, tuple, `KeyDataset`,
+                `datasets` column) is decoded in `num_workers` worker processes, anything else in this one.
+            keep_errors: Give a recording that cannot be read as `{"error": message}` and go on, instead of
+                raising its `AudioReadError`.
+            num_workers: Worker processes that decode (and resample) the next recordings while the model runs;
+                0 decodes here.
+            **kwargs: Call options (see the class docstring).
+
+        Yields:
+            One result per input, in order.
+        """
+        batch_size = kwargs.pop("batch_size", None)
+        batch_size = check_batch_size(self._batch_size or DEFAULT_BATCH_SIZE if batch_size is None else batch_size)
+        preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
+        preprocess_params = {**self._preprocess_params, **preprocess_params}
+        forward_params = {**self._forward_params, "batch_size": batch_size, **forward_params}
+        postprocess_params = {**self._postprocess_params, **postprocess_params}
+        rate = self.feature_extractor.sampling_rate
+
+        def open_source(source: Any) -> AudioStream:
+            return open_input(source, rate, preprocess_params.get("sampling_rate"), TASK)
+
+        sources, open_source = decoded_inputs(inputs, open_source, num_workers, self.device)
+        for output in tag_recordings(self.model, self.feature_extractor, sources, open_source,
+                                     keep_errors=keep_errors, device=self.device, **forward_params):
+            yield output if "error" in output else self.postprocess(output, **postprocess_params)
 
     def postprocess(self, model_outputs: dict[str, Any], top_k: int = DEFAULT_TOP_K, events: bool = False,
                     threshold: float = DEFAULT_THRESHOLD, multi_label: bool | None = None) -> dict[str, Any]:
@@ -456,6 +539,108 @@ def window_features(extractor: ASTFeatureExtractor, clips: list[torch.Tensor], p
     width = max(max(num_frames(clip.shape[0]) for clip in clips), patch)
     features = extractor(clips, max_length=width, return_attention_mask=True, **common)
     return {"input_values": features["input_values"], "attention_mask": features["attention_mask"]}
+
+
+def tag_recordings(model: ASTForAudioClassification, extractor: ASTFeatureExtractor, sources: Iterable[Any],
+                   open_source: Callable[[Any], AudioStream], *, hop: float | None = None,
+                   batch_size: int = DEFAULT_BATCH_SIZE, pad_to_max_length: bool | None = None, device: Any = None,
+                   keep_errors: bool = False,
+                   progress: Callable[[float, float | None], Any] | None = None) -> Iterator[dict[str, Any]]:
+    """Run recordings window by window through a classifier, windows of several recordings batched together.
+
+    Args:
+        model: ast_hf's classifier, in eval mode.
+        extractor: Its feature extractor.
+        sources: The recordings, in order; each is opened when its turn comes.
+        open_source: Opens one as an `AudioStream` at the extractor's rate.
+        hop: Seconds between window starts; None: half a window.
+        batch_size: Windows per forward pass.
+        pad_to_max_length: The input convention; None: the extractor's.
+        device: Where the features go (None: the CPU).
+        keep_errors: Give a recording that cannot be read as {"error": message} instead of raising.
+        progress: Called after each batch with (seconds done in the current recording, its duration or None).
+
+    Yields:
+        Per recording, in order: {"logits": (windows, labels) float32, "starts", "ends": (windows,) samples,
+            "rate"}, what `AudioTaggingPipeline.postprocess` turns into the result; or {"error": message}.
+    """
+    pad_to_max_length = extractor.pad_to_max_length if pad_to_max_length is None else pad_to_max_length
+    rate = extractor.sampling_rate
+    window = samples_for_frames(extractor.max_length)
+    hop_samples = window // 2 if hop is None else hop_in_samples(hop, window, rate, extractor.max_length)
+    patch = model.config.patch_shape[1]
+
+    def run_batch(clips: list[torch.Tensor]) -> torch.Tensor:
+        with torch.inference_mode():
+            output = model(**window_features(extractor, clips, pad_to_max_length, patch, device))
+        return output.logits.float().cpu()  # (b, labels)
+
+    for recording in windows_across(sources, open_source, window=window, hop=hop_samples, rate=rate,
+                                    batch_size=batch_size, run_batch=run_batch, keep_errors=keep_errors,
+                                    progress=progress):
+        if recording.error is not None:
+            yield {"error": recording.error}
+            continue
+        starts = torch.tensor(recording.starts)
+        yield {"logits": torch.stack(recording.outputs), "starts": starts,
+               "ends": starts + torch.tensor(recording.lengths), "rate": rate}
+
+
+def input_collection(inputs: Any) -> Iterable[Any] | None:
+    """The inputs of a pipeline call given several recordings, None for one recording.
+
+    Several: a list or tuple (not of numbers), a generator, a sequence data set (`KeyDataset(ds, "audio")`, any
+    torch map-style Dataset) or an iterable column (`ds["audio"]` of a `datasets.Dataset` or `IterableDataset`).
+    One: a path, bytes, a file object, an audio dict, an array or tensor, a torchcodec `AudioDecoder`.
+
+    Raises:
+        TypeError: For a whole `datasets` data set (its rows are dicts of every column): name the audio column.
+    """
+    if isinstance(inputs, (str, bytes, bytearray, os.PathLike, Mapping, np.ndarray, torch.Tensor)) or hasattr(
+            inputs, "get_all_samples") or hasattr(inputs, "read"):
+        return None
+    if isinstance(inputs, (list, tuple)):
+        refuse_number_lists(inputs)
+        return inputs
+    if hasattr(inputs, "column_names") and hasattr(inputs, "features"):  # datasets.Dataset / IterableDataset
+        raise TypeError(f"A whole data set was given (columns {inputs.column_names}); pass its audio column, "
+                        "ds['audio'], or KeyDataset(ds, 'audio').")
+    if isinstance(inputs, types.GeneratorType) or hasattr(inputs, "__iter__"):
+        return inputs
+    if isinstance(inputs, torch.utils.data.Dataset) and hasattr(inputs, "__len__"):  # KeyDataset: no __iter__
+        return SequenceView(inputs)
+    return None
+
+
+class SequenceView:
+    """A map-style data set (`__len__` and `__getitem__` only, like transformers' `KeyDataset`) as a sequence that
+    iterates."""
+
+    def __init__(self, items: Any) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.items[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self.items[i] for i in range(len(self.items)))
+
+
+def decoded_inputs(inputs: Iterable[Any], open_source: Callable[[Any], AudioStream], num_workers: Any,
+                   device: Any = None) -> tuple[Iterable[Any], Callable[[Any], AudioStream]]:
+    """`inputs` and their opener, decoded ahead in `num_workers` worker processes when there are several and the
+    inputs are a sequence (see `ast_hf.corpus.decoding.decode_ahead`); as they are otherwise."""
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers={num_workers!r} must be a whole number of worker processes (0: decode in "
+                         "this process).")
+    if num_workers == 0 or not (hasattr(inputs, "__len__") and hasattr(inputs, "__getitem__")):
+        return inputs, open_source
+    from .corpus.decoding import decode_ahead
+
+    return decode_ahead(inputs, open_source, num_workers, pin_memory=torch.device(device or "cpu").type == "cuda")
 
 
 def merge_events(segments: list[dict[str, Any]], threshold: float,
