@@ -142,12 +142,12 @@ def read_audio_file(path: str | os.PathLike, sampling_rate: int = 16000) -> torc
         samples, rate = soundfile.read(path, dtype="float32", always_2d=True)  # (N, channels)
         clip = torch.from_numpy(samples.mean(axis=1))
     except (ImportError, RuntimeError, ValueError, TypeError) as error:  # soundfile's errors are RuntimeErrors
-        errors.append(f"soundfile: {' '.join(str(error).split())[:120]}")
+        errors.append(f"soundfile: {' '.join(str(error).split())}")
         try:
             waveform, rate = torchaudio.load(path)  # (channels, N); needs torchcodec and FFmpeg
             clip = waveform.float().mean(dim=0)
         except Exception as second:  # torchaudio's backends raise many types on a file they cannot decode
-            errors.append(f"torchaudio: {' '.join(str(second).split())[:120]}")
+            errors.append(f"torchaudio: {decoder_reason(second)}")
             raise AudioReadError(f"Could not decode {path!r} as audio ({'; '.join(errors)}). Pass a WAV, FLAC, "
                                  "Ogg or MP3 file.") from second
     return torchaudio.functional.resample(clip, rate, sampling_rate) if rate != sampling_rate else clip
@@ -182,14 +182,23 @@ MAX_CHANNELS = 16
 # WAV data sizes that mean "unknown length" (streamed writers such as `espeak-ng --stdout` put these in the header).
 _UNKNOWN_WAV_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF, 0x7FFFF000)
 _WAV_HEAD_BYTES = 1 << 16  # where a WAV's "data" chunk header is looked for
+# The largest Ogg page: a 27-byte header, 255 lacing values and 255 segments of 255 bytes.
+_OGG_MAX_PAGE = 27 + 255 + 255 * 255
+# A file whose header states its length (an MP3 Xing/Info/VBRI frame count, an MP4 'moov', a FLAC STREAMINFO) is
+# truncated when the decoder runs out more than max(_MISSING_SECONDS, _MISSING_FRACTION of that length) short of it.
+# Whole files come within 0.055 s of it (an MP3's end padding at 8 kHz; measured at 8-48 kHz, 0.05-60 s, FFmpeg 5
+# and torchcodec 0.17); a cut that loses less than this margin is not told from a header that rounds up.
+_MISSING_SECONDS = 0.2
+_MISSING_FRACTION = 0.05
 
 
 def decoder_reason(error: Exception) -> str:
-    """The part of a torchcodec/FFmpeg error a user can act on: its message without C++ source locations."""
+    """The part of a torchcodec/FFmpeg error a user can act on: its whole message on one line, without C++ source
+    locations (never cut short: the end of a message is often the part that says what to do)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     text = re.sub(r"\S*\.(cpp|h):\d+,?", "", " ".join(lines))  # C++ source locations
     text = re.sub(r"^\w+,\s*", "", " ".join(text.split()))  # the C++ function's name
-    return (text or type(error).__name__)[:160]
+    return text or type(error).__name__
 
 
 def wav_truncation(source: str | os.PathLike | bytes | bytearray) -> str | None:
@@ -197,10 +206,13 @@ def wav_truncation(source: str | os.PathLike | bytes | bytearray) -> str | None:
     decodes what is there without complaint and reports the shortened length, so the header's data size is the
     only witness."""
     if isinstance(source, (bytes, bytearray)):
-        head, size = bytes(source[:_WAV_HEAD_BYTES]), len(source)
-    else:
-        with open(source, "rb") as handle:
-            head, size = handle.read(_WAV_HEAD_BYTES), os.fstat(handle.fileno()).st_size
+        return _wav_truncation(bytes(source[:_WAV_HEAD_BYTES]), len(source))
+    with open(source, "rb") as handle:
+        return _wav_truncation(handle.read(_WAV_HEAD_BYTES), os.fstat(handle.fileno()).st_size)
+
+
+def _wav_truncation(head: bytes, size: int) -> str | None:
+    """wav_truncation for a file of `size` bytes that starts with `head`."""
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
         return None
     position = 12
@@ -216,6 +228,170 @@ def wav_truncation(source: str | os.PathLike | bytes | bytearray) -> str | None:
             return None
         position += 8 + chunk_size + (chunk_size & 1)
     return None
+
+
+def container_truncation(source: Any) -> str | None:
+    """Why an audio file (a path, its bytes, or a seekable binary file object, left where it was) is cut short, as
+    its container's own structure shows before anything is decoded; None when it looks whole or the format keeps no
+    such record. Read from the file's head and tail only:
+
+    - WAV: the "data" chunk is longer than what follows it (`wav_truncation`).
+    - Ogg (Vorbis, Opus, FLAC in Ogg): the file ends inside a page, or its last page lacks the end-of-stream flag
+      that every Ogg writer sets on a stream's last page.
+    - MP4/M4A/MOV: a top-level box ('mdat', 'moov', ...) reaches past the end of the file.
+    - MP3 with a Xing/Info or VBRI header: the whole file is smaller than the MP3 data the header counts.
+    - FLAC: a metadata block reaches past the end of the file, or no audio frame follows the metadata although
+      STREAMINFO counts samples.
+    """
+    return _container_facts(source)[0]
+
+
+def _container_facts(source: Any) -> tuple[str | None, bool]:
+    """(container_truncation's reason, whether the file's header states the stream's length) for `source`; the
+    second is True for an MP3 with a Xing/Info/VBRI frame count, an MP4 and a FLAC whose STREAMINFO counts
+    samples, the formats whose length FFmpeg takes from the header rather than estimating it (from the bit rate:
+    MP3 without such a header, ADTS AAC) or measuring what is there (WAV, Ogg)."""
+    if isinstance(source, (bytes, bytearray)):
+        return _inspect_container(io.BytesIO(source), len(source))
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as handle:
+            return _inspect_container(handle, os.fstat(handle.fileno()).st_size)
+    try:
+        position = source.tell()
+        source.seek(0, os.SEEK_END)
+        size = source.tell()
+    except (AttributeError, OSError, ValueError):  # not seekable: FFmpeg will say so
+        return None, False
+    try:
+        return _inspect_container(source, size)
+    finally:
+        source.seek(position)
+
+
+def _read_at(handle: Any, offset: int, count: int) -> bytes:
+    """Up to `count` bytes of `handle` from byte `offset` (fewer at the end of the file)."""
+    handle.seek(offset)
+    return handle.read(count) or b""
+
+
+def _inspect_container(handle: Any, size: int) -> tuple[str | None, bool]:
+    """_container_facts for an open binary file of `size` bytes."""
+    head = _read_at(handle, 0, _WAV_HEAD_BYTES)
+    if head[:4] == b"RIFF":
+        return _wav_truncation(head, size), False
+    if head[:4] == b"OggS":
+        return _ogg_truncation(handle, size), False
+    if head[4:8] == b"ftyp":
+        return _mp4_truncation(handle, size), True
+    start = 0
+    if head[:3] == b"ID3" and len(head) >= 10:  # an ID3v2 tag (MP3, sometimes FLAC): 10 bytes + syncsafe size
+        syncsafe = (head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | head[9] & 0x7F
+        start = 10 + syncsafe + (10 if head[5] & 0x10 else 0)  # + a footer when its flag is set
+    body = head[start:start + 4096] if start + 4096 <= len(head) else _read_at(handle, start, 4096)
+    if body[:4] == b"fLaC":
+        return _flac_truncation(handle, start, size)
+    frames, data_bytes = _mp3_info_header(body)
+    if data_bytes and size < data_bytes:
+        return (f"truncated: its MP3 header (Xing/Info/VBRI) counts {data_bytes} bytes of audio, the whole file "
+                f"has {size}"), frames > 0
+    return None, frames > 0
+
+
+def _ogg_truncation(handle: Any, size: int) -> str | None:
+    """Why an Ogg file is cut short: it ends inside a page, or its last page does not end the stream. Pages are
+    walked from each "OggS" capture pattern in the last two page lengths of the file (one of them is a real page
+    start) until a chain of pages reaches the end of the file or a page cut short; trailing bytes that are not a
+    page (a tag appended by some tool) leave the file judged whole."""
+    start = max(0, size - 2 * _OGG_MAX_PAGE)
+    tail = _read_at(handle, start, size - start)
+    candidate = tail.find(b"OggS")
+    while candidate != -1:
+        position, pages, end_of_stream = candidate, 0, False
+        while position + 27 <= len(tail) and tail[position:position + 4] == b"OggS" and tail[position + 4] == 0:
+            lacing = tail[position + 27:position + 27 + tail[position + 26]]
+            page_end = position + 27 + len(lacing) + sum(lacing)
+            if len(lacing) < tail[position + 26] or page_end > len(tail):
+                if pages or start + candidate == 0:  # reached through whole pages: a real page, cut short
+                    return (f"truncated: it ends inside an Ogg page (the file has {size} bytes, the page at byte "
+                            f"{start + position} needs {start + page_end})")
+                break
+            position, pages, end_of_stream = page_end, pages + 1, bool(tail[position + 5] & 0x04)
+        if position == len(tail) and pages:
+            return None if end_of_stream else ("truncated: its last Ogg page does not end the stream (no "
+                                               "end-of-stream flag), so pages are missing after it")
+        # Past a chain of two or more pages (real ones: it ended in bytes that are no page) rather than one by one.
+        candidate = tail.find(b"OggS", position if pages > 1 else candidate + 1)
+    return None
+
+
+def _mp4_truncation(handle: Any, size: int) -> str | None:
+    """Why an MP4/M4A/MOV file is cut short: a top-level box reaches past the end of the file."""
+    position = 0
+    for _ in range(1_000_000):  # fragmented MP4 has a 'moof' and an 'mdat' per fragment
+        if position + 8 > size:
+            return None
+        header = _read_at(handle, position, 16)
+        box_size, kind = struct.unpack(">I4s", header[:8])
+        if box_size == 1 and len(header) == 16:
+            box_size = struct.unpack(">Q", header[8:16])[0]  # a 64-bit size follows the type
+        if box_size == 0 or box_size < 8 or not all(32 <= byte < 127 for byte in kind):
+            return None  # to the end of the file (size 0), or bytes that are no box: nothing more to tell
+        if position + box_size > size:
+            return (f"truncated: its '{kind.decode()}' box announces {box_size} bytes, the file holds "
+                    f"{size - position} of it")
+        position += box_size
+    return None
+
+
+def _flac_truncation(handle: Any, start: int, size: int) -> tuple[str | None, bool]:
+    """(why a native FLAC file, "fLaC" at byte `start`, is cut short, whether STREAMINFO counts its samples)."""
+    position, samples = start + 4, 0
+    for _ in range(10_000):
+        header = _read_at(handle, position, 4 + 18)  # a block header, and STREAMINFO up to its sample count
+        if len(header) < 4:
+            return f"truncated: it ends inside the FLAC metadata (the file has {size} bytes)", samples > 0
+        last, kind, length = header[0] & 0x80, header[0] & 0x7F, int.from_bytes(header[1:4], "big")
+        if kind == 0 and len(header) >= 22:  # STREAMINFO: the sample count is the low 36 bits of its bytes 10-17
+            samples = int.from_bytes(header[17:22], "big") & 0xFFFFFFFFF
+        if position + 4 + length > size:
+            return (f"truncated: it ends inside the FLAC metadata (a block needs byte {position + 4 + length}, the "
+                    f"file has {size})"), samples > 0
+        position += 4 + length
+        if last:
+            break
+    if samples and position >= size:
+        return f"truncated: no audio follows its FLAC header, which counts {samples} samples", True
+    return None, samples > 0
+
+
+def _mp3_info_header(data: bytes) -> tuple[int, int]:
+    """(frames, bytes) counted by the Xing/Info or VBRI header in the first MPEG audio Layer III frame of `data`
+    (which starts at, or a little before, that frame), 0 for a count that is absent; (0, 0) when there is no such
+    header or no MP3 frame."""
+    position = data.find(b"\xff")
+    while 0 <= position <= len(data) - 4 and position < 2048:
+        b1, b2, b3 = data[position + 1], data[position + 2], data[position + 3]
+        version, layer = (b1 >> 3) & 3, (b1 >> 1) & 3
+        if b1 & 0xE0 == 0xE0 and version != 1 and layer == 1 and b2 >> 4 not in (0, 15) and (b2 >> 2) & 3 != 3:
+            mono = b3 >> 6 == 3
+            side_info = (17 if mono else 32) if version == 3 else (9 if mono else 17)
+            xing = position + 4 + side_info
+            if data[xing:xing + 4] in (b"Xing", b"Info") and len(data) >= xing + 8:
+                flags, fields, counts = struct.unpack(">I", data[xing + 4:xing + 8])[0], xing + 8, []
+                for flag in (1, 2):  # frame count, then byte count, each present when its flag is set
+                    if flags & flag and len(data) >= fields + 4:
+                        counts.append(struct.unpack(">I", data[fields:fields + 4])[0])
+                        fields += 4
+                    else:
+                        counts.append(0)
+                return counts[0], counts[1]
+            vbri = position + 36
+            if data[vbri:vbri + 4] == b"VBRI" and len(data) >= vbri + 18:
+                data_bytes, frames = struct.unpack(">II", data[vbri + 10:vbri + 18])
+                return frames, data_bytes
+            return 0, 0
+        position = data.find(b"\xff", position + 1)
+    return 0, 0
 
 
 class AudioStream:
@@ -236,11 +412,16 @@ class AudioStream:
 
     def chunks(self) -> Iterator[torch.Tensor]:
         """The samples in order, as 1-D float32 tensors; an AudioReadError naming the recording where decoding
-        fails part way, or when it holds no samples."""
+        fails part way, where it holds a NaN or infinite sample (with that sample's time), when it holds no samples,
+        or, once the decoder has run out, when it is truncated (see `open_audio`)."""
         total = 0
         for chunk in self._chunks():
-            if not bool(torch.isfinite(chunk).all()):
-                raise AudioReadError(f"{self.name}: NaN or Inf samples after {total / self.sampling_rate:.2f} s.")
+            bad = torch.nonzero(~torch.isfinite(chunk))
+            if bad.numel():
+                first = total + int(bad[0, 0])  # the first non-finite sample of the recording
+                at = first / self.sampling_rate
+                raise AudioReadError(f"{self.name}: NaN or Inf samples, the first at {at:.3f} s (sample {first} at "
+                                     f"{self.sampling_rate} Hz); clean or drop this recording.")
             total += chunk.shape[0]
             yield chunk
         if total == 0:
@@ -252,13 +433,23 @@ def open_audio(source: Any, sampling_rate: int, source_rate: int | None = None,
     """A recording of any length as an AudioStream of mono float32 at `sampling_rate`.
 
     source: a file path (any format FFmpeg reads: wav, flac, ogg, mp3, m4a, ...), encoded file bytes, a binary
-        file-like object, a dict {"array" or "raw": samples, "sampling_rate": rate} (datasets' and transformers'
-        audio dicts), or a 1-D/2-D numpy array or torch tensor of samples at `source_rate`.
+        file-like object, a torchcodec `AudioDecoder` (what `datasets` 4+ gives for an Audio column), a dict
+        {"array" or "raw": samples, "sampling_rate": rate} (datasets' and transformers' audio dicts), or a 1-D/2-D
+        numpy array or torch tensor of samples at `source_rate`.
     Files are decoded with torchcodec (FFmpeg) `chunk_seconds` at a time, FFmpeg resampling (swresample) as it
-    decodes and each chunk averaged over its channels, so only one chunk is in memory. Arrays are averaged over
-    channels (a 2-D array's short side, at most 16, is taken for channels) and resampled with torchaudio in one go,
-    since they are in memory already. An AudioReadError (a ValueError) names the file and the reason when it is
-    missing, not audio or truncated; a TypeError names a source of another kind.
+    decodes and each chunk averaged over its channels, so only one chunk is in memory. An AudioDecoder is read the
+    same way; when it decodes at another rate than `sampling_rate` (one made without `sample_rate=`), all of it is
+    read and resampled with torchaudio in one go. Arrays are averaged over channels (a 2-D array's short side, at
+    most 16, is taken for channels) and resampled with torchaudio in one go, since they are in memory already.
+
+    An AudioReadError (a ValueError) names the file and the reason when it is missing, not audio, damaged or
+    truncated; a TypeError names a source of another kind. A truncated file is told by what its container records
+    (`container_truncation`, checked before decoding: WAV, Ogg Vorbis/Opus, MP4/M4A, MP3 with a Xing/Info/VBRI
+    header, FLAC), by a decoder error part way (FLAC, ADTS AAC cut inside a frame), or, when the decoder runs out,
+    by a decoded length more than max(0.2 s, 5 %) short of the length the header states (MP3 with a Xing/Info/VBRI
+    frame count, MP4/M4A, FLAC), raised by `chunks()` at the end of the stream. Not detectable: an MP3 without such
+    a header, ADTS AAC and WebM/Matroska cut at a frame boundary (their length is estimated from what is there, so
+    a cut file is a shorter file), and a cut that loses less than that margin.
     """
     if isinstance(source, Mapping):
         key = "array" if "array" in source else "raw" if "raw" in source else None
@@ -275,37 +466,37 @@ def open_audio(source: Any, sampling_rate: int, source_rate: int | None = None,
         if not os.path.exists(path):
             raise AudioReadError(f"{path}: no such file.")
         if os.path.isdir(path):
-            raise AudioReadError(f"{path}: a directory, not an audio file.")
+            raise AudioReadError(f"{path}: a directory, not an audio file; pass the audio files inside it (its name "
+                                 "ends like an audio file's, but it is a folder).")
         if os.path.getsize(path) == 0:
             raise AudioReadError(f"{path}: an empty file (0 bytes).")
-        reason = wav_truncation(path)
-        if reason:
-            raise AudioReadError(f"{path}: {reason}.")
         return _decoded_stream(path, path, sampling_rate, chunk_seconds)
     if isinstance(source, (bytes, bytearray)):
         if not source:
             raise AudioReadError("<bytes>: empty (0 bytes).")
-        reason = wav_truncation(source)
-        if reason:
-            raise AudioReadError(f"<bytes>: {reason}.")
         return _decoded_stream(bytes(source), "<bytes>", sampling_rate, chunk_seconds)
+    if hasattr(source, "get_samples_played_in_range") and hasattr(source, "metadata"):  # torchcodec AudioDecoder
+        return _audio_decoder_stream(source, sampling_rate, chunk_seconds)
     if hasattr(source, "read") and hasattr(source, "seek"):
         return _decoded_stream(source, getattr(source, "name", None) or "<file object>", sampling_rate, chunk_seconds)
     raise TypeError(f"Cannot read audio from a {type(source).__name__}; pass a file path, file bytes, a binary file "
-                    "object, a numpy array or torch tensor (with its sampling rate), or a dict with 'array' and "
-                    "'sampling_rate'.")
+                    "object, a torchcodec AudioDecoder, a numpy array or torch tensor (with its sampling rate), or a "
+                    "dict with 'array' and 'sampling_rate'.")
 
 
 def _decoded_stream(source: Any, name: str, sampling_rate: int, chunk_seconds: float) -> AudioStream:
-    """An AudioStream over torchcodec's decoder: consecutive `get_samples_played_in_range` calls continue where the
-    last one stopped (sample for sample what one `get_all_samples` call returns, checked for wav/flac/ogg/mp3).
-    FFmpeg resamples; the channels are averaged here (FFmpeg's own downmix to one channel adds them at -3 dB, so a
-    stereo file would come out 1.41 times louder than its mean). Reading stops when the decoder runs out, not at
-    the container's duration, which is an estimate for some formats (ADTS AAC, MP3 without a header)."""
+    """An AudioStream over torchcodec's decoder of `source` (a path, file bytes or a file object) at
+    `sampling_rate`: FFmpeg resamples; the channels are averaged here (FFmpeg's own downmix to one channel adds
+    them at -3 dB, so a stereo file would come out 1.41 times louder than its mean). A file whose container shows
+    it cut short (`container_truncation`) is refused before decoding; one whose header states a length
+    (`_container_facts`) is checked against it when the decoder runs out (`_decoder_pieces`)."""
     try:
         from torchcodec.decoders import AudioDecoder
     except ImportError as error:
         raise _decoder_unavailable(error) from error
+    reason, states_length = _container_facts(source)
+    if reason:
+        raise AudioReadError(f"{name}: {reason}.")
     try:
         decoder = AudioDecoder(source, sample_rate=sampling_rate)
         duration = decoder.metadata.duration_seconds
@@ -313,41 +504,91 @@ def _decoded_stream(source: Any, name: str, sampling_rate: int, chunk_seconds: f
         if _is_missing_ffmpeg(error):  # no file is readable here: not this file's fault
             raise _decoder_unavailable(error) from error
         raise AudioReadError(f"{name}: not readable audio ({decoder_reason(error)}).") from error
-    begin = decoder.metadata.begin_stream_seconds or 0.0
+    announced = duration if states_length else None
 
     def chunks() -> Iterator[torch.Tensor]:
-        start, decoded = begin, 0
-        while True:
-            try:
-                samples = decoder.get_samples_played_in_range(start, start + chunk_seconds).data  # (channels, n)
-            except RuntimeError as error:
-                if "No audio frames were decoded" in str(error):
-                    if decoded:
-                        return  # past the end
-                    raise AudioReadError(f"{name}: no audio samples (an empty recording).") from error
-                if decoded and "seek" in str(error):
-                    # A file FFmpeg cannot seek in (a FLAC without a seek table): past the container's duration this
-                    # is the end; before it, the rest is decoded in one go (memory then grows with the file).
-                    if duration is not None and start >= duration:
-                        return
-                    try:
-                        rest = decoder.get_all_samples().data[:, decoded:]  # (channels, n)
-                    except RuntimeError as again:
-                        raise AudioReadError(f"{name}: decoding failed after {decoded / sampling_rate:.2f} s of "
-                                             f"audio ({decoder_reason(again)}); the file is damaged or "
-                                             "truncated.") from again
-                    if rest.shape[1]:
-                        yield rest.mean(dim=0)
-                    return
-                raise AudioReadError(f"{name}: decoding failed after {decoded / sampling_rate:.2f} s of audio "
-                                     f"({decoder_reason(error)}); the file is damaged or truncated.") from error
-            if samples.shape[1] == 0:
-                return
-            decoded += samples.shape[1]
+        for samples, _ in _decoder_pieces(decoder, name, chunk_seconds, announced):
             yield samples.mean(dim=0)
-            start += chunk_seconds
 
     return AudioStream(name, sampling_rate, duration, chunks)
+
+
+def _audio_decoder_stream(decoder: Any, sampling_rate: int, chunk_seconds: float) -> AudioStream:
+    """An AudioStream over a torchcodec AudioDecoder made elsewhere (datasets' Audio column): read in chunks like a
+    file when it decodes at `sampling_rate`, else read whole, averaged over channels and resampled with torchaudio.
+    Its source is not known here, so only decoder errors tell a damaged file."""
+    import torchaudio
+
+    name = "<AudioDecoder>"  # torchcodec keeps no path of its source
+
+    def chunks() -> Iterator[torch.Tensor]:
+        pieces = _decoder_pieces(decoder, name, chunk_seconds, None)
+        for samples, rate in pieces:
+            if rate == sampling_rate:
+                yield samples.mean(dim=0)
+                continue
+            whole = torch.cat([samples, *(rest for rest, _ in pieces)], dim=1).mean(dim=0)  # (n,)
+            yield torchaudio.functional.resample(whole, rate, sampling_rate)
+            return
+
+    return AudioStream(name, sampling_rate, decoder.metadata.duration_seconds, chunks)
+
+
+def _decoder_pieces(decoder: Any, name: str, chunk_seconds: float,
+                    announced: float | None) -> Iterator[tuple[torch.Tensor, int]]:
+    """(samples (channels, n), rate) of torchcodec `decoder`, `chunk_seconds` at a time: consecutive
+    `get_samples_played_in_range` calls continue where the last one stopped (sample for sample what one
+    `get_all_samples` call returns, checked for wav/flac/ogg/mp3). Reading stops when the decoder runs out, not at
+    the container's duration, which is an estimate for some formats (ADTS AAC, MP3 without a header); `announced`,
+    the length a header states (None when there is none), is then compared with what was decoded. AudioReadErrors
+    name `name`."""
+    begin = decoder.metadata.begin_stream_seconds or 0.0
+    duration = decoder.metadata.duration_seconds
+    start, decoded, rate = begin, 0, None
+    while True:
+        try:
+            samples = decoder.get_samples_played_in_range(start, start + chunk_seconds)
+        except RuntimeError as error:
+            if "No audio frames were decoded" in str(error):
+                if decoded:
+                    break  # past the end
+                _check_length(name, 0.0, announced, begin)
+                raise AudioReadError(f"{name}: no audio samples (an empty recording).") from error
+            if decoded and "seek" in str(error):
+                # A file FFmpeg cannot seek in (a FLAC without a seek table): past the container's duration this
+                # is the end; before it, the rest is decoded in one go (memory then grows with the file).
+                if duration is not None and start >= duration:
+                    break
+                try:
+                    rest = decoder.get_all_samples().data[:, decoded:]  # (channels, n)
+                except RuntimeError as again:
+                    raise AudioReadError(f"{name}: decoding failed after {decoded / rate:.2f} s of audio "
+                                         f"({decoder_reason(again)}); the file is damaged or truncated.") from again
+                if rest.shape[1]:
+                    decoded += rest.shape[1]
+                    yield rest, rate
+                break
+            seconds = decoded / rate if rate else 0.0
+            raise AudioReadError(f"{name}: decoding failed after {seconds:.2f} s of audio "
+                                 f"({decoder_reason(error)}); the file is damaged or truncated.") from error
+        if samples.data.shape[1] == 0:
+            break
+        rate = samples.sample_rate
+        decoded += samples.data.shape[1]
+        yield samples.data, rate
+        start += chunk_seconds
+    _check_length(name, decoded / rate if rate else 0.0, announced, begin)
+
+
+def _check_length(name: str, decoded: float, announced: float | None, begin: float) -> None:
+    """An AudioReadError when `decoded` seconds fall more than max(_MISSING_SECONDS, _MISSING_FRACTION) short of
+    the `announced` length (from `begin`, where an MP3's encoder delay ends) that the file's header states."""
+    if announced is None:
+        return
+    expected = announced - begin
+    if expected - decoded > max(_MISSING_SECONDS, _MISSING_FRACTION * expected):
+        raise AudioReadError(f"{name}: truncated: its header announces {announced:.2f} s of audio, the decoder found "
+                             f"only {decoded:.2f} s (the rest of the file is missing, or its header is wrong).")
 
 
 def _array_stream(samples: Any, sampling_rate: int, source_rate: int | None) -> AudioStream:
@@ -386,5 +627,5 @@ def _array_stream(samples: Any, sampling_rate: int, source_rate: int | None) -> 
 
 
 __all__ = ["AUDIO_SUFFIXES", "CHUNK_SECONDS", "AudioReadError", "AudioStream", "DecoderUnavailableError",
-           "check_file_decoding", "decode_audio", "decode_file_cell", "decoder_reason", "espeak_available",
-           "espeak_speech", "open_audio", "read_audio_file", "wav_truncation"]
+           "check_file_decoding", "container_truncation", "decode_audio", "decode_file_cell", "decoder_reason",
+           "espeak_available", "espeak_speech", "open_audio", "read_audio_file", "wav_truncation"]

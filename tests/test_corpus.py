@@ -298,3 +298,27 @@ def test_datasets_inputs_in_the_three_pipelines(word_model, corpus, tmp_path):
         tagger(ds)
     with pytest.raises(TypeError, match="pass its audio column"):
         classifier(ds)
+
+
+@pytest.mark.slow
+def test_ray_data_actor_pool_gives_the_rows_of_one_process(word_model, corpus, tmp_path):
+    ray = pytest.importorskip("ray")
+    import datasets
+
+    from ast_hf.corpus.ray_engine import run_with_ray
+
+    one = tmp_path / "one.parquet"
+    assert main(["embed", str(corpus), "--model", str(word_model), "--output", str(one), "--no-progress"]) == 1
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        failures = run_with_ray(str(word_model), "embed", [str(corpus)], str(tmp_path / "ray"), concurrency=2,
+                                batch_size=8, options={"batch_size": 4})
+    finally:
+        ray.shutdown()
+    assert failures == []
+    rows = datasets.load_dataset("parquet", data_dir=str(tmp_path / "ray"), split="train")
+    reference = datasets.load_dataset("parquet", data_files=str(one), split="train")
+    assert sorted(rows["path"]) == sorted(reference["path"]) and len(rows) == 31
+    by_path = {row["path"]: row["embedding"] for row in reference}
+    for row in rows:
+        np.testing.assert_allclose(row["embedding"], by_path[row["path"]], atol=1e-5)
