@@ -265,11 +265,12 @@ def test_embed_command_writes_files_datasets_and_numpy_read(tmp_path, speech):
                "--timestamps", "--no-progress"]
     done = subprocess.run([*command, "--output", str(tmp_path / "out.parquet")], capture_output=True, text=True)
     assert done.returncode == 1, done.stderr  # one file could not be read; the others are written
-    assert "broken.wav" in done.stderr and "2 file(s) embedded" in done.stderr
+    assert "broken.wav" in done.stderr and "2 file(s) done, 1 failed" in done.stderr
     import datasets
 
     table = datasets.load_dataset("parquet", data_files=str(tmp_path / "out.parquet"), split="train")
-    assert table.column_names == ["path", "duration", "windows", "embedding", "timestamps", "timestamp_embeddings"]
+    assert table.column_names == ["path", "size", "mtime_ns", "duration", "windows", "embedding", "timestamps",
+                                  "timestamp_embeddings"]
     embedder = pipeline("audio-feature-extraction", model=str(tmp_path / "model"))
     for row in table:
         expected = embedder(row["path"], timestamps=True)
@@ -287,7 +288,7 @@ def test_embed_command_writes_files_datasets_and_numpy_read(tmp_path, speech):
     np.testing.assert_allclose(arrays["embeddings"][0], embedder(str(folder / "a.wav"), pool="mean",
                                                                  layer=[0, 2])["embedding"], atol=1e-6)
     bad = subprocess.run([*command, "--output", str(tmp_path / "out.txt")], capture_output=True, text=True)
-    assert bad.returncode == 2 and "name a .parquet file" in bad.stderr
+    assert bad.returncode == 2 and "name a file ending in .parquet, .npz" in bad.stderr
     bad = subprocess.run([*command, "--output", str(tmp_path / "x.npz"), "--layer", "7"], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "layer=7 is out of range" in bad.stderr
