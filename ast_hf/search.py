@@ -375,8 +375,11 @@ def search_audio(queries: str | os.PathLike | Iterable[str | os.PathLike], index
         model: The model directory or Hub id that embedded the index, or an "audio-feature-extraction" pipeline
             already made with it; default the index's stored setting.
         top_k: Matches per query (all recordings when the index is smaller).
-        pool, layer, hop, pad_to_max_length: The pipeline options the index was embedded with; default the index's
-            stored settings, else the pipeline's defaults (which are `ast-hf embed`'s).
+        pool: The pooling the index was embedded with; default the index's stored setting, else the pipeline's
+            default (which is `ast-hf embed`'s). The same holds for `layer`, `hop` and `pad_to_max_length`.
+        layer: The hidden state(s) the index was embedded with.
+        hop: The hop (seconds) the index was embedded with.
+        pad_to_max_length: The input convention the index was embedded with.
         device: Where a model given by name runs ("cpu", "cuda", "cuda:N").
 
     Returns:
