@@ -183,8 +183,8 @@ def add_corpus_flags(command: argparse.ArgumentParser) -> None:
                             "torchrun or accelerate launch, else 1. Each shard writes OUT-0000I-of-0000N.ext")
     group.add_argument("--shard-index", type=int, default=None, help="the shard to do, 0 to N-1 (default RANK)")
     group.add_argument("--num-workers", type=int, default=None,
-                       help="processes decoding files ahead of the model (default: half the CPU cores, at least 1; "
-                            "0 decodes in the main process)")
+                       help="processes decoding files ahead of the model (default: 0 on 1-2 CPU cores, else a quarter "
+                            "of the cores, at most 8; 0 decodes in the main process)")
     group.add_argument("--group-size", type=int, default=64,
                        help="files per part written while the run goes: a crash loses at most this many (default 64)")
     group.add_argument("--overwrite", action="store_true",

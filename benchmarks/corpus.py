@@ -167,6 +167,8 @@ def main() -> None:
     parser.add_argument("--builtin-files", type=int, default=24)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--cache", default=os.path.expanduser("~/.cache/ast_hf/benchmarks"))
+    parser.add_argument("--parts", nargs="+", default=list("abcde"), choices=list("abcde"),
+                        help="which measurements to run (default all; (b) needs (a))")
     args = parser.parse_args()
     print(machine_description())
     cache = Path(args.cache)
@@ -182,6 +184,20 @@ def main() -> None:
     subset = files[:: max(1, len(files) // 2000)][:2000]
     (work / "subset.txt").write_text("\n".join(subset) + "\n")
 
+    short = [f for f in files if "long" not in f][: args.base_files]
+    best = max(args.workers)
+    if "a" in args.parts:
+        tiny_sweep(args, tiny, corpus, files, subset, work)
+    if "c" in args.parts:
+        base_rates(short, best, work)
+    if "d" in args.parts:
+        against_builtin(short[: args.builtin_files], work)
+    if "e" in args.parts:
+        kills(tiny, work)
+    print(json.dumps({"work": str(work)}))
+
+
+def tiny_sweep(args, tiny, corpus, files, subset, work) -> None:
     print("\n(a) tiny model, every file, float32, batch 16 windows")
     rate = model_only_rate(tiny, subset[:500], 16)
     print(f"  model only (features in memory): {rate:.0f} files/s")
@@ -195,7 +211,8 @@ def main() -> None:
               f"audio hours/hour, {len(table) / result['seconds'] / rate:.2f} of the model-only rate; peak RSS "
               f"{result['peak_mb']:.0f} MB; exit {result['status']}")
     best = max(args.workers)
-
+    if "b" not in args.parts:
+        return
     print("\n(b) peak RSS of the main process")
     small = run_classify(tiny, [], work / "small.parquet", "--files-from", str(work / "subset.txt"),
                          "--num-workers", str(best), "--batch-size", "16")
@@ -203,9 +220,10 @@ def main() -> None:
     print(f"  {len(subset)} files: {small['peak_mb']:.0f} MB; {len(files)} files: {large['peak_mb']:.0f} MB "
           f"({large['peak_mb'] / small['peak_mb']:.2f}x), --num-workers {best}")
 
+
+def base_rates(short, best, work) -> None:
     print("\n(c) base model (86 M parameters), clips at their own length, batch 8")
     base = save_model(work / "base", max_length=1024)
-    short = [f for f in files if "long" not in f][: args.base_files]
     (work / "base.txt").write_text("\n".join(short) + "\n")
     for optimize in (None, "auto"):
         rate = model_only_rate(base, short[:100], 8, optimize)
@@ -216,40 +234,52 @@ def main() -> None:
         print(f"  {optimize or 'float32'}: model only {rate:.2f} files/s; end to end {end_to_end:.2f} files/s "
               f"({result['seconds']:.0f} s, process start and model load included) = {end_to_end / rate:.2f} of it")
 
-    print("\n(d) against transformers' built-in AST, padded to 1024 frames, same weights, batch 8")
+
+
+def against_builtin(few, work) -> None:
+    """(d): both in this process with the model loaded, the same files, the same weights."""
+    print("\n(d) against transformers' built-in AST, padded to 1024 frames, same weights, batch 8 (in process)")
     import transformers
 
     from ast_hf.convert import from_builtin_model
+    from ast_hf.corpus import run_corpus
 
-    builtin_config = transformers.ASTConfig(num_labels=10)
     torch.manual_seed(0)
-    builtin = transformers.ASTForAudioClassification(builtin_config).eval()
+    builtin = transformers.ASTForAudioClassification(transformers.ASTConfig(num_labels=10)).eval()
     builtin.save_pretrained(work / "builtin")
     transformers.ASTFeatureExtractor().save_pretrained(work / "builtin")
-    ours = from_builtin_model(builtin)
-    ours.save_pretrained(work / "ours_padded")
+    from_builtin_model(builtin).save_pretrained(work / "ours_padded")
     ast_hf.ASTFeatureExtractor(pad_to_max_length=True).save_pretrained(work / "ours_padded")
-    few = short[: args.builtin_files]
     classifier = transformers.pipeline("audio-classification", model=str(work / "builtin"), device="cpu")
     classifier(few[0])
     start = time.perf_counter()
     theirs = classifier(few, batch_size=8, top_k=3)
-    theirs_seconds = time.perf_counter() - start
-    (work / "few.txt").write_text("\n".join(few) + "\n")
-    result = run_classify(work / "ours_padded", [], work / "ours.parquet", "--files-from", str(work / "few.txt"),
-                          "--num-workers", str(best), "--batch-size", "8", "--top-k", "3")
-    ours_rows = rows(work / "ours.parquet")
-    difference = max(abs(a["score"] - b["score"]) for path, got in zip(few, theirs, strict=True)
-                     for a, b in zip(sorted(got, key=lambda x: x["label"]),
-                                     sorted(ours_rows[path]["clip"], key=lambda x: x["label"]), strict=True))
-    print(f"  built-in pipeline: {len(few) / theirs_seconds:.2f} files/s (model loaded, in process); ast-hf "
-          f"classify: {len(few) / result['seconds']:.2f} files/s (process start and model load included): "
-          f"{theirs_seconds / result['seconds']:.2f}x; largest score difference {difference:.1e}")
+    theirs_rate = len(few) / (time.perf_counter() - start)
+    print(f"  built-in pipeline over the paths: {theirs_rate:.3f} files/s")
+    for optimize in (None, "auto"):
+        tagger = transformers.pipeline("audio-tagging", model=str(work / "ours_padded"), device="cpu",
+                                       optimize=optimize)
+        tagger(few[0])
+        output = work / f"ours_{optimize}.parquet"
+        start = time.perf_counter()
+        run_corpus(tagger, "classify", few, str(output), num_workers=1, overwrite=True,
+                   options={"top_k": 3, "batch_size": 8}, log=lambda line: None)
+        ours_rate = len(few) / (time.perf_counter() - start)
+        ours_rows = rows(output)
+        difference = max(abs(a["score"] - b["score"]) for path, got in zip(few, theirs, strict=True)
+                         for a, b in zip(sorted(got, key=lambda x: x["label"]),
+                                         sorted(ours_rows[path]["clip"], key=lambda x: x["label"]), strict=True))
+        print(f"  ast_hf corpus run, {optimize or 'float32'}: {ours_rate:.3f} files/s = "
+              f"{ours_rate / theirs_rate:.2f}x the built-in; largest score difference {difference:.1e}")
 
+
+def kills(tiny, work) -> None:
     print("\n(e) SIGKILL at three random moments, then the same command (2,000 files, tiny model)")
     command = [sys.executable, "-m", "ast_hf.cli", "classify", "--files-from", str(work / "subset.txt"), "--model",
                str(tiny), "--output", str(work / "killed.parquet"), "--no-progress", "--batch-size", "16",
                "--group-size", "32"]
+    if not (work / "small.parquet").exists():  # the uninterrupted run, from (b) or made here
+        run_classify(tiny, [], work / "small.parquet", "--files-from", str(work / "subset.txt"), "--batch-size", "16")
     random_moment = random.Random(0)
     for kill in range(3):
         process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
@@ -265,7 +295,6 @@ def main() -> None:
                   for a, b in zip(reference[path]["clip"], killed[path]["clip"], strict=True))
     print(f"  final output: {len(killed)} rows, {len(set(reference) - set(killed))} missing, "
           f"{len(set(killed) - set(reference))} extra, largest score difference {largest:.1e}")
-    print(json.dumps({"work": str(work)}))
 
 
 if __name__ == "__main__":
