@@ -187,6 +187,10 @@ def add_corpus_flags(command: argparse.ArgumentParser) -> None:
                             "of the cores, at most 8; 0 decodes in the main process)")
     group.add_argument("--group-size", type=int, default=64,
                        help="files per part written while the run goes: a crash loses at most this many (default 64)")
+    group.add_argument("--failures-ok", action="store_true", default=None,
+                       help="exit 0 when some files cannot be read (they are named, and classify keeps them as error "
+                            "rows); the default under torchrun or accelerate launch, whose launcher stops every "
+                            "process when one exits non-zero. Without it: exit 1")
     group.add_argument("--overwrite", action="store_true",
                        help="do every file again, replacing the output and any partial run (default: resume)")
 
@@ -212,7 +216,7 @@ def run_corpus_command(args: argparse.Namespace, task: str, pipe: Any, settings:
         summary = run_corpus(pipe, task, args.inputs, args.output, files_from=args.files_from, column=args.column,
                              root=args.root, num_shards=args.num_shards, shard_index=args.shard_index,
                              num_workers=args.num_workers, overwrite=args.overwrite, settings=settings,
-                             options=options, group_size=args.group_size,
+                             options=options, group_size=args.group_size, failures_ok=args.failures_ok,
                              log=lambda line: progress.write(f"ast-hf {args.command}: {line}"),
                              progress=progress.bar)
     except ValueError as error:

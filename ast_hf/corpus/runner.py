@@ -42,12 +42,13 @@ class CorpusSummary:
     skipped: int = 0
     stopped_by: int | None = None
     written: str | None = None
+    failures_ok: bool = False  # files that cannot be read do not make the exit status non-zero
 
     @property
     def exit_status(self) -> int:
         if self.stopped_by is not None:
             return 128 + self.stopped_by
-        if self.failed:
+        if self.failed and not self.failures_ok:
             return EXIT_SOME_FAILED if self.done or self.skipped else EXIT_FAILED
         return EXIT_OK
 
@@ -98,7 +99,7 @@ def run_corpus(pipe: Any, task: str, inputs: Sequence[str], output: str, *, file
                shard_index: int | None = None, num_workers: int | None = None, overwrite: bool = False,
                settings: dict[str, Any] | None = None, options: dict[str, Any] | None = None,
                group_size: int = 64, log: Callable[[str], Any] | None = None,
-               progress: Any = None) -> CorpusSummary:
+               progress: Any = None, failures_ok: bool | None = None) -> CorpusSummary:
     """Run `pipe` over every file of a corpus into `output` (or this shard's part of it).
 
     Args:
@@ -119,6 +120,9 @@ def run_corpus(pipe: Any, task: str, inputs: Sequence[str], output: str, *, file
         group_size: Files per part written: at most this many are lost by a crash.
         log: Where progress lines and per-file errors go (default: stderr).
         progress: A tqdm-like bar (`update`, `set_postfix_str`) or None.
+        failures_ok: Exit status 0 when some files cannot be read (they are named, and kept as error rows by
+            classify). Default: True under torchrun or accelerate launch, whose launcher stops every process when
+            one exits non-zero; False otherwise.
 
     Returns:
         A CorpusSummary; its `exit_status` is what a command returns (0, 1 some failed, 2 all failed, 128 + the
@@ -128,8 +132,11 @@ def run_corpus(pipe: Any, task: str, inputs: Sequence[str], output: str, *, file
     if (num_shards is None) != (shard_index is None):
         raise ValueError("--num-shards and --shard-index go together: pass both (a Slurm array job: --num-shards "
                          "$SLURM_ARRAY_TASK_COUNT --shard-index $SLURM_ARRAY_TASK_ID), or neither.")
+    launched = shard_from_environment()
+    if failures_ok is None:
+        failures_ok = launched is not None
     if num_shards is None:
-        num_shards, shard_index = shard_from_environment() or (1, 0)
+        num_shards, shard_index = launched or (1, 0)
     check_shard(num_shards, shard_index)
     if num_workers is None:
         num_workers = default_num_workers()
@@ -139,7 +146,7 @@ def run_corpus(pipe: Any, task: str, inputs: Sequence[str], output: str, *, file
     failures = failures if shard_index == 0 else []  # inputs that are not files: reported once, by shard 0
     target = shard_output(output, num_shards, shard_index)
     store = ResultStore(target, task, settings, overwrite=overwrite, group_size=group_size)
-    summary = CorpusSummary(output=target)
+    summary = CorpusSummary(output=target, failures_ok=failures_ok)
     todo: list[FileKey] = []
     for path in mine:
         try:
@@ -183,8 +190,9 @@ def run_corpus(pipe: Any, task: str, inputs: Sequence[str], output: str, *, file
             store.flush()
             summary.stopped_by = stop.received
             left = len(todo) - processed
+            again = "the same command again without --overwrite" if overwrite else "the same command again"
             say(f"stopped by {signal.Signals(stop.received).name}: {summary.done} file(s) done in this run, {left} "
-                f"left; run the same command again to resume (results so far: {store.staging}/)")
+                f"left; run {again} to resume (results so far: {store.staging}/)")
             return summary
     rows = store.finish()
     summary.written = target

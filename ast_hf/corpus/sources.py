@@ -40,9 +40,8 @@ def absolute(path: str, root: str | None = None) -> str:
 
 
 def read_file_list(list_path: str, column: str | None = None) -> list[str]:
-    """The paths of a file list: a text file (one path a line; blank lines and lines starting with # skipped), a CSV
-    file (`column`, else a column named path/file/filename, else the first) or a parquet file (`column`, else
-    path/file/filename).
+    """The paths of a file list: a text file (one path a line, taken whole; blank lines and lines starting with #
+    skipped), a CSV file or a parquet file (`column`, else a column named path, file, filename or file_name).
 
     Raises:
         ValueError: When the list does not exist or has no such column (the columns it has are named).
@@ -61,7 +60,7 @@ def read_file_list(list_path: str, column: str | None = None) -> list[str]:
                     if value is not None]
         with open(list_path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
-            chosen = _pick_column(list_path, reader.fieldnames or [], column, first=True)
+            chosen = _pick_column(list_path, reader.fieldnames or [], column, first=False)
             return [row[chosen] for row in reader if row.get(chosen)]
     if column is not None:
         raise ValueError(f"--column {column}: {list_path} is a plain list of paths (one a line); --column is for CSV "
@@ -70,7 +69,7 @@ def read_file_list(list_path: str, column: str | None = None) -> list[str]:
         return [line.rstrip("\n\r") for line in handle if line.strip() and not line.startswith("#")]
 
 
-def _pick_column(list_path: str, names: Sequence[str], column: str | None, first: bool) -> str:
+def _pick_column(list_path: str, names: Sequence[str], column: str | None, first: bool = False) -> str:
     if column is not None:
         if column not in names:
             raise ValueError(f"--column {column}: {list_path} has no such column; it has {list(names)}.")
@@ -117,7 +116,7 @@ def collect_files(inputs: Sequence[str], files_from: str | None = None, column: 
         elif os.path.exists(item):
             paths.append(absolute(item))
         else:
-            failures.append((item, "no such file"))
+            failures.append((absolute(item), "no such file"))
     if files_from is not None:
         for entry in read_file_list(files_from, column):
             path = absolute(entry, root)

@@ -13,7 +13,8 @@ modification time (`sources.FileKey`). A row that failed is tried again by the n
 rows (a retried failure, a file changed since), the last one is kept.
 
 Formats: JSON Lines (`.jsonl`, one object a file: the pipeline's result), CSV (`.csv`, one row per label of the
-clip, of each segment and of each event, with an `error` column), parquet (`.parquet`, one row a file; the run's
+clip, of each segment and of each event, with an `error` column; scores rounded to 6 decimals); the settings of
+these two are kept in OUT.settings.json beside them), parquet (`.parquet`, one row a file; the run's
 settings in the schema metadata under "ast_hf") and, for embeddings, `.npz` (numpy arrays, no pickled objects; the
 merge holds every vector in memory, so for large corpora use parquet).
 """
@@ -201,9 +202,15 @@ def read_keys(path: str, suffix: str) -> Iterator[tuple[FileKey, bool]]:
                 yield FileKey(path_, size, mtime), True
 
 
+def settings_file(output: str) -> str:
+    """Where the settings of a JSON Lines or CSV output are kept: OUT.settings.json beside it (parquet and npz keep
+    them inside)."""
+    return f"{output}.settings.json"
+
+
 def read_settings(path: str, suffix: str) -> dict[str, Any] | None:
-    """The settings recorded in a parquet or npz output (None for JSON Lines and CSV, which have no place for
-    them)."""
+    """The settings recorded with an output: in a parquet's schema metadata, an npz's `settings` array, or the
+    OUT.settings.json beside a JSON Lines or CSV output (None when there are none)."""
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -212,6 +219,9 @@ def read_settings(path: str, suffix: str) -> dict[str, Any] | None:
     if suffix == ".npz":
         with np.load(path) as arrays:
             return json.loads(str(arrays["settings"])) if "settings" in arrays else None
+    if os.path.exists(settings_file(path)):
+        with open(settings_file(path), encoding="utf-8") as handle:
+            return json.load(handle)
     return None
 
 
@@ -332,13 +342,20 @@ class ResultStore:
         if overwrite:
             shutil.rmtree(self.staging, ignore_errors=True)
         self._check_settings(overwrite)
+        # A partial run started with --overwrite replaces the output: resumed (with or without --overwrite's
+        # restart), it still ignores the old output's rows.
+        manifest = os.path.join(self.staging, "manifest.json")
+        replaces = overwrite
+        if not overwrite and os.path.exists(manifest):
+            with open(manifest, encoding="utf-8") as handle:
+                replaces = bool(json.load(handle).get("replaces_output"))
         os.makedirs(self.staging, exist_ok=True)
-        _fsync_write(os.path.join(self.staging, "manifest.json"),
-                     json.dumps({"task": task, "format": self.suffix, "settings": settings}, indent=1).encode())
+        _fsync_write(manifest, json.dumps({"task": task, "format": self.suffix, "settings": settings,
+                                           "replaces_output": replaces}, indent=1).encode())
         for name in os.listdir(self.staging):
             if name.endswith(".tmp"):  # a part a crash left half-written
                 os.remove(os.path.join(self.staging, name))
-        self.previous = [self.output] if os.path.exists(self.output) and not overwrite else []
+        self.previous = [self.output] if os.path.exists(self.output) and not replaces else []
         self.parts = sorted(str(path) for path in Path(self.staging).glob(f"part-*{self.suffix}"))
         self.done: set[FileKey] = set()
         self.resumed = 0
@@ -394,6 +411,8 @@ class ResultStore:
         keep = [np.zeros(len(source_keys), dtype=bool) for source_keys in keys]
         for s, r in last.values():
             keep[s][r] = True
+        if self.suffix in (".jsonl", ".csv"):  # before the output: an output never lacks its settings
+            _fsync_write(settings_file(self.output), json.dumps(self.settings, indent=1).encode())
         rows = merge(sources, keep, self.output, self.suffix, self.task, self.settings)
         shutil.rmtree(self.staging, ignore_errors=True)
         return rows
