@@ -158,13 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_padding_flags(command: argparse.ArgumentParser) -> None:
-    """--pad-to-max-length / --no-pad-to-max-length (dest pad_to_max_length; None: the checkpoint's convention)."""
+def add_padding_flags(command: argparse.ArgumentParser, default: str = PAD_HELP) -> None:
+    """--pad-to-max-length / --no-pad-to-max-length (dest pad_to_max_length; None: `default` says what is used)."""
     padding = command.add_mutually_exclusive_group()
     padding.add_argument("--pad-to-max-length", dest="pad_to_max_length", action="store_true", default=None,
-                         help=f"pad windows shorter than the model's length to it, unmasked; {PAD_HELP}")
+                         help=f"pad windows shorter than the model's length to it, unmasked; {default}")
     padding.add_argument("--no-pad-to-max-length", dest="pad_to_max_length", action="store_false",
-                         help=f"run short windows at their own length with an attention mask; {PAD_HELP}")
+                         help=f"run short windows at their own length with an attention mask; {default}")
 
 
 def add_corpus_flags(command: argparse.ArgumentParser) -> None:

@@ -445,11 +445,9 @@ def add_search_parser(commands: Any) -> argparse.ArgumentParser:
     search.add_argument("--hop", type=float, default=None,
                         help="the --hop the index was embedded with (default: the index's metadata, else windows "
                              "that tile the patch grid)")
-    padding = search.add_mutually_exclusive_group()
-    padding.add_argument("--pad-to-max-length", dest="pad_to_max_length", action="store_true", default=None,
-                         help="as the index was embedded (default: the index's metadata, else the checkpoint's)")
-    padding.add_argument("--no-pad-to-max-length", dest="pad_to_max_length", action="store_false",
-                         help="as the index was embedded (default: the index's metadata, else the checkpoint's)")
+    from .cli import add_padding_flags
+
+    add_padding_flags(search, "as the index was embedded (default: the index's metadata, else the checkpoint's)")
     search.set_defaults(run=run_search, command="search")
     return search
 

@@ -102,15 +102,9 @@ def _parquet_table(rows: list[dict[str, Any]], task: str, settings: dict[str, An
         if settings.get("timestamps"):
             fields += [("timestamps", pa.list_(pa.float64())),
                        ("timestamp_embeddings", pa.list_(pa.list_(pa.float32())))]
-        records = [{key: _as_list(value) for key, value in row.items() if key != "error"} for row in rows]
+        records = [{key: value for key, value in row.items() if key != "error"} for row in rows]  # lists already
     schema = pa.schema(fields, metadata={METADATA_KEY: json.dumps(settings).encode()})
     return pa.Table.from_pylist(records, schema=schema)
-
-
-def _as_list(value: Any) -> Any:
-    if hasattr(value, "numpy"):
-        value = value.numpy()
-    return value.tolist() if isinstance(value, np.ndarray) else value
 
 
 def _csv_lines(rows: list[dict[str, Any]]) -> list[list[Any]]:
@@ -337,7 +331,6 @@ class ResultStore:
         self.group_size, self.group_seconds = group_size, group_seconds
         self.rows: list[dict[str, Any]] = []
         self.first_row_time = 0.0
-        self.written = 0
         os.makedirs(os.path.dirname(self.output), exist_ok=True)
         if overwrite:
             shutil.rmtree(self.staging, ignore_errors=True)
@@ -358,12 +351,10 @@ class ResultStore:
         self.previous = [self.output] if os.path.exists(self.output) and not replaces else []
         self.parts = sorted(str(path) for path in Path(self.staging).glob(f"part-*{self.suffix}"))
         self.done: set[FileKey] = set()
-        self.resumed = 0
         for source in self.previous + self.parts:
             for key, ok in read_keys(source, self.suffix):
                 if ok:
                     self.done.add(key)
-        self.resumed = len(self.done)
 
     def _check_settings(self, overwrite: bool) -> None:
         manifest = os.path.join(self.staging, "manifest.json")
@@ -395,7 +386,6 @@ class ResultStore:
         path = os.path.join(self.staging, f"part-{len(self.parts):06d}{self.suffix}")
         _fsync_write(path, encode_rows(self.rows, self.suffix, self.task, self.settings))
         self.parts.append(path)
-        self.written += len(self.rows)
         self.rows = []
 
     def finish(self) -> int:
