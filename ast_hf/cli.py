@@ -6,7 +6,7 @@
                  [--layer N...] [--hop S] [--device cpu|cuda] [--batch-size N] [--optimize MODE]
     ast-hf search QUERY... --index EMB.parquet [--model ID_OR_DIR] [--top-k K] [--json]
     ast-hf export-onnx MODEL OUT_DIR [--opset N] [--quantize int8]
-    ast-hf demo --model ID_OR_DIR [--host H] [--port P] [--hop S] [--share] [--[no-]pad-to-max-length]
+    ast-hf demo --model ID_OR_DIR [--host H] [--port P] [--hop S] [--device D] [--share] [--[no-]pad-to-max-length]
 
 Like `huggingface-cli`/`transformers` commands: one entry point, a subcommand per job, `--help` on each. classify
 prints a table by default (JSON or CSV on request) to stdout and progress and errors to stderr. A file that cannot be
@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_FAILED = 0, 1, 2
+DEVICE_HELP = ("cpu, cuda or cuda:N (default: this process's GPU where CUDA is available, cuda:LOCAL_RANK under "
+               "torchrun; the CPU otherwise and for --optimize int8)")
 PAD_HELP = ("input convention: default the checkpoint's (preprocessor_config.json pad_to_max_length; padded if "
             "absent)")
 
@@ -79,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--plot", metavar="OUT.png", default=None,
                           help="draw the spectrogram and the top labels' scores over time; with several files, a "
                                "directory that gets one FILE_STEM.png each")
-    classify.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    classify.add_argument("--device", default=None, help=DEVICE_HELP)
     classify.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
     add_corpus_flags(classify)
     labels = classify.add_mutually_exclusive_group()
@@ -118,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--hop", type=float, default=None,
                        help="seconds between window starts for files longer than the model's window (default: "
                             "windows that tile the patch grid)")
-    embed.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    embed.add_argument("--device", default=None, help=DEVICE_HELP)
     embed.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
     embed.add_argument("--optimize", choices=["bf16", "int8", "compile", "auto"], default=None,
                        help="faster inference (docs: Fast inference and ONNX); default float32")
@@ -150,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--top-k", type=int, default=5, help="labels shown (default 5)")
     demo.add_argument("--hop", type=float, default=None,
                       help="seconds between segment starts (default: half the model's window)")
+    demo.add_argument("--device", default=None, help=DEVICE_HELP)
     demo.add_argument("--share", action="store_true",
                       help="also serve a public gradio.live link (Gradio's share=True); anyone with it can use the "
                            "demo")
@@ -174,7 +177,8 @@ def add_corpus_flags(command: argparse.ArgumentParser) -> None:
                        help="also the files of LIST: a text file of paths (one a line), or a CSV or parquet file with "
                             "a column of paths (--column)")
     group.add_argument("--column", default=None,
-                       help="the column of paths in a CSV or parquet --files-from (default: path, file or filename)")
+                       help="the column of paths in a CSV or parquet --files-from (default: path, file, filename or "
+                            "file_name)")
     group.add_argument("--root", default=None,
                        help="where relative paths of --files-from start (default: the current directory); paths are "
                             "stored absolute")
@@ -195,8 +199,9 @@ def add_corpus_flags(command: argparse.ArgumentParser) -> None:
                        help="do every file again, replacing the output and any partial run (default: resume)")
 
 
-def corpus_device(device: str) -> str:
-    """--device, with "cuda" meaning this process's own GPU under torchrun or accelerate launch (LOCAL_RANK)."""
+def corpus_device(device: str | None) -> str | None:
+    """--device, with "cuda" meaning this process's own GPU under torchrun or accelerate launch (LOCAL_RANK); None
+    stays None (`load_tagger` applies the default rule, which also takes LOCAL_RANK)."""
     if device == "cuda" and os.environ.get("LOCAL_RANK") and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         return f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return device
@@ -281,7 +286,14 @@ def run_classify(args: argparse.Namespace) -> int:
         tagger = load_tagger(args.model, corpus_device(args.device), optimize=args.optimize)
         options = {"top_k": args.top_k, "hop": args.hop, "events": events, "threshold": args.threshold,
                    "multi_label": args.multi_label, "pad_to_max_length": args.pad_to_max_length}
-        settings = {"task": "classify", "model": model_setting(args.model), "optimize": args.optimize, **options}
+        from .tagging import is_multi_label
+
+        # Recorded as they take effect, so that a flag restating the checkpoint's own default resumes the run.
+        effective = {"multi_label": is_multi_label(tagger.model.config) if args.multi_label is None else
+                     args.multi_label, "pad_to_max_length": tagger.feature_extractor.pad_to_max_length if
+                     args.pad_to_max_length is None else args.pad_to_max_length}
+        settings = {"task": "classify", "model": model_setting(args.model), "optimize": args.optimize, **options,
+                    **effective}
         options = {key: value for key, value in options.items() if value is not None}
         return run_corpus_command(args, "classify", tagger, settings, {**options, "batch_size": args.batch_size})
     files, failures = expand_inputs(args.inputs, args.files_from, args.column, args.root)
@@ -387,14 +399,19 @@ def plot_paths(plot: str, files: list[str]) -> dict[str, str]:
     return paths
 
 
-def load_tagger(model: str, device: str, optimize: str | None = None, task: str = "audio-tagging") -> Any:
-    """The "audio-tagging" pipeline (or `task`'s) for `model` on `device` (`optimize`: a fast_inference mode); a
-    CommandError saying what is wrong otherwise."""
+def load_tagger(model: str, device: str | None, optimize: str | None = None, task: str = "audio-tagging") -> Any:
+    """The "audio-tagging" pipeline (or `task`'s) for `model` on `device` (`optimize`: a fast_inference mode; None
+    for the device: `fast_inference.default_device`'s rule); a CommandError saying what is wrong otherwise."""
     import re
 
     import torch
 
     import ast_hf  # noqa: F401 (registers the pipeline and the Auto classes)
+
+    from .fast_inference import default_device
+
+    if device is None:
+        device = default_device(optimize)
 
     if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
         raise CommandError(f"--device {device}: pass cpu, cuda or cuda:N.")
@@ -547,7 +564,8 @@ def run_embed(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise CommandError(f"--layer: {error}") from error
     options = {"pool": args.pool, "layers": list(layers) if layers is not None else None, "hop": args.hop,
-               "timestamps": args.timestamps, "pad_to_max_length": args.pad_to_max_length}
+               "timestamps": args.timestamps, "pad_to_max_length": embedder.feature_extractor.pad_to_max_length if
+               args.pad_to_max_length is None else args.pad_to_max_length}  # as it takes effect (see classify)
     settings = {"task": "embed", "model": model_setting(args.model), "optimize": args.optimize, **options}
     call = {"pool": args.pool, "timestamps": args.timestamps, "batch_size": args.batch_size, "return_tensors": "np"}
     if layers is not None:
@@ -586,7 +604,7 @@ def run_demo(args: argparse.Namespace) -> int:
         raise CommandError(f"--port {args.port}: pass a port from 1 to 65535.")
     check_hop(args.hop)
     require_file_decoding()  # every upload and recording is a file to decode
-    tagger = load_tagger(args.model, "cpu")  # the same checks and one-line errors as classify, before serving
+    tagger = load_tagger(args.model, args.device)  # the same checks and one-line errors as classify, before serving
     if args.hop is not None:  # the page would only say so at the first upload
         from .configuration_ast import samples_for_frames
 

@@ -42,7 +42,7 @@ from transformers.utils import logging
 
 from .audio_io import AudioStream
 from .configuration_ast import BUILTIN_AST_MODEL_TYPE, patches_along, samples_for_frames
-from .fast_inference import optimized
+from .fast_inference import optimized, set_pipeline_device
 from .feature_extraction_ast import ASTFeatureExtractor
 from .kaldi_fbank import FRAME_LENGTH, FRAME_SHIFT, num_frames
 from .modeling_ast import ASTForAudioClassification, ASTModel
@@ -191,22 +191,27 @@ def embed_windows(encoder: ASTModel, extractor: ASTFeatureExtractor, clips: Sequ
     lengths = torch.tensor([num_frames(clip.shape[0]) for clip in clips])
     real = patches_along(lengths.clamp(min=config.patch_shape[1]).clamp(max=frames), config.patch_shape[1],
                          config.time_stride).clamp(max=grid_t)  # (B,) real time columns
-    keep = torch.arange(grid_t)[None, :] < real[:, None]  # (B, t)
+    # Pooled where the encoder ran: only the (B, size) vectors (and with_columns the column vectors) reach the CPU.
+    on = states[0].device
+    real_on = real.to(on)
+    keep = torch.arange(grid_t, device=on)[None, :] < real_on[:, None]  # (B, t)
     vectors, columns = [], []
     for state in states:
-        state = state.float().cpu()  # (B, 2 + f*t, D)
-        grid = state[:, NUM_PREFIX_TOKENS:].reshape(batch, grid_f, grid_t, -1).mean(dim=1)  # (B, t, D)
+        state = state.float()  # (B, 2 + f*t, D)
+        grid = None
+        if pool == "mean" or with_columns:
+            grid = state[:, NUM_PREFIX_TOKENS:].reshape(batch, grid_f, grid_t, -1).mean(dim=1)  # (B, t, D)
         if pool == "cls_dist":
             vectors.append((state[:, 0] + state[:, 1]) / 2)
         elif pool == "cls":
             vectors.append(state[:, 0])
         else:
-            vectors.append((grid * keep[..., None]).sum(dim=1) / real[:, None])
+            vectors.append((grid * keep[..., None]).sum(dim=1) / real_on[:, None])
         columns.append(grid)
-    vector = torch.cat(vectors, dim=-1)  # (B, D x layers)
+    vector = torch.cat(vectors, dim=-1).cpu()  # (B, D x layers)
     if not with_columns:
         return vector, None
-    grid = torch.cat(columns, dim=-1)  # (B, t, D x layers)
+    grid = torch.cat(columns, dim=-1).cpu()  # (B, t, D x layers)
     return vector, [grid[i, :int(real[i])] for i in range(batch)]
 
 
@@ -385,6 +390,7 @@ class AudioFeatureExtractionPipeline(Pipeline):
     _load_tokenizer = False
 
     def __init__(self, *args: Any, optimize: str | None = None, **kwargs: Any) -> None:
+        set_pipeline_device(args, kwargs, optimize)  # no device given: default_device's rule
         super().__init__(*args, **kwargs)
         self.model, self.feature_extractor = as_ast_encoder(self.model, self.feature_extractor)
         self.model = optimized(self.model, optimize)

@@ -17,13 +17,20 @@ and accuracy):
   and on a CPU with AMX; "int8" on other CPUs, AVX512-BF16 ones included (measured on a 2-core AVX512-BF16 EPYC
   without AMX: int8 7.44 s against bf16 8.67 s for 8 x 1024 frames of the base model, in the same run; attention,
   which both run as sdpa's fused kernel at the same speed, is 42% of the bf16 forward); "compile" on a GPU without
-  bfloat16.
+  native bfloat16 (compute capability below 8.0: V100, T4). onnxruntime is not a candidate: slower than torch on
+  10-second clips (benchmarks/corpus.py, part f).
+
+Devices: `default_device` is the one rule for every entry point given no device (the GPU where CUDA is available,
+the CPU otherwise and for int8); `Hardware` lets both decisions be asked about another machine.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import os
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,12 +44,13 @@ call). The module docstring says what each does and where it is fast."""
 def native_bf16(device: torch.device | str = "cpu") -> bool:
     """Tell whether bfloat16 matrix products run natively on `device`.
 
-    Native means a CUDA GPU with bfloat16 support, or a CPU with AVX512-BF16 or AMX (oneDNN's own check). On a CPU
-    without them oneDNN emulates bfloat16, several times slower than float32.
+    Native means a CUDA GPU of compute capability 8.0 or later (Ampere and newer; V100 and T4 only emulate
+    bfloat16), or a CPU with AVX512-BF16 or AMX (oneDNN's own check). Where it is emulated it is several times
+    slower than float32.
 
     Args:
-        device: The device to ask about; a `torch.device` or its name ("cpu", "cuda", "cuda:1", ...). Only its type
-            matters: for "cuda" the current CUDA device is checked.
+        device: The device to ask about; a `torch.device` or its name ("cpu", "cuda", "cuda:1", ...). For "cuda"
+            without an index the current CUDA device is asked about, else the one named.
 
     Returns:
         True where bfloat16 is native; False otherwise, also where the check itself is unavailable (a torch build
@@ -55,23 +63,99 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
     """
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        # torch.cuda.is_bf16_supported() also says True where bfloat16 is only emulated, and asks about the current
+        # device rather than the model's: the compute capability of the named device is what decides.
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device) >= (8, 0)
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
 
 
-def resolve_mode(mode: str, device: torch.device | str = "cpu") -> str:
+@dataclass(frozen=True)
+class Hardware:
+    """What `resolve_mode` and `default_device` decide by, as plain values: `hardware()` reads them from this
+    machine; pass others to ask what would be chosen on another one.
+
+    Attributes:
+        device_type: Where the model runs: "cpu" or "cuda".
+        native_bf16: bfloat16 matrix products are native there (see `native_bf16`).
+        amx: A CPU with AMX-BF16 tiles (see `cpu_has_amx`).
+        cuda_available: A CUDA GPU can be used by this process.
+    """
+
+    device_type: str = "cpu"
+    native_bf16: bool = False
+    amx: bool = False
+    cuda_available: bool = False
+
+
+def hardware(device: torch.device | str = "cpu") -> Hardware:
+    """This machine's `Hardware` for a model on `device` (the named GPU's capability for "cuda:N").
+
+    Args:
+        device: The device the model runs on; a `torch.device` or its name.
+
+    Returns:
+        A `Hardware`.
+    """
+    device = torch.device(device)
+    cuda = torch.cuda.is_available()
+    return Hardware(device.type, native_bf16(device), device.type == "cpu" and cpu_has_amx(), cuda)
+
+
+def default_device(mode: str | None = None, hardware_: Hardware | None = None,
+                   local_rank: int | str | None = None) -> str:
+    """The device an entry point uses when none is given: one rule for the pipelines and the `ast-hf` commands.
+
+    This process's GPU where CUDA is available, as transformers' pipelines choose ("cuda:0", or "cuda:LOCAL_RANK"
+    under torchrun or accelerate launch, one GPU per process); the CPU where it is not, and for "int8", which runs on
+    the CPU only.
+
+    Args:
+        mode: The inference mode asked for (one of `MODES`, or None for float32).
+        hardware_: The machine to decide for; None reads this one (`hardware()`).
+        local_rank: This process's rank on its machine; None reads LOCAL_RANK from the environment (0 without it).
+
+    Returns:
+        "cpu" or "cuda:N".
+
+    Example:
+        ```python
+        default_device("int8", Hardware(cuda_available=True))  # "cpu"
+        ```
+    """
+    hardware_ = hardware_ if hardware_ is not None else Hardware(cuda_available=torch.cuda.is_available())
+    if not hardware_.cuda_available or mode == "int8":
+        return "cpu"
+    if local_rank is None:
+        local_rank = os.environ.get("LOCAL_RANK") or 0
+    return f"cuda:{int(local_rank)}"
+
+
+def set_pipeline_device(args: tuple, kwargs: dict[str, Any], optimize: str | None) -> None:
+    """Give a pipeline made without a device the one `default_device` chooses (in `kwargs`, before
+    `Pipeline.__init__` sees them): the GPU where there is one, the CPU for "int8" or an int8-quantised model.
+    A model spread over devices by `device_map` keeps its placement."""
+    model = args[0] if args else kwargs.get("model")
+    if kwargs.get("device") is not None or getattr(model, "hf_device_map", None) is not None:
+        return
+    quantized = isinstance(model, nn.Module) and _quantized(model)
+    kwargs["device"] = default_device("int8" if quantized else optimize)
+
+
+def resolve_mode(mode: str, device: torch.device | str = "cpu", hardware_: Hardware | None = None) -> str:
     """Resolve a mode name to the concrete mode `optimize_for_inference` applies.
 
-    "auto" picks the fastest mode by hardware: "bf16" on a GPU with bfloat16 support and on a CPU with AMX-BF16;
-    "int8" on other CPUs (also those with AVX512-BF16 but no AMX, where int8's VNNI kernels were as fast or faster);
-    "compile" on a GPU without bfloat16 support. Every other mode in `MODES` is returned as it is.
+    "auto" picks the fastest mode by hardware: "bf16" on a GPU with native bfloat16 (compute capability 8.0 or
+    later) and on a CPU with AMX-BF16; "int8" on other CPUs (also those with AVX512-BF16 but no AMX, where int8's
+    VNNI kernels were as fast or faster); "compile" on a GPU without native bfloat16 (V100, T4). Every other mode in
+    `MODES` is returned as it is.
 
     Args:
         mode: One of `MODES`: "bf16", "int8", "compile" or "auto".
         device: The device the model runs on; a `torch.device` or its name.
+        hardware_: The capabilities to decide by; None reads them for `device` (`hardware(device)`).
 
     Returns:
         "bf16", "int8" or "compile".
@@ -82,6 +166,7 @@ def resolve_mode(mode: str, device: torch.device | str = "cpu") -> str:
     Example:
         ```python
         resolve_mode("auto", "cpu")  # "bf16" on a CPU with AMX, else "int8"
+        resolve_mode("auto", hardware_=Hardware("cuda", native_bf16=False))  # "compile": a T4, say
         ```
     """
     if mode not in MODES:
@@ -89,10 +174,10 @@ def resolve_mode(mode: str, device: torch.device | str = "cpu") -> str:
                          "default, needs no call).")
     if mode != "auto":
         return mode
-    device = torch.device(device)
-    if device.type == "cpu":
-        return "bf16" if native_bf16(device) and cpu_has_amx() else "int8"
-    return "bf16" if native_bf16(device) else "compile"
+    hardware_ = hardware_ if hardware_ is not None else hardware(device)
+    if hardware_.device_type == "cpu":
+        return "bf16" if hardware_.native_bf16 and hardware_.amx else "int8"
+    return "bf16" if hardware_.native_bf16 else "compile"
 
 
 def cpu_has_amx() -> bool:
@@ -186,6 +271,10 @@ def optimize_for_inference(model: nn.Module, mode: str = "auto", inplace: bool =
             model = torch.ao.quantization.quantize_dynamic(model, encoder_linears, dtype=torch.qint8, inplace=True)
         if hasattr(model, "save_pretrained"):  # packed int8 weights are no safetensors: say so, not an AttributeError
             model.save_pretrained = _refuse_saving
+        # The packed weights stay on the CPU whatever .to() does, and their kernels are CPU-only: a move (as
+        # transformers' pipelines make to their default GPU) is refused with the fix, not failed deep in a kernel.
+        model.to = _cpu_only(model.to)
+        model.cuda = _cpu_only(model.cuda, always=True)
         return model
     model.compile(dynamic=None)  # "compile"
     return model
@@ -193,6 +282,19 @@ def optimize_for_inference(model: nn.Module, mode: str = "auto", inplace: bool =
 
 def _quantized(model: nn.Module) -> bool:
     return any(type(module).__module__.startswith("torch.ao.nn.quantized") for module in model.modules())
+
+
+def _cpu_only(move: Any, always: bool = False) -> Any:
+    @functools.wraps(move)
+    def cpu_only(*args: Any, **kwargs: Any) -> Any:
+        target = torch.device("cuda") if always else torch._C._nn._parse_to(*args, **kwargs)[0]
+        if target is not None and target.type != "cpu":
+            raise ValueError(f"This model was int8-quantised (optimize_for_inference(mode='int8')), which runs on the "
+                             f"CPU only; it cannot move to {target}. Pass device='cpu' to pipeline() (transformers' "
+                             "pipelines choose the GPU where there is one), or use mode='bf16' on a GPU.")
+        return move(*args, **kwargs)
+
+    return cpu_only
 
 
 def _refuse_saving(*args: Any, **kwargs: Any) -> None:
@@ -232,4 +334,5 @@ def optimized(model: Any, mode: str | None) -> Any:
     return model if mode is None else optimize_for_inference(model, mode, inplace=True)
 
 
-__all__ = ["MODES", "cpu_has_amx", "describe", "native_bf16", "optimize_for_inference", "resolve_mode"]
+__all__ = ["MODES", "Hardware", "cpu_has_amx", "default_device", "describe", "hardware", "native_bf16",
+           "optimize_for_inference", "resolve_mode"]

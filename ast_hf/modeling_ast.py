@@ -581,7 +581,9 @@ class ASTModel(ASTPreTrainedModel):
             if real_columns is None:
                 pooled_output = patches.mean(dim=1)
             else:
-                real = token_mask(real_columns, grid[0])[:, NUM_PREFIX_TOKENS:, None].to(patches.dtype)  # (B, f*t, 1)
+                # On the output's device: with device_map="auto" the last layer may sit on another GPU than the first.
+                real = token_mask(real_columns, grid[0])[:, NUM_PREFIX_TOKENS:, None].to(patches.device,
+                                                                                       patches.dtype)  # (B, f*t, 1)
                 pooled_output = (patches * real).sum(dim=1) / real.sum(dim=1)  # (B, D)
         else:
             pooled_output = (sequence_output[:, 0] + sequence_output[:, 1]) / 2  # (B, D)
@@ -902,7 +904,10 @@ class ASTForPreTraining(ASTPreTrainedModel):
         loss = discriminative_loss = accuracy = generative_loss = reconstruction = None
         if config.discriminative_loss_weight:
             predictions = self.discriminative_head(masked_tokens).float()  # (B, M, P)
-            scores = torch.bmm(targets, predictions.transpose(1, 2))  # (B, M targets, M predictions)
+            # In float32 under autocast too: bmm is on autocast's half-precision list, where the near-equal scores of
+            # similar patches round to ties.
+            with torch.autocast(device_type=targets.device.type, enabled=False):
+                scores = torch.bmm(targets, predictions.transpose(1, 2))  # (B, M targets, M predictions)
             # Each target row's own prediction is on the diagonal (equation 1 of the SSAST paper).
             discriminative_loss = -torch.diagonal(F.log_softmax(scores, dim=-1), dim1=1, dim2=2).mean()
             own = torch.arange(num_masked, device=scores.device)

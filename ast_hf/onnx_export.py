@@ -25,6 +25,7 @@ each export and the tests run it on the smallest input (16 frames) too. The grap
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -139,6 +140,10 @@ def export_onnx(model: str | os.PathLike | nn.Module, output_dir: str | os.PathL
         raise ValueError(f"output_dir {str(output_dir)!r} exists and is a file; pass a directory path (it is created "
                          "if missing).")
     model, extractor = _load_model_and_extractor(model, feature_extractor)
+    if model.device.type != "cpu":
+        # Exported and checked from a CPU copy: the graph is device-independent, and a GPU's reference logits (TF32
+        # matrix products in cuDNN) would differ from onnxruntime's float32 by more than the check allows.
+        model = copy.deepcopy(model).cpu()
     if extractor.num_mel_bins != model.config.num_mel_bins:
         raise ValueError(f"The feature extractor computes {extractor.num_mel_bins} mel bins but the model was built "
                          f"for {model.config.num_mel_bins}; pass the extractor the model was trained with.")
@@ -352,6 +357,8 @@ class OnnxAudioClassifier:
 
     Raises:
         FileNotFoundError: When there is no file at `path`.
+        ValueError: When `providers` names one this onnxruntime cannot use (CUDA without onnxruntime-gpu, say) and
+            does not list "CPUExecutionProvider" as an allowed fallback.
 
     Example:
         ```python
@@ -376,6 +383,11 @@ class OnnxAudioClassifier:
         """The label of each output index; empty without a config."""
         self.session = onnxruntime.InferenceSession(self.path, providers=providers or ["CPUExecutionProvider"])
         """The `onnxruntime.InferenceSession` that runs the file."""
+        unused = [name for name in providers or [] if name not in self.session.get_providers()]
+        if unused and "CPUExecutionProvider" not in providers:  # onnxruntime itself falls back to the CPU
+            raise ValueError(f"onnxruntime cannot use {unused} here (this installation has "
+                             f"{onnxruntime.get_available_providers()}); for CUDA install onnxruntime-gpu in place of "
+                             "onnxruntime, or add 'CPUExecutionProvider' to providers to allow the CPU.")
         self.num_mel_bins = self.session.get_inputs()[0].shape[2]  # static in the exported graph
         """The mel bins the graph takes (its last input axis, fixed at export)."""
 

@@ -42,7 +42,7 @@ from transformers.utils import logging
 
 from .audio_io import AudioStream, open_audio
 from .configuration_ast import BUILTIN_AST_MODEL_TYPE, samples_for_frames
-from .fast_inference import optimized
+from .fast_inference import optimized, set_pipeline_device
 from .feature_extraction_ast import ASTFeatureExtractor, num_frames
 from .modeling_ast import ASTForAudioClassification
 
@@ -347,6 +347,7 @@ class AudioTaggingPipeline(Pipeline):
     _load_tokenizer = False
 
     def __init__(self, *args: Any, optimize: str | None = None, **kwargs: Any) -> None:
+        set_pipeline_device(args, kwargs, optimize)  # no device given: default_device's rule
         super().__init__(*args, **kwargs)
         self.model, self.feature_extractor = as_ast_hf(self.model, self.feature_extractor)
         self.model = optimized(self.model, optimize)

@@ -9,16 +9,23 @@ folders with spaces in their names, plus four 5-minute recordings.
     only).
 (b) Peak RSS of the main process at 2,000 files and at N files.
 (c) The base configuration (86 M parameters, random weights; clips at their own length with a mask) over
-    `--base-files` files, float32 and `--optimize auto`, end to end against its model-only rate.
+    `--base-files` files, float32 and `--optimize auto`: the model-only rate and a `run_corpus` call in this process
+    (model loaded), alternated `--rounds` times, then `ast-hf classify` as a fresh process (start and load
+    included), on the same files.
 (d) transformers' built-in AST doing the same work the obvious way: its `pipeline("audio-classification")` over the
     file paths, batched (batch_size 8), padded to 1024 frames as its extractor does; against `ast-hf classify`
     with the same weights (converted) and the same padded convention, on `--builtin-files` files.
 (e) SIGKILL at three random moments on the 2,000-file subset, each followed by the same command: the final
     output against an uninterrupted run's (files missing, twice, largest score difference).
+(f) onnxruntime as a candidate for `--optimize auto`: the base configuration exported by `export_onnx` (float32 and
+    int8), against torch float32, int8 and (where native) bf16, forward passes only on the same windows of
+    `--onnx-files` files: files/s and the accuracy guard's measures (top-1 agreement, largest probability change);
+    then each on 8 clips of 1024 frames.
 
 Prints a table and the machine; nothing is asserted (tests/test_corpus.py checks correctness on small corpora).
 
-    python benchmarks/corpus.py [--files 20000] [--base-files 500] [--builtin-files 24] [--cache DIR]
+    python benchmarks/corpus.py [--files 20000] [--base-files 500] [--builtin-files 24] [--onnx-files 100] [--rounds 3]
+                                [--parts a b c d e f] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -137,27 +144,37 @@ def audio_hours(table: dict[str, dict]) -> float:
     return sum(row["duration"] or 0.0 for row in table.values()) / 3600
 
 
-def model_only_rate(model_dir: Path, paths: list[str], batch_size: int, optimize: str | None = None) -> float:
-    """Files per second of the forward passes alone: every window's features computed first, in memory."""
-    from transformers import pipeline
-
+def window_batches(model_dir: Path, paths: list[str], batch_size: int) -> list[dict]:
+    """Every window's model inputs, computed up front, in batches of `batch_size` windows."""
     from ast_hf.audio_io import open_audio
     from ast_hf.configuration_ast import samples_for_frames
     from ast_hf.tagging import window_features, windows
 
-    tagger = pipeline("audio-tagging", model=str(model_dir), device="cpu", optimize=optimize)
-    extractor, model = tagger.feature_extractor, tagger.model
+    extractor = ast_hf.ASTFeatureExtractor.from_pretrained(model_dir)
+    config = ast_hf.ASTConfig.from_pretrained(model_dir)
     window = samples_for_frames(extractor.max_length)
     clips = [samples for path in paths for _, samples in windows(open_audio(path, 16000).chunks(), window,
                                                                    window // 2)]
-    batches = [window_features(extractor, clips[i:i + batch_size], extractor.pad_to_max_length,
-                               model.config.patch_shape[1]) for i in range(0, len(clips), batch_size)]
+    return [window_features(extractor, clips[i:i + batch_size], extractor.pad_to_max_length, config.patch_shape[1])
+            for i in range(0, len(clips), batch_size)]
+
+
+def timed_logits(run, batches: list[dict]) -> tuple[float, np.ndarray]:
+    """(seconds, logits of every window) of `run(batch) -> logits` over `batches`, after one warm-up batch."""
+    run(batches[0])
+    start = time.perf_counter()
+    logits = [np.asarray(run(batch), dtype=np.float32) for batch in batches]
+    return time.perf_counter() - start, np.concatenate(logits)
+
+
+def model_only_rate(model_dir: Path, paths: list[str], batch_size: int, optimize: str | None = None) -> float:
+    """Files per second of the forward passes alone: every window's features computed first, in memory."""
+    from transformers import pipeline
+
+    model = pipeline("audio-tagging", model=str(model_dir), device="cpu", optimize=optimize).model
     with torch.inference_mode():
-        model(**batches[0])
-        start = time.perf_counter()
-        for features in batches:
-            model(**features)
-    return len(paths) / (time.perf_counter() - start)
+        seconds, _ = timed_logits(lambda batch: model(**batch).logits, window_batches(model_dir, paths, batch_size))
+    return len(paths) / seconds
 
 
 def main() -> None:
@@ -165,9 +182,11 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=20000)
     parser.add_argument("--base-files", type=int, default=500)
     parser.add_argument("--builtin-files", type=int, default=24)
+    parser.add_argument("--onnx-files", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3, help="alternated rounds of (c)'s two rates")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--cache", default=os.path.expanduser("~/.cache/ast_hf/benchmarks"))
-    parser.add_argument("--parts", nargs="+", default=list("abcde"), choices=list("abcde"),
+    parser.add_argument("--parts", nargs="+", default=list("abcdef"), choices=list("abcdef"),
                         help="which measurements to run (default all; (b) needs (a))")
     args = parser.parse_args()
     print(machine_description())
@@ -185,15 +204,16 @@ def main() -> None:
     (work / "subset.txt").write_text("\n".join(subset) + "\n")
 
     short = [f for f in files if "long" not in f][: args.base_files]
-    best = max(args.workers)
     if "a" in args.parts:
         tiny_sweep(args, tiny, corpus, files, subset, work)
     if "c" in args.parts:
-        base_rates(short, best, work)
+        base_rates(short, args.rounds, work)
     if "d" in args.parts:
         against_builtin(short[: args.builtin_files], work)
     if "e" in args.parts:
         kills(tiny, work)
+    if "f" in args.parts:
+        onnx_candidates(short[: args.onnx_files], work)
     print(json.dumps({"work": str(work)}))
 
 
@@ -221,19 +241,41 @@ def tiny_sweep(args, tiny, corpus, files, subset, work) -> None:
           f"({large['peak_mb'] / small['peak_mb']:.2f}x), --num-workers {best}")
 
 
-def base_rates(short, best, work) -> None:
-    print("\n(c) base model (86 M parameters), clips at their own length, batch 8")
-    base = save_model(work / "base", max_length=1024)
+def base_rates(short, rounds, work) -> None:
+    """(c): the model-only rate and the corpus run on the same files, alternated `rounds` times (this CPU's speed
+    drifts by 10-20% between minutes, so single runs are not compared); the run in this process with the model loaded
+    (as `run_corpus` is called from Python), then once as a fresh `ast-hf classify` process (start and load
+    included)."""
+    print(f"\n(c) base model (86 M parameters), clips at their own length, batch 8, the same {len(short)} files for "
+          f"each rate, {rounds} alternated rounds (mean +- std)")
+    from transformers import pipeline
+
+    from ast_hf.corpus import run_corpus
+
+    base = work / "base" if (work / "base").is_dir() else save_model(work / "base", max_length=1024)
     (work / "base.txt").write_text("\n".join(short) + "\n")
+    batches = window_batches(base, short, 8)
     for optimize in (None, "auto"):
-        rate = model_only_rate(base, short[:100], 8, optimize)
+        tagger = pipeline("audio-tagging", model=str(base), device="cpu", optimize=optimize)
+        model_only, in_process = [], []
+        for _ in range(rounds):
+            with torch.inference_mode():
+                seconds, _ = timed_logits(lambda batch, m=tagger.model: m(**batch).logits, batches)
+            model_only.append(len(short) / seconds)
+            start = time.perf_counter()
+            run_corpus(tagger, "classify", short, str(work / "base_in_process.parquet"), overwrite=True,
+                       options={"batch_size": 8}, log=lambda line: None)
+            in_process.append(len(short) / (time.perf_counter() - start))
+        del tagger
         extra = ["--optimize", optimize] if optimize else []
         result = run_classify(base, [], work / "base.parquet", "--files-from", str(work / "base.txt"),
-                              "--num-workers", str(best), "--batch-size", "8", *extra)
-        end_to_end = len(short) / result["seconds"]
-        print(f"  {optimize or 'float32'}: model only {rate:.2f} files/s; end to end {end_to_end:.2f} files/s "
-              f"({result['seconds']:.0f} s, process start and model load included) = {end_to_end / rate:.2f} of it")
-
+                              "--batch-size", "8", *extra)
+        fresh = len(short) / result["seconds"]
+        rate, run = float(np.mean(model_only)), float(np.mean(in_process))
+        print(f"  {optimize or 'float32'}: model only {rate:.2f} +- {np.std(model_only):.2f} files/s; corpus run in "
+              f"process {run:.2f} +- {np.std(in_process):.2f} files/s = {run / rate:.2f} of it; `ast-hf classify` "
+              f"{fresh:.2f} files/s ({result['seconds']:.0f} s, process start and model load included) = "
+              f"{fresh / rate:.2f} of it")
 
 
 def against_builtin(few, work) -> None:
@@ -295,6 +337,56 @@ def kills(tiny, work) -> None:
                   for a, b in zip(reference[path]["clip"], killed[path]["clip"], strict=True))
     print(f"  final output: {len(killed)} rows, {len(set(reference) - set(killed))} missing, "
           f"{len(set(killed) - set(reference))} extra, largest score difference {largest:.1e}")
+
+
+
+def onnx_candidates(few, work) -> None:
+    """(f): onnxruntime (the package's own ONNX export) against torch's modes, forward passes only, the same
+    windows, with the accuracy guard's two measures against float32."""
+    print("\n(f) onnxruntime as a candidate for --optimize auto: base model, forward passes only, batch 8")
+    from ast_hf.fast_inference import native_bf16, optimize_for_inference, resolve_mode
+    from ast_hf.onnx_export import OnnxAudioClassifier, export_onnx
+
+    base = work / "base" if (work / "base").is_dir() else save_model(work / "base", max_length=1024)
+    start = time.perf_counter()
+    written = export_onnx(base, work / "base_onnx", quantize="int8")
+    print(f"  export (float32 and int8, onnxruntime check included): {time.perf_counter() - start:.0f} s")
+    batches = window_batches(base, few, 8)
+    model = ast_hf.ASTForAudioClassification.from_pretrained(base).eval()
+    config = model.config
+    runs = {"torch float32": model, "torch int8": optimize_for_inference(model, "int8")}
+    if native_bf16():
+        runs["torch bf16"] = optimize_for_inference(model, "bf16")
+    results = {}
+    for name, candidate in runs.items():
+        with torch.inference_mode():
+            results[name] = timed_logits(lambda batch, m=candidate: m(**batch).logits.float(), batches)
+    for name, path in (("onnxruntime float32", written["onnx"]), ("onnxruntime int8", written["quantized"])):
+        session = OnnxAudioClassifier(path, config)
+        results[name] = timed_logits(lambda batch, s=session: s(batch["input_values"], batch.get("attention_mask")),
+                                     batches)
+    reference = torch.from_numpy(results["torch float32"][1]).softmax(-1)
+    auto = f"torch {resolve_mode('auto')}"
+    for name, (seconds, logits) in results.items():
+        probabilities = torch.from_numpy(logits).softmax(-1)
+        agreement = float((probabilities.argmax(-1) == reference.argmax(-1)).float().mean())
+        change = float((probabilities - reference).abs().max())
+        print(f"  {name:20s} {len(few) / seconds:5.2f} files/s = {results['torch float32'][0] / seconds:.2f}x "
+              f"float32, {results[auto][0] / seconds:.2f}x auto ({auto}); top-1 agreement {agreement:.1%}, largest "
+              f"probability change {change:.3f}")
+    # The same candidates on 10-second clips (1024 frames), where attention is a third of the work.
+    long = {"input_values": torch.randn(8, 1024, config.num_mel_bins), "attention_mask": torch.ones(8, 1024).long()}
+    sessions = {name: OnnxAudioClassifier(path, config) for name, path in (("onnxruntime float32", written["onnx"]),
+                                                                           ("onnxruntime int8", written["quantized"]))}
+    seconds = {}
+    for name, candidate in runs.items():
+        with torch.inference_mode():
+            seconds[name] = timed_logits(lambda batch, m=candidate: m(**batch).logits.float(), [long, long])[0] / 2
+    for name, session in sessions.items():
+        seconds[name] = timed_logits(lambda batch, s=session: s(batch["input_values"], batch["attention_mask"]),
+                                     [long, long])[0] / 2
+    print("  8 clips x 1024 frames: " + ", ".join(f"{name} {value:.2f} s ({seconds[auto] / value:.2f}x auto)"
+                                                  for name, value in seconds.items()))
 
 
 if __name__ == "__main__":

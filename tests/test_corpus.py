@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 import soundfile as sf
 
 from ast_hf.cli import main
+from ast_hf.corpus import collect_files
 
 WORDS = ["yes", "no", "up", "down", "left", "right"]
 VOICES = ["en", "en-us", "de"]
@@ -125,6 +127,30 @@ def test_other_settings_are_refused_before_resuming(word_model, corpus, tmp_path
     err = capsys.readouterr().err
     assert "other settings" in err and "hop: None there, 0.5 now" in err and "--overwrite" in err
     assert classify(word_model, corpus, output, "--failures-ok") == 0  # broken.wav is named, the status is 0
+    # Settings are recorded as they take effect: restating the checkpoint's own defaults resumes the run.
+    from ast_hf import ASTFeatureExtractor
+
+    padded = ASTFeatureExtractor.from_pretrained(word_model).pad_to_max_length
+    flag = "--pad-to-max-length" if padded else "--no-pad-to-max-length"
+    capsys.readouterr()
+    assert classify(word_model, corpus, output, flag, "--single-label", "--failures-ok") == 0
+    assert "other settings" not in capsys.readouterr().err
+
+
+def test_a_relative_root_stores_absolute_paths_and_each_file_once(word_model, corpus, tmp_path, capsys,
+                                                                  monkeypatch):
+    name = os.path.relpath(sorted(path for path in collect_files([str(corpus)])[0] if "broken" not in path)[0],
+                           corpus)
+    (tmp_path / "one.txt").write_text(name + "\n")
+    monkeypatch.chdir(tmp_path)
+    root = os.path.relpath(corpus, tmp_path)  # "../corpus" or the like
+    output = tmp_path / "tags.jsonl"
+    assert main(["classify", "--files-from", "one.txt", "--root", root, "--model", str(word_model), "--output",
+                 str(output), "--no-progress"]) == 0
+    assert list(rows_of(output)) == [str(corpus / name)]
+    assert main(["classify", str(corpus / name), "--files-from", "one.txt", "--root", root, "--model",
+                 str(word_model), "--output", str(output), "--no-progress"]) == 0
+    assert list(rows_of(output)) == [str(corpus / name)] and "1 done before, 0 to do" in capsys.readouterr().err
 
 
 def test_a_partial_overwrite_run_resumed_ignores_the_old_output(tmp_path):
@@ -188,6 +214,7 @@ def test_sigkill_at_three_moments_then_resume_equals_an_uninterrupted_run(word_m
 def test_sigint_and_sigterm_stop_after_the_file_in_flight(word_model, corpus, tmp_path):
     output = tmp_path / "emb.parquet"
     command = ["embed", corpus, "--model", word_model, "--output", output, "--no-progress", "--num-workers", "0"]
+    counts: list[int] = []  # files the next run has to do, by the stop message
     for number in (signal.SIGINT, signal.SIGTERM):
         partial = tmp_path / "emb.parquet.partial"
         before = len(list(partial.glob("part-*")))
@@ -197,10 +224,17 @@ def test_sigint_and_sigterm_stop_after_the_file_in_flight(word_model, corpus, tm
             time.sleep(0.05)
         process.send_signal(number)
         _, err = process.communicate(timeout=120)
+        if counts:  # a run after a stop does what the stop message said was left
+            assert int(re.search(r"(\d+) to do", err)[1]) == counts[-1], err
         if process.returncode == 0:  # finished before the signal landed
             break
         assert process.returncode == 128 + number, err
         assert f"stopped by {signal.Signals(number).name}" in err and "run the same command again" in err
+        # The counts add up: the next run does the files not reached plus those that failed in this one.
+        stop_line = next(line for line in err.splitlines() if "stopped by" in line)
+        not_reached = int(stop_line.split(" not reached")[0].rsplit(" ", 1)[1])
+        failed = re.search(r"(\d+) failed \(tried again then\)", stop_line)
+        counts.append(not_reached + (int(failed[1]) if failed else 0))
         assert not output.exists()
         import pyarrow.parquet as pq
 
@@ -208,6 +242,8 @@ def test_sigint_and_sigterm_stop_after_the_file_in_flight(word_model, corpus, tm
         assert parts and all(pq.read_table(part).num_rows for part in parts)  # readable, each a whole group
     final = subprocess.run([sys.executable, "-m", "ast_hf.cli", *map(str, command)], capture_output=True, text=True)
     assert final.returncode == 1, final.stderr  # broken.wav
+    if counts:
+        assert int(re.search(r"(\d+) to do", final.stderr)[1]) == counts[-1], final.stderr
     import pyarrow.parquet as pq
 
     table = pq.read_table(output)
@@ -275,7 +311,8 @@ def test_files_from_lists_and_bad_inputs_are_named(word_model, corpus, tmp_path,
     (tmp_path / "two.csv").write_text("label,audio\nx," + str(corpus / files[0]) + "\n")
     assert main(["classify", "--files-from", str(tmp_path / "two.csv"), "--model", str(word_model), "--output",
                  str(tmp_path / "c.jsonl")]) == 2
-    assert "no column named path" in capsys.readouterr().err and "'label', 'audio'" not in ""
+    err = capsys.readouterr().err
+    assert "no column named path, file, filename or file_name" in err and "'label', 'audio'" in err
     pq.write_table(pa.table({"file_name": [str(corpus / name) for name in files[5:8]]}), tmp_path / "list.parquet")
     assert main(["classify", "--files-from", str(tmp_path / "list.parquet"), "--model", str(word_model), "--output",
                  str(tmp_path / "t.jsonl"), "--no-progress"]) == 0
@@ -344,10 +381,13 @@ def test_ray_data_actor_pool_gives_the_rows_of_one_process(word_model, corpus, t
                                 batch_size=8, options={"batch_size": 4})
     finally:
         ray.shutdown()
-    assert failures == []
     rows = datasets.load_dataset("parquet", data_dir=str(tmp_path / "ray"), split="train")
     reference = datasets.load_dataset("parquet", data_files=str(one), split="train")
     assert sorted(rows["path"]) == sorted(reference["path"]) and len(rows) == 31
+    # The files the single-process run could not embed are named, not dropped without a word.
+    paths, not_files = collect_files([str(corpus)])
+    unreadable = set(paths) - set(reference["path"])
+    assert unreadable and {path for path, _ in failures} == unreadable | {name for name, _ in not_files}, failures
     by_path = {row["path"]: row["embedding"] for row in reference}
     for row in rows:
         np.testing.assert_allclose(row["embedding"], by_path[row["path"]], atol=1e-5)

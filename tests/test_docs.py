@@ -98,13 +98,49 @@ def _run_help(program: tuple[str, ...]) -> subprocess.CompletedProcess:
     return subprocess.run([*program, "--help"], capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
+# Runs `--help` of many programs in one Python process (torch and transformers imported once instead of once per
+# program): each script by runpy as __main__ with its folder first on sys.path, as `python script.py` would run
+# it, and `ast-hf` commands through ast_hf.cli.main. Prints {index: [exit status, stdout, stderr]} as JSON.
+_HELP_RUNNER = """
+import contextlib, io, json, os, runpy, sys, traceback
+results = {}
+for index, program in enumerate(json.loads(sys.argv[1])):
+    out, err, code, path = io.StringIO(), io.StringIO(), 0, list(sys.path)
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            if program[0] == "ast-hf":
+                from ast_hf.cli import main
+                code = main([*program[1:], "--help"]) or 0
+            else:
+                sys.path.insert(0, os.path.dirname(program[-1]))
+                sys.argv = [program[-1], "--help"]
+                runpy.run_path(program[-1], run_name="__main__")
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    sys.path[:] = path
+    results[index] = [code, out.getvalue(), err.getvalue()]
+print(json.dumps(results))
+"""
+
+
 @functools.cache
 def _all_help() -> dict[tuple[str, ...], subprocess.CompletedProcess]:
-    """The --help of every entry point, run two at a time (each is mostly Python importing torch)."""
-    from concurrent.futures import ThreadPoolExecutor
+    """The --help of every entry point and every documented `ast-hf` command, in one process (see _HELP_RUNNER);
+    where that process itself fails, each program is run on its own."""
+    import json
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(ENTRY_POINTS, pool.map(_run_help, ENTRY_POINTS), strict=True))
+    programs = list(dict.fromkeys([*ENTRY_POINTS, *(tuple(_called_program(words)[0])
+                                                     for _, words in _documented_commands())]))
+    done = subprocess.run([sys.executable, "-c", _HELP_RUNNER, json.dumps(programs)], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT)
+    if done.returncode != 0:
+        return {program: _run_help(program) for program in programs}
+    results = json.loads(done.stdout.splitlines()[-1])
+    return {program: subprocess.CompletedProcess([*program, "--help"], *results[str(index)])
+            for index, program in enumerate(programs)}
 
 
 def help_text(program: tuple[str, ...]) -> str:

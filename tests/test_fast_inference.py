@@ -135,3 +135,40 @@ def test_compile_gives_the_same_logits(speech):
         compiled = optimize_for_inference(model, "compile")
         assert describe(compiled) == "float32 + compiled"
         torch.testing.assert_close(compiled(**batch).logits, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_mode_and_device_rules_as_functions_of_the_hardware():
+    """"auto" and the default device decided from capabilities passed in, for machines this one is not."""
+    from ast_hf.fast_inference import Hardware, default_device
+
+    cpu, amx = Hardware("cpu"), Hardware("cpu", native_bf16=True, amx=True)
+    avx512_bf16 = Hardware("cpu", native_bf16=True)
+    ampere, t4 = Hardware("cuda", native_bf16=True, cuda_available=True), Hardware("cuda", cuda_available=True)
+    assert [resolve_mode("auto", hardware_=h) for h in (cpu, avx512_bf16, amx, ampere, t4)] == [
+        "int8", "int8", "bf16", "bf16", "compile"]
+    assert resolve_mode("int8", hardware_=ampere) == "int8"  # asked for by name: optimize_for_inference refuses it
+    # No device given: the GPU where there is one (this process's under torchrun), the CPU for int8 or none.
+    assert default_device(None, t4) == "cuda:0" and default_device("auto", ampere) == "cuda:0"
+    assert default_device("bf16", ampere, local_rank="3") == "cuda:3"
+    assert default_device("int8", ampere) == "cpu" and default_device(None, cpu) == "cpu"
+    # This machine: a GPU's capability is asked of the device named, never of emulation.
+    if not torch.cuda.is_available():
+        assert not native_bf16("cuda:1") and default_device() == "cpu"
+
+
+def test_an_int8_model_refuses_to_move_to_a_gpu_with_the_fix(word_model):
+    """transformers' pipelines move their model to their (default) GPU; int8 kernels are CPU-only: the move is
+    refused with what to do, before any CUDA call, and moves that stay on the CPU still work."""
+    model = ast_hf.ASTForAudioClassification.from_pretrained(word_model).eval()
+    extractor = ast_hf.ASTFeatureExtractor.from_pretrained(word_model)
+    quantised = optimize_for_inference(model, "int8")
+    for move in (lambda: quantised.to("cuda:0"), lambda: quantised.to(torch.device("cuda")), quantised.cuda,
+                 lambda: quantised.to("cpu").to(device="cuda:1", dtype=torch.float32)):
+        with pytest.raises(ValueError, match="runs on the CPU only; it cannot move to cuda.*device='cpu'"):
+            move()
+    assert quantised.to("cpu") is quantised and quantised.to(torch.float32) is quantised
+    with pytest.raises(ValueError, match="int8-quantised .* CPU only"):
+        pipeline("audio-classification", model=quantised, feature_extractor=extractor, device="cuda:0")
+    # Without a device, ast_hf's pipelines choose by the same rule: int8 stays on the CPU.
+    assert str(pipeline("audio-tagging", model=str(word_model), optimize="int8").device) == "cpu"
+    assert str(pipeline("audio-tagging", model=quantised, feature_extractor=extractor).device) == "cpu"

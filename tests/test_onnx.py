@@ -212,3 +212,13 @@ def test_onnx_classifier_errors(exported, tmp_path):
         classifier(features, [[1] * 40] * 2)
     with pytest.raises(FileNotFoundError, match="Export with quantize='int8' to write it"):
         OnnxAudioClassifier.from_directory(tmp_path, quantized=True)
+    # A provider this onnxruntime lacks is an error, not onnxruntime's silent fall-back to the CPU; listing the CPU
+    # as well allows the fall-back.
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(ValueError, match=r"cannot use \['CUDAExecutionProvider'\] here .* onnxruntime-gpu"):
+            OnnxAudioClassifier.from_directory(output, providers=["CUDAExecutionProvider"])
+        fallback = OnnxAudioClassifier.from_directory(output, providers=["CUDAExecutionProvider",
+                                                                          "CPUExecutionProvider"])
+        assert fallback.session.get_providers() == ["CPUExecutionProvider"]

@@ -230,6 +230,27 @@ def tiny_pretraining(**overrides) -> ASTForPreTraining:
     return ASTForPreTraining(ASTConfig(**{**fields, **overrides}))
 
 
+def test_infonce_scores_stay_float32_under_autocast():
+    """bmm is on autocast's half-precision list: the InfoNCE scores are computed in float32 anyway (every bmm of
+    the forward is recorded by a dispatch mode, the real kernels running)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class BmmDtypes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.dtypes = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.bmm.default:
+                self.dtypes.append(args[0].dtype)
+            return func(*args, **(kwargs or {}))
+
+    model = tiny_pretraining().eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), BmmDtypes() as seen:
+        output = model(torch.randn(2, 64, 32))
+    assert seen.dtypes[-1] == torch.float32 and output.discriminative_loss.dtype == torch.float32
+
+
 def test_padded_clip_gives_what_it_gives_alone():
     model = tiny_pretraining().eval()
     x = torch.randn(2, 64, 32)

@@ -20,12 +20,13 @@ Example:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from .runner import result_row
 from .sources import collect_files, file_key
-from .store import _parquet_table
+from .store import parquet_table
 
 
 class ASTPredictor:
@@ -50,9 +51,12 @@ class ASTPredictor:
         many = self.pipe.tag_many if self.task == "classify" else self.pipe.embed_many
         results = many([key.path for key in keys], keep_errors=True, **self.options)
         rows = [result_row(key, result) for key, result in zip(keys, results, strict=True)]
-        if self.task == "embed":
-            rows = [row for row in rows if row["error"] is None]  # failures: see the run's error log
-        return _parquet_table(rows, self.task, self.settings)
+        if self.task == "embed":  # an embedding row has no error column: the failure goes to the actor's log
+            for row in rows:
+                if row["error"] is not None:
+                    print(f"error: {row['error']}", file=sys.stderr)
+            rows = [row for row in rows if row["error"] is None]
+        return parquet_table(rows, self.task, self.settings)
 
 
 def run_with_ray(model: str, task: str, inputs: Sequence[str], output_dir: str, *, files_from: str | None = None,
@@ -76,8 +80,9 @@ def run_with_ray(model: str, task: str, inputs: Sequence[str], output_dir: str, 
         optimize: A fast-inference mode for the model.
 
     Returns:
-        (input, reason) of the inputs that are not audio files (the files that fail to decode are left out of the
-            rows, as `ast-hf embed` does, and named in the actors' log; classify rows carry their error).
+        (input, reason) of every input that gave no result: inputs that are not audio files, and files that could
+            not be decoded (classify also keeps these as rows with their error; embed leaves them out of the rows,
+            as `ast-hf embed` does).
     """
     import os
 
@@ -94,7 +99,20 @@ def run_with_ray(model: str, task: str, inputs: Sequence[str], output_dir: str, 
                             fn_constructor_kwargs={"model": model, "task": task, "options": options,
                                                    "settings": settings, "device": device, "optimize": optimize})
     rows.write_parquet(output_dir)
-    return failures
+    return failures + _failed_rows(output_dir, task, paths)
+
+
+def _failed_rows(output_dir: str, task: str, paths: Sequence[str]) -> list[tuple[str, str]]:
+    """(path, reason) of the files the written rows hold no result for: classify's error rows, embed's missing
+    paths (an embed row has no error column)."""
+    import pyarrow.parquet as pq
+
+    if task == "classify":
+        table = pq.read_table(output_dir, columns=["path", "error"]).to_pydict()
+        return [(path, error) for path, error in zip(table["path"], table["error"], strict=True) if error]
+    written = set(pq.read_table(output_dir, columns=["path"]).column("path").to_pylist())
+    return [(path, "could not be decoded (see the error in the actors' log)") for path in paths
+            if path not in written]
 
 
 __all__ = ["ASTPredictor", "run_with_ray"]

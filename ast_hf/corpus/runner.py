@@ -168,13 +168,14 @@ def run_corpus(pipe: Any, task: str, inputs: Sequence[str], output: str, *, file
     if progress is not None:
         progress.reset(total=len(todo))
     many = pipe.tag_many if task == "classify" else pipe.embed_many
-    processed = 0
+    processed = retried = 0  # retried: files of this run that failed, tried again by the next one
     with _StopSignals() as stop:
         results = many([key.path for key in todo], keep_errors=True, num_workers=num_workers, **(options or {}))
         for key, result in zip(todo, results, strict=False):  # stopped early: fewer results
             if "error" in result:
                 say(f"error: {result['error']}")
                 summary.failed.append((key.path, result["error"]))
+                retried += 1
                 if task == "classify":
                     store.add(result_row(key, result))
             else:
@@ -191,8 +192,9 @@ def run_corpus(pipe: Any, task: str, inputs: Sequence[str], output: str, *, file
             summary.stopped_by = stop.received
             left = len(todo) - processed
             again = "the same command again without --overwrite" if overwrite else "the same command again"
-            say(f"stopped by {signal.Signals(stop.received).name}: {summary.done} file(s) done in this run, {left} "
-                f"left; run {again} to resume (results so far: {store.staging}/)")
+            failed = f", {retried} failed (tried again then)" if retried else ""
+            say(f"stopped by {signal.Signals(stop.received).name}: {summary.done} file(s) done in this run{failed}, "
+                f"{left} not reached; run {again} to resume (results so far: {store.staging}/)")
             return summary
     rows = store.finish()
     summary.written = target

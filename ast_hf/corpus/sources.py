@@ -32,10 +32,11 @@ def file_key(path: str) -> FileKey:
 
 
 def absolute(path: str, root: str | None = None) -> str:
-    """`path` as an absolute, normalised path; a relative one is taken from `root` (default: the current directory)."""
+    """`path` as an absolute, normalised path; a relative one is taken from `root` (default: the current directory;
+    a relative `root` is itself taken from the current directory)."""
     path = os.path.expanduser(path)
     if not os.path.isabs(path):
-        path = os.path.join(root or os.getcwd(), path)
+        path = os.path.join(os.path.abspath(os.path.expanduser(root)) if root else os.getcwd(), path)
     return os.path.normpath(path)
 
 
@@ -79,7 +80,7 @@ def _pick_column(list_path: str, names: Sequence[str], column: str | None, first
             return name
     if first and names:
         return names[0]
-    raise ValueError(f"{list_path} has no column named path, file or filename (it has {list(names)}); pass "
+    raise ValueError(f"{list_path} has no column named path, file, filename or file_name (it has {list(names)}); pass "
                      "--column NAME.")
 
 

@@ -80,7 +80,20 @@ def _labels(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"label": item["label"], "score": float(item["score"])} for item in items]
 
 
-def _parquet_table(rows: list[dict[str, Any]], task: str, settings: dict[str, Any]) -> Any:
+def parquet_table(rows: list[dict[str, Any]], task: str, settings: dict[str, Any]) -> Any:
+    """The pyarrow table of result rows, in the schema every parquet output of a corpus run shares.
+
+    Used by the store's writer and by the Ray engine, so that a part written by either reads the same.
+
+    Args:
+        rows: Result rows as `result_row` makes them (plain lists and floats).
+        task: "classify" (clip labels, segments, events, error) or "embed" (windows, embedding, and timestamps
+            with their embeddings when `settings["timestamps"]`).
+        settings: The run's settings, stored as JSON in the schema metadata under `METADATA_KEY`.
+
+    Returns:
+        A `pyarrow.Table`.
+    """
     import pyarrow as pa
 
     label = pa.struct([("label", pa.string()), ("score", pa.float64())])
@@ -140,7 +153,7 @@ def encode_rows(rows: list[dict[str, Any]], suffix: str, task: str, settings: di
         import pyarrow.parquet as pq
 
         sink = io.BytesIO()
-        pq.write_table(_parquet_table(rows, task, settings), sink)
+        pq.write_table(parquet_table(rows, task, settings), sink)
         return sink.getvalue()
     kept = [row for row in rows if row.get("error") is None]
     arrays = {"paths": np.array([row["path"] for row in kept], dtype=str),
@@ -409,4 +422,4 @@ class ResultStore:
 
 
 __all__ = ["CLASSIFY_FORMATS", "EMBED_FORMATS", "METADATA_KEY", "ResultStore", "encode_rows", "output_format",
-           "read_keys", "read_settings"]
+           "parquet_table", "read_keys", "read_settings"]

@@ -201,9 +201,13 @@ def finish_run(output_dir: str | Path, *, is_main_process: bool, process_index: 
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux; DataLoader workers not counted
-    write_json(output_dir / f"process_{process_index}.json",
-               {"rank": process_index, "world_size": world_size, "examples_collated_for_training": examples_collated,
-                "peak_memory_mb": round(peak, 1)})
+    figures = {"rank": process_index, "world_size": world_size, "examples_collated_for_training": examples_collated,
+               "peak_memory_mb": round(peak, 1)}
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # the GPU this process used, beside host RSS
+        figures["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    write_json(output_dir / f"process_{process_index}.json", figures)
 
 
 def run_script(main: Callable[[], Any]) -> None:
