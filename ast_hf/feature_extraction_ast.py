@@ -501,7 +501,9 @@ def _as_clip_list(raw_speech: Any) -> list[torch.Tensor]:
                 raise ValueError(f"Got a 2-D array of shape {tuple(raw_speech.shape)}: a batch of 0 clips. Pass at "
                                  "least one clip.")
             if columns == 1:
-                return [_as_clip(raw_speech[:, 0], 0)]  # (N, 1): one mono clip
+                clips = [_as_clip(raw_speech[:, 0], 0)]  # (N, 1): one mono clip
+                _check_values(clips)
+                return clips
             if 1 < columns <= MAX_AUDIO_CHANNELS and rows > columns:
                 raise ValueError(
                     f"Got a 2-D array of shape {tuple(raw_speech.shape)}, which looks like multi-channel audio laid "
@@ -526,7 +528,33 @@ def _as_clip_list(raw_speech: Any) -> list[torch.Tensor]:
             f"Audio of type {type(raw_speech).__name__} is not supported; pass a numpy array, a torch tensor, a "
             "list of floats or a list of clips."
         )
-    return [_as_clip(item, index) for index, item in enumerate(items)]
+    clips = [_as_clip(item, index) for index, item in enumerate(items)]
+    _check_values(clips)
+    return clips
+
+
+def _check_values(clips: list[torch.Tensor]) -> None:
+    """Refuse NaN/Inf and overflowing amplitudes. One min/max reduction per clip, brought to the host together: one
+    device sync for a batch of GPU clips, not two per clip."""
+    bounds: list[tuple[float, float]] = []
+    for device in dict.fromkeys(clip.device for clip in clips):
+        on = [i for i, clip in enumerate(clips) if clip.device == device]
+        found = torch.stack([torch.stack(torch.aminmax(clips[i])) for i in on]).cpu().tolist()  # (clips, 2)
+        bounds += list(zip(on, found, strict=True))
+    for index, (low, high) in sorted(bounds):
+        # min/max are NaN or Inf iff some sample is, and bound the power spectrum.
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError(
+                f"Clip {index} contains NaN or Inf samples (or values beyond float32's range); clean the audio first "
+                "(e.g. np.nan_to_num) or drop it."
+            )
+        peak = max(-low, high)
+        if peak > MAX_AMPLITUDE:
+            raise ValueError(
+                f"Clip {index} peaks at {peak:.3g}; float audio is expected in [-1, 1], and above {MAX_AMPLITUDE:.0e} "
+                "its power spectrum would overflow float32 (NaN features). Scale it first, e.g. audio / "
+                "np.abs(audio).max(), or pass integer PCM as its int16/int32 array."
+            )
 
 
 def _as_clip(item: Any, index: int) -> torch.Tensor:
@@ -558,20 +586,6 @@ def _as_clip(item: Any, index: int) -> torch.Tensor:
         )
     if item.shape[0] == 0:
         raise ValueError(f"Clip {index} is empty (0 samples); drop it or pass at least one sample.")
-    # One reduction gives both checks: min/max are NaN or Inf iff some sample is, and bound the power spectrum.
-    low, high = (float(v) for v in torch.aminmax(item))
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise ValueError(
-            f"Clip {index} contains NaN or Inf samples (or values beyond float32's range); clean the audio first "
-            "(e.g. np.nan_to_num) or drop it."
-        )
-    peak = max(-low, high)
-    if peak > MAX_AMPLITUDE:
-        raise ValueError(
-            f"Clip {index} peaks at {peak:.3g}; float audio is expected in [-1, 1], and above {MAX_AMPLITUDE:.0e} its "
-            "power spectrum would overflow float32 (NaN features). Scale it first, e.g. audio / np.abs(audio).max(), "
-            "or pass integer PCM as its int16/int32 array."
-        )
     return item
 
 

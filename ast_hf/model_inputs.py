@@ -28,6 +28,18 @@ def is_integer_dtype(dtype: torch.dtype) -> bool:
     return not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
 
 
+def values_checked(tensor: torch.Tensor) -> bool:
+    """Whether the forward checks `tensor`'s values (NaN/Inf, label range, mask layout), which means reading them
+    back to the host.
+
+    On the CPU in eager mode that read is free, so they are checked. On an accelerator each read is a device sync
+    that stalls the queue, and under torch.compile a graph break; there the forward reads nothing, and the values are
+    the ones ASTFeatureExtractor and the training collators checked on the CPU when they made them. Shapes, dtypes
+    and devices are checked everywhere.
+    """
+    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def check_mel_bins(shape: tuple[int, ...], num_mel_bins: int) -> None:
     """Raise a ValueError unless a (batch, frames, mel bins) input has the model's `num_mel_bins` on its last axis.
 
@@ -51,9 +63,11 @@ def check_right_padded(attention_mask: torch.Tensor, real: torch.Tensor, frames:
     """Raise a ValueError unless every row of a (B, T) mask is 0/1, real frames first and then padding, with at
     least one real frame. The model masks the patches after each clip's count of real frames, so any other layout
     (left padding, holes) would mask the wrong patches."""
+    if not values_checked(attention_mask):
+        return
     expected = torch.arange(real.shape[1], device=real.device)[None, :] < frames[:, None]  # (B, T)
     values_ok = (attention_mask == 0) | (attention_mask == 1)  # always true for a boolean mask
-    if bool(values_ok.all()) and bool((real == expected).all()) and bool((frames > 0).all()):
+    if bool(values_ok.all() & (real == expected).all() & (frames > 0).all()):  # one read for the three checks
         return
     if not bool(values_ok.all()):
         raise ValueError(f"attention_mask holds values other than 0 and 1 (e.g. "
@@ -71,12 +85,14 @@ def check_right_padded(attention_mask: torch.Tensor, real: torch.Tensor, frames:
     )
 
 
-def check_input_values(input_values: Any, config: Any) -> torch.Tensor:
+def check_input_values(input_values: Any, config: Any, values: bool = True) -> torch.Tensor:
     """Check the model's `input_values` and return them.
 
     Args:
         input_values: What was passed as `input_values`: a float tensor of shape (batch, frames, mel bins).
         config: The model's `ASTConfig` (its `num_mel_bins` and patch grid).
+        values: Also look for NaN/Inf (where `values_checked` allows it); False for a caller whose encoder call
+            checks them again.
 
     Returns:
         The same tensor.
@@ -108,7 +124,7 @@ def check_input_values(input_values: Any, config: Any) -> torch.Tensor:
     if input_values.shape[0] == 0:
         raise ValueError(f"input_values has shape {tuple(input_values.shape)}: a batch of 0 spectrograms. Pass at "
                          "least one clip.")
-    if not torch.compiler.is_compiling() and not bool(torch.isfinite(input_values).all()):
+    if values and values_checked(input_values) and not bool(torch.isfinite(input_values).all()):
         raise ValueError("input_values contains NaN or Inf; the logits would be NaN. Check the audio and the "
                          "feature extractor's mean/std (ASTFeatureExtractor refuses such audio itself).")
     frames, mel_bins = input_values.shape[1:]
@@ -163,7 +179,7 @@ def label_problem_type(labels: torch.Tensor, logits_shape: tuple[int, ...], prob
                 "config.problem_type='multi_label_classification'."
             )
         outside = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= num_labels))
-        if bool(outside.any()):
+        if values_checked(labels) and bool(outside.any()):
             raise ValueError(
                 f"labels hold class index {int(labels[outside][0])} but the model has {num_labels} labels "
                 f"(indices 0..{num_labels - 1}; -100 is ignored). Check the label mapping, or build the "

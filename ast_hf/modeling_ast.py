@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,7 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_ast import ASTConfig, patches_along
-from .model_inputs import as_tensor, check_input_values, check_right_padded, label_problem_type
+from .model_inputs import as_tensor, check_input_values, check_right_padded, label_problem_type, values_checked
 from .patch_grid import (
     NUM_PREFIX_TOKENS,
     position_embeddings_per_clip,
@@ -594,6 +595,11 @@ class ASTModel(ASTPreTrainedModel):
         if eager:
             mask = torch.zeros(tokens.shape, dtype=embeddings.dtype, device=embeddings.device)
             return mask.masked_fill_(~tokens, torch.finfo(embeddings.dtype).min)[:, None, None, :]  # (B, 1, 1, N)
+        if self.config._attn_implementation == "sdpa":
+            # A key mask that sdpa broadcasts over heads and queries, built without reading it back: transformers'
+            # create_bidirectional_mask first asks whether it holds any padding (a device sync, and a graph break
+            # under torch.compile) and then expands it to (B, 1, N, N).
+            return tokens[:, None, None, :]  # (B, 1, 1, N) booleans, True where attended
         return create_bidirectional_mask(config=self.config, inputs_embeds=embeddings, attention_mask=tokens)
 
     def _time_patches(self, attention_mask: Any, shape: torch.Size) -> torch.Tensor:
@@ -677,55 +683,62 @@ def spectrogram_patches(input_values: torch.Tensor, patch_shape: tuple[int, int]
     return F.unfold(spectrogram, kernel_size=patch_shape, stride=strides).transpose(1, 2)  # (B, f * t, P)
 
 
-def sample_patch_mask(grid: tuple[int, int], time_patches: list[int], num_masked: int, masking: str,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw SSAST's masked patches, the same count in every clip.
+def sample_patch_mask(grid: tuple[int, int], time_patches: Any, num_masked: int, masking: str,
+                      generator: torch.Generator | None = None, device: Any = None) -> torch.Tensor:
+    """Draw SSAST's masked patches, the same count in every clip, with tensor operations only (no Python loop over
+    clips or neighbourhoods, nothing read back from the device).
 
     "cluster" (the authors' masking of 16x16 patches): square neighbourhoods of c x c patches, c drawn once per clip
-    from 3, 4 and 5, at random corners, until `num_masked` patches are covered; the last neighbourhood contributes
-    a random part of its new patches so that the count is exact. (The authors' code draws corners over the
-    flattened grid, so a neighbourhood that passes the right edge continues on the next rows, and cuts the union
-    to size by set order; here neighbourhoods stop at the grid's edges and the cut is random.) "random" (their
-    masking of frame patches): patches drawn uniformly without replacement. Only the clip's real time columns
-    (`time_patches`) are masked.
+    from 3, 4 and 5, at random corners, taken in order until `num_masked` patches are covered; the last neighbourhood
+    contributes a random part of its new patches so that the count is exact. (The authors' code draws corners over
+    the flattened grid, so a neighbourhood that passes the right edge continues on the next rows, and cuts the union
+    to size by set order; here neighbourhoods stop at the grid's edges and the cut is random.) The corners are drawn
+    all at once, more than the count needs; in the rare draw where they cover too few patches, the rest are random
+    real patches. "random" (their masking of frame patches): patches drawn uniformly without replacement. Only the
+    clip's real time columns (`time_patches`) are masked; each clip must have at least `num_masked` real patches.
 
     Args:
         grid: The (f, t) patch grid of the batch.
-        time_patches: Each clip's real time columns (t for an unpadded clip).
+        time_patches: Each clip's real time columns (t for an unpadded clip): a list or a (B,) tensor.
         num_masked: Patches masked per clip.
         masking: "cluster" or "random".
-        generator: The random generator (None: torch's global one).
+        generator: The random generator (None: torch's global one, on `device`). Its numbers are drawn on its own
+            device and moved to `device`.
+        device: Where the mask is made; None for the device of a `time_patches` tensor (the CPU for a list).
 
     Returns:
         (B, f * t) booleans, True at the masked patches, frequency-major.
     """
     grid_f, grid_t = grid
-    masks = torch.zeros(len(time_patches), grid_f, grid_t, dtype=torch.bool)
-    for clip, columns in enumerate(time_patches):
-        mask = masks[clip, :, :columns]  # a view: (f, t_real)
-        if masking == "random":
-            chosen = torch.randperm(grid_f * columns, generator=generator)[:num_masked]
-            flat = torch.zeros(grid_f * columns, dtype=torch.bool)
-            flat[chosen] = True
-            mask.copy_(flat.view(grid_f, columns))
-            continue
-        size = int(torch.randint(3, 6, (1,), generator=generator))
-        covered = 0
-        while covered < num_masked:
-            row = int(torch.randint(grid_f, (1,), generator=generator))
-            column = int(torch.randint(columns, (1,), generator=generator))
-            block = torch.zeros_like(mask)
-            block[row:row + size, column:column + size] = True
-            new = block & ~mask
-            count = int(new.sum())
-            if covered + count > num_masked:  # keep a random part of the last neighbourhood
-                places = new.view(-1).nonzero().squeeze(1)
-                keep = places[torch.randperm(count, generator=generator)[: num_masked - covered]]
-                new = torch.zeros(mask.numel(), dtype=torch.bool).index_fill(0, keep, True).view_as(mask)
-                count = num_masked - covered
-            mask |= new
-            covered += count
-    return masks.flatten(1)  # (B, f * t)
+    columns = torch.as_tensor(time_patches, dtype=torch.long)
+    device = columns.device if device is None else torch.device(device)
+    columns = columns.to(device)  # (B,)
+    batch = columns.shape[0]
+
+    def uniform(*shape: int) -> torch.Tensor:  # [0, 1) on `device`
+        if generator is None:
+            return torch.rand(shape, device=device)
+        return torch.rand(shape, generator=generator, device=generator.device).to(device)
+
+    rows = torch.arange(grid_f, device=device)[None, :, None]  # (1, f, 1)
+    cols = torch.arange(grid_t, device=device)[None, None, :]  # (1, 1, t)
+    real = (cols < columns[:, None, None]).expand(batch, grid_f, grid_t)  # (B, f, t)
+    key = uniform(batch, grid_f, grid_t)  # (B, f, t): a random order of the patches
+    if masking == "cluster":
+        draws = 4 * -(-num_masked // 9) + 8  # neighbourhoods of at least 9 patches: several times what is needed
+        size = 3 + (uniform(batch) * 3).long()  # (B,): 3, 4 or 5
+        top = (uniform(batch, draws) * grid_f).long()  # (B, K)
+        left = (uniform(batch, draws) * columns[:, None]).long()  # (B, K), within the real columns
+        top, left, bottom, right = (corner[:, None, None, :] for corner in (top, left, top + size[:, None],
+                                                                            left + size[:, None]))  # (B, 1, 1, K)
+        in_rows = (rows[..., None] >= top) & (rows[..., None] < bottom)  # (B, f, 1, K)
+        in_cols = (cols[..., None] >= left) & (cols[..., None] < right)  # (B, 1, t, K)
+        order = torch.arange(draws, device=device)
+        first = torch.where(in_rows & in_cols, order, draws).amin(dim=-1)  # (B, f, t): the first covering draw
+        key = first + key  # earlier neighbourhoods first; within one, and among the uncovered, random
+    key = key.masked_fill(~real, float("inf"))
+    chosen = key.flatten(1).topk(num_masked, dim=1, largest=False).indices  # (B, M)
+    return torch.zeros(batch, grid_f * grid_t, dtype=torch.bool, device=device).scatter_(1, chosen, True)
 
 
 class ASTForAudioClassification(ASTPreTrainedModel):
@@ -885,28 +898,34 @@ class ASTForPreTraining(ASTPreTrainedModel):
             raise ValueError(f"Patchout (patchout_time={config.patchout_time}, patchout_frequency="
                              f"{config.patchout_frequency}) would drop the masked positions that SSAST learns from; "
                              "set both to 0 for pretraining.")
-        input_values = check_input_values(input_values, config)
+        input_values = check_input_values(input_values, config, values=False)  # values: by the encoder's call
         encoder = self.audio_spectrogram_transformer
         grid = config.patch_grid_for(input_values.shape[1], input_values.shape[2])
         time_patches = None if attention_mask is None else encoder._time_patches(attention_mask, input_values.shape)
+        drawn = bool_masked_pos is None
         bool_masked_pos = self._masked_positions(bool_masked_pos, grid, time_patches, input_values.shape[0])
         bool_masked_pos = bool_masked_pos.to(input_values.device)
         outputs = encoder(input_values, attention_mask=attention_mask, bool_masked_pos=bool_masked_pos,
                           return_dict=True, **kwargs)
 
-        batch_size = input_values.shape[0]
-        num_masked = int(bool_masked_pos[0].sum())
+        # The masked positions in ascending order, M per clip (checked above, or config.mask_patches when drawn),
+        # gathered without boolean indexing, whose result size would have to be read back from the device.
+        num_masked = config.mask_patches if drawn else int(bool_masked_pos[0].sum())
+        number = bool_masked_pos.shape[1]
+        order = torch.arange(number, device=bool_masked_pos.device).expand_as(bool_masked_pos)
+        positions = torch.where(bool_masked_pos, order, number).sort(dim=1).values[:, :num_masked]  # (B, M)
         tokens = outputs.last_hidden_state[:, NUM_PREFIX_TOKENS:]  # (B, N, D)
-        masked_tokens = tokens[bool_masked_pos].view(batch_size, num_masked, -1)  # (B, M, D)
+        masked_tokens = tokens.gather(1, positions[..., None].expand(-1, -1, tokens.shape[-1]))  # (B, M, D)
         patches = spectrogram_patches(input_values, config.patch_shape, (config.frequency_stride, config.time_stride))
-        targets = patches[bool_masked_pos].view(batch_size, num_masked, -1).float()  # (B, M, P)
+        targets = patches.gather(1, positions[..., None].expand(-1, -1, patches.shape[-1])).float()  # (B, M, P)
 
         loss = discriminative_loss = accuracy = generative_loss = reconstruction = None
         if config.discriminative_loss_weight:
             predictions = self.discriminative_head(masked_tokens).float()  # (B, M, P)
             # In float32 under autocast too: bmm is on autocast's half-precision list, where the near-equal scores of
             # similar patches round to ties.
-            with torch.autocast(device_type=targets.device.type, enabled=False):
+            kind = targets.device.type
+            with torch.autocast(kind, enabled=False) if torch.amp.is_autocast_available(kind) else nullcontext():
                 scores = torch.bmm(targets, predictions.transpose(1, 2))  # (B, M targets, M predictions)
             # Each target row's own prediction is on the diagonal (equation 1 of the SSAST paper).
             discriminative_loss = -torch.diagonal(F.log_softmax(scores, dim=-1), dim1=1, dim2=2).mean()
@@ -949,19 +968,22 @@ class ASTForPreTraining(ASTPreTrainedModel):
     def _masked_positions(self, given: Any, grid: tuple[int, int], time_patches: torch.Tensor | None,
                           batch_size: int) -> torch.Tensor:
         """The (B, f*t) mask: drawn (config.mask_patches per clip), or the given one, checked."""
-        columns = [grid[1]] * batch_size if time_patches is None else time_patches.tolist()
+        device = self.audio_spectrogram_transformer.embeddings.position_embeddings.device
+        columns = torch.full((batch_size,), grid[1], device=device) if time_patches is None else time_patches  # (B,)
         if given is None:
-            fewest = grid[0] * min(columns)
-            if self.config.mask_patches > fewest:
-                clip = columns.index(min(columns))
-                raise ValueError(
-                    f"mask_patches={self.config.mask_patches}, but clip {clip} of the batch has only {fewest} patches "
-                    f"({grid[0]} x {min(columns)} of {self.config.patch_shape[0]} mel bins x "
-                    f"{self.config.patch_shape[1]} frames). Mask fewer patches (config.mask_patches, "
-                    f"--mask_patches; the authors mask 400 of 512) or use longer clips (pad to max_length).")
+            if time_patches is not None and values_checked(columns):  # on a GPU: see values_checked
+                fewest = int(columns.min())
+                if self.config.mask_patches > grid[0] * fewest:
+                    clip = int(columns.argmin())
+                    raise ValueError(
+                        f"mask_patches={self.config.mask_patches}, but clip {clip} of the batch has only "
+                        f"{grid[0] * fewest} patches ({grid[0]} x {fewest} of {self.config.patch_shape[0]} mel bins x "
+                        f"{self.config.patch_shape[1]} frames). Mask fewer patches (config.mask_patches, "
+                        "--mask_patches; the authors mask 400 of 512) or use longer clips (pad to max_length).")
             generator = None if self.training else torch.Generator().manual_seed(0)
             return sample_patch_mask(grid, columns, self.config.mask_patches, self.config.masking, generator)
-        real_columns = torch.arange(grid[1])[None, :] < torch.tensor(columns)[:, None]  # (B, t)
+        columns = columns.cpu()
+        real_columns = torch.arange(grid[1])[None, :] < columns[:, None]  # (B, t)
         real = token_mask(real_columns, grid[0])[:, NUM_PREFIX_TOKENS:]  # (B, f*t): patches of real frames
         mask = as_tensor("bool_masked_pos", given)
         if mask.shape != real.shape:

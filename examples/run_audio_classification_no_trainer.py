@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedType, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -68,6 +68,12 @@ class LoopArguments:
     resume_from_checkpoint: str | None = field(default=None, metadata={
         "help": "a step_N folder of this script, or 'last' for the newest complete one in --output_dir"})
     report_to: str = field(default="tensorboard", metadata={"help": "tensorboard | none"})
+    # The Trainer's names: decoding, features and augmentation in worker processes, so that a GPU is not kept waiting.
+    dataloader_num_workers: int = field(default=0, metadata={
+        "help": "processes preparing batches (decoding, features, augmentation) while the model trains; 0: in the "
+                "main process"})
+    dataloader_pin_memory: bool = field(default=True, metadata={
+        "help": "page-locked batches for faster copies to the GPU (used only where CUDA is available)"})
     # Mixed precision under the Trainer's flag names, passed to accelerate as mixed_precision="bf16" / "fp16".
     bf16: bool = field(default=False, metadata={
         "help": "bfloat16 mixed precision (autocast): GPUs, and CPUs with native bfloat16 (AVX512-BF16 or AMX)"})
@@ -136,11 +142,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sampler = None
     if parts.sample_weights is not None:  # the same draws on every process; accelerate shards the batches
         sampler = training.balanced_sampler(parts.sample_weights, args.seed)
+    if args.dataloader_num_workers < 0:
+        raise ValueError(f"--dataloader_num_workers {args.dataloader_num_workers}: pass 0 (batches made in the main "
+                         "process) or more worker processes.")
+    # Workers are started anew each epoch (not persistent), so that they see the collator's epoch.
+    loading = {"num_workers": args.dataloader_num_workers,
+               "pin_memory": args.dataloader_pin_memory and torch.cuda.is_available()}
     train_loader = DataLoader(raw["train"] if args.do_train else [], batch_size=args.per_device_train_batch_size,
                               shuffle=sampler is None and args.do_train, sampler=sampler, collate_fn=train_collator,
-                              generator=generator)
+                              generator=generator, **loading)
     eval_loader = DataLoader(raw["validation"], batch_size=args.per_device_eval_batch_size,
-                             collate_fn=parts.eval_collator) if args.do_eval else None
+                             collate_fn=parts.eval_collator, **loading) if args.do_eval else None
     optimizer = training.build_optimizer(model, args.learning_rate, (args.adam_beta1, args.adam_beta2),
                                          args.adam_epsilon, args.weight_decay, reference=recipe.reference_optimizer)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
@@ -157,6 +169,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         accelerator.init_trackers("runs", config={k: v for k, v in {**vars(recipe), **vars(args)}.items()
                                                     if isinstance(v, (int, float, str, bool))})
 
+    if accelerator.distributed_type == DistributedType.FSDP and recipe.average_end_epoch > 0:
+        raise ValueError(f"FSDP with average_end_epoch={recipe.average_end_epoch}: weight averaging keeps full copies "
+                         "of the weights in each process, which sharding is meant to avoid; set --average_end_epoch 0 "
+                         "for an FSDP run.")
     averager = training.WeightAverager(recipe.average_start_epoch, recipe.average_end_epoch)
     accelerator.register_for_checkpointing(averager)
     update, start_epoch, skip_batches = 0, 0, 0
@@ -227,8 +243,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         final, *evaluation = training.evaluate_with_accelerator(model, eval_loader, accelerator, multi_label)
         metrics.update(final)
     metrics["train_updates"] = update
+    # Every process takes part: under FSDP the full weights are gathered from the shards (a collective), where
+    # unwrapped.state_dict() would hold each process's shard only.
+    state_dict = accelerator.get_state_dict(model) if args.do_train else None
     if accelerator.is_main_process and args.do_train:  # no model for a run that trained nothing
-        unwrapped.save_pretrained(output_dir, save_function=accelerator.save)
+        unwrapped.save_pretrained(output_dir, state_dict=state_dict, save_function=accelerator.save)
         extractor.save_pretrained(output_dir)
         training.write_json(output_dir / "log_history.json", {"log_history": history})
     training.finish_run(

@@ -251,3 +251,32 @@ def test_the_input_convention_sets_the_default_call_and_is_checked():
         ASTFeatureExtractor(pad_to_max_length=True, return_attention_mask=True)
     with pytest.raises(TypeError, match="pad_to_max_length='yes'"):
         ASTFeatureExtractor(pad_to_max_length="yes")
+
+
+def test_reading_values_back_does_not_grow_with_the_number_of_clips():
+    """Each value read back to the host (`.item()`, `float(tensor)`: aten._local_scalar_dense, a device sync on a
+    GPU) is counted by a dispatch mode while the real kernels run: a batch of 8 clips reads as many as a batch of 2
+    (the NaN/Inf and amplitude checks of every clip come back in one transfer)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class ScalarReads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += func is torch.ops.aten._local_scalar_dense.default
+            return func(*args, **(kwargs or {}))
+
+    extractor = ASTFeatureExtractor(max_length=128)
+    generator = torch.Generator().manual_seed(0)
+    counts = {}
+    for clips in (2, 8):
+        audio = [torch.rand(16000, generator=generator) * 0.2 - 0.1 for _ in range(clips)]
+        extractor(audio, sampling_rate=16000, return_tensors="pt")  # warm the filter bank cache
+        with ScalarReads() as reads:
+            extractor(audio, sampling_rate=16000, return_tensors="pt")
+        counts[clips] = reads.count
+    assert counts[8] == counts[2], counts
+    with pytest.raises(ValueError, match="Clip 1 contains NaN"):
+        extractor([torch.zeros(400), torch.full((400,), float("nan"))], sampling_rate=16000)

@@ -365,3 +365,19 @@ def test_classifier_layer_norm_eps_defaults_to_layer_norm_eps(tmp_path):
     assert loaded.config.classifier_layer_norm_eps is None and loaded.classifier.layernorm.eps == 1e-6
     with pytest.raises(ValueError, match="classifier_layer_norm_eps=0 must be a small positive number"):
         tiny_config(classifier_layer_norm_eps=0)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train with Patchout"])
+def test_the_forward_reads_no_values_back_from_a_device(training):
+    """On an accelerator every value read back to the host (a NaN check, a label range check, "is there any
+    padding?") is a device sync. On the meta device, which holds no values, any such read raises: the
+    classification forward runs there with an attention mask and labels, so on a GPU it queues its work without
+    waiting. (On the CPU the same values are checked, as the input tests show.)"""
+    config = ast_hf.ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                              max_length=128, num_labels=5, patchout_time=2, patchout_frequency=1)
+    model = ast_hf.ASTForAudioClassification(config).train(training).to("meta")
+    input_values = torch.empty(2, 100, 128, device="meta")
+    attention_mask = torch.ones(2, 100, dtype=torch.long, device="meta")
+    for labels in (torch.zeros(2, dtype=torch.long, device="meta"), torch.zeros(2, 5, device="meta")):
+        output = model(input_values, attention_mask=attention_mask, labels=labels)
+        assert output.logits.shape == (2, 5) and output.loss.shape == ()

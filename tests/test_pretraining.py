@@ -251,6 +251,17 @@ def test_infonce_scores_stay_float32_under_autocast():
     assert seen.dtypes[-1] == torch.float32 and output.discriminative_loss.dtype == torch.float32
 
 
+def test_the_pretraining_forward_reads_no_values_back_from_a_device():
+    """Masks drawn with tensor operations on the model's device, masked positions gathered without boolean
+    indexing: on the meta device (no values, so any read back to the host raises) the training forward runs with
+    an attention mask, both masking kinds. On a GPU it therefore queues its work without waiting."""
+    for masking in ("cluster", "random"):
+        model = tiny_pretraining(masking=masking, mask_patches=5).train().to("meta")
+        output = model(torch.empty(2, 64, 32, device="meta"),
+                       attention_mask=torch.ones(2, 64, dtype=torch.long, device="meta"))
+        assert output.loss.shape == () and output.bool_masked_pos.shape == (2, 8)
+
+
 def test_padded_clip_gives_what_it_gives_alone():
     model = tiny_pretraining().eval()
     x = torch.randn(2, 64, 32)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from test_training import ROOT, TINY, TRAINER, final_weights, max_difference, run
+from test_training import LOOP, ROOT, TINY, TRAINER, final_weights, max_difference, run
 
 from ast_hf import training
 
@@ -261,3 +261,9 @@ def test_dataloader_workers_train_the_same_model(commands_root, tmp_path):
     refused = subprocess.run([*common, "--dataloader_num_workers", "2", "--dataloader_persistent_workers", "true",
                               "--output_dir", str(tmp_path / "refused")], capture_output=True, text=True, cwd=ROOT)
     assert refused.returncode != 0 and "persistent workers would keep" in refused.stderr
+    # The accelerate script takes the same flag (workers started anew each epoch, which see the epoch).
+    loop = [sys.executable, str(LOOP), *common[2:]]
+    loop = [word for word in loop if word not in ("--save_strategy", "no", "--eval_strategy")]
+    run([*loop, "--output_dir", str(tmp_path / "loop_plain")])
+    run([*loop, "--dataloader_num_workers", "2", "--output_dir", str(tmp_path / "loop_workers")])
+    assert max_difference(final_weights(tmp_path / "loop_plain"), final_weights(tmp_path / "loop_workers")) == 0.0
