@@ -184,7 +184,8 @@ def embed_windows(encoder: ASTModel, extractor: ASTFeatureExtractor, clips: Sequ
     device = encoder.device if device is None else device
     features = window_features(extractor, list(clips), pad_to_max_length, config.patch_shape[1], device)
     with torch.inference_mode():
-        output = encoder(**features, output_hidden_states=layers is not None)
+        # Only the asked-for hidden states are kept (the others stay None), not every layer's.
+        output = encoder(**features, output_hidden_states=list(layers) if layers is not None else False)
     states = [output.last_hidden_state] if layers is None else [output.hidden_states[i] for i in layers]
     batch, frames, mel_bins = features["input_values"].shape
     grid_f, grid_t = config.patch_grid_for(frames, mel_bins)
