@@ -170,6 +170,12 @@ def add_padding_flags(command: argparse.ArgumentParser, default: str = PAD_HELP)
                          help=f"run short windows at their own length with an attention mask; {default}")
 
 
+def padding_in_effect(pipe: Any, flag: bool | None) -> bool:
+    """--[no-]pad-to-max-length as it takes effect: the flag, or without it the checkpoint's convention (recorded
+    with a corpus run's settings, so that restating the default resumes the run)."""
+    return pipe.feature_extractor.pad_to_max_length if flag is None else flag
+
+
 def add_corpus_flags(command: argparse.ArgumentParser) -> None:
     """The flags of a corpus run: file lists, shards, decoding workers, --overwrite."""
     group = command.add_argument_group("many files (docs: Tagging an archive)")
@@ -290,8 +296,7 @@ def run_classify(args: argparse.Namespace) -> int:
 
         # Recorded as they take effect, so that a flag restating the checkpoint's own default resumes the run.
         effective = {"multi_label": is_multi_label(tagger.model.config) if args.multi_label is None else
-                     args.multi_label, "pad_to_max_length": tagger.feature_extractor.pad_to_max_length if
-                     args.pad_to_max_length is None else args.pad_to_max_length}
+                     args.multi_label, "pad_to_max_length": padding_in_effect(tagger, args.pad_to_max_length)}
         settings = {"task": "classify", "model": model_setting(args.model), "optimize": args.optimize, **options,
                     **effective}
         options = {key: value for key, value in options.items() if value is not None}
@@ -564,8 +569,7 @@ def run_embed(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise CommandError(f"--layer: {error}") from error
     options = {"pool": args.pool, "layers": list(layers) if layers is not None else None, "hop": args.hop,
-               "timestamps": args.timestamps, "pad_to_max_length": embedder.feature_extractor.pad_to_max_length if
-               args.pad_to_max_length is None else args.pad_to_max_length}  # as it takes effect (see classify)
+               "timestamps": args.timestamps, "pad_to_max_length": padding_in_effect(embedder, args.pad_to_max_length)}
     settings = {"task": "embed", "model": model_setting(args.model), "optimize": args.optimize, **options}
     call = {"pool": args.pool, "timestamps": args.timestamps, "batch_size": args.batch_size, "return_tensors": "np"}
     if layers is not None:

@@ -501,16 +501,15 @@ def _as_clip_list(raw_speech: Any) -> list[torch.Tensor]:
                 raise ValueError(f"Got a 2-D array of shape {tuple(raw_speech.shape)}: a batch of 0 clips. Pass at "
                                  "least one clip.")
             if columns == 1:
-                clips = [_as_clip(raw_speech[:, 0], 0)]  # (N, 1): one mono clip
-                _check_values(clips)
-                return clips
-            if 1 < columns <= MAX_AUDIO_CHANNELS and rows > columns:
+                items = [raw_speech[:, 0]]  # (N, 1): one mono clip
+            elif 1 < columns <= MAX_AUDIO_CHANNELS and rows > columns:
                 raise ValueError(
                     f"Got a 2-D array of shape {tuple(raw_speech.shape)}, which looks like multi-channel audio laid "
                     "out (samples, channels). AST takes mono audio: mix it down first (e.g. audio.mean(axis=1)). "
                     "A 2-D input is read as (batch, samples)."
                 )
-            items = list(raw_speech)
+            else:
+                items = list(raw_speech)
         else:
             raise ValueError(
                 f"Got a {raw_speech.ndim}-D array of shape {tuple(raw_speech.shape)}; expected one mono clip "

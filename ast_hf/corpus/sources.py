@@ -56,12 +56,12 @@ def read_file_list(list_path: str, column: str | None = None) -> list[str]:
             import pyarrow.parquet as pq
 
             names = pq.read_schema(list_path).names
-            chosen = _pick_column(list_path, names, column, first=False)
+            chosen = _pick_column(list_path, names, column)
             return [str(value) for value in pq.read_table(list_path, columns=[chosen]).column(chosen).to_pylist()
                     if value is not None]
         with open(list_path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
-            chosen = _pick_column(list_path, reader.fieldnames or [], column, first=False)
+            chosen = _pick_column(list_path, reader.fieldnames or [], column)
             return [row[chosen] for row in reader if row.get(chosen)]
     if column is not None:
         raise ValueError(f"--column {column}: {list_path} is a plain list of paths (one a line); --column is for CSV "
@@ -70,7 +70,7 @@ def read_file_list(list_path: str, column: str | None = None) -> list[str]:
         return [line.rstrip("\n\r") for line in handle if line.strip() and not line.startswith("#")]
 
 
-def _pick_column(list_path: str, names: Sequence[str], column: str | None, first: bool = False) -> str:
+def _pick_column(list_path: str, names: Sequence[str], column: str | None) -> str:
     if column is not None:
         if column not in names:
             raise ValueError(f"--column {column}: {list_path} has no such column; it has {list(names)}.")
@@ -78,8 +78,6 @@ def _pick_column(list_path: str, names: Sequence[str], column: str | None, first
     for name in ("path", "file", "filename", "file_name"):
         if name in names:
             return name
-    if first and names:
-        return names[0]
     raise ValueError(f"{list_path} has no column named path, file, filename or file_name (it has {list(names)}); pass "
                      "--column NAME.")
 
